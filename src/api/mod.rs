@@ -1,0 +1,1 @@
+//! The typed AGH agent API client.
