@@ -1,5 +1,13 @@
-//! The typed AGH agent API client.
+//! The typed AGH agent API client: endpoint and identity, wire types, classified errors, calls.
 
+mod client;
 mod endpoint;
+mod error;
+pub mod types;
 
+pub use client::{
+    AghClient, ClaimOutcome, ClientOptions, HEADER_AGENT, HEADER_SESSION, HEADER_WORKSPACE,
+    RecvOptions, RetryOptions, SoulAnswer, encode_segment,
+};
 pub use endpoint::{Endpoint, EndpointParseError, Identity};
+pub use error::{ApiError, ErrorKind, classify, redact_claim_tokens};
