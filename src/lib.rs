@@ -12,4 +12,5 @@
 
 pub mod api;
 pub mod config;
+pub mod handler;
 pub mod sim;

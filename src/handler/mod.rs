@@ -1,0 +1,167 @@
+//! The handler contract: what a handler is given for one run, and the outcome it returns.
+//!
+//! A handler never holds the AGH client. It receives a [`TaskContext`] (the task document, a
+//! cancellation token, a deadline, a way to report, and the inbound channel messages of its run)
+//! and returns an [`Outcome`]; the lease task turns that outcome into exactly one terminal call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBundle};
+
+/// Everything known about the run when the handler starts: the claim and the context bundle.
+/// Serialised, it is the first stdin line of an exec handler.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskDocument {
+    /// Always `"task"`, so a program reading stdin lines can tell it from messages.
+    #[serde(rename = "type")]
+    pub doc_type: &'static str,
+    pub run_id: String,
+    pub task_id: String,
+    pub attempt: i64,
+    pub title: String,
+    /// The claim as the daemon answered it (task, run, lease, coordination channel).
+    pub claim: Claim,
+    /// The context bundle (handoff summary, prior attempts, limits, profile), when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<TaskBundle>,
+    /// The time the handler has, in seconds (the smaller of the bundle's limit and the ceiling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+}
+
+impl TaskDocument {
+    /// Builds the document from a claim and the bundle read after it.
+    pub fn new(claim: Claim, bundle: Option<TaskBundle>, deadline: Option<Duration>) -> Self {
+        let task_id = if claim.task.id.is_empty() {
+            claim.run.task_id.clone().unwrap_or_default()
+        } else {
+            claim.task.id.clone()
+        };
+        TaskDocument {
+            doc_type: "task",
+            run_id: claim.run.id.clone(),
+            task_id,
+            attempt: claim.run.attempt.unwrap_or(1),
+            title: claim.task.title.clone().unwrap_or_default(),
+            claim,
+            bundle,
+            deadline_seconds: deadline.map(|d| d.as_secs()),
+        }
+    }
+
+    /// The run's coordination channel id, when it has one.
+    pub fn coordination_channel_id(&self) -> Option<&str> {
+        self.claim
+            .run
+            .coordination_channel_id
+            .as_deref()
+            .or(self.claim.lease.coordination_channel_id.as_deref())
+            .or(self
+                .claim
+                .coordination_channel
+                .as_ref()
+                .and_then(|c| c.id.as_deref()))
+            .filter(|id| !id.is_empty())
+    }
+}
+
+/// How a handler ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The work is done; `result` is stored on the run (capped to 64 KiB by the lease task).
+    Complete(Value),
+    /// The work failed; `error` is a non-empty summary, `metadata` optional detail.
+    Fail {
+        error: String,
+        metadata: Option<Value>,
+    },
+    /// The handler gives the run back to the queue (the same run, same attempt).
+    Release(String),
+}
+
+/// A request for a child session, answered by the spawner.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpawnAsk {
+    pub agent_name: String,
+    pub ttl_seconds: Option<i64>,
+    pub spawn_role: Option<String>,
+    pub permissions: Option<Permissions>,
+    pub name: Option<String>,
+    pub prompt_overlay: Option<String>,
+}
+
+/// The spawner's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpawnAnswer {
+    /// A child session exists now.
+    Spawned {
+        session_id: String,
+        agent_name: String,
+        ttl_seconds: i64,
+    },
+    /// Refused, locally (budget) or by the daemon; `reason` says which and why.
+    Refused { reason: String },
+}
+
+/// What a handler tells the worker while it runs.
+#[derive(Debug)]
+pub enum HandlerEvent {
+    /// A progress line (becomes a throttled `status` message and a log line).
+    Progress(String),
+    /// A coordination message of another kind on the run's channel.
+    Message { kind: MessageKind, text: String },
+    /// A reply to a received message.
+    Reply { to_message_id: String, text: String },
+    /// A request for a child session; the answer comes back on `answer`.
+    Spawn {
+        ask: SpawnAsk,
+        answer: oneshot::Sender<SpawnAnswer>,
+    },
+}
+
+/// What a handler gets for one run.
+#[derive(Debug)]
+pub struct TaskContext {
+    /// The task document.
+    pub document: Arc<TaskDocument>,
+    /// Cancelled when the run must stop: lease lost, deadline, shutdown drain passed.
+    pub cancel: CancellationToken,
+    /// How long the handler may run (the smaller of the bundle's `max_runtime_seconds` and the ceiling).
+    pub time_limit: Option<Duration>,
+    /// Reports to the worker (progress, messages, spawn requests). Sending never blocks the handler
+    /// for long: the channel is bounded and the worker drains it continuously.
+    pub events: mpsc::Sender<HandlerEvent>,
+    /// Channel messages addressed to this run.
+    pub inbound: mpsc::Receiver<ChannelMessage>,
+}
+
+impl TaskContext {
+    /// Reports progress; a closed worker side is ignored (the run is ending anyway).
+    pub async fn progress(&self, text: impl Into<String>) {
+        let _ = self.events.send(HandlerEvent::Progress(text.into())).await;
+    }
+
+    /// Asks for a child session and waits for the answer.
+    pub async fn spawn(&self, ask: SpawnAsk) -> SpawnAnswer {
+        let (answer, receive) = oneshot::channel();
+        if self
+            .events
+            .send(HandlerEvent::Spawn { ask, answer })
+            .await
+            .is_err()
+        {
+            return SpawnAnswer::Refused {
+                reason: "the run is ending".into(),
+            };
+        }
+        receive.await.unwrap_or(SpawnAnswer::Refused {
+            reason: "the spawner is not running".into(),
+        })
+    }
+}
