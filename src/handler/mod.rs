@@ -120,7 +120,7 @@ pub enum HandlerEvent {
     Reply { to_message_id: String, text: String },
     /// A request for a child session; the answer comes back on `answer`.
     Spawn {
-        ask: SpawnAsk,
+        ask: Box<SpawnAsk>,
         answer: oneshot::Sender<SpawnAnswer>,
     },
 }
@@ -152,7 +152,10 @@ impl TaskContext {
         let (answer, receive) = oneshot::channel();
         if self
             .events
-            .send(HandlerEvent::Spawn { ask, answer })
+            .send(HandlerEvent::Spawn {
+                ask: Box::new(ask),
+                answer,
+            })
             .await
             .is_err()
         {
