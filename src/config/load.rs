@@ -316,13 +316,13 @@ impl Kind {
                 let lowered = trimmed.to_ascii_lowercase();
                 variants
                     .contains(&lowered.as_str())
-                    .then(|| Value::String(lowered))
+                    .then_some(Value::String(lowered))
             }
         }
     }
 
     /// A value from the TOML file converted to this type.
-    fn from_toml(self, value: &config::Value) -> Option<Value> {
+    fn convert_toml(self, value: &config::Value) -> Option<Value> {
         match (self, &value.kind) {
             (Kind::Bool, ValueKind::Boolean(b)) => Some(Value::Bool(*b)),
             (Kind::Integer, ValueKind::I64(n)) => u64::try_from(*n).ok().map(Value::from),
@@ -478,7 +478,7 @@ impl Layers {
                     problems.push(self.unknown(&key, origin()));
                     continue;
                 };
-                match kind.from_toml(value) {
+                match kind.convert_toml(value) {
                     Some(parsed) => self.set(&key, parsed, origin()),
                     None => problems.push(ConfigError::BadValue {
                         found: describe_toml(&key, value),
@@ -567,4 +567,577 @@ impl Layers {
 fn tilde_rest(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('~')?;
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LogFormat, OrphanPolicy};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            }
+        }
+
+        fn file(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+            path
+        }
+
+        /// Sources with the given environment and no file: the default file path does not exist.
+        fn sources(&self, env: &[(&str, &str)]) -> ConfigSources {
+            ConfigSources {
+                file: None,
+                default_file: self.dir.path().join("etc-agh-worker.toml"),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                overrides: Vec::new(),
+            }
+        }
+    }
+
+    const AGH_ENV: &[(&str, &str)] = &[
+        ("AGH_SESSION_ID", "sess-0123456789abcdef"),
+        ("AGH_AGENT", "coder"),
+        ("HOME", "/home/op"),
+    ];
+
+    fn with_agh_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        AGH_ENV.iter().chain(extra).copied().collect()
+    }
+
+    fn load_ok(sources: &ConfigSources) -> LoadedConfig {
+        load(sources).unwrap_or_else(|e| panic!("expected a valid config, got:\n{e}"))
+    }
+
+    fn load_err(sources: &ConfigSources) -> ConfigError {
+        match load(sources) {
+            Ok(loaded) => panic!("expected an error, got {:?}", loaded.config),
+            Err(e) => e,
+        }
+    }
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agh-worker.toml")
+    }
+
+    fn schema_keys() -> Vec<String> {
+        let tree = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
+        leaves(&tree).into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn defaults_and_the_agh_environment_alone_make_a_valid_config() {
+        let fx = Fixture::new();
+        let loaded = load_ok(&fx.sources(AGH_ENV));
+        assert_eq!(loaded.file_used, None);
+        let config = &loaded.config;
+        assert_eq!(config.agh.session_id, "sess-0123456789abcdef");
+        assert_eq!(config.agh.agent, "coder");
+        assert_eq!(config.agh.home, "/home/op/.agh");
+        assert_eq!(config.worker.lease_seconds, 60);
+        assert_eq!(config.worker.orphan_policy, OrphanPolicy::Adopt);
+        assert_eq!(
+            loaded.origin("agh.session_id"),
+            Some(&Origin::Env("AGH_SESSION_ID".into()))
+        );
+        assert_eq!(loaded.origin("agh.home"), Some(&Origin::Default));
+        assert_eq!(
+            loaded.origin("worker.lease_seconds"),
+            Some(&Origin::Default)
+        );
+        assert_eq!(loaded.origins.len(), schema_keys().len());
+    }
+
+    #[test]
+    fn file_then_environment_then_flags_win_and_each_origin_is_recorded() {
+        let fx = Fixture::new();
+        let file = fx.file(
+            "w.toml",
+            "[worker]\nlease_seconds = 120\nmax_runs = 5\ndrain_timeout_seconds = 9\n[log]\nformat = \"json\"\n",
+        );
+        let mut sources = fx.sources(&with_agh_env(&[
+            ("AGH_WORKER__WORKER__MAX_RUNS", "7"),
+            ("AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS", "11"),
+        ]));
+        sources.file = Some(file.clone());
+        sources.overrides = vec![("worker.max_runs".into(), "3".into())];
+        let loaded = load_ok(&sources);
+        let worker = &loaded.config.worker;
+        assert_eq!(
+            (
+                worker.lease_seconds,
+                worker.drain_timeout_seconds,
+                worker.max_runs
+            ),
+            (120, 11, 3)
+        );
+        assert_eq!(loaded.config.log.format, LogFormat::Json);
+        assert_eq!(loaded.file_used, Some(file.clone()));
+        assert_eq!(
+            loaded.origin("worker.lease_seconds"),
+            Some(&Origin::File(file))
+        );
+        assert_eq!(
+            loaded.origin("worker.drain_timeout_seconds"),
+            Some(&Origin::Env(
+                "AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS".into()
+            ))
+        );
+        assert_eq!(loaded.origin("worker.max_runs"), Some(&Origin::Flag));
+        assert_eq!(loaded.origin("worker.claim_wait"), Some(&Origin::Default));
+    }
+
+    #[test]
+    fn agh_variables_fill_identity_channel_and_home() {
+        let fx = Fixture::new();
+        let loaded = load_ok(&fx.sources(&[
+            ("AGH_SESSION_ID", " sess-0123456789abcdef "),
+            ("AGH_AGENT_NAME", "reviewer"),
+            ("AGH_SESSION_CHANNEL", "team"),
+            ("AGH_HOME", "/srv/agh"),
+        ]));
+        let agh = &loaded.config.agh;
+        assert_eq!(agh.session_id, "sess-0123456789abcdef");
+        assert_eq!(agh.agent, "reviewer");
+        assert_eq!(agh.session_channel, "team");
+        assert_eq!(agh.home, "/srv/agh");
+        assert_eq!(
+            loaded.origin("agh.agent"),
+            Some(&Origin::Env("AGH_AGENT_NAME".into()))
+        );
+        assert_eq!(
+            loaded.origin("agh.home"),
+            Some(&Origin::Env("AGH_HOME".into()))
+        );
+    }
+
+    #[test]
+    fn agh_agent_is_preferred_over_agh_agent_name() {
+        let fx = Fixture::new();
+        let loaded = load_ok(&fx.sources(&with_agh_env(&[("AGH_AGENT_NAME", "other")])));
+        assert_eq!(loaded.config.agh.agent, "coder");
+    }
+
+    #[test]
+    fn explicit_worker_keys_win_over_agh_variables() {
+        let fx = Fixture::new();
+        let file = fx.file(
+            "w.toml",
+            "[agh]\nagent = \"from-file\"\nhome = \"~/agh-home\"\n",
+        );
+        let mut sources = fx.sources(&with_agh_env(&[
+            ("AGH_HOME", "/srv/agh"),
+            ("AGH_SESSION_CHANNEL", "team"),
+            ("AGH_WORKER__AGH__SESSION_ID", "sess-fedcba9876543210"),
+        ]));
+        sources.file = Some(file.clone());
+        sources.overrides = vec![("agh.session_channel".into(), "ops".into())];
+        let loaded = load_ok(&sources);
+        let agh = &loaded.config.agh;
+        assert_eq!(agh.session_id, "sess-fedcba9876543210");
+        assert_eq!(agh.agent, "from-file");
+        assert_eq!(agh.session_channel, "ops");
+        assert_eq!(
+            agh.home, "/home/op/agh-home",
+            "a leading ~ is the user's home"
+        );
+        assert_eq!(
+            loaded.origin("agh.session_id"),
+            Some(&Origin::Env("AGH_WORKER__AGH__SESSION_ID".into()))
+        );
+        assert_eq!(loaded.origin("agh.home"), Some(&Origin::File(file)));
+    }
+
+    #[test]
+    fn an_empty_explicit_identity_key_does_not_hide_the_agh_variable() {
+        let fx = Fixture::new();
+        let file = fx.file("w.toml", "[agh]\nsession_id = \"\"\nagent = \"\"\n");
+        let mut sources = fx.sources(AGH_ENV);
+        sources.file = Some(file);
+        let loaded = load_ok(&sources);
+        assert_eq!(loaded.config.agh.session_id, "sess-0123456789abcdef");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_naming_its_path_file_and_nearest_key() {
+        let fx = Fixture::new();
+        let file = fx.file("w.toml", "[worker]\nlease_secs = 30\n");
+        let mut sources = fx.sources(AGH_ENV);
+        sources.file = Some(file.clone());
+        let err = load_err(&sources);
+        match &err {
+            ConfigError::UnknownKey {
+                key,
+                origin,
+                suggestion,
+            } => {
+                assert_eq!(key, "worker.lease_secs");
+                assert_eq!(origin, &Origin::File(file.clone()));
+                assert_eq!(suggestion.as_deref(), Some("worker.lease_seconds"));
+            }
+            other => panic!("expected UnknownKey, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("worker.lease_secs"), "{text}");
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        assert!(
+            text.contains("did you mean worker.lease_seconds?"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_section_or_top_level_key_in_the_file_is_named() {
+        let fx = Fixture::new();
+        let file = fx.file("w.toml", "lease_seconds = 30\n[wroker]\nmax_runs = 1\n");
+        let mut sources = fx.sources(AGH_ENV);
+        sources.file = Some(file);
+        let err = load_err(&sources);
+        let found: Vec<(String, Option<String>)> = err
+            .problems()
+            .into_iter()
+            .filter_map(|p| match p {
+                ConfigError::UnknownKey {
+                    key, suggestion, ..
+                } => Some((key.clone(), suggestion.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("lease_seconds".into(), Some("worker.lease_seconds".into())),
+                ("wroker".into(), Some("worker".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_environment_key_names_the_variable_and_the_right_one() {
+        let fx = Fixture::new();
+        let sources = fx.sources(&with_agh_env(&[("AGH_WORKER__WORKER__LEASE_SECS", "30")]));
+        let err = load_err(&sources);
+        let text = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::UnknownKey { key, origin: Origin::Env(var), .. }
+                if key == "worker.lease_secs" && var == "AGH_WORKER__WORKER__LEASE_SECS"),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("did you mean AGH_WORKER__WORKER__LEASE_SECONDS (worker.lease_seconds)?"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_override_is_named_with_a_suggestion() {
+        let fx = Fixture::new();
+        let mut sources = fx.sources(AGH_ENV);
+        sources.overrides = vec![("worker.max_run".into(), "3".into())];
+        let err = load_err(&sources);
+        assert!(
+            matches!(&err, ConfigError::UnknownKey { key, origin: Origin::Flag, suggestion }
+                if key == "worker.max_run" && suggestion.as_deref() == Some("worker.max_runs")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("command-line override"), "{err}");
+    }
+
+    #[test]
+    fn an_unrelated_unknown_key_gets_no_suggestion_but_a_pointer_to_the_docs() {
+        let fx = Fixture::new();
+        let mut sources = fx.sources(AGH_ENV);
+        sources.overrides = vec![("database.url".into(), "x".into())];
+        let err = load_err(&sources);
+        assert!(
+            matches!(
+                &err,
+                ConfigError::UnknownKey {
+                    suggestion: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("remove it"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_the_expected_type_and_the_origin() {
+        let fx = Fixture::new();
+        let file = fx.file(
+            "w.toml",
+            "[worker]\nlease_seconds = \"sixty\"\nmax_runs = -1\nidle_exit_seconds = 1.5\norphan_policy = \"keep\"\nrequired_capabilities = [\"a\", 2]\n[log]\nlevel = 3\n",
+        );
+        let mut sources = fx.sources(&with_agh_env(&[(
+            "AGH_WORKER__WORKER__CLAIM_WAIT",
+            "maybe",
+        )]));
+        sources.file = Some(file);
+        sources.overrides = vec![("agh.connect_timeout_ms".into(), "2s".into())];
+        let err = load_err(&sources);
+        let bad: Vec<(String, String)> = err
+            .problems()
+            .into_iter()
+            .filter_map(|p| match p {
+                ConfigError::BadValue { key, expected, .. } => {
+                    Some((key.clone(), expected.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let keys: Vec<&str> = bad.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "log.level",
+                "worker.idle_exit_seconds",
+                "worker.lease_seconds",
+                "worker.max_runs",
+                "worker.orphan_policy",
+                "worker.required_capabilities",
+                "worker.claim_wait",
+                "agh.connect_timeout_ms",
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("8 problems in the configuration:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("worker.lease_seconds in config file")
+                && text.contains("must be a non-negative integer, but is \"sixty\" (a string)"),
+            "{text}"
+        );
+        assert!(text.contains("one of \"adopt\", \"release\""), "{text}");
+        assert!(
+            text.contains(
+                "worker.claim_wait from environment variable AGH_WORKER__WORKER__CLAIM_WAIT must be true or false, but is \"maybe\""
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn text_values_are_parsed_to_the_type_of_their_key() {
+        let fx = Fixture::new();
+        let mut sources = fx.sources(&with_agh_env(&[
+            ("AGH_WORKER__WORKER__CLAIM_WAIT", "no"),
+            ("AGH_WORKER__WORKER__ORPHAN_POLICY", "Release"),
+            (
+                "AGH_WORKER__WORKER__REQUIRED_CAPABILITIES",
+                "skill:rust, gpu ,",
+            ),
+        ]));
+        sources.overrides = vec![("log.format".into(), "json".into())];
+        let loaded = load_ok(&sources);
+        let worker = &loaded.config.worker;
+        assert!(!worker.claim_wait);
+        assert_eq!(worker.orphan_policy, OrphanPolicy::Release);
+        assert_eq!(worker.required_capabilities, vec!["skill:rust", "gpu"]);
+        assert_eq!(loaded.config.log.format, LogFormat::Json);
+
+        sources.overrides = vec![("worker.required_capabilities".into(), r#"["a","b"]"#.into())];
+        let loaded = load_ok(&sources);
+        assert_eq!(loaded.config.worker.required_capabilities, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_a_type_error() {
+        let fx = Fixture::new();
+        let mut sources = fx.sources(AGH_ENV);
+        sources.file = Some(fx.file("w.toml", "worker = 3\n"));
+        let err = load_err(&sources);
+        assert!(
+            matches!(&err, ConfigError::BadValue { key, expected, .. }
+                if key == "worker" && expected.contains("[worker]")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_the_file_and_the_line() {
+        let fx = Fixture::new();
+        let mut sources = fx.sources(AGH_ENV);
+        let file = fx.file("w.toml", "[worker]\nlease_seconds = 60\nmax_runs = = 2\n");
+        sources.file = Some(file.clone());
+        let err = load_err(&sources);
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn an_explicit_config_file_that_does_not_exist_is_an_error() {
+        let fx = Fixture::new();
+        let mut sources = fx.sources(AGH_ENV);
+        let missing = fx.dir.path().join("nope.toml");
+        sources.file = Some(missing.clone());
+        let err = load_err(&sources);
+        assert!(
+            matches!(&err, ConfigError::FileNotFound { path } if *path == missing),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--config"), "{err}");
+    }
+
+    #[test]
+    fn the_default_file_is_read_only_when_it_exists() {
+        let fx = Fixture::new();
+        let sources = fx.sources(AGH_ENV);
+        assert_eq!(load_ok(&sources).file_used, None);
+
+        fx.file("etc-agh-worker.toml", "[worker]\nmax_runs = 4\n");
+        let loaded = load_ok(&sources);
+        assert_eq!(loaded.file_used, Some(sources.default_file.clone()));
+        assert_eq!(loaded.config.worker.max_runs, 4);
+    }
+
+    #[test]
+    fn an_explicit_file_is_used_instead_of_the_default_one() {
+        let fx = Fixture::new();
+        fx.file("etc-agh-worker.toml", "[worker]\nmax_runs = 4\n");
+        let mut sources = fx.sources(AGH_ENV);
+        sources.file = Some(fx.file("mine.toml", "[worker]\nidle_exit_seconds = 8\n"));
+        let loaded = load_ok(&sources);
+        assert_eq!(loaded.config.worker.max_runs, 0);
+        assert_eq!(loaded.config.worker.idle_exit_seconds, 8);
+    }
+
+    #[test]
+    fn validation_problems_from_load_say_where_the_bad_value_came_from() {
+        let fx = Fixture::new();
+        let sources = fx.sources(&[
+            ("HOME", "/home/op"),
+            ("AGH_WORKER__WORKER__LEASE_SECONDS", "0"),
+        ]);
+        let ConfigError::Invalid(errors) = load_err(&sources) else {
+            panic!("expected validation errors");
+        };
+        assert_eq!(
+            errors.keys(),
+            vec![
+                "agh.session_id",
+                "agh.agent",
+                "worker.lease_seconds",
+                "worker.heartbeat_every_seconds"
+            ]
+        );
+        let text = errors.to_string();
+        assert!(
+            text.contains("(value from environment variable AGH_WORKER__WORKER__LEASE_SECONDS)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn entries_list_every_key_with_its_origin_and_redact_secret_looking_keys() {
+        let fx = Fixture::new();
+        let loaded = load_ok(&fx.sources(AGH_ENV));
+        let entries = loaded.entries();
+        assert_eq!(entries.len(), schema_keys().len());
+        assert!(entries.iter().any(|e| e.key == "agh.agent"
+            && e.value == "\"coder\""
+            && e.origin == Origin::Env("AGH_AGENT".into())));
+        assert!(is_secret_key("coder.api_key"));
+        assert!(is_secret_key("webhook.token"));
+        assert!(!is_secret_key("agh.session_id"));
+    }
+
+    #[test]
+    fn every_schema_key_has_an_environment_variable_that_sets_it() {
+        let fx = Fixture::new();
+        for key in schema_keys() {
+            let var = env_var_for(&key);
+            let env = with_agh_env(&[]);
+            let mut sources = fx.sources(&env);
+            // A string that is never valid for a typed key proves the variable reached that key.
+            sources.env.insert(var.clone(), "\u{1}not-a-value".into());
+            if let Err(ConfigError::UnknownKey { .. }) = load_unvalidated(&sources) {
+                panic!("{var} is not recognised as {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_example_file_loads_cleanly() {
+        let mut sources = Fixture::new().sources(AGH_ENV);
+        sources.file = Some(example_path());
+        let loaded = load_ok(&sources);
+        let mut expected = Config::default();
+        expected.agh.session_id = "sess-0123456789abcdef".into();
+        expected.agh.agent = "coder".into();
+        expected.agh.home = "/home/op/.agh".into();
+        assert_eq!(
+            loaded.config, expected,
+            "the example must set only defaults"
+        );
+    }
+
+    /// The lines of `text` between `[section]` and the next section header.
+    fn section_text<'a>(text: &'a str, section: &str) -> Vec<&'a str> {
+        let header = format!("[{section}]");
+        text.lines()
+            .skip_while(|line| line.trim_start_matches(['#', ' ']) != header)
+            .skip(1)
+            .take_while(|line| !line.trim_start_matches(['#', ' ']).starts_with('['))
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_in_its_section_with_its_variable() {
+        let text = std::fs::read_to_string(example_path())
+            .unwrap_or_else(|e| panic!("config/agh-worker.toml: {e}"));
+        for key in schema_keys() {
+            let Some((section, leaf)) = key.split_once('.') else {
+                panic!("{key} has no section");
+            };
+            let lines = section_text(&text, section);
+            let assignment = format!("{leaf} =");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&assignment)),
+                "{key} is not shown in [{section}] of config/agh-worker.toml"
+            );
+            assert!(
+                lines.iter().any(|l| l.contains(&env_var_for(&key))),
+                "{} is not mentioned in [{section}] of config/agh-worker.toml",
+                env_var_for(&key)
+            );
+        }
+        for (_, vars) in AGH_CONVENTIONS {
+            assert!(text.contains(vars[0]), "{} is not mentioned", vars[0]);
+        }
+    }
+
+    #[test]
+    fn the_configuration_docs_list_every_key_and_variable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for key in schema_keys() {
+            assert!(
+                text.contains(&format!("`{key}`")),
+                "{key} missing from docs"
+            );
+            assert!(
+                text.contains(&env_var_for(&key)),
+                "{} missing from docs",
+                env_var_for(&key)
+            );
+        }
+    }
 }
