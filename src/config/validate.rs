@@ -146,12 +146,15 @@ fn validate_agh(agh: &AghConfig, worker: &WorkerConfig, errors: &mut ValidationE
         );
     }
     // A heartbeat sent on schedule must be answered or abandoned while the lease still holds,
-    // or a hung daemon turns one slow call into a lost lease.
+    // or a hung daemon turns one slow call into a lost lease. Only checked when the heartbeat
+    // itself is valid, so one mistake is not reported twice.
+    let heartbeat_is_valid = worker.heartbeat_every_seconds >= 1
+        && worker.heartbeat_every_seconds <= worker.lease_seconds / 2;
     let renew_window_ms = worker
         .lease_seconds
         .saturating_sub(worker.heartbeat_every_seconds)
         .saturating_mul(1000);
-    if renew_window_ms > 0 && agh.request_timeout_ms > renew_window_ms {
+    if heartbeat_is_valid && agh.request_timeout_ms > renew_window_ms {
         errors.push(
             "agh.request_timeout_ms",
             format!(
@@ -402,6 +405,14 @@ mod tests {
         assert_eq!(problems(&config), vec!["agh.request_timeout_ms"]);
         config.agh.request_timeout_ms = 5_000;
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_bad_heartbeat_is_not_also_reported_as_a_bad_request_timeout() {
+        let mut config = valid();
+        config.worker.lease_seconds = 10;
+        config.worker.heartbeat_every_seconds = 9;
+        assert_eq!(problems(&config), vec!["worker.heartbeat_every_seconds"]);
     }
 
     #[test]
