@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Endpoint, Identity};
 
-pub use endpoint::{EndpointSource, ResolveEndpointError, ResolvedEndpoint, resolve_endpoint};
+pub use endpoint::{
+    DEFAULT_TCP_PORT, EndpointSource, ResolveEndpointError, ResolvedEndpoint, resolve_endpoint,
+};
 pub use error::{ConfigError, ValidationError, ValidationErrors};
 pub use load::{
     ConfigSources, DEFAULT_CONFIG_PATH, ENV_PREFIX, Entry, LoadedConfig, Origin, env_var_for, load,
