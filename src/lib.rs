@@ -11,6 +11,11 @@
 //! - **terminal call**: complete, fail or release; exactly one per claimed run.
 
 pub mod api;
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod handler;
+pub mod logging;
+pub mod oneshot;
 pub mod sim;
+pub mod sim_cli;
