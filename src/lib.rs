@@ -19,3 +19,4 @@ pub mod logging;
 pub mod oneshot;
 pub mod sim;
 pub mod sim_cli;
+pub mod worker;

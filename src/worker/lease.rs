@@ -1,0 +1,690 @@
+//! One lease's life, from claim to its single terminal call: read the bundle, pick the handler,
+//! keep the lease renewed while the handler works, cancel it when the lease is lost, the time
+//! limit passes or the drain ends, then complete, fail or release exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::payload::{MAX_PAYLOAD_BYTES, cap, failure_message};
+use super::status::{CurrentRun, RunEnd, WorkerState};
+use super::{AghApi, EventSink, Handlers, Worker, WorkerSettings};
+use crate::api::types::{
+    Claim, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, ReleaseRequest,
+    TaskBundle, TaskRef, TaskRun,
+};
+use crate::api::{ApiError, ErrorKind};
+use crate::handler::{Outcome, TaskContext, TaskDocument};
+
+/// How the worker came to hold the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// From a claim-next answer.
+    Claimed,
+    /// Found in `me.active_task_leases` with no task owning it.
+    Adopted,
+}
+
+/// Why the lease is no longer ours.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeaseLoss {
+    /// The daemon said so (expired, no active lease, foreign run, session gone).
+    Rejected(ApiError),
+    /// Renewals kept failing and the reckoned lease end came within the safety margin.
+    DeadlineNear,
+}
+
+impl std::fmt::Display for LeaseLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseLoss::Rejected(err) => write!(f, "the daemon rejected the lease: {err}"),
+            LeaseLoss::DeadlineNear => {
+                f.write_str("heartbeats kept failing and the lease was about to expire")
+            }
+        }
+    }
+}
+
+/// Rebuilds a claim for an orphaned lease from the context's task section.
+pub async fn claim_from_orphan<A: AghApi>(api: &A, lease: LeaseSummary) -> Claim {
+    let mut claim = Claim {
+        task: TaskRef {
+            id: lease.task_id.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        run: TaskRun {
+            id: lease.run_id.clone(),
+            task_id: lease.task_id.clone(),
+            status: lease.status.clone(),
+            coordination_channel_id: lease.coordination_channel_id.clone(),
+            ..Default::default()
+        },
+        coordination_channel: lease.coordination_channel.clone(),
+        lease,
+    };
+    if let Ok(context) = api.context().await
+        && let Some(section) = context.task
+    {
+        if let Some(task) = section.task.filter(|t| !t.id.is_empty()) {
+            claim.task = task;
+        }
+        if let Some(run) = section
+            .bundle
+            .and_then(|b| b.current_run)
+            .filter(|r| r.id == claim.run.id)
+        {
+            claim.run = run;
+        }
+    }
+    claim
+}
+
+/// Drives one lease to its end. Never returns while the handler still runs.
+pub async fn run_lease<A: AghApi, H: Handlers, E: EventSink>(
+    worker: &Worker<A, H, E>,
+    claim: Claim,
+    claim_sent: Instant,
+    origin: Origin,
+) {
+    let span = tracing::info_span!(
+        "run",
+        run_id = %claim.run.id,
+        task_id = %claim.task.id,
+        attempt = claim.run.attempt.unwrap_or(1),
+    );
+    drive(worker, claim, claim_sent, origin)
+        .instrument(span)
+        .await
+}
+
+async fn drive<A: AghApi, H: Handlers, E: EventSink>(
+    worker: &Worker<A, H, E>,
+    claim: Claim,
+    claim_sent: Instant,
+    origin: Origin,
+) {
+    let claim_answered = Instant::now();
+    let settings = &worker.settings;
+    let run_id = claim.run.id.clone();
+    tracing::info!(
+        ?origin,
+        title = claim.task.title.as_deref().unwrap_or(""),
+        "run in hand"
+    );
+
+    // The lease runs from when the claim was sent: reckon conservatively.
+    let first_deadline = match origin {
+        Origin::Claimed => claim_sent + settings.lease,
+        // Unknown age: renew at once; until then assume only the margin is left.
+        Origin::Adopted => Instant::now() + settings.lease_margin() * 2,
+    };
+    let (deadline_tx, deadline_rx) = watch::channel(first_deadline);
+    let keeper_stop = CancellationToken::new();
+    let keeper = tokio::spawn(keep_lease(
+        worker.api.clone(),
+        run_id.clone(),
+        settings.clone(),
+        worker.status.clone(),
+        deadline_tx,
+        keeper_stop.clone(),
+        origin == Origin::Adopted,
+    ));
+    let mut keeper = KeeperHandle {
+        task: Some(keeper),
+        stop: keeper_stop,
+    };
+
+    worker.status.update(|s| {
+        s.state = WorkerState::Running;
+        s.current = Some(CurrentRun {
+            run_id: run_id.clone(),
+            task_id: claim.task.id.clone(),
+            attempt: claim.run.attempt.unwrap_or(1),
+            handler: String::new(),
+            started_at: SystemTime::now(),
+            lease_deadline: to_system_time(first_deadline),
+        });
+    });
+
+    let bundle = read_bundle(worker.api.as_ref(), &run_id).await;
+    let time_limit = time_limit(bundle.as_ref(), settings.max_runtime);
+    let document = Arc::new(TaskDocument::new(claim, bundle, time_limit));
+
+    let outcome = match worker.handlers.select(&document) {
+        None => {
+            tracing::warn!("no handler matches this run; releasing it");
+            Ended::Outcome(Outcome::Release(
+                "agh-worker: no configured handler matches this task".into(),
+            ))
+        }
+        Some(handler) => {
+            worker.status.update(|s| {
+                if let Some(current) = s.current.as_mut() {
+                    current.handler = handler.clone();
+                }
+            });
+            worker.status.record_start_latency(claim_answered.elapsed());
+            supervise(
+                worker,
+                &document,
+                &handler,
+                time_limit,
+                &mut keeper,
+                deadline_rx.clone(),
+            )
+            .await
+        }
+    };
+
+    let end = match outcome {
+        Ended::Lost(loss) => {
+            tracing::warn!(reason = %loss, "lease lost; the handler was stopped and no terminal call is made");
+            RunEnd::LeaseLost
+        }
+        Ended::Outcome(outcome) => finish(worker, &run_id, outcome, &mut keeper).await,
+    };
+    keeper.stop().await;
+    worker.status.run_ended(end);
+}
+
+/// How the handler phase ended.
+enum Ended {
+    Outcome(Outcome),
+    Lost(LeaseLoss),
+}
+
+struct KeeperHandle {
+    task: Option<tokio::task::JoinHandle<LeaseLoss>>,
+    stop: CancellationToken,
+}
+
+impl KeeperHandle {
+    /// Waits for the keeper to report a loss (never, once it has stopped).
+    async fn lost(&mut self) -> LeaseLoss {
+        match self.task.as_mut() {
+            Some(task) => {
+                let loss = match task.await {
+                    Ok(loss) => loss,
+                    Err(_) => LeaseLoss::DeadlineNear,
+                };
+                self.task = None;
+                loss
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Runs the handler while watching the lease, the time limit and shutdown.
+async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
+    worker: &Worker<A, H, E>,
+    document: &Arc<TaskDocument>,
+    handler: &str,
+    time_limit: Option<Duration>,
+    keeper: &mut KeeperHandle,
+    mut deadline_rx: watch::Receiver<Instant>,
+) -> Ended {
+    let settings = &worker.settings;
+    let cancel = CancellationToken::new();
+    let (events_tx, mut events_rx) = mpsc::channel(64);
+    // Inbound messages are routed by the coordination layer; the sender lives as long as the run.
+    let (_inbound_tx, inbound_rx) = mpsc::channel(64);
+    let context = TaskContext {
+        document: document.clone(),
+        cancel: cancel.clone(),
+        time_limit,
+        events: events_tx,
+        inbound: inbound_rx,
+    };
+    let handlers = worker.handlers.clone();
+    let name = handler.to_string();
+    let mut task = tokio::spawn(async move { handlers.run(&name, context).await });
+    tracing::info!(
+        handler,
+        time_limit_s = time_limit.map(|d| d.as_secs()),
+        "handler started"
+    );
+
+    let started = Instant::now();
+    let limit_at = time_limit.map(|limit| started + limit);
+    let mut drain_at: Option<Instant> = None;
+    let mut stop_reason: Option<StopReason> = None;
+    let mut abandon_at: Option<Instant> = None;
+
+    loop {
+        tokio::select! {
+            joined = &mut task => {
+                let outcome = match joined {
+                    Ok(outcome) => outcome,
+                    Err(err) => Outcome::Fail {
+                        error: format!("the handler crashed: {err}"),
+                        metadata: None,
+                    },
+                };
+                // Drain the events the handler sent just before returning.
+                while let Ok(event) = events_rx.try_recv() {
+                    worker.events.handle(document, event).await;
+                }
+                return Ended::Outcome(adjust_after_stop(outcome, stop_reason, time_limit));
+            }
+            Some(event) = events_rx.recv() => {
+                worker.events.handle(document, event).await;
+            }
+            loss = keeper.lost() => {
+                cancel.cancel();
+                // The lease is gone: the handler must stop; wait a little so it can clean up.
+                let grace = settings.cancel_grace;
+                if tokio::time::timeout(grace, &mut task).await.is_err() {
+                    task.abort();
+                    tracing::error!(grace_s = grace.as_secs(), "the handler did not stop after its lease was lost; abandoned it");
+                }
+                return Ended::Lost(loss);
+            }
+            _ = sleep_until_option(limit_at), if stop_reason.is_none() => {
+                tracing::warn!(limit_s = time_limit.map(|d| d.as_secs()), "the handler reached its time limit; cancelling it");
+                stop_reason = Some(StopReason::TimeLimit);
+                cancel.cancel();
+                abandon_at = Some(Instant::now() + settings.cancel_grace);
+            }
+            _ = worker.shutdown.drain.cancelled(), if drain_at.is_none() && stop_reason.is_none() => {
+                tracing::info!(drain_timeout_s = settings.drain_timeout.as_secs(), "shutting down: letting the run finish until the drain deadline");
+                worker.status.set_state(WorkerState::Draining);
+                drain_at = Some(Instant::now() + settings.drain_timeout);
+            }
+            _ = sleep_until_option(drain_at), if stop_reason.is_none() => {
+                tracing::warn!("drain deadline reached; cancelling the handler and releasing the run");
+                stop_reason = Some(StopReason::Shutdown);
+                cancel.cancel();
+                abandon_at = Some(Instant::now() + settings.cancel_grace);
+            }
+            _ = worker.shutdown.force.cancelled(), if !matches!(stop_reason, Some(StopReason::Shutdown)) => {
+                tracing::warn!("stopping now: cancelling the handler and releasing the run");
+                stop_reason = Some(StopReason::Shutdown);
+                cancel.cancel();
+                abandon_at = Some(Instant::now() + settings.cancel_grace.min(Duration::from_secs(3)));
+            }
+            _ = sleep_until_option(abandon_at) => {
+                task.abort();
+                tracing::error!("the handler did not stop after being cancelled; abandoned it");
+                let outcome = match stop_reason {
+                    Some(StopReason::TimeLimit) => Outcome::Fail {
+                        error: time_limit_message(time_limit),
+                        metadata: None,
+                    },
+                    _ => Outcome::Release("agh-worker: the worker is shutting down".into()),
+                };
+                return Ended::Outcome(outcome);
+            }
+            changed = deadline_rx.changed() => {
+                if changed.is_ok() {
+                    let deadline = *deadline_rx.borrow();
+                    worker.status.update(|s| {
+                        if let Some(current) = s.current.as_mut() {
+                            current.lease_deadline = to_system_time(deadline);
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    TimeLimit,
+    Shutdown,
+}
+
+/// A handler stopped by us may still have finished its work; anything else becomes the outcome
+/// the stop calls for.
+fn adjust_after_stop(
+    outcome: Outcome,
+    stop: Option<StopReason>,
+    time_limit: Option<Duration>,
+) -> Outcome {
+    match (stop, outcome) {
+        (None, outcome) | (_, outcome @ Outcome::Complete(_)) => outcome,
+        (Some(StopReason::TimeLimit), Outcome::Fail { error, metadata }) => Outcome::Fail {
+            error: if error.contains("time limit") {
+                error
+            } else {
+                format!("{}: {error}", time_limit_message(time_limit))
+            },
+            metadata,
+        },
+        (Some(StopReason::TimeLimit), Outcome::Release(_)) => Outcome::Fail {
+            error: time_limit_message(time_limit),
+            metadata: None,
+        },
+        (Some(StopReason::Shutdown), _) => {
+            Outcome::Release("agh-worker: the worker is shutting down".into())
+        }
+    }
+}
+
+fn time_limit_message(limit: Option<Duration>) -> String {
+    match limit {
+        Some(limit) => format!(
+            "the handler exceeded its time limit of {} s",
+            limit.as_secs()
+        ),
+        None => "the handler exceeded its time limit".into(),
+    }
+}
+
+/// Makes the single terminal call for `outcome`.
+async fn finish<A: AghApi, H: Handlers, E: EventSink>(
+    worker: &Worker<A, H, E>,
+    run_id: &str,
+    outcome: Outcome,
+    keeper: &mut KeeperHandle,
+) -> RunEnd {
+    let api = worker.api.as_ref();
+    let (intended, call) = match outcome {
+        Outcome::Complete(result) => {
+            let request = CompleteRequest {
+                result: Some(cap(result, MAX_PAYLOAD_BYTES)),
+            };
+            (RunEnd::Completed, Terminal::Complete(request))
+        }
+        Outcome::Fail { error, metadata } => {
+            let request = FailRequest {
+                error: failure_message(&error),
+                metadata: metadata.map(|m| cap(m, MAX_PAYLOAD_BYTES)),
+            };
+            (RunEnd::Failed, Terminal::Fail(request))
+        }
+        Outcome::Release(reason) => {
+            let request = ReleaseRequest {
+                reason: Some(failure_message(&reason)),
+            };
+            (RunEnd::Released, Terminal::Release(request))
+        }
+    };
+    let result = tokio::select! {
+        result = call.send(api, run_id) => result,
+        // The keeper keeps renewing during long terminal retries; if it learns the lease is
+        // gone, retrying the terminal call is pointless.
+        loss = keeper.lost() => {
+            tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call got through");
+            return RunEnd::LeaseLost;
+        }
+    };
+    match result {
+        Ok(_) => {
+            tracing::info!(call = call.name(), "run finished");
+            worker.status.contact();
+            intended
+        }
+        Err(err) if err.kind.is_lease_lost() || err.kind == ErrorKind::Conflict => {
+            if err.attempts > 1 {
+                tracing::info!(call = call.name(), error = %err, "an earlier attempt of the terminal call was most likely applied");
+                intended
+            } else {
+                tracing::warn!(call = call.name(), error = %err, "the lease was no longer ours at the terminal call");
+                RunEnd::LeaseLost
+            }
+        }
+        Err(err)
+            if matches!(call, Terminal::Complete(_))
+                && matches!(err.kind, ErrorKind::Validation | ErrorKind::PayloadTooLarge) =>
+        {
+            // The result itself was refused and nothing was applied: report that as the failure.
+            tracing::error!(error = %err, "the daemon refused the result; failing the run instead");
+            let request = FailRequest {
+                error: failure_message(&format!(
+                    "the daemon refused the handler's result: {}",
+                    err.message
+                )),
+                metadata: None,
+            };
+            match api.fail(run_id, &request).await {
+                Ok(_) => RunEnd::Failed,
+                Err(err) => {
+                    tracing::error!(error = %err, "the fail call after a refused result did not get through");
+                    RunEnd::TerminalCallFailed
+                }
+            }
+        }
+        Err(err) => {
+            tracing::error!(call = call.name(), error = %err, "the terminal call did not get through; the lease will expire and the run return to the queue");
+            RunEnd::TerminalCallFailed
+        }
+    }
+}
+
+enum Terminal {
+    Complete(CompleteRequest),
+    Fail(FailRequest),
+    Release(ReleaseRequest),
+}
+
+impl Terminal {
+    fn name(&self) -> &'static str {
+        match self {
+            Terminal::Complete(_) => "complete",
+            Terminal::Fail(_) => "fail",
+            Terminal::Release(_) => "release",
+        }
+    }
+
+    async fn send<A: AghApi>(&self, api: &A, run_id: &str) -> Result<LeaseSummary, ApiError> {
+        match self {
+            Terminal::Complete(request) => api.complete(run_id, request).await,
+            Terminal::Fail(request) => api.fail(run_id, request).await,
+            Terminal::Release(request) => api.release(run_id, request).await,
+        }
+    }
+}
+
+/// Renews the lease until stopped; returns when it is lost.
+async fn keep_lease<A: AghApi>(
+    api: Arc<A>,
+    run_id: String,
+    settings: WorkerSettings,
+    status: super::StatusBoard,
+    deadline_tx: watch::Sender<Instant>,
+    stop: CancellationToken,
+    renew_at_once: bool,
+) -> LeaseLoss {
+    let margin = settings.lease_margin();
+    let request = HeartbeatRequest {
+        lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
+    };
+    let mut deadline = *deadline_tx.borrow();
+    let mut next_beat = if renew_at_once {
+        Instant::now()
+    } else {
+        // The first renewal is due one interval after the claim was sent.
+        deadline - settings.lease + settings.heartbeat_every
+    };
+    let mut failures: u32 = 0;
+    loop {
+        let give_up_at = deadline.checked_sub(margin).unwrap_or(deadline);
+        tokio::select! {
+            _ = stop.cancelled() => return LeaseLoss::DeadlineNear,
+            _ = tokio::time::sleep_until(next_beat.min(give_up_at)) => {}
+        }
+        if Instant::now() >= give_up_at {
+            return LeaseLoss::DeadlineNear;
+        }
+        let sent = Instant::now();
+        let attempt = tokio::select! {
+            _ = stop.cancelled() => return LeaseLoss::DeadlineNear,
+            answer = tokio::time::timeout_at(give_up_at, api.heartbeat(&run_id, &request)) => answer,
+        };
+        match attempt {
+            Ok(Ok(_)) => {
+                failures = 0;
+                deadline = sent + settings.lease;
+                let _ = deadline_tx.send(deadline);
+                next_beat = sent + settings.heartbeat_every;
+                status.update(|s| s.counters.heartbeats_ok += 1);
+                status.contact();
+            }
+            Ok(Err(err)) if lease_rejected(&err) => {
+                status.update(|s| s.counters.heartbeats_failed += 1);
+                return LeaseLoss::Rejected(err);
+            }
+            Ok(Err(err)) => {
+                failures += 1;
+                status.update(|s| s.counters.heartbeats_failed += 1);
+                if err.status.is_some() {
+                    status.contact();
+                }
+                let retry_in = heartbeat_retry_delay(failures, settings.heartbeat_every);
+                tracing::warn!(error = %err, failures, retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed");
+                next_beat = Instant::now() + retry_in;
+            }
+            Err(_) => {
+                status.update(|s| s.counters.heartbeats_failed += 1);
+                return LeaseLoss::DeadlineNear;
+            }
+        }
+    }
+}
+
+/// Answers that mean the lease is gone for good.
+fn lease_rejected(err: &ApiError) -> bool {
+    err.kind.is_lease_lost()
+        || err.kind.is_identity()
+        || matches!(err.kind, ErrorKind::Conflict | ErrorKind::NotFound)
+}
+
+/// After `failures` failed renewals: 1 s, 2 s, 4 s … but never later than the regular interval.
+fn heartbeat_retry_delay(failures: u32, every: Duration) -> Duration {
+    let exponential = Duration::from_secs(1u64 << failures.saturating_sub(1).min(6));
+    exponential.min(every)
+}
+
+/// Reads the context bundle of `run_id`; `None` when it cannot be read or is about another run.
+async fn read_bundle<A: AghApi>(api: &A, run_id: &str) -> Option<TaskBundle> {
+    match api.context().await {
+        Ok(context) => {
+            let bundle = context.task.and_then(|t| t.bundle)?;
+            match bundle.current_run.as_ref().map(|r| r.id.as_str()) {
+                Some(id) if id == run_id => Some(bundle),
+                Some(other) => {
+                    tracing::warn!(
+                        bundle_run = other,
+                        "the context bundle is about another run; ignoring it"
+                    );
+                    None
+                }
+                None => Some(bundle),
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the context bundle; the handler gets the claim only");
+            None
+        }
+    }
+}
+
+/// The smaller of the bundle's `max_runtime_seconds` (0 = none) and the configured ceiling.
+pub fn time_limit(bundle: Option<&TaskBundle>, ceiling: Option<Duration>) -> Option<Duration> {
+    let from_bundle = bundle
+        .and_then(|b| b.limits.as_ref())
+        .map(|l| l.max_runtime_seconds)
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s as u64));
+    match (from_bundle, ceiling) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn to_system_time(deadline: Instant) -> SystemTime {
+    let now = Instant::now();
+    if deadline >= now {
+        SystemTime::now() + (deadline - now)
+    } else {
+        SystemTime::now() - (now - deadline)
+    }
+}
+
+async fn sleep_until_option(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::BundleLimits;
+
+    fn bundle(max_runtime_seconds: i64) -> TaskBundle {
+        TaskBundle {
+            limits: Some(BundleLimits {
+                max_runtime_seconds,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_time_limit_is_the_smaller_of_bundle_and_ceiling() {
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(
+            time_limit(Some(&bundle(60)), hour),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(time_limit(Some(&bundle(7200)), hour), hour);
+        assert_eq!(time_limit(Some(&bundle(0)), hour), hour);
+        assert_eq!(time_limit(None, None), None);
+        assert_eq!(
+            time_limit(Some(&bundle(5)), None),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn heartbeat_retries_speed_up_but_never_exceed_the_interval() {
+        let every = Duration::from_secs(20);
+        assert_eq!(heartbeat_retry_delay(1, every), Duration::from_secs(1));
+        assert_eq!(heartbeat_retry_delay(3, every), Duration::from_secs(4));
+        assert_eq!(heartbeat_retry_delay(30, every), every);
+    }
+
+    #[test]
+    fn a_stopped_handler_that_finished_its_work_still_completes() {
+        let done = Outcome::Complete(serde_json::json!({"ok": true}));
+        assert_eq!(
+            adjust_after_stop(done.clone(), Some(StopReason::Shutdown), None),
+            done
+        );
+        assert!(matches!(
+            adjust_after_stop(
+                Outcome::Fail {
+                    error: "x".into(),
+                    metadata: None
+                },
+                Some(StopReason::Shutdown),
+                None
+            ),
+            Outcome::Release(_)
+        ));
+        match adjust_after_stop(
+            Outcome::Release("cancelled".into()),
+            Some(StopReason::TimeLimit),
+            Some(Duration::from_secs(5)),
+        ) {
+            Outcome::Fail { error, .. } => assert!(error.contains("time limit of 5 s")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

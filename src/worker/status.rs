@@ -1,0 +1,218 @@
+//! The worker's live state as others read it: health, readiness, `/status`, the demo's progress.
+//! Only the worker loop and its lease tasks write it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+/// What the loop is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    Starting,
+    /// Waiting for a run (a claim is open or about to be).
+    Idle,
+    /// A run is in hand.
+    Running,
+    /// The daemon failed; waiting out a backoff.
+    BackingOff,
+    /// The session is stopped or unknown; probing slowly until it is active again.
+    IdentityStale,
+    /// Shutting down: no new claims, the run in hand drains.
+    Draining,
+    Stopped,
+}
+
+/// The run in hand.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CurrentRun {
+    pub run_id: String,
+    pub task_id: String,
+    pub attempt: i64,
+    pub handler: String,
+    #[serde(with = "unix_seconds")]
+    pub started_at: SystemTime,
+    /// When the lease ends unless renewed, as the worker reckons it (conservatively).
+    #[serde(with = "unix_seconds")]
+    pub lease_deadline: SystemTime,
+}
+
+/// How runs ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    Completed,
+    Failed,
+    Released,
+    /// The lease was lost (expired, taken, session gone): no terminal call was made.
+    LeaseLost,
+    /// The terminal call could not be delivered within its budget.
+    TerminalCallFailed,
+}
+
+/// Counters since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub runs_claimed: u64,
+    pub runs_adopted: u64,
+    pub runs_completed: u64,
+    pub runs_failed: u64,
+    pub runs_released: u64,
+    pub leases_lost: u64,
+    pub terminal_call_failures: u64,
+    pub heartbeats_ok: u64,
+    pub heartbeats_failed: u64,
+    pub claim_errors: u64,
+}
+
+impl Counters {
+    /// Runs that reached an end of any kind.
+    pub fn runs_finished(&self) -> u64 {
+        self.runs_completed
+            + self.runs_failed
+            + self.runs_released
+            + self.leases_lost
+            + self.terminal_call_failures
+    }
+}
+
+/// A snapshot of the worker's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerStatus {
+    pub state: WorkerState,
+    pub identity_ok: bool,
+    pub current: Option<CurrentRun>,
+    #[serde(with = "unix_seconds_option")]
+    pub last_contact: Option<SystemTime>,
+    pub counters: Counters,
+    #[serde(skip)]
+    pub last_tick: Instant,
+    #[serde(skip)]
+    pub last_contact_instant: Option<Instant>,
+    /// Claim-answer → handler-start latencies of the most recent runs, in microseconds.
+    #[serde(skip)]
+    pub start_latencies_us: VecDeque<u64>,
+}
+
+const LATENCY_SAMPLES: usize = 4096;
+
+/// Shared, cheaply cloned handle on the status.
+#[derive(Clone, Debug)]
+pub struct StatusBoard {
+    inner: Arc<Mutex<WorkerStatus>>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        StatusBoard {
+            inner: Arc::new(Mutex::new(WorkerStatus {
+                state: WorkerState::Starting,
+                identity_ok: false,
+                current: None,
+                last_contact: None,
+                counters: Counters::default(),
+                last_tick: Instant::now(),
+                last_contact_instant: None,
+                start_latencies_us: VecDeque::new(),
+            })),
+        }
+    }
+}
+
+impl StatusBoard {
+    fn lock(&self) -> MutexGuard<'_, WorkerStatus> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> WorkerStatus {
+        self.lock().clone()
+    }
+
+    /// Applies a change.
+    pub fn update(&self, change: impl FnOnce(&mut WorkerStatus)) {
+        change(&mut self.lock());
+    }
+
+    /// Sets the state and ticks.
+    pub fn set_state(&self, state: WorkerState) {
+        self.update(|s| {
+            s.state = state;
+            s.last_tick = Instant::now();
+        });
+    }
+
+    /// The loop is alive.
+    pub fn tick(&self) {
+        self.update(|s| s.last_tick = Instant::now());
+    }
+
+    /// The daemon answered (any HTTP answer counts: it is reachable).
+    pub fn contact(&self) {
+        self.update(|s| {
+            s.last_contact = Some(SystemTime::now());
+            s.last_contact_instant = Some(Instant::now());
+            s.last_tick = Instant::now();
+        });
+    }
+
+    /// Records a claim-to-start latency.
+    pub fn record_start_latency(&self, latency: Duration) {
+        self.update(|s| {
+            if s.start_latencies_us.len() == LATENCY_SAMPLES {
+                s.start_latencies_us.pop_front();
+            }
+            s.start_latencies_us.push_back(latency.as_micros() as u64);
+        });
+    }
+
+    /// Counts a finished run.
+    pub fn run_ended(&self, end: RunEnd) {
+        self.update(|s| {
+            match end {
+                RunEnd::Completed => s.counters.runs_completed += 1,
+                RunEnd::Failed => s.counters.runs_failed += 1,
+                RunEnd::Released => s.counters.runs_released += 1,
+                RunEnd::LeaseLost => s.counters.leases_lost += 1,
+                RunEnd::TerminalCallFailed => s.counters.terminal_call_failures += 1,
+            }
+            s.current = None;
+            s.last_tick = Instant::now();
+        });
+    }
+}
+
+mod unix_seconds {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+        let seconds = time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        serializer.serialize_f64(seconds)
+    }
+}
+
+mod unix_seconds_option {
+    use std::time::SystemTime;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(
+        time: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::unix_seconds::serialize(time, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+}
