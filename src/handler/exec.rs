@@ -834,7 +834,7 @@ pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
     if let Some(dir) = &config.working_dir {
         command.current_dir(dir);
     }
-    let mut child = match command.spawn() {
+    let mut child = match spawn(&mut command).await {
         Ok(child) => child,
         Err(err) => {
             return fail(
@@ -927,6 +927,24 @@ pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
     let outcome = outcome_of(ending, &captured);
     tracing::debug!(target: LOG_TARGET, run_id = %run_id, ?outcome, "program finished");
     outcome
+}
+
+/// Starts the command, retrying briefly on ETXTBSY: a program file that was just written can
+/// still be open for writing in a process forked meanwhile (by any thread) that has not yet
+/// reached exec; the condition clears by itself within moments.
+async fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    const ETXTBSY: i32 = 26;
+    let mut delay = Duration::from_millis(10);
+    for _ in 0..4 {
+        match command.spawn() {
+            Err(err) if err.raw_os_error() == Some(ETXTBSY) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    command.spawn()
 }
 
 fn fail(error: String, metadata: Option<Value>) -> Outcome {
