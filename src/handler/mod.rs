@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBundle};
 
+pub mod exec;
+
 /// Everything known about the run when the handler starts: the claim and the context bundle.
 /// Serialised, it is the first stdin line of an exec handler.
 #[derive(Clone, Debug, PartialEq, Serialize)]
