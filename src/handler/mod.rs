@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBundle};
 
 pub mod exec;
+pub mod select;
+
+pub use select::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
 
 /// Everything known about the run when the handler starts: the claim and the context bundle.
 /// Serialised, it is the first stdin line of an exec handler.

@@ -1,0 +1,289 @@
+//! The handler table: which handler runs which task (first match wins), and the `noop` kind.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::exec::{self, ExecConfig};
+use super::{Outcome, TaskContext, TaskDocument};
+use crate::worker::Handlers;
+
+/// The kinds of handler this build has (a closed set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// Runs a program per task (see the README's exec protocol).
+    Exec,
+    /// Completes every run at once with `{"handler":"noop"}`: for benchmarks and smoke tests.
+    Noop,
+}
+
+/// One `[[handlers]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// Unique name, shown in logs and `/status`.
+    pub name: String,
+    /// What the handler is.
+    pub kind: HandlerKind,
+    /// Which tasks it takes; empty takes every task.
+    #[serde(default, rename = "match")]
+    pub matches: MatchRule,
+    /// Settings of an `exec` handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecConfig>,
+}
+
+/// Conditions on task fields; all given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchRule {
+    /// Glob on the task title (`*` any run of characters, `?` one character), case-insensitive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Task priorities accepted (`low`, `medium`, `high`, `urgent`); empty accepts all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub priority: Vec<String>,
+    /// A key that must be present in the run's metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_key: Option<String>,
+}
+
+impl MatchRule {
+    /// Whether a task satisfies every given condition.
+    pub fn accepts(&self, document: &TaskDocument) -> bool {
+        if let Some(pattern) = &self.title
+            && !glob_matches(&pattern.to_lowercase(), &document.title.to_lowercase())
+        {
+            return false;
+        }
+        if !self.priority.is_empty() {
+            let priority = document
+                .claim
+                .task
+                .priority
+                .as_ref()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "medium".to_string());
+            if !self.priority.iter().any(|p| p.eq_ignore_ascii_case(&priority)) {
+                return false;
+            }
+        }
+        if let Some(key) = &self.metadata_key {
+            let in_run = document
+                .claim
+                .run
+                .metadata
+                .as_ref()
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.contains_key(key));
+            let in_task = document
+                .claim
+                .task
+                .extra
+                .get("metadata")
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.contains_key(key));
+            if !in_run && !in_task {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Problems with a handler table, each naming the key and what to do.
+pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for (index, handler) in handlers.iter().enumerate() {
+        let path = format!("handlers[{index}]");
+        if handler.name.trim().is_empty() {
+            problems.push((
+                format!("{path}.name"),
+                "is empty: give every handler a name".to_string(),
+            ));
+        } else if !names.insert(handler.name.as_str()) {
+            problems.push((
+                format!("{path}.name"),
+                format!("{:?} is used twice: handler names must be unique", handler.name),
+            ));
+        }
+        for priority in &handler.matches.priority {
+            if !["low", "medium", "high", "urgent"].contains(&priority.to_ascii_lowercase().as_str()) {
+                problems.push((
+                    format!("{path}.match.priority"),
+                    format!("{priority:?} is not a priority: use low, medium, high or urgent"),
+                ));
+            }
+        }
+        match (handler.kind, &handler.exec) {
+            (HandlerKind::Exec, None) => problems.push((
+                format!("{path}.exec"),
+                "is missing: an exec handler needs [handlers.exec] with at least `program`".to_string(),
+            )),
+            (HandlerKind::Exec, Some(exec)) => {
+                for problem in exec.problems(&format!("{path}.exec")) {
+                    problems.push((format!("{path}.exec"), problem));
+                }
+            }
+            (HandlerKind::Noop, Some(_)) => problems.push((
+                format!("{path}.exec"),
+                "is set on a noop handler: remove it or set kind = \"exec\"".to_string(),
+            )),
+            (HandlerKind::Noop, None) => {}
+        }
+    }
+    problems
+}
+
+/// The configured handlers, tried in order.
+#[derive(Clone, Debug, Default)]
+pub struct HandlerSet {
+    handlers: Vec<HandlerConfig>,
+}
+
+impl HandlerSet {
+    pub fn new(handlers: Vec<HandlerConfig>) -> Self {
+        HandlerSet { handlers }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    pub fn configs(&self) -> &[HandlerConfig] {
+        &self.handlers
+    }
+}
+
+impl Handlers for HandlerSet {
+    fn select(&self, document: &TaskDocument) -> Option<String> {
+        self.handlers
+            .iter()
+            .find(|h| h.matches.accepts(document))
+            .map(|h| h.name.clone())
+    }
+
+    async fn run(&self, name: &str, context: TaskContext) -> Outcome {
+        let Some(handler) = self.handlers.iter().find(|h| h.name == name) else {
+            return Outcome::Release(format!("agh-worker: handler {name:?} is no longer configured"));
+        };
+        match (handler.kind, &handler.exec) {
+            (HandlerKind::Exec, Some(config)) => exec::run(config, context).await,
+            (HandlerKind::Exec, None) => Outcome::Release(format!(
+                "agh-worker: handler {name:?} has no exec settings"
+            )),
+            (HandlerKind::Noop, _) => Outcome::Complete(json!({"handler": "noop"})),
+        }
+    }
+}
+
+/// `*` matches any run of characters, `?` exactly one; everything else literally.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((star_p, star_t)) = star {
+            // Let the last star swallow one more character and try again.
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{Claim, Priority, TaskRef, TaskRun};
+
+    fn document(title: &str, priority: Priority, metadata: Value) -> TaskDocument {
+        TaskDocument::new(
+            Claim {
+                task: TaskRef {
+                    id: "task-1".into(),
+                    title: Some(title.into()),
+                    priority: Some(priority),
+                    ..Default::default()
+                },
+                run: TaskRun {
+                    id: "run-1".into(),
+                    metadata: Some(metadata),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+    }
+
+    fn handler(name: &str, matches: MatchRule) -> HandlerConfig {
+        HandlerConfig {
+            name: name.into(),
+            kind: HandlerKind::Noop,
+            matches,
+            exec: None,
+        }
+    }
+
+    #[test]
+    fn globs_match_stars_and_question_marks() {
+        assert!(glob_matches("deploy *", "deploy web"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a?c", "abc"));
+        assert!(glob_matches("*fix*bug*", "please fix this bug now"));
+        assert!(!glob_matches("deploy *", "redeploy web"));
+        assert!(!glob_matches("a?c", "ac"));
+    }
+
+    #[test]
+    fn the_first_matching_handler_wins_and_an_empty_rule_is_the_default() {
+        let set = HandlerSet::new(vec![
+            handler("deploys", MatchRule { title: Some("Deploy *".into()), ..Default::default() }),
+            handler("urgent", MatchRule { priority: vec!["urgent".into()], ..Default::default() }),
+            handler("python", MatchRule { metadata_key: Some("python".into()), ..Default::default() }),
+            handler("default", MatchRule::default()),
+        ]);
+        let pick = |title, priority, metadata| set.select(&document(title, priority, metadata));
+        assert_eq!(pick("deploy api", Priority::Urgent, json!({})), Some("deploys".into()));
+        assert_eq!(pick("fix", Priority::Urgent, json!({})), Some("urgent".into()));
+        assert_eq!(pick("fix", Priority::Low, json!({"python": true})), Some("python".into()));
+        assert_eq!(pick("fix", Priority::Low, json!({})), Some("default".into()));
+    }
+
+    #[test]
+    fn a_run_no_handler_matches_selects_nothing() {
+        let set = HandlerSet::new(vec![handler(
+            "deploys",
+            MatchRule { title: Some("deploy *".into()), ..Default::default() },
+        )]);
+        assert_eq!(set.select(&document("fix", Priority::Low, json!({}))), None);
+    }
+
+    #[test]
+    fn table_problems_name_the_entry_and_what_to_do() {
+        let mut exec_without_settings = handler("a", MatchRule::default());
+        exec_without_settings.kind = HandlerKind::Exec;
+        let bad_priority = handler(
+            "a",
+            MatchRule { priority: vec!["highest".into()], ..Default::default() },
+        );
+        let problems = table_problems(&[exec_without_settings, bad_priority]);
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["handlers[0].exec", "handlers[1].name", "handlers[1].match.priority"]);
+    }
+}
