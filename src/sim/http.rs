@@ -372,6 +372,7 @@ async fn handle(
 /// `claim-next`: one attempt, or with `wait` a poll every `poll_interval` with no server timeout.
 async fn claim_next(state: &HttpState, session_id: &str, body: &Bytes) -> Answer {
     let request = ClaimRequest::parse(body, state.transport)?;
+    let mut waiting_guard = None;
     loop {
         let now = state.inner.now();
         let claimed = state
@@ -381,7 +382,11 @@ async fn claim_next(state: &HttpState, session_id: &str, body: &Bytes) -> Answer
         match claimed {
             Some(claim) => return Ok((200, Some(claim))),
             None if !request.wait => return Ok((204, None)),
-            None => {}
+            None => {
+                if waiting_guard.is_none() {
+                    waiting_guard = Some(state.inner.waiter(Route::ClaimNext));
+                }
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(state.inner.config.poll_interval) => {}
@@ -401,6 +406,7 @@ async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<
         )));
     }
     let params = RecvParams::parse(query)?;
+    let mut waiting_guard = None;
     loop {
         let notified = state.inner.messages.notified();
         tokio::pin!(notified);
@@ -411,6 +417,9 @@ async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<
             .recv(session_id, channel, params.limit)?;
         if !params.wait || snapshot.any_on_channel {
             return Ok((200, Some(json!({ "messages": snapshot.messages }))));
+        }
+        if waiting_guard.is_none() {
+            waiting_guard = Some(state.inner.waiter(Route::ChannelRecv));
         }
         tokio::select! {
             () = notified => {}

@@ -19,7 +19,7 @@ mod types;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -79,6 +79,10 @@ pub(crate) struct Inner {
     background: CancellationToken,
     background_started: AtomicBool,
     default_session: Option<SessionInfo>,
+    /// Requests currently blocked in a `claim-next` wait or a `recv` wait.
+    claim_waiters: AtomicUsize,
+    recv_waiters: AtomicUsize,
+    waiters_changed: Notify,
 }
 
 impl Inner {
@@ -96,6 +100,37 @@ impl Inner {
 
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    fn waiter_count(&self, route: Route) -> Option<&AtomicUsize> {
+        match route {
+            Route::ClaimNext => Some(&self.claim_waiters),
+            Route::ChannelRecv => Some(&self.recv_waiters),
+            _ => None,
+        }
+    }
+
+    /// Counts a request as blocked in a long poll until the guard is dropped.
+    pub(crate) fn waiter(&self, route: Route) -> WaiterGuard<'_> {
+        if let Some(count) = self.waiter_count(route) {
+            count.fetch_add(1, Ordering::SeqCst);
+            self.waiters_changed.notify_waiters();
+        }
+        WaiterGuard { inner: self, route }
+    }
+}
+
+pub(crate) struct WaiterGuard<'a> {
+    inner: &'a Inner,
+    route: Route,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.inner.waiter_count(self.route) {
+            count.fetch_sub(1, Ordering::SeqCst);
+            self.inner.waiters_changed.notify_waiters();
+        }
     }
 }
 
@@ -143,6 +178,9 @@ impl Simulator {
                 background: CancellationToken::new(),
                 background_started: AtomicBool::new(false),
                 default_session,
+                claim_waiters: AtomicUsize::new(0),
+                recv_waiters: AtomicUsize::new(0),
+                waiters_changed: Notify::new(),
             }),
         }
     }
@@ -244,6 +282,27 @@ impl Simulator {
     /// Sets (or with `None` removes) the SOUL.md body of an agent.
     pub fn set_soul(&self, agent_name: &str, body: Option<String>) {
         self.inner.state().set_soul(agent_name, body);
+    }
+
+    /// How many requests are blocked in a long poll of `route` (`ClaimNext` or `ChannelRecv`).
+    pub fn waiters(&self, route: Route) -> usize {
+        self.inner
+            .waiter_count(route)
+            .map_or(0, |count| count.load(Ordering::SeqCst))
+    }
+
+    /// Resolves once at least `count` requests are blocked in a long poll of `route`, so tests
+    /// can act "while the client waits" without sleeping.
+    pub async fn wait_for_waiters(&self, route: Route, count: usize) {
+        loop {
+            let changed = self.inner.waiters_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.waiters(route) >= count {
+                return;
+            }
+            changed.await;
+        }
     }
 
     pub fn ledger(&self) -> LedgerSnapshot {
