@@ -455,18 +455,14 @@ struct SoulRequest {
     body: Option<String>,
 }
 
-fn decode_admin<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+/// Decodes an admin request body (empty = `{}`); the error is the text of a 400 answer.
+fn decode_admin<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
     let source: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(source).map_err(|error| {
-        json_response(
-            400,
-            &json!({ "error": format!("decode admin request: {error}") }),
-        )
-    })
+    serde_json::from_slice(source).map_err(|error| format!("decode admin request: {error}"))
 }
 
 async fn admin(state: &HttpState, method: &Method, path: &str, body: Body) -> Response {
@@ -474,9 +470,8 @@ async fn admin(state: &HttpState, method: &Method, path: &str, body: Body) -> Re
         Ok(body) => body,
         Err(_) => return error_response(&ApiError::body_too_large(), state.transport),
     };
-    match admin_route(state, method, path, &body) {
-        Ok(response) | Err(response) => response,
-    }
+    admin_route(state, method, path, &body)
+        .unwrap_or_else(|error| json_response(400, &json!({ "error": error })))
 }
 
 fn admin_route(
@@ -484,7 +479,7 @@ fn admin_route(
     method: &Method,
     path: &str,
     body: &Bytes,
-) -> Result<Response, Response> {
+) -> Result<Response, String> {
     let simulator = Simulator {
         inner: state.inner.clone(),
     };
