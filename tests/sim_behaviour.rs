@@ -1099,6 +1099,83 @@ async fn an_expired_but_unswept_lease_does_not_block_a_new_claim() {
 }
 
 #[tokio::test]
+async fn the_background_sweep_requeues_expired_leases_on_the_sim_clock() {
+    let harness = Harness::tcp_with(SimConfig {
+        sweep_interval: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let worker = harness.worker();
+    let run_id = harness
+        .claimed_run(&worker, r#"{"lease_seconds":30}"#)
+        .await;
+    harness.sim.wait_for_background_sweeps(2).await;
+    assert_eq!(
+        harness.sim.run(&run_id).map(|run| run.status),
+        Some("claimed".to_owned())
+    );
+    harness.sim.advance_clock(Duration::from_secs(31));
+    // The second sweep certainly read the clock after it was advanced.
+    harness.sim.wait_for_background_sweeps(2).await;
+    assert_eq!(
+        harness.sim.run(&run_id).map(|run| run.status),
+        Some("queued".to_owned())
+    );
+    let ledger = harness.sim.ledger();
+    assert_eq!(
+        ledger.transitions_of(agh_worker::sim::TransitionKind::RequeuedBySweep),
+        1
+    );
+    assert_eq!(ledger.violations_total, 0);
+}
+
+#[tokio::test]
+async fn a_streamed_body_over_4_mib_is_413_over_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let harness = Harness::tcp().await;
+    let worker = harness.worker();
+    let address = harness.server.local_addr().expect("tcp address");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/agent/tasks/claim-next HTTP/1.1\r\nHost: {address}\r\nX-AGH-Session-ID: {}\r\nX-AGH-Agent: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        worker.session_id, worker.agent_name
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b' '; 1024 * 1024];
+    for _ in 0..5 {
+        let sent = async {
+            stream
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            stream.write_all(&chunk).await?;
+            stream.write_all(b"\r\n").await
+        }
+        .await;
+        if sent.is_err() {
+            break; // the server may answer and close before the whole body is sent
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("request body too large"));
+}
+
+#[tokio::test]
+async fn the_unix_socket_has_no_4_mib_body_cap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let harness = Harness::unix(&dir.path().join("daemon.sock")).await;
+    let worker = harness.worker();
+    let padded = format!("{{\"wait\":false{}}}", " ".repeat(5 * 1024 * 1024));
+    let reply = harness.claim(&worker, &padded).await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+}
+
+#[tokio::test]
 async fn claims_follow_priority_then_queue_order() {
     let harness = Harness::tcp().await;
     let worker = harness.worker();

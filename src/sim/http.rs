@@ -227,19 +227,17 @@ async fn agent(
             );
         }
     }
-    let body = match axum::body::to_bytes(body, body_limit).await {
-        Ok(bytes) => bytes,
-        Err(_) if transport == Transport::Tcp => {
-            return error_response(&ApiError::body_too_large(), transport);
-        }
-        Err(error) => {
-            return error_response(
-                &ApiError::bad_request(format!("read request body: {error}")),
-                transport,
-            );
-        }
+    // Identity is checked before the body is read, as in the daemon's handlers; a streamed body
+    // over the HTTP cap only fails when it is read.
+    let identity = state.inner.state().resolve_identity(&credentials(headers));
+    let answer = match identity {
+        Ok(session_id) => match axum::body::to_bytes(body, body_limit).await {
+            Ok(body) => handle(state, &matched, &session_id, query, &body).await,
+            Err(_) if transport == Transport::Tcp => Err(ApiError::body_too_large()),
+            Err(error) => Err(ApiError::bad_request(format!("read request body: {error}"))),
+        },
+        Err(error) => Err(error),
     };
-    let answer = handle(state, &matched, &credentials(headers), query, &body).await;
     if drop_after_commit {
         return dropped_connection();
     }
@@ -253,13 +251,13 @@ async fn agent(
 async fn handle(
     state: &HttpState,
     matched: &Matched,
-    credentials: &Credentials,
+    session_id: &str,
     query: Option<&str>,
     body: &Bytes,
 ) -> Answer {
     let inner = &state.inner;
     let transport = state.transport;
-    let session_id = inner.state().resolve_identity(credentials)?;
+    let session_id = session_id.to_owned();
     let run_id = matched.param.as_str();
     match matched.route {
         Route::Me => Ok((200, Some(inner.state().me(&session_id)?))),

@@ -19,7 +19,7 @@ mod types;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     claim_waiters: AtomicUsize,
     recv_waiters: AtomicUsize,
     waiters_changed: Notify,
+    /// Background sweeps completed, so tests can wait for one without sleeping.
+    background_sweeps: AtomicU64,
+    background_sweep_done: Notify,
 }
 
 impl Inner {
@@ -181,6 +184,8 @@ impl Simulator {
                 claim_waiters: AtomicUsize::new(0),
                 recv_waiters: AtomicUsize::new(0),
                 waiters_changed: Notify::new(),
+                background_sweeps: AtomicU64::new(0),
+                background_sweep_done: Notify::new(),
             }),
         }
     }
@@ -305,6 +310,21 @@ impl Simulator {
         }
     }
 
+    /// Resolves after `count` more background sweeps (every `sweep_interval`) have completed.
+    /// Only meaningful once the simulator is being served (the sweeper starts with serving).
+    pub async fn wait_for_background_sweeps(&self, count: u64) {
+        let target = self.inner.background_sweeps.load(Ordering::SeqCst) + count;
+        loop {
+            let done = self.inner.background_sweep_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.inner.background_sweeps.load(Ordering::SeqCst) >= target {
+                return;
+            }
+            done.await;
+        }
+    }
+
     pub fn ledger(&self) -> LedgerSnapshot {
         let state = self.inner.state();
         state.ledger.snapshot(state.runs_by_status())
@@ -326,6 +346,8 @@ impl Simulator {
             |inner| {
                 let now = inner.now();
                 inner.state().sweep(now);
+                inner.background_sweeps.fetch_add(1, Ordering::SeqCst);
+                inner.background_sweep_done.notify_waiters();
             },
         );
         spawn_periodic(

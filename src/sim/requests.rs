@@ -362,7 +362,15 @@ impl SendRequest {
                 "decode agent channel send request: EOF",
             ));
         }
-        let request: SendRequest = serde_json::from_slice(body).map_err(|error| {
+        let raw: Value = serde_json::from_slice(body).map_err(|error| {
+            ApiError::bad_request(format!("decode agent channel send request: {error}"))
+        })?;
+        if contains_claim_material(&raw) {
+            return Err(ApiError::bad_request(
+                "contract: coordination metadata must not contain raw lease credentials",
+            ));
+        }
+        let request: SendRequest = serde_json::from_value(raw).map_err(|error| {
             ApiError::bad_request(format!("decode agent channel send request: {error}"))
         })?;
         match &request.metadata {
