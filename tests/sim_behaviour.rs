@@ -964,6 +964,44 @@ async fn unknown_routes_and_wrong_methods_answer_a_plain_text_404() {
     assert_eq!(wrong_method.status, 404);
 }
 
+#[tokio::test]
+async fn a_foreign_origin_header_is_refused_over_tcp() {
+    let harness = Harness::tcp().await;
+    let worker = harness.worker();
+    let response = harness
+        .client
+        .get(format!("{}/api/agent/me", harness.base))
+        .header("X-AGH-Session-ID", &worker.session_id)
+        .header("X-AGH-Agent", &worker.agent_name)
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 403);
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"error":"origin not allowed"}"#
+    );
+}
+
+#[tokio::test]
+async fn run_standalone_serves_both_transports_until_the_shutdown_future_resolves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("daemon.sock");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(agh_worker::sim::run_standalone(
+        Some("127.0.0.1:0".parse().expect("address")),
+        Some(socket.clone()),
+        SimConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let _ = stop.send(());
+    serving.await.expect("join").expect("standalone simulator");
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
+}
+
 // ---- faults -------------------------------------------------------------------------------------
 
 #[tokio::test]

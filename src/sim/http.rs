@@ -145,6 +145,24 @@ fn credentials(headers: &HeaderMap) -> Credentials {
     }
 }
 
+/// HTTP only: an `Origin` header must name the request's own host.
+fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return true;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
 /// A reader that fails at once: streaming it as a body makes hyper abort the connection.
 struct FailingReader;
 
@@ -190,6 +208,9 @@ async fn agent(
         .and_then(|value| value.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > body_limit as u64) {
         return error_response(&ApiError::body_too_large(), transport);
+    }
+    if transport == Transport::Tcp && !origin_allowed(headers) {
+        return json_response(403, &json!({ "error": "origin not allowed" }));
     }
     let fault = state.inner.faults().take(matched.route);
     let mut drop_after_commit = false;

@@ -2064,3 +2064,192 @@ pub(crate) enum Finish {
         metadata: Option<Value>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::types::Priority;
+
+    const T0: Timestamp = Timestamp(1_700_000_000_000_000_000);
+
+    fn state() -> (State, String) {
+        let mut state = State::new(StateConfig {
+            default_lease: Duration::from_secs(300),
+            max_queue_depth: 100,
+        });
+        let session = state.create_session(
+            SessionSpec::for_agent("worker", Some(DEFAULT_WORKSPACE)),
+            T0,
+        );
+        (state, session.session_id)
+    }
+
+    fn claim(state: &mut State, session: &str, now: Timestamp) -> Option<String> {
+        let claimed = state
+            .claim_next(session, &ClaimRequest::default(), Transport::Unix, now)
+            .expect("claim attempt");
+        claimed.and_then(|claim| claim["claim"]["run"]["id"].as_str().map(str::to_owned))
+    }
+
+    #[test]
+    fn derived_coordination_channels_are_lowercase_with_collapsed_separators() {
+        assert_eq!(derived_coordination_channel("run-ABC.12"), "run-abc-12");
+        assert_eq!(derived_coordination_channel("run..x"), "run-x");
+    }
+
+    #[test]
+    fn claims_are_ordered_by_priority_then_queue_time_then_run_id() {
+        let (mut state, session) = state();
+        let low = state.enqueue_task(
+            TaskSpec {
+                priority: Priority::Low,
+                ..TaskSpec::titled("low")
+            },
+            T0,
+        );
+        let first_high = state.enqueue_task(
+            TaskSpec {
+                priority: Priority::High,
+                ..TaskSpec::titled("a")
+            },
+            T0.plus(Duration::from_secs(1)),
+        );
+        let second_high = state.enqueue_task(
+            TaskSpec {
+                priority: Priority::High,
+                ..TaskSpec::titled("b")
+            },
+            T0.plus(Duration::from_secs(2)),
+        );
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let run = claim(&mut state, &session, T0).expect("a run");
+            state
+                .finish(&session, &run, Finish::Complete { result: None }, T0)
+                .expect("complete");
+            order.push(run);
+        }
+        assert_eq!(
+            order,
+            vec![first_high.run_id, second_high.run_id, low.run_id]
+        );
+    }
+
+    #[test]
+    fn lease_errors_follow_the_autonomy_table() {
+        let (mut state, session) = state();
+        let run = state.enqueue_task(TaskSpec::titled("x"), T0).run_id;
+        let no_lease = state.heartbeat(&session, "run-other", Duration::from_secs(1), T0);
+        assert_eq!(no_lease.map_err(|e| e.status), Err(409));
+        claim(&mut state, &session, T0);
+        let foreign = state.heartbeat(&session, "run-other", Duration::from_secs(1), T0);
+        assert!(
+            foreign.is_err_and(|e| e.status == 403 && e.message.contains("AUTONOMY_FOREIGN_RUN"))
+        );
+        let later = T0.plus(Duration::from_secs(301));
+        let expired = state.heartbeat(&session, &run, Duration::from_secs(1), later);
+        assert!(
+            expired.is_err_and(|e| e.status == 409 && e.message.contains("AUTONOMY_LEASE_EXPIRED"))
+        );
+        assert_eq!(state.sweep(later), 1);
+        let swept = state.heartbeat(&session, &run, Duration::from_secs(1), later);
+        assert!(swept.is_err_and(|e| e.message.contains("AUTONOMY_NO_ACTIVE_LEASE")));
+    }
+
+    #[test]
+    fn a_sweep_requeues_at_most_one_hundred_runs() {
+        let (mut state, _) = state();
+        for index in 0..150 {
+            let session = state
+                .create_session(
+                    SessionSpec::for_agent(&format!("w{index}"), Some(DEFAULT_WORKSPACE)),
+                    T0,
+                )
+                .session_id;
+            state.enqueue_task(TaskSpec::titled("x"), T0);
+            claim(&mut state, &session, T0);
+        }
+        let later = T0.plus(Duration::from_secs(400));
+        assert_eq!(state.sweep(later), SWEEP_BATCH);
+        assert_eq!(state.sweep(later), 50);
+        assert_eq!(state.runs_by_status().get("queued"), Some(&150));
+    }
+
+    #[test]
+    fn finished_runs_beyond_the_retention_window_are_forgotten() {
+        let (mut state, session) = state();
+        for _ in 0..KEPT_FINISHED_RUNS + 10 {
+            state.enqueue_task(TaskSpec::titled("x"), T0);
+            let run = claim(&mut state, &session, T0).expect("run");
+            state
+                .finish(&session, &run, Finish::Complete { result: None }, T0)
+                .expect("complete");
+        }
+        assert_eq!(state.runs.len(), KEPT_FINISHED_RUNS);
+        assert_eq!(state.tasks.len(), KEPT_FINISHED_RUNS);
+        assert_eq!(state.ledger.snapshot(BTreeMap::new()).violations_total, 0);
+    }
+
+    #[test]
+    fn attempts_are_numbered_per_task_and_capped_by_max_attempts() {
+        let (mut state, _) = state();
+        let task = state.enqueue_task(
+            TaskSpec {
+                max_attempts: 2,
+                ..TaskSpec::titled("x")
+            },
+            T0,
+        );
+        let second = state
+            .enqueue_run(&task.task_id, T0)
+            .expect("second attempt");
+        assert_eq!(
+            state.run_snapshot(&second.run_id).map(|run| run.attempt),
+            Some(2)
+        );
+        assert!(state.enqueue_run(&task.task_id, T0).is_none());
+    }
+
+    #[test]
+    fn owned_tasks_are_offered_only_to_their_pool_or_session() {
+        let (mut state, session) = state();
+        state.enqueue_task(
+            TaskSpec {
+                owner: Some("pool:reviewer".to_owned()),
+                ..TaskSpec::titled("x")
+            },
+            T0,
+        );
+        assert_eq!(claim(&mut state, &session, T0), None);
+        let mine = state.enqueue_task(
+            TaskSpec {
+                owner: Some(format!("agent_session:{session}")),
+                ..TaskSpec::titled("y")
+            },
+            T0,
+        );
+        assert_eq!(claim(&mut state, &session, T0), Some(mine.run_id));
+    }
+
+    #[test]
+    fn required_capabilities_must_be_offered_by_the_session_or_the_request() {
+        let (mut state, session) = state();
+        let run = state.enqueue_task(
+            TaskSpec {
+                required_capabilities: vec!["rust".to_owned()],
+                ..TaskSpec::titled("x")
+            },
+            T0,
+        );
+        assert_eq!(claim(&mut state, &session, T0), None);
+        let offering = ClaimRequest {
+            required_capabilities: vec!["rust".to_owned()],
+            ..ClaimRequest::default()
+        };
+        let claimed = state
+            .claim_next(&session, &offering, Transport::Unix, T0)
+            .expect("claim attempt")
+            .expect("claimed");
+        assert_eq!(claimed["claim"]["run"]["id"], run.run_id);
+    }
+}
