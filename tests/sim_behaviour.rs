@@ -905,6 +905,7 @@ async fn the_unix_socket_serves_identity_and_a_claim_complete_cycle() {
     let run_id = harness.claimed_run(&worker, "{}").await;
     let me = harness.get("/api/agent/me", &worker).await;
     assert_eq!(me.json()["me"]["active_task_leases"][0]["run_id"], run_id);
+    assert_eq!(me.json()["me"]["channels"][0]["run_id"], run_id);
     let done = harness
         .post(
             &format!("/api/agent/tasks/{run_id}/complete"),

@@ -5,6 +5,18 @@
 //! `worker` in workspace `ws-default` **without** a network channel, so it can claim every
 //! workspace run of `ws-default` (channel-bound sessions only claim runs of their own channel).
 //! Create sessions with a channel via [`Simulator::create_session`] to exercise send/reply.
+//!
+//! Besides the agent API, every server answers an admin surface (no identity headers), JSON in
+//! and out, mirroring the Rust API so scripts and other processes can drive it:
+//! `GET /sim/session` (the default session), `POST /sim/sessions` ([`SessionSpec`]),
+//! `POST /sim/sessions/{id}/state` (`{"state":"stopped"}`), `POST /sim/sessions/{id}/dequeue`,
+//! `POST /sim/tasks` ([`TaskSpec`]), `POST /sim/tasks/{id}/runs`, `POST /sim/messages`
+//! ([`MessageSpec`] plus `to_session_id`), `POST /sim/faults`
+//! (`{"route":"claim_next","kind":{"type":"status","status":500,"error":"boom"},"times":1}`;
+//! kinds `status`, `delay` (`millis`), `drop_after_commit`, `garbage`, `truncated`, `oversize`
+//! (`bytes`)), `DELETE /sim/faults`, `POST /sim/clock/advance` (`{"seconds":…}` or
+//! `{"millis":…}`), `POST /sim/runs/{id}/expire`, `POST /sim/sweep`, `POST /sim/reap`,
+//! `POST /sim/souls/{agent}` (`{"body":…|null}`), `GET /sim/ledger`, `GET /sim/runs/{id}`.
 
 mod clock;
 mod errors;

@@ -219,11 +219,18 @@ impl SimServer {
         }
     }
 
-    /// Simulates a daemon restart: cuts every connection, loses the in-memory channel queues
-    /// (tasks, runs and sessions persist), and serves again on the same address or path.
+    /// Simulates a daemon restart: cuts every connection, loses the in-memory channel queues,
+    /// sweeps expired leases once (as the daemon does at boot) and serves again on the same
+    /// address or path. Tasks, runs, unexpired leases and sessions persist.
     pub async fn restart(self) -> io::Result<SimServer> {
         let (inner, endpoint) = self.stop_serving().await;
-        inner.state().drop_channel_queues();
+        {
+            // Like the daemon at boot: queues are gone, expired leases are swept once.
+            let now = inner.now();
+            let mut state = inner.state();
+            state.drop_channel_queues();
+            state.sweep(now);
+        }
         match endpoint {
             Endpoint::Tcp(addr) => SimServer::start_tcp(inner, addr).await,
             Endpoint::Unix(path) => SimServer::start_unix(inner, path).await,

@@ -1273,7 +1273,29 @@ impl State {
             .map(|run| self.lease_summary(&run.id, true))
             .into_iter()
             .collect();
-        let channels = self.channels(session_id)?["channels"].clone();
+        let mut channels = match self.channels(session_id)?["channels"].take() {
+            Value::Array(channels) => channels,
+            _ => Vec::new(),
+        };
+        // The context's coordination channel (the active run's) is merged in by id.
+        if let Some(run_channel) = self
+            .active_run(session)
+            .and_then(|run| self.coordination_channel(run, Some("task_run_coordination")))
+            && !channels
+                .iter()
+                .any(|channel| channel["id"] == run_channel["id"])
+        {
+            channels.push(run_channel);
+            channels.sort_by(|a, b| {
+                let key = |c: &Value| {
+                    (
+                        c["workspace_id"].as_str().unwrap_or("").to_owned(),
+                        c["id"].as_str().unwrap_or("").to_owned(),
+                    )
+                };
+                key(a).cmp(&key(b))
+            });
+        }
         Ok(json!({ "me": {
             "self": Self::self_payload(session),
             "workspace": Self::workspace_payload(session),
