@@ -1,1 +1,430 @@
-//! The AGH simulator.
+//! The AGH simulator: an in-memory, AGH-compatible agent API server for tests, benchmarks and the
+//! demo, with a controllable clock, fault injection and a ledger of lease invariants.
+//!
+//! The default session (created when [`SimConfig::create_default_session`] is set) is agent
+//! `worker` in workspace `ws-default` **without** a network channel, so it can claim every
+//! workspace run of `ws-default` (channel-bound sessions only claim runs of their own channel).
+//! Create sessions with a channel via [`Simulator::create_session`] to exercise send/reply.
+//!
+//! Besides the agent API, every server answers an admin surface (no identity headers), JSON in
+//! and out, mirroring the Rust API so scripts and other processes can drive it:
+//! `GET /sim/session` (the default session), `POST /sim/sessions` ([`SessionSpec`]),
+//! `POST /sim/sessions/{id}/state` (`{"state":"stopped"}`), `POST /sim/sessions/{id}/dequeue`,
+//! `POST /sim/tasks` ([`TaskSpec`]), `POST /sim/tasks/{id}/runs`, `POST /sim/messages`
+//! ([`MessageSpec`] plus `to_session_id`), `POST /sim/faults`
+//! (`{"route":"claim_next","kind":{"type":"status","status":500,"error":"boom"},"times":1}`;
+//! kinds `status`, `delay` (`millis`), `drop_after_commit`, `garbage`, `truncated`, `oversize`
+//! (`bytes`)), `DELETE /sim/faults`, `POST /sim/clock/advance` (`{"seconds":…}` or
+//! `{"millis":…}`), `POST /sim/runs/{id}/expire`, `POST /sim/sweep`, `POST /sim/reap`,
+//! `POST /sim/souls/{agent}` (`{"body":…|null}`), `GET /sim/ledger`, `GET /sim/runs/{id}`.
+
+mod clock;
+mod errors;
+mod faults;
+mod http;
+mod ledger;
+mod requests;
+mod server;
+mod state;
+mod types;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use clock::Timestamp;
+pub use faults::{Fault, FaultKind, Route};
+pub use ledger::{LedgerSnapshot, RequestCount, TransitionEvent, TransitionKind, Violation};
+pub use server::SimServer;
+pub use types::{
+    DEFAULT_AGENT, DEFAULT_WORKSPACE, EnqueuedRun, MessageSpec, PermissionPolicy, Priority,
+    RunSnapshot, SessionInfo, SessionSpec, SessionState, SpawnBudget, TaskScope, TaskSpec,
+};
+
+use clock::SimClock;
+use faults::FaultTable;
+use state::{State, StateConfig};
+
+/// Simulator settings; the defaults match the real daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// How often a `claim-next` with `wait: true` re-checks for work.
+    pub poll_interval: Duration,
+    /// How often expired leases are swept back to the queue.
+    pub sweep_interval: Duration,
+    /// Lease given when a claim or heartbeat asks for 0 / nothing.
+    pub default_lease: Duration,
+    /// Pending-delivery queue bound per session; the oldest message is dropped beyond it.
+    pub max_queue_depth: usize,
+    /// Create the `worker` session in `ws-default` at start.
+    pub create_default_session: bool,
+    /// How often the spawn reaper stops children past their TTL or without a live parent.
+    pub reap_interval: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            poll_interval: Duration::from_millis(100),
+            sweep_interval: Duration::from_secs(15),
+            default_lease: Duration::from_secs(300),
+            max_queue_depth: 100,
+            create_default_session: true,
+            reap_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    config: SimConfig,
+    clock: SimClock,
+    state: Mutex<State>,
+    faults: Mutex<FaultTable>,
+    /// Woken whenever a message lands in any queue, so `recv?wait=true` can re-check.
+    messages: Notify,
+    background: CancellationToken,
+    background_started: AtomicBool,
+    default_session: Option<SessionInfo>,
+    /// Requests currently blocked in a `claim-next` wait or a `recv` wait.
+    claim_waiters: AtomicUsize,
+    recv_waiters: AtomicUsize,
+    waiters_changed: Notify,
+    /// Background sweeps completed, so tests can wait for one without sleeping.
+    background_sweeps: AtomicU64,
+    background_sweep_done: Notify,
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn faults(&self) -> MutexGuard<'_, FaultTable> {
+        self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn waiter_count(&self, route: Route) -> Option<&AtomicUsize> {
+        match route {
+            Route::ClaimNext => Some(&self.claim_waiters),
+            Route::ChannelRecv => Some(&self.recv_waiters),
+            _ => None,
+        }
+    }
+
+    /// Counts a request as blocked in a long poll until the guard is dropped.
+    pub(crate) fn waiter(&self, route: Route) -> WaiterGuard<'_> {
+        if let Some(count) = self.waiter_count(route) {
+            count.fetch_add(1, Ordering::SeqCst);
+            self.waiters_changed.notify_waiters();
+        }
+        WaiterGuard { inner: self, route }
+    }
+}
+
+pub(crate) struct WaiterGuard<'a> {
+    inner: &'a Inner,
+    route: Route,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.inner.waiter_count(self.route) {
+            count.fetch_sub(1, Ordering::SeqCst);
+            self.inner.waiters_changed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.background.cancel();
+    }
+}
+
+/// A handle on one simulated AGH daemon; clones share the same state.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Simulator")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Simulator {
+        let clock = SimClock::default();
+        let mut state = State::new(StateConfig {
+            default_lease: config.default_lease,
+            max_queue_depth: config.max_queue_depth,
+        });
+        let default_session = config.create_default_session.then(|| {
+            state.create_session(
+                SessionSpec::for_agent(DEFAULT_AGENT, Some(DEFAULT_WORKSPACE)),
+                clock.now(),
+            )
+        });
+        Simulator {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                state: Mutex::new(state),
+                faults: Mutex::new(FaultTable::default()),
+                messages: Notify::new(),
+                background: CancellationToken::new(),
+                background_started: AtomicBool::new(false),
+                default_session,
+                claim_waiters: AtomicUsize::new(0),
+                recv_waiters: AtomicUsize::new(0),
+                waiters_changed: Notify::new(),
+                background_sweeps: AtomicU64::new(0),
+                background_sweep_done: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.config
+    }
+
+    /// Serves the agent API and the `/sim/…` admin surface over TCP (`addr` may use port 0).
+    pub async fn serve_tcp(&self, addr: SocketAddr) -> std::io::Result<SimServer> {
+        self.start_background();
+        SimServer::start_tcp(self.inner.clone(), addr).await
+    }
+
+    /// Serves over a Unix socket: removes a stale socket file, listens, chmods it 0600.
+    pub async fn serve_unix(&self, path: &Path) -> std::io::Result<SimServer> {
+        self.start_background();
+        SimServer::start_unix(self.inner.clone(), path.to_path_buf()).await
+    }
+
+    pub fn default_session(&self) -> Option<SessionInfo> {
+        self.inner.default_session.clone()
+    }
+
+    pub fn create_session(&self, spec: SessionSpec) -> SessionInfo {
+        let now = self.inner.now();
+        self.inner.state().create_session(spec, now)
+    }
+
+    pub fn session(&self, session_id: &str) -> Option<SessionInfo> {
+        self.inner.state().session_info(session_id)
+    }
+
+    /// Stops or restarts a session; a non-active session's identity is stale (401).
+    pub fn set_session_state(&self, session_id: &str, state: SessionState) -> bool {
+        let now = self.inner.now();
+        self.inner.state().set_session_state(session_id, state, now)
+    }
+
+    pub fn enqueue_task(&self, spec: TaskSpec) -> EnqueuedRun {
+        let now = self.inner.now();
+        self.inner.state().enqueue_task(spec, now)
+    }
+
+    /// Enqueues a new attempt of an existing task; `None` if unknown or attempts are exhausted.
+    pub fn enqueue_run(&self, task_id: &str) -> Option<EnqueuedRun> {
+        let now = self.inner.now();
+        self.inner.state().enqueue_run(task_id, now)
+    }
+
+    /// Places a message in a session's pending-delivery queue; returns its message id.
+    pub fn inject_message(&self, to_session_id: &str, spec: MessageSpec) -> String {
+        let now = self.inner.now();
+        let id = self.inner.state().inject_message(to_session_id, spec, now);
+        self.inner.messages.notify_waiters();
+        id
+    }
+
+    /// The daemon delivering a session's queue to its agent turn: the messages leave the queue.
+    pub fn dequeue_messages(&self, session_id: &str) -> usize {
+        self.inner.state().dequeue_messages(session_id)
+    }
+
+    pub fn inject_fault(&self, fault: Fault) {
+        self.inner.faults().add(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner.faults().clear();
+    }
+
+    /// Moves the simulator's "now" forward (leases, TTLs and timestamps follow it).
+    pub fn advance_clock(&self, by: Duration) {
+        self.inner.clock.advance(by);
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.now()
+    }
+
+    /// Ends a claimed run's lease now, without sweeping it.
+    pub fn expire_lease(&self, run_id: &str) -> bool {
+        let now = self.inner.now();
+        self.inner.state().expire_lease(run_id, now)
+    }
+
+    /// Runs the expired-lease sweep now; returns how many runs were requeued.
+    pub fn sweep_now(&self) -> usize {
+        let now = self.inner.now();
+        self.inner.state().sweep(now)
+    }
+
+    /// Runs the spawn reaper now; returns how many child sessions were stopped.
+    pub fn reap_now(&self) -> usize {
+        let now = self.inner.now();
+        self.inner.state().reap_spawned(now)
+    }
+
+    /// Sets (or with `None` removes) the SOUL.md body of an agent.
+    pub fn set_soul(&self, agent_name: &str, body: Option<String>) {
+        self.inner.state().set_soul(agent_name, body);
+    }
+
+    /// How many requests are blocked in a long poll of `route` (`ClaimNext` or `ChannelRecv`).
+    pub fn waiters(&self, route: Route) -> usize {
+        self.inner
+            .waiter_count(route)
+            .map_or(0, |count| count.load(Ordering::SeqCst))
+    }
+
+    /// Resolves once at least `count` requests are blocked in a long poll of `route`, so tests
+    /// can act "while the client waits" without sleeping.
+    pub async fn wait_for_waiters(&self, route: Route, count: usize) {
+        loop {
+            let changed = self.inner.waiters_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.waiters(route) >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Resolves after `count` more background sweeps (every `sweep_interval`) have completed.
+    /// Only meaningful once the simulator is being served (the sweeper starts with serving).
+    pub async fn wait_for_background_sweeps(&self, count: u64) {
+        let target = self.inner.background_sweeps.load(Ordering::SeqCst) + count;
+        loop {
+            let done = self.inner.background_sweep_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.inner.background_sweeps.load(Ordering::SeqCst) >= target {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    pub fn ledger(&self) -> LedgerSnapshot {
+        let state = self.inner.state();
+        state.ledger.snapshot(state.runs_by_status())
+    }
+
+    pub fn run(&self, run_id: &str) -> Option<RunSnapshot> {
+        self.inner.state().run_snapshot(run_id)
+    }
+
+    fn start_background(&self) {
+        if self.inner.background_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let token = self.inner.background.clone();
+        spawn_periodic(
+            Arc::downgrade(&self.inner),
+            token.clone(),
+            self.inner.config.sweep_interval,
+            |inner| {
+                let now = inner.now();
+                inner.state().sweep(now);
+                inner.background_sweeps.fetch_add(1, Ordering::SeqCst);
+                inner.background_sweep_done.notify_waiters();
+            },
+        );
+        spawn_periodic(
+            Arc::downgrade(&self.inner),
+            token,
+            self.inner.config.reap_interval,
+            |inner| {
+                let now = inner.now();
+                inner.state().reap_spawned(now);
+            },
+        );
+    }
+}
+
+/// Runs `tick` every `period` until the token is cancelled or the simulator is dropped.
+fn spawn_periodic(inner: Weak<Inner>, stop: CancellationToken, period: Duration, tick: fn(&Inner)) {
+    let period = period.max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            tick(&inner);
+        }
+    });
+}
+
+/// Serves a simulator until `shutdown` resolves. Prints one JSON line to stdout at start:
+/// `{"listen":…,"socket":…,"session_id":…,"agent":…,"workspace_id":…}`.
+pub async fn run_standalone(
+    listen: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+    config: SimConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let simulator = Simulator::new(config);
+    let tcp = match listen {
+        Some(addr) => Some(simulator.serve_tcp(addr).await?),
+        None => None,
+    };
+    let unix = match &socket {
+        Some(path) => Some(simulator.serve_unix(path).await?),
+        None => None,
+    };
+    let session = simulator.default_session();
+    let line = serde_json::json!({
+        "listen": tcp.as_ref().and_then(SimServer::local_addr).map(|addr| addr.to_string()),
+        "socket": socket.as_ref().map(|path| path.display().to_string()),
+        "session_id": session.as_ref().map(|s| s.session_id.clone()),
+        "agent": session.as_ref().map(|s| s.agent_name.clone()),
+        "workspace_id": session.as_ref().and_then(|s| s.workspace_id.clone()),
+    });
+    println!("{line}");
+    shutdown.await;
+    if let Some(server) = tcp {
+        server.shutdown().await;
+    }
+    if let Some(server) = unix {
+        server.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The AGH error envelope: typed API errors, identity diagnostics and claim-token redaction.
+
+use serde_json::{Value, json};
+
+/// Which transport a request came in on; decides 5xx masking and the body cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Tcp,
+    Unix,
+}
+
+impl Transport {
+    /// The name AGH uses in error strings and `origin.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "http",
+            Transport::Unix => "uds",
+        }
+    }
+}
+
+/// An error answer of the agent API: status, `error` text and the optional `diagnostic`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub message: String,
+    pub diagnostic: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            diagnostic: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
+
+    pub fn task_validation(detail: impl std::fmt::Display) -> ApiError {
+        ApiError::new(422, format!("task: validation failed: {detail}"))
+    }
+
+    pub fn payload_too_large(what: &str, limit: usize) -> ApiError {
+        ApiError::new(
+            413,
+            format!("task: payload too large: {what} exceeds {limit} bytes"),
+        )
+    }
+
+    pub fn body_too_large() -> ApiError {
+        ApiError::new(413, "request body too large")
+    }
+
+    pub fn no_active_lease(session_id: &str, run_id: &str) -> ApiError {
+        ApiError::new(
+            409,
+            format!(
+                "task: autonomy lease rejected: AUTONOMY_NO_ACTIVE_LEASE: task: invalid claim token: session {session_id:?} holds no active lease for run {run_id:?}"
+            ),
+        )
+    }
+
+    pub fn foreign_run(session_id: &str, run_id: &str) -> ApiError {
+        ApiError::new(
+            403,
+            format!(
+                "task: autonomy lease rejected: AUTONOMY_FOREIGN_RUN: task: permission denied: run {run_id:?} is not leased by session {session_id:?}"
+            ),
+        )
+    }
+
+    pub fn lease_expired(session_id: &str, run_id: &str) -> ApiError {
+        ApiError::new(
+            409,
+            format!(
+                "task: autonomy lease rejected: AUTONOMY_LEASE_EXPIRED: task: lease expired: run {run_id:?} is not an active lease for session {session_id:?}"
+            ),
+        )
+    }
+
+    /// The envelope as sent: over TCP a status ≥ 500 shows only the reason phrase.
+    pub fn envelope(&self, transport: Transport) -> Value {
+        let message = if transport == Transport::Tcp && self.status >= 500 {
+            reason_phrase(self.status).to_owned()
+        } else {
+            redact_claim_tokens(&self.message)
+        };
+        match &self.diagnostic {
+            Some(diagnostic) => json!({ "error": message, "diagnostic": diagnostic }),
+            None => json!({ "error": message }),
+        }
+    }
+}
+
+/// The identity failures the simulator can produce (`identity_lookup_unavailable` needs a
+/// failing session store, which the simulator does not have; inject a 503 fault instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdentityFailure {
+    SessionIdMissing,
+    AgentMissing,
+    UnknownSession,
+    InactiveSession,
+    AgentMismatch,
+    WorkspaceMismatch,
+}
+
+impl IdentityFailure {
+    pub fn into_error(self) -> ApiError {
+        const FROM_SESSION: &str = "run this command from an AGH-managed agent session";
+        const RESUME: &str = "start or resume the AGH session, then retry";
+        let (status, code, message, hint) = match self {
+            IdentityFailure::SessionIdMissing => (
+                401,
+                "identity_required",
+                "AGH_SESSION_ID is required for agent commands",
+                FROM_SESSION,
+            ),
+            IdentityFailure::AgentMissing => (
+                401,
+                "identity_required",
+                "AGH_AGENT is required for agent commands",
+                FROM_SESSION,
+            ),
+            IdentityFailure::UnknownSession => (
+                401,
+                "identity_stale",
+                "agent session identity is not known to the daemon",
+                RESUME,
+            ),
+            IdentityFailure::InactiveSession => (
+                401,
+                "identity_stale",
+                "agent session identity is not active",
+                RESUME,
+            ),
+            IdentityFailure::AgentMismatch => (
+                401,
+                "identity_mismatch",
+                "AGH_AGENT does not match the daemon session agent",
+                "clear stale AGH identity environment variables and retry",
+            ),
+            IdentityFailure::WorkspaceMismatch => (
+                403,
+                "identity_unauthorized",
+                "agent session does not belong to the requested workspace",
+                "use the session workspace or start a session in the requested workspace",
+            ),
+        };
+        ApiError {
+            status,
+            message: format!("{message}: {hint}"),
+            diagnostic: Some(json!({
+                "id": format!("agentidentity.{code}"),
+                "code": code,
+                "severity": "error",
+                "category": "session",
+                "title": "Agent identity error",
+                "message": message,
+                "suggested_command": hint,
+                "data_freshness": "live",
+            })),
+        }
+    }
+}
+
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+const CLAIM_TOKEN_PREFIX: &str = "agh_claim_";
+
+/// Replaces every `agh_claim_<token>` with `agh_claim_[REDACTED]`.
+pub(crate) fn redact_claim_tokens(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(CLAIM_TOKEN_PREFIX) {
+        redacted.push_str(&rest[..start]);
+        redacted.push_str("agh_claim_[REDACTED]");
+        let after = &rest[start + CLAIM_TOKEN_PREFIX.len()..];
+        let token_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[token_len..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_tokens_in_error_text_are_redacted() {
+        assert_eq!(
+            redact_claim_tokens(r#"token "agh_claim_abc-DEF_123" rejected"#),
+            r#"token "agh_claim_[REDACTED]" rejected"#
+        );
+        assert_eq!(redact_claim_tokens("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn server_errors_are_masked_over_tcp_but_not_over_the_socket() {
+        let error = ApiError::new(500, "store: disk on fire");
+        assert_eq!(
+            error.envelope(Transport::Tcp),
+            json!({"error": "Internal Server Error"})
+        );
+        assert_eq!(
+            error.envelope(Transport::Unix),
+            json!({"error": "store: disk on fire"})
+        );
+    }
+
+    #[test]
+    fn identity_errors_carry_a_diagnostic_and_a_hint() {
+        let error = IdentityFailure::AgentMismatch.into_error();
+        assert_eq!(error.status, 401);
+        assert_eq!(
+            error.message,
+            "AGH_AGENT does not match the daemon session agent: clear stale AGH identity environment variables and retry"
+        );
+        let diagnostic = error
+            .diagnostic
+            .expect("identity errors carry a diagnostic");
+        assert_eq!(diagnostic["id"], "agentidentity.identity_mismatch");
+        assert_eq!(diagnostic["category"], "session");
+    }
+}

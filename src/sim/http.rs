@@ -1,0 +1,577 @@
+//! HTTP routing and handlers: the agent API (`/api/agent/…`) and the admin surface (`/sim/…`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
+
+use super::errors::{ApiError, Transport};
+use super::faults::{FaultKind, FaultRequest, Route};
+use super::requests::{
+    ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, RecvParams, ReleaseRequest,
+    ReplyRequest, SendRequest, SoulValidateRequest, SpawnRequest, decode_required,
+    is_valid_channel_name, lease_duration, validate_payload,
+};
+use super::state::{Credentials, Finish};
+use super::types::{MessageSpec, SessionSpec, SessionState, TaskSpec};
+use super::{Inner, Simulator};
+
+/// The HTTP transport's body cap for `/api/` paths.
+const MAX_API_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Clone)]
+struct HttpState {
+    inner: Arc<Inner>,
+    transport: Transport,
+    /// Cancelled when the server cuts its connections; ends long polls.
+    kill: CancellationToken,
+}
+
+pub(crate) fn router(inner: Arc<Inner>, transport: Transport, kill: CancellationToken) -> Router {
+    Router::new().fallback(dispatch).with_state(HttpState {
+        inner,
+        transport,
+        kill,
+    })
+}
+
+/// A matched agent route with its path parameter (channel or run id).
+struct Matched {
+    route: Route,
+    param: String,
+}
+
+fn match_route(method: &Method, path: &str) -> Option<Matched> {
+    let rest = path.strip_prefix("/api/agent/")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let matched = |route: Route, param: &str| {
+        Some(Matched {
+            route,
+            param: param.to_owned(),
+        })
+    };
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["me"]) => matched(Route::Me, ""),
+        (Method::GET, ["context"]) => matched(Route::Context, ""),
+        (Method::GET, ["channels"]) => matched(Route::Channels, ""),
+        (Method::POST, ["channels", "reply"]) => matched(Route::ChannelReply, ""),
+        (Method::GET, ["channels", channel, "recv"]) => matched(Route::ChannelRecv, channel),
+        (Method::POST, ["channels", channel, "send"]) => matched(Route::ChannelSend, channel),
+        (Method::POST, ["tasks", "claim-next"]) => matched(Route::ClaimNext, ""),
+        (Method::POST, ["tasks", run, "heartbeat"]) => matched(Route::Heartbeat, run),
+        (Method::POST, ["tasks", run, "complete"]) => matched(Route::Complete, run),
+        (Method::POST, ["tasks", run, "fail"]) => matched(Route::Fail, run),
+        (Method::POST, ["tasks", run, "release"]) => matched(Route::Release, run),
+        (Method::POST, ["spawn"]) => matched(Route::Spawn, ""),
+        (Method::GET, ["soul"]) => matched(Route::Soul, ""),
+        (Method::POST, ["soul", "validate"]) => matched(Route::SoulValidate, ""),
+        (Method::GET, ["coordinator", "config"]) => matched(Route::CoordinatorConfig, ""),
+        _ => None,
+    }
+}
+
+async fn dispatch(State(state): State<HttpState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    if path == "/sim" || path.starts_with("/sim/") {
+        return admin(&state, &parts.method, &path, body).await;
+    }
+    let Some(matched) = match_route(&parts.method, &path) else {
+        return not_found();
+    };
+    let route = matched.route;
+    let response = agent(&state, matched, &parts.headers, parts.uri.query(), body).await;
+    state
+        .inner
+        .state()
+        .ledger
+        .record_request(route, response.status().as_u16());
+    response
+}
+
+fn not_found() -> Response {
+    plain(404, "text/plain", Body::from("404 page not found"))
+}
+
+fn plain(status: u16, content_type: &str, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// JSON like gin's `c.JSON`: `<`, `>` and `&` inside strings are escaped.
+fn json_response(status: u16, value: &Value) -> Response {
+    let text = serde_json::to_string(value)
+        .unwrap_or_else(|_| "{}".to_owned())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    plain(status, "application/json; charset=utf-8", Body::from(text))
+}
+
+fn error_response(error: &ApiError, transport: Transport) -> Response {
+    json_response(error.status, &error.envelope(transport))
+}
+
+fn credentials(headers: &HeaderMap) -> Credentials {
+    let read = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    Credentials {
+        session_id: read("x-agh-session-id"),
+        agent: read("x-agh-agent"),
+        workspace_id: read("x-agh-workspace-id"),
+    }
+}
+
+/// HTTP only: an `Origin` header must name the request's own host.
+fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return true;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
+/// A reader that fails at once: streaming it as a body makes hyper abort the connection.
+struct FailingReader;
+
+impl AsyncRead for FailingReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "simulated connection drop",
+        )))
+    }
+}
+
+fn dropped_connection() -> Response {
+    plain(
+        200,
+        "application/json; charset=utf-8",
+        Body::from_stream(ReaderStream::new(FailingReader)),
+    )
+}
+
+/// The answer of an agent handler: a status and a JSON body (`None` = empty body, e.g. 204).
+type Answer = Result<(u16, Option<Value>), ApiError>;
+
+async fn agent(
+    state: &HttpState,
+    matched: Matched,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Body,
+) -> Response {
+    let transport = state.transport;
+    let body_limit = match transport {
+        Transport::Tcp => MAX_API_BODY_BYTES,
+        Transport::Unix => usize::MAX,
+    };
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > body_limit as u64) {
+        return error_response(&ApiError::body_too_large(), transport);
+    }
+    if transport == Transport::Tcp && !origin_allowed(headers) {
+        return json_response(403, &json!({ "error": "origin not allowed" }));
+    }
+    let fault = state.inner.faults().take(matched.route);
+    let mut drop_after_commit = false;
+    match fault {
+        None => {}
+        Some(FaultKind::Status { status, error }) => {
+            return error_response(&ApiError::new(status, error), transport);
+        }
+        Some(FaultKind::Delay(delay)) => {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = state.kill.cancelled() => return dropped_connection(),
+            }
+        }
+        Some(FaultKind::DropAfterCommit) => drop_after_commit = true,
+        Some(FaultKind::Garbage) => {
+            return plain(
+                200,
+                "text/html",
+                Body::from("<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"),
+            );
+        }
+        Some(FaultKind::Truncated) => {
+            return plain(
+                200,
+                "application/json; charset=utf-8",
+                Body::from(r#"{"claim":{"task":{"id":"task-0000000000000000","title":"trunc"#),
+            );
+        }
+        Some(FaultKind::Oversize { bytes }) => {
+            return plain(
+                200,
+                "application/json; charset=utf-8",
+                Body::from_stream(ReaderStream::new(tokio::io::repeat(b' ').take(bytes))),
+            );
+        }
+    }
+    // Identity is checked before the body is read, as in the daemon's handlers; a streamed body
+    // over the HTTP cap only fails when it is read.
+    let identity = state.inner.state().resolve_identity(&credentials(headers));
+    let answer = match identity {
+        Ok(session_id) => match axum::body::to_bytes(body, body_limit).await {
+            Ok(body) => handle(state, &matched, &session_id, query, &body).await,
+            Err(_) if transport == Transport::Tcp => Err(ApiError::body_too_large()),
+            Err(error) => Err(ApiError::bad_request(format!("read request body: {error}"))),
+        },
+        Err(error) => Err(error),
+    };
+    if drop_after_commit {
+        return dropped_connection();
+    }
+    match answer {
+        Ok((status, Some(value))) => json_response(status, &value),
+        Ok((status, None)) => plain(status, "text/plain", Body::empty()),
+        Err(error) => error_response(&error, transport),
+    }
+}
+
+async fn handle(
+    state: &HttpState,
+    matched: &Matched,
+    session_id: &str,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Answer {
+    let inner = &state.inner;
+    let transport = state.transport;
+    let session_id = session_id.to_owned();
+    let run_id = matched.param.as_str();
+    match matched.route {
+        Route::Me => Ok((200, Some(inner.state().me(&session_id)?))),
+        Route::Context => {
+            let now = inner.now();
+            Ok((200, Some(inner.state().context(&session_id, now)?)))
+        }
+        Route::Channels => Ok((200, Some(inner.state().channels(&session_id)?))),
+        Route::CoordinatorConfig => Ok((200, Some(inner.state().coordinator_config(&session_id)?))),
+        Route::Soul => {
+            let now = inner.now();
+            let (status, soul) = inner.state().soul(&session_id, None, None, now)?;
+            Ok((status, Some(soul)))
+        }
+        Route::SoulValidate => {
+            let request = SoulValidateRequest::parse(body)?;
+            let now = inner.now();
+            let body_override = request
+                .body
+                .as_deref()
+                .filter(|text| !text.trim().is_empty());
+            let agent_override = request
+                .agent_name
+                .as_deref()
+                .filter(|name| !name.trim().is_empty());
+            let (status, soul) =
+                inner
+                    .state()
+                    .soul(&session_id, agent_override, body_override, now)?;
+            Ok((status, Some(soul)))
+        }
+        Route::ClaimNext => claim_next(state, &session_id, body).await,
+        Route::Heartbeat => {
+            let request: HeartbeatRequest = decode_required(body, "heartbeat", transport)?;
+            let lease = lease_duration(request.lease_seconds, inner.config.default_lease)?;
+            let now = inner.now();
+            Ok((
+                200,
+                Some(inner.state().heartbeat(&session_id, run_id, lease, now)?),
+            ))
+        }
+        Route::Complete => {
+            let request: CompleteRequest = decode_required(body, "complete", transport)?;
+            validate_payload("result", request.result.as_ref())?;
+            let now = inner.now();
+            let outcome = Finish::Complete {
+                result: request.result,
+            };
+            Ok((
+                200,
+                Some(inner.state().finish(&session_id, run_id, outcome, now)?),
+            ))
+        }
+        Route::Fail => {
+            let request: FailRequest = decode_required(body, "fail", transport)?;
+            let error = request.error.unwrap_or_default();
+            if error.trim().is_empty() {
+                return Err(ApiError::task_validation("error is required"));
+            }
+            validate_payload("metadata", request.metadata.as_ref())?;
+            let now = inner.now();
+            let outcome = Finish::Fail {
+                error: error.trim().to_owned(),
+                metadata: request.metadata,
+            };
+            Ok((
+                200,
+                Some(inner.state().finish(&session_id, run_id, outcome, now)?),
+            ))
+        }
+        Route::Release => {
+            let request: ReleaseRequest = decode_required(body, "release", transport)?;
+            let now = inner.now();
+            let reason = request.reason.as_deref();
+            Ok((
+                200,
+                Some(inner.state().release(&session_id, run_id, reason, now)?),
+            ))
+        }
+        Route::ChannelRecv => recv(state, &session_id, matched.param.trim(), query).await,
+        Route::ChannelSend => {
+            let channel = matched.param.trim();
+            if !is_valid_channel_name(channel) {
+                return Err(ApiError::bad_request(format!(
+                    "network: invalid field: channel={channel}"
+                )));
+            }
+            let request = SendRequest::parse(body)?;
+            let now = inner.now();
+            let sent = inner.state().send(&session_id, channel, request, now)?;
+            inner.messages.notify_waiters();
+            Ok((202, Some(sent)))
+        }
+        Route::ChannelReply => {
+            let request = ReplyRequest::parse(body)?;
+            let now = inner.now();
+            let sent = inner.state().reply(&session_id, request, now)?;
+            inner.messages.notify_waiters();
+            Ok((202, Some(sent)))
+        }
+        Route::Spawn => {
+            let request = SpawnRequest::parse(body)?;
+            let now = inner.now();
+            Ok((201, Some(inner.state().spawn(&session_id, request, now)?)))
+        }
+        Route::Any => Err(ApiError::new(404, "404 page not found")),
+    }
+}
+
+/// `claim-next`: one attempt, or with `wait` a poll every `poll_interval` with no server timeout.
+async fn claim_next(state: &HttpState, session_id: &str, body: &Bytes) -> Answer {
+    let request = ClaimRequest::parse(body, state.transport)?;
+    let mut waiting_guard = None;
+    loop {
+        let now = state.inner.now();
+        let claimed = state
+            .inner
+            .state()
+            .claim_next(session_id, &request, state.transport, now)?;
+        match claimed {
+            Some(claim) => return Ok((200, Some(claim))),
+            None if !request.wait => return Ok((204, None)),
+            None => {
+                if waiting_guard.is_none() {
+                    waiting_guard = Some(state.inner.waiter(Route::ClaimNext));
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(state.inner.config.poll_interval) => {}
+            () = state.kill.cancelled() => {
+                return Err(ApiError::new(408, "task: claim wait ended: context canceled"));
+            }
+        }
+    }
+}
+
+/// `recv`: a non-destructive snapshot; with `wait` it blocks until an envelope on the channel is
+/// queued (which may still yield `[]` after filtering).
+async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<&str>) -> Answer {
+    if !is_valid_channel_name(channel) {
+        return Err(ApiError::bad_request(format!(
+            "network: invalid field: channel={channel}"
+        )));
+    }
+    let params = RecvParams::parse(query)?;
+    let mut waiting_guard = None;
+    loop {
+        let notified = state.inner.messages.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let snapshot = state
+            .inner
+            .state()
+            .recv(session_id, channel, params.limit)?;
+        if !params.wait || snapshot.any_on_channel {
+            return Ok((200, Some(json!({ "messages": snapshot.messages }))));
+        }
+        if waiting_guard.is_none() {
+            waiting_guard = Some(state.inner.waiter(Route::ChannelRecv));
+        }
+        tokio::select! {
+            () = notified => {}
+            () = state.kill.cancelled() => return Err(ApiError::new(500, "context canceled")),
+        }
+    }
+}
+
+// ---- admin surface ----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct StateRequest {
+    state: SessionState,
+}
+
+#[derive(Deserialize)]
+struct MessageRequest {
+    to_session_id: String,
+    #[serde(flatten)]
+    message: MessageSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AdvanceRequest {
+    seconds: f64,
+    millis: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SoulRequest {
+    body: Option<String>,
+}
+
+/// Decodes an admin request body (empty = `{}`); the error is the text of a 400 answer.
+fn decode_admin<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
+    let source: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(source).map_err(|error| format!("decode admin request: {error}"))
+}
+
+async fn admin(state: &HttpState, method: &Method, path: &str, body: Body) -> Response {
+    let body = match axum::body::to_bytes(body, MAX_API_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => return error_response(&ApiError::body_too_large(), state.transport),
+    };
+    admin_route(state, method, path, &body)
+        .unwrap_or_else(|error| json_response(400, &json!({ "error": error })))
+}
+
+fn admin_route(
+    state: &HttpState,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+) -> Result<Response, String> {
+    let simulator = Simulator {
+        inner: state.inner.clone(),
+    };
+    let segments: Vec<&str> = path.trim_start_matches("/sim/").split('/').collect();
+    let response = match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["session"]) => json_response(200, &json!(simulator.default_session())),
+        (Method::POST, ["sessions"]) => {
+            let spec: SessionSpec = decode_admin(body)?;
+            json_response(201, &json!(simulator.create_session(spec)))
+        }
+        (Method::POST, ["sessions", id, "state"]) => {
+            let request: StateRequest = decode_admin(body)?;
+            json_response(
+                200,
+                &json!({ "ok": simulator.set_session_state(id, request.state) }),
+            )
+        }
+        (Method::POST, ["sessions", id, "dequeue"]) => {
+            json_response(200, &json!({ "dequeued": simulator.dequeue_messages(id) }))
+        }
+        (Method::POST, ["tasks"]) => {
+            let spec: TaskSpec = decode_admin(body)?;
+            json_response(201, &json!(simulator.enqueue_task(spec)))
+        }
+        (Method::POST, ["tasks", id, "runs"]) => match simulator.enqueue_run(id) {
+            Some(run) => json_response(201, &json!(run)),
+            None => json_response(
+                404,
+                &json!({ "error": "task not found or attempts exhausted" }),
+            ),
+        },
+        (Method::POST, ["messages"]) => {
+            let request: MessageRequest = decode_admin(body)?;
+            let id = simulator.inject_message(&request.to_session_id, request.message);
+            json_response(201, &json!({ "message_id": id }))
+        }
+        (Method::POST, ["faults"]) => {
+            let request: FaultRequest = decode_admin(body)?;
+            simulator.inject_fault(request.into());
+            json_response(200, &json!({ "ok": true }))
+        }
+        (Method::DELETE, ["faults"]) => {
+            simulator.clear_faults();
+            json_response(200, &json!({ "ok": true }))
+        }
+        (Method::POST, ["clock", "advance"]) => {
+            let request: AdvanceRequest = decode_admin(body)?;
+            let seconds = if request.seconds.is_finite() && request.seconds > 0.0 {
+                Duration::from_secs_f64(request.seconds.min(1e9))
+            } else {
+                Duration::ZERO
+            };
+            simulator.advance_clock(seconds + Duration::from_millis(request.millis));
+            json_response(200, &json!({ "now": simulator.now().to_rfc3339() }))
+        }
+        (Method::POST, ["runs", id, "expire"]) => {
+            json_response(200, &json!({ "expired": simulator.expire_lease(id) }))
+        }
+        (Method::GET, ["runs", id]) => match simulator.run(id) {
+            Some(run) => json_response(200, &json!(run)),
+            None => json_response(404, &json!({ "error": format!("run {id:?} not found") })),
+        },
+        (Method::POST, ["sweep"]) => {
+            json_response(200, &json!({ "requeued": simulator.sweep_now() }))
+        }
+        (Method::POST, ["reap"]) => json_response(200, &json!({ "stopped": simulator.reap_now() })),
+        (Method::POST | Method::PUT, ["souls", agent]) => {
+            let request: SoulRequest = decode_admin(body)?;
+            simulator.set_soul(agent, request.body);
+            json_response(200, &json!({ "ok": true }))
+        }
+        (Method::GET, ["ledger"]) => json_response(200, &json!(simulator.ledger())),
+        _ => not_found(),
+    };
+    Ok(response)
+}
