@@ -526,6 +526,26 @@ async fn huge_stdout_keeps_only_the_tail() {
 }
 
 #[tokio::test]
+async fn huge_stderr_keeps_the_tail_and_says_how_much_was_dropped() {
+    let (outcome, _, _dir) = start(
+        "read task\nseq 1 5000 | sed 's/^/problem /' >&2\nexit 2",
+        None,
+        |config| config.stderr_cap_bytes = 100,
+    )
+    .finish()
+    .await;
+    let (error, metadata) = fail_parts(outcome);
+    assert_eq!(error, "handler exited with status 2: problem 5000");
+    let tail = metadata["stderr_tail"].as_str().unwrap_or_default();
+    assert!(
+        tail.len() <= 100 && tail.ends_with("problem 5000\n"),
+        "{tail}"
+    );
+    assert!(metadata["stderr_dropped_bytes"].as_u64().unwrap_or(0) > 40_000);
+    assert!(metadata.get("stdout_dropped_bytes").is_none());
+}
+
+#[tokio::test]
 async fn a_line_longer_than_the_limit_is_cut_and_logged_with_a_warning() {
     let (outcome, _, _dir) = start(
         r#"read task
