@@ -19,8 +19,12 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const READY: &str = r#"echo '{"type":"progress","text":"ready"}'"#;
 
 fn document() -> TaskDocument {
+    document_titled("Write the report")
+}
+
+fn document_titled(title: &str) -> TaskDocument {
     let claim: Claim = serde_json::from_value(json!({
-        "task": {"id": "task-1", "title": "Write the report"},
+        "task": {"id": "task-1", "title": title},
         "run": {"id": "run-1", "task_id": "task-1", "attempt": 2, "coordination_channel_id": "chan-1"},
         "lease": {"run_id": "run-1"}
     }))
@@ -58,11 +62,20 @@ fn start(
 }
 
 fn start_with(config: ExecConfig, time_limit: Option<Duration>, dir: TempDir) -> Running {
+    start_document(config, document(), time_limit, dir)
+}
+
+fn start_document(
+    config: ExecConfig,
+    document: TaskDocument,
+    time_limit: Option<Duration>,
+    dir: TempDir,
+) -> Running {
     let (events_tx, events) = mpsc::channel(1024);
     let (inbound, inbound_rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let ctx = TaskContext {
-        document: Arc::new(document()),
+        document: Arc::new(document),
         cancel: cancel.clone(),
         time_limit,
         events: events_tx,
@@ -513,6 +526,26 @@ async fn huge_stdout_keeps_only_the_tail() {
 }
 
 #[tokio::test]
+async fn huge_stderr_keeps_the_tail_and_says_how_much_was_dropped() {
+    let (outcome, _, _dir) = start(
+        "read task\nseq 1 5000 | sed 's/^/problem /' >&2\nexit 2",
+        None,
+        |config| config.stderr_cap_bytes = 100,
+    )
+    .finish()
+    .await;
+    let (error, metadata) = fail_parts(outcome);
+    assert_eq!(error, "handler exited with status 2: problem 5000");
+    let tail = metadata["stderr_tail"].as_str().unwrap_or_default();
+    assert!(
+        tail.len() <= 100 && tail.ends_with("problem 5000\n"),
+        "{tail}"
+    );
+    assert!(metadata["stderr_dropped_bytes"].as_u64().unwrap_or(0) > 40_000);
+    assert!(metadata.get("stdout_dropped_bytes").is_none());
+}
+
+#[tokio::test]
 async fn a_line_longer_than_the_limit_is_cut_and_logged_with_a_warning() {
     let (outcome, _, _dir) = start(
         r#"read task
@@ -731,4 +764,49 @@ async fn a_run_cancelled_before_it_starts_starts_nothing() {
     );
     // The test runtime is single-threaded: the handler first runs after the cancel above.
     assert!(!dir.path().join("started").exists());
+}
+
+async fn run_example(title: &str) -> (Outcome, Vec<HandlerEvent>) {
+    let config = ExecConfig {
+        program: Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/exec-handler.sh"),
+        ..ExecConfig::default()
+    };
+    assert_eq!(config.problems("handlers[0].exec"), Vec::<String>::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outcome, events, _) = start_document(config, document_titled(title), None, dir)
+        .finish()
+        .await;
+    (outcome, events)
+}
+
+#[tokio::test]
+async fn the_example_handler_completes_an_ordinary_task_with_a_summary() {
+    let (outcome, events) = run_example("Write the \"report\"").await;
+    assert_eq!(
+        outcome,
+        Outcome::Complete(json!({"summary": "handled: Write the \"report\"", "run_id": "run-1"}))
+    );
+    assert!(matches!(
+        events.first(),
+        Some(HandlerEvent::Progress(text)) if text == "started: Write the \"report\""
+    ));
+}
+
+#[tokio::test]
+async fn the_example_handler_fails_and_releases_when_the_title_says_so() {
+    let (outcome, _) = run_example("Please FAIL this").await;
+    let (error, metadata) = fail_parts(outcome);
+    assert_eq!(
+        error,
+        "handler exited with status 1: example handler: the task title asks for a failure"
+    );
+    assert_eq!(metadata["exit_code"], 1);
+    let (outcome, _) = run_example("release me").await;
+    assert_eq!(
+        outcome,
+        Outcome::Release(
+            "handler exited 75 (temporary failure): example handler: the task title asks to release the run"
+                .into()
+        )
+    );
 }

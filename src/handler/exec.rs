@@ -730,6 +730,7 @@ mod signal {
         unsafe { kill(-pgid, signal) == 0 }
     }
 
+    /// Names of the signals numbered alike on Linux and the BSDs.
     pub fn name(signal: i32) -> &'static str {
         match signal {
             1 => "SIGHUP",
@@ -737,7 +738,6 @@ mod signal {
             3 => "SIGQUIT",
             4 => "SIGILL",
             6 => "SIGABRT",
-            7 => "SIGBUS",
             8 => "SIGFPE",
             9 => "SIGKILL",
             11 => "SIGSEGV",
@@ -956,6 +956,15 @@ fn tails(captured: &Captured) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("stderr_tail".into(), captured.stderr.text().into());
     map.insert("stdout_tail".into(), captured.stdout.text().into());
+    // Says how much is missing before the tails, so a reader does not take them for everything.
+    for (key, tail) in [
+        ("stderr_dropped_bytes", &captured.stderr),
+        ("stdout_dropped_bytes", &captured.stdout),
+    ] {
+        if tail.dropped > 0 {
+            map.insert(key.into(), tail.dropped.into());
+        }
+    }
     map
 }
 
