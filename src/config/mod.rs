@@ -30,13 +30,15 @@ pub use load::{
 };
 
 /// The whole configuration, one struct per TOML section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agh: AghConfig,
     pub retry: RetryConfig,
     pub worker: WorkerConfig,
     pub log: LogConfig,
+    /// `[[handlers]]`: which handler runs which task, first match wins.
+    pub handlers: Vec<crate::handler::HandlerConfig>,
 }
 
 /// `[agh]`: where the AGH daemon is and who the worker is to it.

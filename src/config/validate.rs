@@ -35,6 +35,9 @@ impl Config {
         validate_retry(&self.retry, &mut errors);
         validate_worker(&self.worker, &mut errors);
         validate_log(&self.log, &mut errors);
+        for (key, problem) in crate::handler::select::table_problems(&self.handlers) {
+            errors.push(&key, problem);
+        }
         if errors.is_empty() {
             Ok(())
         } else {

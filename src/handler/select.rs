@@ -66,7 +66,11 @@ impl MatchRule {
                 .as_ref()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "medium".to_string());
-            if !self.priority.iter().any(|p| p.eq_ignore_ascii_case(&priority)) {
+            if !self
+                .priority
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&priority))
+            {
                 return false;
             }
         }
@@ -102,26 +106,33 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
         if handler.name.trim().is_empty() {
             problems.push((
                 format!("{path}.name"),
-                "is empty: give every handler a name".to_string(),
+                format!("{path}.name is empty: give every handler a name"),
             ));
         } else if !names.insert(handler.name.as_str()) {
             problems.push((
                 format!("{path}.name"),
-                format!("{:?} is used twice: handler names must be unique", handler.name),
+                format!(
+                    "{path}.name {:?} is used twice: handler names must be unique",
+                    handler.name
+                ),
             ));
         }
         for priority in &handler.matches.priority {
-            if !["low", "medium", "high", "urgent"].contains(&priority.to_ascii_lowercase().as_str()) {
+            if !["low", "medium", "high", "urgent"]
+                .contains(&priority.to_ascii_lowercase().as_str())
+            {
                 problems.push((
                     format!("{path}.match.priority"),
-                    format!("{priority:?} is not a priority: use low, medium, high or urgent"),
+                    format!(
+                        "{path}.match.priority {priority:?} is not a priority: use low, medium, high or urgent"
+                    ),
                 ));
             }
         }
         match (handler.kind, &handler.exec) {
             (HandlerKind::Exec, None) => problems.push((
                 format!("{path}.exec"),
-                "is missing: an exec handler needs [handlers.exec] with at least `program`".to_string(),
+                format!("{path}.exec is missing: an exec handler needs [handlers.exec] with at least `program`"),
             )),
             (HandlerKind::Exec, Some(exec)) => {
                 for problem in exec.problems(&format!("{path}.exec")) {
@@ -130,7 +141,7 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
             }
             (HandlerKind::Noop, Some(_)) => problems.push((
                 format!("{path}.exec"),
-                "is set on a noop handler: remove it or set kind = \"exec\"".to_string(),
+                format!("{path}.exec is set on a noop handler: remove it or set kind = \"exec\""),
             )),
             (HandlerKind::Noop, None) => {}
         }
@@ -168,13 +179,15 @@ impl Handlers for HandlerSet {
 
     async fn run(&self, name: &str, context: TaskContext) -> Outcome {
         let Some(handler) = self.handlers.iter().find(|h| h.name == name) else {
-            return Outcome::Release(format!("agh-worker: handler {name:?} is no longer configured"));
+            return Outcome::Release(format!(
+                "agh-worker: handler {name:?} is no longer configured"
+            ));
         };
         match (handler.kind, &handler.exec) {
             (HandlerKind::Exec, Some(config)) => exec::run(config, context).await,
-            (HandlerKind::Exec, None) => Outcome::Release(format!(
-                "agh-worker: handler {name:?} has no exec settings"
-            )),
+            (HandlerKind::Exec, None) => {
+                Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
+            }
             (HandlerKind::Noop, _) => Outcome::Complete(json!({"handler": "noop"})),
         }
     }
@@ -253,23 +266,56 @@ mod tests {
     #[test]
     fn the_first_matching_handler_wins_and_an_empty_rule_is_the_default() {
         let set = HandlerSet::new(vec![
-            handler("deploys", MatchRule { title: Some("Deploy *".into()), ..Default::default() }),
-            handler("urgent", MatchRule { priority: vec!["urgent".into()], ..Default::default() }),
-            handler("python", MatchRule { metadata_key: Some("python".into()), ..Default::default() }),
+            handler(
+                "deploys",
+                MatchRule {
+                    title: Some("Deploy *".into()),
+                    ..Default::default()
+                },
+            ),
+            handler(
+                "urgent",
+                MatchRule {
+                    priority: vec!["urgent".into()],
+                    ..Default::default()
+                },
+            ),
+            handler(
+                "python",
+                MatchRule {
+                    metadata_key: Some("python".into()),
+                    ..Default::default()
+                },
+            ),
             handler("default", MatchRule::default()),
         ]);
         let pick = |title, priority, metadata| set.select(&document(title, priority, metadata));
-        assert_eq!(pick("deploy api", Priority::Urgent, json!({})), Some("deploys".into()));
-        assert_eq!(pick("fix", Priority::Urgent, json!({})), Some("urgent".into()));
-        assert_eq!(pick("fix", Priority::Low, json!({"python": true})), Some("python".into()));
-        assert_eq!(pick("fix", Priority::Low, json!({})), Some("default".into()));
+        assert_eq!(
+            pick("deploy api", Priority::Urgent, json!({})),
+            Some("deploys".into())
+        );
+        assert_eq!(
+            pick("fix", Priority::Urgent, json!({})),
+            Some("urgent".into())
+        );
+        assert_eq!(
+            pick("fix", Priority::Low, json!({"python": true})),
+            Some("python".into())
+        );
+        assert_eq!(
+            pick("fix", Priority::Low, json!({})),
+            Some("default".into())
+        );
     }
 
     #[test]
     fn a_run_no_handler_matches_selects_nothing() {
         let set = HandlerSet::new(vec![handler(
             "deploys",
-            MatchRule { title: Some("deploy *".into()), ..Default::default() },
+            MatchRule {
+                title: Some("deploy *".into()),
+                ..Default::default()
+            },
         )]);
         assert_eq!(set.select(&document("fix", Priority::Low, json!({}))), None);
     }
@@ -280,10 +326,20 @@ mod tests {
         exec_without_settings.kind = HandlerKind::Exec;
         let bad_priority = handler(
             "a",
-            MatchRule { priority: vec!["highest".into()], ..Default::default() },
+            MatchRule {
+                priority: vec!["highest".into()],
+                ..Default::default()
+            },
         );
         let problems = table_problems(&[exec_without_settings, bad_priority]);
         let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, vec!["handlers[0].exec", "handlers[1].name", "handlers[1].match.priority"]);
+        assert_eq!(
+            keys,
+            vec![
+                "handlers[0].exec",
+                "handlers[1].name",
+                "handlers[1].match.priority"
+            ]
+        );
     }
 }
