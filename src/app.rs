@@ -6,10 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
+use std::sync::Arc;
+
 use crate::api::{AghClient, ClientOptions, RetryOptions};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunArgs, parse_duration};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::handler::{HandlerSet, SharedHandlers};
+use crate::logging::LogControl;
 use crate::oneshot::{self, Output};
+use crate::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
 
 /// Exit code for a configuration a person must fix (EX_USAGE).
 pub const EXIT_BAD_CONFIG: u8 = 64;
@@ -71,10 +76,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Sim(args) => return crate::sim_cli::serve(args).await,
-        Command::Demo(_) => {
-            eprintln!("agh-worker demo: not built yet (it arrives with the worker loop)");
-            return ExitCode::FAILURE;
-        }
+        Command::Demo(args) => return crate::demo::run(args).await,
         _ => {}
     }
     let loaded = match load_config(&cli) {
@@ -82,10 +84,10 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Err(code) => return code,
     };
     let config = loaded.config;
-    crate::logging::init(&config.log.level, config.log.format);
-    if let Command::Run(_) = &cli.command {
-        eprintln!("agh-worker run: not built yet (it arrives with the worker loop)");
-        return ExitCode::FAILURE;
+    let log = crate::logging::init(&config.log.level, config.log.format);
+    if let Command::Run(args) = &cli.command {
+        let sources = ConfigSources::from_process(cli.config.clone(), cli.overrides());
+        return run_worker(sources, config, args, log).await;
     }
     let client = match build_client(&config) {
         Ok(client) => client,
@@ -106,5 +108,107 @@ async fn dispatch(cli: Cli) -> ExitCode {
             oneshot::report_error(&err, output, &mut stdout);
             ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+/// `agh-worker run`: the long-running worker until a signal, `--max-runs`, `--idle-exit` or `--once`.
+pub async fn run_worker(
+    sources: ConfigSources,
+    config: Config,
+    args: &RunArgs,
+    log: LogControl,
+) -> ExitCode {
+    let mut settings = WorkerSettings::from_config(&config);
+    if let Some(max_runs) = args.max_runs {
+        settings.max_runs = (max_runs > 0).then_some(max_runs);
+    }
+    if let Some(raw) = &args.idle_exit {
+        match parse_duration(raw) {
+            Ok(idle) => settings.idle_exit = (!idle.is_zero()).then_some(idle),
+            Err(err) => {
+                eprintln!("agh-worker run: --idle-exit: {err}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        }
+    }
+    if args.once {
+        settings.once = true;
+        settings.max_runs = Some(1);
+    }
+    if config.handlers.is_empty() {
+        eprintln!(
+            "agh-worker run: no handlers are configured: add a [[handlers]] entry to the config file \
+             or set AGH_WORKER__HANDLERS (see config/agh-worker.toml)"
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let client = match build_client(&config) {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("agh-worker run: {err:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let shutdown = Shutdown::default();
+    let mut reloads = match crate::shutdown::install(shutdown.clone()) {
+        Ok(reloads) => reloads,
+        Err(err) => {
+            eprintln!("agh-worker run: cannot listen for signals: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handlers = Arc::new(SharedHandlers::new(HandlerSet::new(
+        config.handlers.clone(),
+    )));
+    let status = StatusBoard::default();
+    tracing::info!(
+        endpoint = %client.endpoint(),
+        session_id = %client.identity().session_id,
+        agent = %client.identity().agent,
+        handlers = config.handlers.len(),
+        "agh-worker starting"
+    );
+    let reload_handlers = handlers.clone();
+    tokio::spawn(async move {
+        while reloads.recv().await.is_some() {
+            match config::load(&sources) {
+                Ok(loaded) => {
+                    reload_handlers.replace(HandlerSet::new(loaded.config.handlers.clone()));
+                    let level_applied = log.set_level(&loaded.config.log.level);
+                    tracing::info!(
+                        handlers = loaded.config.handlers.len(),
+                        log_level = %loaded.config.log.level,
+                        level_applied,
+                        "configuration reloaded: handler table and log level (other keys apply at restart)"
+                    );
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "reload refused; the running configuration stays in force");
+                }
+            }
+        }
+    });
+    let notifier = crate::notify::spawn(status.clone(), shutdown.clone());
+    let worker = Worker {
+        api: Arc::new(client),
+        handlers,
+        events: Arc::new(LogEvents),
+        settings,
+        status: status.clone(),
+        shutdown,
+    };
+    let exit = worker.run().await;
+    let _ = notifier.await;
+    let counters = status.snapshot().counters;
+    tracing::info!(
+        reason = ?exit,
+        completed = counters.runs_completed,
+        failed = counters.runs_failed,
+        released = counters.runs_released,
+        leases_lost = counters.leases_lost,
+        "agh-worker stopped"
+    );
+    match exit {
+        WorkerExit::Shutdown | WorkerExit::MaxRuns | WorkerExit::Idle => ExitCode::SUCCESS,
     }
 }

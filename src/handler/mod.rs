@@ -17,7 +17,7 @@ use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBun
 pub mod exec;
 pub mod select;
 
-pub use select::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
+pub use select::{HandlerConfig, HandlerKind, HandlerSet, MatchRule, SharedHandlers};
 
 /// Everything known about the run when the handler starts: the claim and the context bundle.
 /// Serialised, it is the first stdin line of an exec handler.

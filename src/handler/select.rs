@@ -193,6 +193,48 @@ impl Handlers for HandlerSet {
     }
 }
 
+/// The handler table behind a lock, so SIGHUP can replace it while the worker runs.
+/// A run keeps the table it started with.
+#[derive(Debug, Default)]
+pub struct SharedHandlers {
+    current: std::sync::RwLock<std::sync::Arc<HandlerSet>>,
+}
+
+impl SharedHandlers {
+    pub fn new(set: HandlerSet) -> Self {
+        SharedHandlers {
+            current: std::sync::RwLock::new(std::sync::Arc::new(set)),
+        }
+    }
+
+    /// The table in force.
+    pub fn current(&self) -> std::sync::Arc<HandlerSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the table for runs that start from now on.
+    pub fn replace(&self, set: HandlerSet) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = std::sync::Arc::new(set);
+    }
+}
+
+impl Handlers for SharedHandlers {
+    fn select(&self, document: &TaskDocument) -> Option<String> {
+        self.current().select(document)
+    }
+
+    async fn run(&self, name: &str, context: TaskContext) -> Outcome {
+        let set = self.current();
+        set.run(name, context).await
+    }
+}
+
 /// `*` matches any run of characters, `?` exactly one; everything else literally.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();

@@ -1,0 +1,235 @@
+//! `agh-worker demo`: the built-in AGH simulator, a set of sample tasks, the worker with the
+//! example exec handler, live progress, and a summary of what happened.
+
+use std::io::{IsTerminal, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{AghClient, ClientOptions, Endpoint, Identity};
+use crate::cli::DemoArgs;
+use crate::config::OrphanPolicy;
+use crate::handler::exec::ExecConfig;
+use crate::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
+use crate::sim::{SimConfig, Simulator, TaskSpec};
+use crate::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerSettings};
+
+/// The example handler, embedded so the demo works from any directory.
+const EXAMPLE_HANDLER: &str = include_str!("../examples/exec-handler.sh");
+
+const TITLES: &[&str] = &[
+    "Summarise the build log",
+    "Triage issue #412",
+    "Update the changelog",
+    "Check links in the docs",
+    "Refresh the dependency report",
+    "Draft the changelog entry",
+    "Fail: reproduce the flaky test",
+    "Review the API contract",
+];
+
+/// Runs the demo and prints its summary.
+pub async fn run(args: &DemoArgs) -> ExitCode {
+    match demo(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("agh-worker demo: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    // Warnings only, so the progress and summary stay readable; RUST_LOG shows more.
+    crate::logging::init("warn", crate::config::LogFormat::Text);
+    let workdir = tempfile_dir()?;
+    let handler = match &args.handler {
+        Some(path) => path.clone(),
+        None => write_example_handler(&workdir)?,
+    };
+    let simulator = Simulator::new(SimConfig::default());
+    let server = simulator
+        .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await?;
+    let session = simulator
+        .default_session()
+        .ok_or_else(|| anyhow::anyhow!("the simulator has no default session"))?;
+    let total = args.tasks.max(1);
+    for index in 0..total {
+        let title = TITLES[index as usize % TITLES.len()];
+        simulator.enqueue_task(TaskSpec::titled(&format!("{title} ({})", index + 1)));
+    }
+    let endpoint = Endpoint::parse(&server.base_url())?;
+    let identity = Identity {
+        session_id: session.session_id.clone(),
+        agent: session.agent_name.clone(),
+        workspace_id: None,
+    };
+    let client = AghClient::new(endpoint, identity, ClientOptions::default())?;
+    let handlers = HandlerSet::new(vec![HandlerConfig {
+        name: "example".into(),
+        kind: HandlerKind::Exec,
+        matches: MatchRule::default(),
+        exec: Some(ExecConfig {
+            program: handler.clone(),
+            ..ExecConfig::default()
+        }),
+    }]);
+    let settings = WorkerSettings {
+        lease: Duration::from_secs(60),
+        heartbeat_every: Duration::from_secs(20),
+        claim_wait: true,
+        orphan_policy: OrphanPolicy::Adopt,
+        drain_timeout: Duration::from_secs(5),
+        max_runtime: Some(Duration::from_secs(60)),
+        max_runs: None,
+        idle_exit: Some(Duration::from_secs(10)),
+        once: false,
+        identity_probe: Duration::from_secs(5),
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        cancel_grace: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(200),
+        required_capabilities: Vec::new(),
+        priority_min: None,
+    };
+    let shutdown = Shutdown::default();
+    let status = StatusBoard::default();
+    let worker = Arc::new(Worker {
+        api: Arc::new(client),
+        handlers: Arc::new(handlers),
+        events: Arc::new(LogEvents),
+        settings,
+        status: status.clone(),
+        shutdown: shutdown.clone(),
+    });
+    println!(
+        "agh-worker demo: {total} tasks on the built-in AGH simulator at {}, handler {}",
+        server.base_url(),
+        handler.display()
+    );
+    let started = Instant::now();
+    let running = {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.run().await })
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let ledger = simulator.ledger();
+        let done = ledger.runs_in_status("completed") + ledger.runs_in_status("failed");
+        if terminal {
+            print!("\r{} {done}/{total}", progress_bar(done, total as u64, 30));
+            let _ = std::io::stdout().flush();
+        } else if done != shown {
+            println!("progress: {done}/{total} runs finished");
+        }
+        shown = done;
+        if done >= total as u64 || running.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    if terminal {
+        println!();
+    }
+    shutdown.drain.cancel();
+    let _ = running.await;
+    server.shutdown().await;
+
+    let ledger = simulator.ledger();
+    let snapshot = status.snapshot();
+    let mut latencies: Vec<u64> = snapshot.start_latencies_us.iter().copied().collect();
+    latencies.sort_unstable();
+    let counters = &snapshot.counters;
+    let finished = counters.runs_completed + counters.runs_failed;
+    println!();
+    println!("  runs completed        {:>8}", counters.runs_completed);
+    println!("  runs failed           {:>8}", counters.runs_failed);
+    println!("  runs released         {:>8}", counters.runs_released);
+    println!("  leases lost           {:>8}", counters.leases_lost);
+    println!(
+        "  claim→start p50       {:>8}",
+        format_micros(percentile(&latencies, 50))
+    );
+    println!(
+        "  claim→start p99       {:>8}",
+        format_micros(percentile(&latencies, 99))
+    );
+    println!(
+        "  throughput            {:>8.1} runs/s",
+        finished as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    println!("  ledger violations     {:>8}", ledger.violations_total);
+    let _ = std::fs::remove_dir_all(&workdir);
+    if ledger.violations_total > 0 {
+        anyhow::bail!(
+            "the simulator's ledger recorded violations: {:?}",
+            ledger.violations
+        );
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("agh-worker-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn write_example_handler(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("exec-handler.sh");
+    std::fs::write(&path, EXAMPLE_HANDLER)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+fn progress_bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        ((done.min(total) as usize) * width) / total as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// The p-th percentile (nearest rank) of sorted samples.
+pub fn percentile(sorted: &[u64], p: u32) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p as f64 / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+fn format_micros(value: Option<u64>) -> String {
+    match value {
+        None => "-".into(),
+        Some(us) if us < 1000 => format!("{us} µs"),
+        Some(us) => format!("{:.1} ms", us as f64 / 1000.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&samples, 50), Some(50));
+        assert_eq!(percentile(&samples, 99), Some(99));
+        assert_eq!(percentile(&[7], 99), Some(7));
+        assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn the_progress_bar_fills_in_proportion() {
+        assert_eq!(progress_bar(5, 10, 10), "[#####.....]");
+        assert_eq!(progress_bar(10, 10, 4), "[####]");
+    }
+}
