@@ -245,11 +245,18 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
         let mut idle_since = Instant::now();
         // Start-up: a previous process may have died holding a lease.
         let mut check_orphans = true;
+        // `--once` means one run: without this, a claimed run was followed by further claims and
+        // only an empty claim ended the loop.
+        let max_runs = if self.settings.once {
+            Some(1)
+        } else {
+            self.settings.max_runs
+        };
         loop {
             if self.shutdown.drain.is_cancelled() {
                 return WorkerExit::Shutdown;
             }
-            if self.settings.max_runs.is_some_and(|max| runs_done >= max) {
+            if max_runs.is_some_and(|max| runs_done >= max) {
                 return WorkerExit::MaxRuns;
             }
             if check_orphans {
