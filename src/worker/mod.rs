@@ -245,6 +245,8 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
         let mut idle_since = Instant::now();
         // Start-up: a previous process may have died holding a lease.
         let mut check_orphans = true;
+        // 409 "active run lease exists" answers since the last claim that was not one.
+        let mut held_conflicts: u32 = 0;
         // `--once` means one run: without this, a claimed run was followed by further claims and
         // only an empty claim ended the loop.
         let max_runs = if self.settings.once {
@@ -264,6 +266,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     Ok(handled) => {
                         check_orphans = false;
                         if handled {
+                            held_conflicts = 0;
                             runs_done += 1;
                             idle_since = Instant::now();
                             backoff.reset();
@@ -311,6 +314,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             };
             match answer {
                 Ok(ClaimOutcome::Claimed(claim)) => {
+                    held_conflicts = 0;
                     self.status.contact();
                     backoff.reset();
                     self.status.update(|s| {
@@ -322,6 +326,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     idle_since = Instant::now();
                 }
                 Ok(ClaimOutcome::NothingToDo) => {
+                    held_conflicts = 0;
                     self.status.contact();
                     self.status.update(|s| s.identity_ok = true);
                     backoff.reset();
@@ -335,6 +340,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                 Ok(ClaimOutcome::DeadlineReached) => {
                     // The next claim doubles as the check for a claim lost at the deadline: if one
                     // committed, the daemon answers 409 "active run lease exists" at once.
+                    held_conflicts = 0;
                     backoff.reset();
                     if self.settings.once {
                         if let Err(err) = self
@@ -357,6 +363,16 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                                 "the daemon says this session already holds a lease; recovering it"
                             );
                             check_orphans = true;
+                            held_conflicts += 1;
+                            // The first 409 is recovered at once through `me`. Another right after
+                            // means `me` showed no lease to recover (a lagging read, or a lease the
+                            // session holds in a form `me` does not list): without a pause the loop
+                            // would spin claim → me → claim with no delay at all.
+                            if held_conflicts > 1
+                                && let Some(exit) = self.after_error(&err, &mut backoff).await
+                            {
+                                return exit;
+                            }
                         }
                         ErrorKind::Transport | ErrorKind::MalformedBody | ErrorKind::Timeout => {
                             // The answer was lost: the claim may have committed without us seeing it.
