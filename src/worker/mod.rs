@@ -155,6 +155,23 @@ pub struct Shutdown {
     pub force: CancellationToken,
 }
 
+impl Shutdown {
+    /// Whether the loop must take no new work. A stop-now without a drain first (SIGQUIT) counts
+    /// too: watching only `drain` let the loop claim again after a forced release, and every new
+    /// run was cancelled and released at once, in a tight loop.
+    pub fn is_stopping(&self) -> bool {
+        self.drain.is_cancelled() || self.force.is_cancelled()
+    }
+
+    /// Resolves when either phase begins.
+    pub async fn stopping(&self) {
+        tokio::select! {
+            _ = self.drain.cancelled() => {}
+            _ = self.force.cancelled() => {}
+        }
+    }
+}
+
 /// The loop's settings, from the configuration and the command line.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -255,7 +272,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             self.settings.max_runs
         };
         loop {
-            if self.shutdown.drain.is_cancelled() {
+            if self.shutdown.is_stopping() {
                 return WorkerExit::Shutdown;
             }
             if max_runs.is_some_and(|max| runs_done >= max) {
@@ -296,7 +313,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             let claim_sent = Instant::now();
             let answer = tokio::select! {
                 answer = self.api.claim_next(&request) => Some(answer),
-                _ = self.shutdown.drain.cancelled() => None,
+                _ = self.shutdown.stopping() => None,
                 _ = sleep_until_option(idle_deadline) => None,
             };
             let Some(answer) = answer else {
@@ -307,7 +324,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                 {
                     tracing::warn!(error = %err, "could not check for a lease after abandoning a claim");
                 }
-                if self.shutdown.drain.is_cancelled() {
+                if self.shutdown.is_stopping() {
                     return WorkerExit::Shutdown;
                 }
                 return WorkerExit::Idle;
@@ -512,8 +529,8 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             None => Instant::now() + delay,
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(wake) => self.shutdown.drain.is_cancelled(),
-            _ = self.shutdown.drain.cancelled() => true,
+            _ = tokio::time::sleep_until(wake) => self.shutdown.is_stopping(),
+            _ = self.shutdown.stopping() => true,
         }
     }
 }
