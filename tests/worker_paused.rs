@@ -449,6 +449,69 @@ async fn failing_heartbeats_are_retried_sooner_and_the_handler_is_stopped_before
     fake.assert_clean();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_that_never_answers_is_given_up_before_the_lease_ends() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.fault(Op::Heartbeat, Fault::Hang);
+    let rig = Rig::new(&fake, until_cancel(), settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    let cancelled = rig.seen()[0].cancelled.expect("cancelled");
+    assert_eq!(cancelled, secs(50), "{}", fake.log());
+    assert!(fake.terminal_calls().is_empty());
+    assert_eq!(rig.counters().leases_lost, 1);
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_claimed_late_in_a_long_poll_is_renewed_not_given_up() {
+    // A 30 s lease with the 30 s long poll: a run that turns up 28 s into the wait is claimed
+    // with nearly all its lease left, although the claim was sent 28 s earlier.
+    let fake = FakeAgh::new();
+    let mut settings = settings();
+    settings.lease = secs(30);
+    settings.heartbeat_every = secs(10);
+    let rig = Rig::new(&fake, work(secs(40), json!({"late": true})), settings);
+    let handle = rig.spawn();
+    sleep(secs(28)).await;
+    fake.enqueue("run-1");
+    assert_eq!(join(handle).await, WorkerExit::MaxRuns);
+    let seen = rig.seen();
+    assert_eq!(seen.len(), 1, "{}", fake.log());
+    assert_eq!(seen[0].cancelled, None, "{}", fake.log());
+    let beats = fake.calls_of(Op::Heartbeat);
+    assert!(beats.iter().all(Call::ok), "{}", fake.log());
+    assert!(at(&beats[0]) < 28.0 + 10.0, "{}", fake.log());
+    assert_eq!(fake.ledger().accepted("run-1").len(), 1);
+    assert_eq!(fake.terminal_calls()[0].op, Op::Complete);
+    fake.assert_clean();
+}
+
+// ----- handler crash -----------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_panics_fails_its_run() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    let handler = script(|_cx, _| {
+        Box::pin(async move {
+            sleep(secs(3)).await;
+            panic!("handler bug");
+        })
+    });
+    let rig = Rig::new(&fake, handler, settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    let terminals = fake.terminal_calls();
+    assert_eq!(terminals.len(), 1);
+    assert_eq!((terminals[0].op, at(&terminals[0])), (Op::Fail, 3.0));
+    let error = terminals[0].body.as_ref().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("crashed"), "{error}");
+    fake.assert_clean();
+}
+
 // ----- 5. orphans at start-up --------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -87,6 +87,8 @@ pub enum Fault {
     CommitAtDeadline,
     /// Terminal call: apply it, then answer this error (as a client retry would after a lost answer).
     ApplyThenError(ApiError),
+    /// Never answer (a hung daemon); the caller must give up on its own.
+    Hang,
 }
 
 /// A rule consulted on every call of one kind: (run id, time since start, call number) → fault.
@@ -457,6 +459,10 @@ impl FakeAgh {
         body: Option<Value>,
     ) -> Result<LeaseSummary, ApiError> {
         let (index, fault) = self.begin(op, Some(run_id), lease_seconds, body.clone());
+        if let Some(Fault::Hang) = fault {
+            self.end(index, "hung");
+            return std::future::pending().await;
+        }
         let mut s = self.lock();
         let now = Instant::now();
         s.sweep(now);
