@@ -390,6 +390,30 @@ async fn a_foreign_run_answer_counts_as_a_lost_lease() {
     assert_cancelled_at_once_and_no_terminal_call(&rig, lost_at);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_handler_finishing_as_its_lease_is_lost_sends_no_terminal_call() {
+    // The handler returns at the very instant the heartbeat is answered "lease expired": whichever
+    // the worker sees first, the terminal call must not go out after the loss was reported.
+    // Repeated because tokio::select! picks among ready branches at random.
+    for round in 0..40 {
+        let fake = FakeAgh::new();
+        fake.enqueue("run-1");
+        let rig = Rig::new(&fake, work(secs(40), json!({"round": round})), settings());
+        let handle = rig.spawn();
+        sleep(secs(39)).await;
+        fake.revoke("run-1", false);
+        assert_eq!(join(handle).await, WorkerExit::MaxRuns);
+        let beats = fake.calls_of(Op::Heartbeat);
+        assert!(
+            beats.last().unwrap().outcome.contains("lease_expired"),
+            "{}",
+            fake.log()
+        );
+        fake.assert_clean();
+        assert!(fake.ledger().accepted("run-1").is_empty());
+    }
+}
+
 // ----- 4. failing heartbeats ---------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
