@@ -421,13 +421,18 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
         }
     };
     let result = tokio::select! {
-        result = call.send(api, run_id) => result,
+        // The keeper is asked first. When the handler returned at the instant a heartbeat was
+        // answered "lease lost", both were ready to the supervisor, which may pick the handler's
+        // outcome; an unbiased select here then sent the terminal call about half the time,
+        // after the daemon had said the lease was no longer ours.
+        biased;
         // The keeper keeps renewing during long terminal retries; if it learns the lease is
         // gone, retrying the terminal call is pointless.
         loss = keeper.lost() => {
             tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call got through");
             return RunEnd::LeaseLost;
         }
+        result = call.send(api, run_id) => result,
     };
     match result {
         Ok(_) => {
