@@ -910,6 +910,27 @@ async fn a_drain_while_waiting_for_work_abandons_the_claim_and_checks_me() {
     assert_eq!((last.op, at(&last)), (Op::Me, 5.0));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_drain_during_the_backoff_after_a_lost_claim_answer_still_releases_the_claim() {
+    // The claim committed but its answer was lost; the drain begins while the loop backs off.
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.fault(Op::Claim, Fault::CommitThenError(transport("claim-next")));
+    let mut settings = settings();
+    settings.initial_backoff = secs(5);
+    let rig = Rig::new(&fake, work(secs(5), json!({})), settings);
+    let handle = rig.spawn();
+    sleep(secs(1)).await;
+    rig.worker.shutdown.drain.cancel();
+    assert_eq!(join(handle).await, WorkerExit::Shutdown);
+    let releases = fake.calls_of(Op::Release);
+    assert_eq!(releases.len(), 1, "{}", fake.log());
+    assert!(releases[0].ok());
+    assert_eq!(fake.run("run-1").state, RunState::Queued);
+    assert!(rig.seen().is_empty());
+    fake.assert_clean();
+}
+
 // ----- 12. force ---------------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
