@@ -395,6 +395,15 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                             // The answer was lost: the claim may have committed without us seeing it.
                             check_orphans = true;
                             if let Some(exit) = self.after_error(&err, &mut backoff).await {
+                                // Shutdown came during the backoff, before the check above could
+                                // run: exiting straight away left such a claim to expire instead of
+                                // giving it back.
+                                if let Err(err) = self
+                                    .release_anything_held("the worker is shutting down")
+                                    .await
+                                {
+                                    tracing::warn!(error = %err, "could not check for a lease after a lost claim answer");
+                                }
                                 return exit;
                             }
                         }
