@@ -117,10 +117,18 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     );
 
     // The lease runs from when the claim was sent: reckon conservatively.
+    let reckoned = claim_sent + settings.lease;
+    // Unknown age: renew at once; until then assume only the margin is left.
+    let unknown_age = Instant::now() + settings.lease_margin() * 2;
+    // A waiting claim answered late in its long poll was committed just before its answer, not
+    // when it was sent. Reckoning from the send alone put the deadline inside the margin at once
+    // (e.g. a 30 s lease claimed 28 s into a 30 s long poll), and the keeper gave a fresh lease
+    // up without trying a single renewal. Such a claim is treated like an adopted lease instead:
+    // renewed at once, with the margin assumed to be left.
+    let renew_at_once = origin == Origin::Adopted || reckoned < unknown_age;
     let first_deadline = match origin {
-        Origin::Claimed => claim_sent + settings.lease,
-        // Unknown age: renew at once; until then assume only the margin is left.
-        Origin::Adopted => Instant::now() + settings.lease_margin() * 2,
+        Origin::Claimed => reckoned.max(unknown_age),
+        Origin::Adopted => unknown_age,
     };
     let (deadline_tx, deadline_rx) = watch::channel(first_deadline);
     let keeper_stop = CancellationToken::new();
@@ -131,7 +139,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
         worker.status.clone(),
         deadline_tx,
         keeper_stop.clone(),
-        origin == Origin::Adopted,
+        renew_at_once,
     ));
     let mut keeper = KeeperHandle {
         task: Some(keeper),
@@ -413,13 +421,18 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
         }
     };
     let result = tokio::select! {
-        result = call.send(api, run_id) => result,
+        // The keeper is asked first. When the handler returned at the instant a heartbeat was
+        // answered "lease lost", both were ready to the supervisor, which may pick the handler's
+        // outcome; an unbiased select here then sent the terminal call about half the time,
+        // after the daemon had said the lease was no longer ours.
+        biased;
         // The keeper keeps renewing during long terminal retries; if it learns the lease is
         // gone, retrying the terminal call is pointless.
         loss = keeper.lost() => {
             tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call got through");
             return RunEnd::LeaseLost;
         }
+        result = call.send(api, run_id) => result,
     };
     match result {
         Ok(_) => {

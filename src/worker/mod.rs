@@ -155,6 +155,23 @@ pub struct Shutdown {
     pub force: CancellationToken,
 }
 
+impl Shutdown {
+    /// Whether the loop must take no new work. A stop-now without a drain first (SIGQUIT) counts
+    /// too: watching only `drain` let the loop claim again after a forced release, and every new
+    /// run was cancelled and released at once, in a tight loop.
+    pub fn is_stopping(&self) -> bool {
+        self.drain.is_cancelled() || self.force.is_cancelled()
+    }
+
+    /// Resolves when either phase begins.
+    pub async fn stopping(&self) {
+        tokio::select! {
+            _ = self.drain.cancelled() => {}
+            _ = self.force.cancelled() => {}
+        }
+    }
+}
+
 /// The loop's settings, from the configuration and the command line.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -245,11 +262,20 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
         let mut idle_since = Instant::now();
         // Start-up: a previous process may have died holding a lease.
         let mut check_orphans = true;
+        // 409 "active run lease exists" answers since the last claim that was not one.
+        let mut held_conflicts: u32 = 0;
+        // `--once` means one run: without this, a claimed run was followed by further claims and
+        // only an empty claim ended the loop.
+        let max_runs = if self.settings.once {
+            Some(1)
+        } else {
+            self.settings.max_runs
+        };
         loop {
-            if self.shutdown.drain.is_cancelled() {
+            if self.shutdown.is_stopping() {
                 return WorkerExit::Shutdown;
             }
-            if self.settings.max_runs.is_some_and(|max| runs_done >= max) {
+            if max_runs.is_some_and(|max| runs_done >= max) {
                 return WorkerExit::MaxRuns;
             }
             if check_orphans {
@@ -257,6 +283,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     Ok(handled) => {
                         check_orphans = false;
                         if handled {
+                            held_conflicts = 0;
                             runs_done += 1;
                             idle_since = Instant::now();
                             backoff.reset();
@@ -286,7 +313,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             let claim_sent = Instant::now();
             let answer = tokio::select! {
                 answer = self.api.claim_next(&request) => Some(answer),
-                _ = self.shutdown.drain.cancelled() => None,
+                _ = self.shutdown.stopping() => None,
                 _ = sleep_until_option(idle_deadline) => None,
             };
             let Some(answer) = answer else {
@@ -297,13 +324,14 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                 {
                     tracing::warn!(error = %err, "could not check for a lease after abandoning a claim");
                 }
-                if self.shutdown.drain.is_cancelled() {
+                if self.shutdown.is_stopping() {
                     return WorkerExit::Shutdown;
                 }
                 return WorkerExit::Idle;
             };
             match answer {
                 Ok(ClaimOutcome::Claimed(claim)) => {
+                    held_conflicts = 0;
                     self.status.contact();
                     backoff.reset();
                     self.status.update(|s| {
@@ -315,6 +343,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     idle_since = Instant::now();
                 }
                 Ok(ClaimOutcome::NothingToDo) => {
+                    held_conflicts = 0;
                     self.status.contact();
                     self.status.update(|s| s.identity_ok = true);
                     backoff.reset();
@@ -328,6 +357,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                 Ok(ClaimOutcome::DeadlineReached) => {
                     // The next claim doubles as the check for a claim lost at the deadline: if one
                     // committed, the daemon answers 409 "active run lease exists" at once.
+                    held_conflicts = 0;
                     backoff.reset();
                     if self.settings.once {
                         if let Err(err) = self
@@ -350,11 +380,30 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                                 "the daemon says this session already holds a lease; recovering it"
                             );
                             check_orphans = true;
+                            held_conflicts += 1;
+                            // The first 409 is recovered at once through `me`. Another right after
+                            // means `me` showed no lease to recover (a lagging read, or a lease the
+                            // session holds in a form `me` does not list): without a pause the loop
+                            // would spin claim → me → claim with no delay at all.
+                            if held_conflicts > 1
+                                && let Some(exit) = self.after_error(&err, &mut backoff).await
+                            {
+                                return exit;
+                            }
                         }
                         ErrorKind::Transport | ErrorKind::MalformedBody | ErrorKind::Timeout => {
                             // The answer was lost: the claim may have committed without us seeing it.
                             check_orphans = true;
                             if let Some(exit) = self.after_error(&err, &mut backoff).await {
+                                // Shutdown came during the backoff, before the check above could
+                                // run: exiting straight away left such a claim to expire instead of
+                                // giving it back.
+                                if let Err(err) = self
+                                    .release_anything_held("the worker is shutting down")
+                                    .await
+                                {
+                                    tracing::warn!(error = %err, "could not check for a lease after a lost claim answer");
+                                }
                                 return exit;
                             }
                         }
@@ -489,8 +538,8 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             None => Instant::now() + delay,
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(wake) => self.shutdown.drain.is_cancelled(),
-            _ = self.shutdown.drain.cancelled() => true,
+            _ = tokio::time::sleep_until(wake) => self.shutdown.is_stopping(),
+            _ = self.shutdown.stopping() => true,
         }
     }
 }
