@@ -3,7 +3,7 @@
 //! stdin carries the task document (first line), then inbound channel messages and spawn answers;
 //! stdout carries the program's protocol lines (progress, result, release, message, reply, spawn)
 //! mixed with its log; stderr is log only. The program runs in its own process group so that
-//! cancellation, time limits and clean-up reach everything it started. See `docs/exec-protocol.md`.
+//! cancellation, time limits and clean-up reach everything it started. See the README, "The exec handler protocol".
 //!
 //! Everything the program writes is untrusted: lines are length-capped while reading, decoded
 //! lossily, and never unwrapped.
