@@ -189,23 +189,9 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-const CLAIM_TOKEN_PREFIX: &str = "agh_claim_";
-
-/// Replaces every `agh_claim_<token>` with `agh_claim_[REDACTED]`.
+/// Replaces every `agh_claim_<token>` with `agh_claim_[REDACTED]`, as the daemon does.
 pub(crate) fn redact_claim_tokens(text: &str) -> String {
-    let mut redacted = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(CLAIM_TOKEN_PREFIX) {
-        redacted.push_str(&rest[..start]);
-        redacted.push_str("agh_claim_[REDACTED]");
-        let after = &rest[start + CLAIM_TOKEN_PREFIX.len()..];
-        let token_len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(after.len());
-        rest = &after[token_len..];
-    }
-    redacted.push_str(rest);
-    redacted
+    crate::api::redact_claim_tokens(text)
 }
 
 #[cfg(test)]
