@@ -14,8 +14,8 @@ use super::payload::{MAX_PAYLOAD_BYTES, cap, failure_message};
 use super::status::{CurrentRun, RunEnd, WorkerState};
 use super::{AghApi, EventSink, Handlers, Worker, WorkerSettings};
 use crate::api::types::{
-    Claim, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, ReleaseRequest,
-    TaskBundle, TaskRef, TaskRun,
+    ChannelMessage, Claim, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary,
+    ReleaseRequest, TaskBundle, TaskRef, TaskRun,
 };
 use crate::api::{ApiError, ErrorKind};
 use crate::handler::{Outcome, TaskContext, TaskDocument};
@@ -176,15 +176,21 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
                 }
             });
             worker.status.record_start_latency(claim_answered.elapsed());
-            supervise(
+            // The coordination layer routes channel messages for this run into `inbound`.
+            let (inbound_tx, inbound_rx) = mpsc::channel(64);
+            worker.events.run_started(&document, inbound_tx);
+            let ended = supervise(
                 worker,
                 &document,
                 &handler,
                 time_limit,
                 &mut keeper,
                 deadline_rx.clone(),
+                inbound_rx,
             )
-            .await
+            .await;
+            worker.events.run_ended(&document.run_id);
+            ended
         }
     };
 
@@ -242,12 +248,11 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
     time_limit: Option<Duration>,
     keeper: &mut KeeperHandle,
     mut deadline_rx: watch::Receiver<Instant>,
+    inbound_rx: mpsc::Receiver<ChannelMessage>,
 ) -> Ended {
     let settings = &worker.settings;
     let cancel = CancellationToken::new();
     let (events_tx, mut events_rx) = mpsc::channel(64);
-    // Inbound messages are routed by the coordination layer; the sender lives as long as the run.
-    let (_inbound_tx, inbound_rx) = mpsc::channel(64);
     let context = TaskContext {
         document: document.clone(),
         cancel: cancel.clone(),
@@ -273,6 +278,7 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
     loop {
         tokio::select! {
             joined = &mut task => {
+                worker.status.record_handler_duration(started.elapsed());
                 let outcome = match joined {
                     Ok(outcome) => outcome,
                     Err(err) => Outcome::Fail {

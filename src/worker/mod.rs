@@ -12,12 +12,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{
-    AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
-    ReleaseRequest,
+    AgentContext, ChannelMessage, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest,
+    LeaseSummary, Me, ReleaseRequest,
 };
 use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use crate::config::{Config, OrphanPolicy};
@@ -110,6 +111,11 @@ pub trait Handlers: Send + Sync + 'static {
 /// Receives what handlers report while they run. The coordination layer sends progress as
 /// channel messages and answers spawn requests; without it, events are logged and spawns refused.
 pub trait EventSink: Send + Sync + 'static {
+    /// A handler starts on `document`; channel messages for the run go to `inbound`.
+    fn run_started(&self, _document: &TaskDocument, _inbound: mpsc::Sender<ChannelMessage>) {}
+    /// The handler of `run_id` has ended; nothing more is routed to it.
+    fn run_ended(&self, _run_id: &str) {}
+    /// One event from the handler of `document`.
     fn handle(
         &self,
         document: &TaskDocument,

@@ -39,6 +39,17 @@ pub struct CurrentRun {
     pub lease_deadline: SystemTime,
 }
 
+/// A child session this worker created and that has not reached its TTL.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChildSession {
+    pub session_id: String,
+    pub agent_name: String,
+    /// The run whose handler asked for it.
+    pub run_id: String,
+    #[serde(with = "unix_seconds")]
+    pub ttl_expires_at: SystemTime,
+}
+
 /// How runs ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,6 +76,14 @@ pub struct Counters {
     pub heartbeats_ok: u64,
     pub heartbeats_failed: u64,
     pub claim_errors: u64,
+    /// Channel messages routed to handlers (new ones, after dedupe).
+    pub messages_received: u64,
+    /// Channel messages sent for handlers (progress, messages, replies).
+    pub messages_sent: u64,
+    pub message_send_failures: u64,
+    pub spawns_created: u64,
+    /// Spawns refused locally (budget) or by the daemon (limit, permission, validation).
+    pub spawns_refused: u64,
 }
 
 impl Counters {
@@ -87,6 +106,8 @@ pub struct WorkerStatus {
     #[serde(with = "unix_seconds_option")]
     pub last_contact: Option<SystemTime>,
     pub counters: Counters,
+    /// Live child sessions (kept by the spawner).
+    pub children: Vec<ChildSession>,
     #[serde(skip)]
     pub last_tick: Instant,
     #[serde(skip)]
@@ -94,6 +115,9 @@ pub struct WorkerStatus {
     /// Claim-answer → handler-start latencies of the most recent runs, in microseconds.
     #[serde(skip)]
     pub start_latencies_us: VecDeque<u64>,
+    /// Handler durations of the most recent runs, in milliseconds.
+    #[serde(skip)]
+    pub handler_durations_ms: VecDeque<u64>,
 }
 
 const LATENCY_SAMPLES: usize = 4096;
@@ -113,9 +137,11 @@ impl Default for StatusBoard {
                 current: None,
                 last_contact: None,
                 counters: Counters::default(),
+                children: Vec::new(),
                 last_tick: Instant::now(),
                 last_contact_instant: None,
                 start_latencies_us: VecDeque::new(),
+                handler_durations_ms: VecDeque::new(),
             })),
         }
     }
@@ -168,6 +194,17 @@ impl StatusBoard {
                 s.start_latencies_us.pop_front();
             }
             s.start_latencies_us.push_back(latency.as_micros() as u64);
+        });
+    }
+
+    /// Records how long a handler ran.
+    pub fn record_handler_duration(&self, duration: Duration) {
+        self.update(|s| {
+            if s.handler_durations_ms.len() == LATENCY_SAMPLES {
+                s.handler_durations_ms.pop_front();
+            }
+            s.handler_durations_ms
+                .push_back(duration.as_millis() as u64);
         });
     }
 
