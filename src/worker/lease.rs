@@ -83,13 +83,13 @@ pub async fn claim_from_orphan<A: AghApi>(api: &A, lease: LeaseSummary) -> Claim
     claim
 }
 
-/// Drives one lease to its end. Never returns while the handler still runs.
+/// Drives one lease to its end and answers how it ended. Never returns while the handler still runs.
 pub async fn run_lease<A: AghApi, H: Handlers, E: EventSink>(
     worker: &Worker<A, H, E>,
     claim: Claim,
     claim_sent: Instant,
     origin: Origin,
-) {
+) -> RunEnd {
     let span = tracing::info_span!(
         "run",
         run_id = %claim.run.id,
@@ -106,7 +106,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     claim: Claim,
     claim_sent: Instant,
     origin: Origin,
-) {
+) -> RunEnd {
     let claim_answered = Instant::now();
     let settings = &worker.settings;
     let run_id = claim.run.id.clone();
@@ -197,6 +197,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     };
     keeper.stop().await;
     worker.status.run_ended(end);
+    end
 }
 
 /// How the handler phase ended.
