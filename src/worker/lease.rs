@@ -83,13 +83,13 @@ pub async fn claim_from_orphan<A: AghApi>(api: &A, lease: LeaseSummary) -> Claim
     claim
 }
 
-/// Drives one lease to its end. Never returns while the handler still runs.
+/// Drives one lease to its end and answers how it ended. Never returns while the handler still runs.
 pub async fn run_lease<A: AghApi, H: Handlers, E: EventSink>(
     worker: &Worker<A, H, E>,
     claim: Claim,
     claim_sent: Instant,
     origin: Origin,
-) {
+) -> RunEnd {
     let span = tracing::info_span!(
         "run",
         run_id = %claim.run.id,
@@ -106,7 +106,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     claim: Claim,
     claim_sent: Instant,
     origin: Origin,
-) {
+) -> RunEnd {
     let claim_answered = Instant::now();
     let settings = &worker.settings;
     let run_id = claim.run.id.clone();
@@ -203,6 +203,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     };
     keeper.stop().await;
     worker.status.run_ended(end);
+    end
 }
 
 /// How the handler phase ended.
@@ -230,6 +231,11 @@ impl KeeperHandle {
             }
             None => std::future::pending().await,
         }
+    }
+
+    /// Whether the keeper has already reported (or is about to report) a loss.
+    fn has_ended(&self) -> bool {
+        self.task.as_ref().is_some_and(|task| task.is_finished())
     }
 
     async fn stop(&mut self) {
@@ -426,19 +432,37 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
             (RunEnd::Released, Terminal::Release(request))
         }
     };
-    let result = tokio::select! {
-        // The keeper is asked first. When the handler returned at the instant a heartbeat was
-        // answered "lease lost", both were ready to the supervisor, which may pick the handler's
-        // outcome; an unbiased select here then sent the terminal call about half the time,
-        // after the daemon had said the lease was no longer ours.
-        biased;
-        // The keeper keeps renewing during long terminal retries; if it learns the lease is
-        // gone, retrying the terminal call is pointless.
-        loss = keeper.lost() => {
-            tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call got through");
-            return RunEnd::LeaseLost;
+    // The keeper is asked first. When the handler returned at the instant a heartbeat was
+    // answered "lease lost", both were ready to the supervisor, which may pick the handler's
+    // outcome; the terminal call must then not be sent, the daemon having said the lease was no
+    // longer ours.
+    if keeper.has_ended() {
+        let loss = keeper.lost().await;
+        tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call was sent");
+        return RunEnd::LeaseLost;
+    }
+    // Once the call is on its way, the daemon's answer to it settles the run; the keeper goes on
+    // renewing meanwhile but no longer decides. Giving up the call when the keeper reported a
+    // loss raced with the call itself: a heartbeat that reached the daemon just after our own
+    // `complete` was answered "lease expired" (the run was completed, its token cleared), and
+    // the worker dropped the call it had just made succeed and counted the run as a lost lease.
+    // A call sent after the lease really passed on is refused by the daemon (token fencing).
+    //
+    // An answer that could not be read leaves the outcome unknown. The client retries transport
+    // failures, but an unreadable 200 (a proxy's error page, a cut body) reached the worker as a
+    // failure and the finished run was left to expire and be redone: send the call again; a 409
+    // then means an earlier one was applied.
+    let mut resends: u32 = 0;
+    let result = loop {
+        let result = call.send(api, run_id).await;
+        match &result {
+            Err(err) if err.kind == ErrorKind::MalformedBody && resends < UNREADABLE_RESENDS => {
+                resends += 1;
+                tracing::warn!(call = call.name(), error = %err, resends, "the answer to the terminal call was unreadable; sending it again");
+                tokio::time::sleep(worker.settings.initial_backoff * resends).await;
+            }
+            _ => break result,
         }
-        result = call.send(api, run_id) => result,
     };
     match result {
         Ok(_) => {
@@ -447,7 +471,7 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
             intended
         }
         Err(err) if err.kind.is_lease_lost() || err.kind == ErrorKind::Conflict => {
-            if err.attempts > 1 {
+            if err.attempts > 1 || resends > 0 {
                 tracing::info!(call = call.name(), error = %err, "an earlier attempt of the terminal call was most likely applied");
                 intended
             } else {
@@ -482,6 +506,9 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
         }
     }
 }
+
+/// How often a terminal call whose answer could not be read is sent again.
+const UNREADABLE_RESENDS: u32 = 3;
 
 enum Terminal {
     Complete(CompleteRequest),

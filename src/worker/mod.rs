@@ -264,6 +264,9 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
 
     async fn run_loop(&self) -> WorkerExit {
         let mut backoff = Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
+        // Grows with each run in a row that ended released (see `after_run`).
+        let mut release_backoff =
+            Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
         let mut runs_done: u64 = 0;
         let mut idle_since = Instant::now();
         // Start-up: a previous process may have died holding a lease.
@@ -286,11 +289,17 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             }
             if check_orphans {
                 match self.recover_orphans().await {
-                    Ok(handled) => {
+                    Ok(recovered) => {
                         check_orphans = false;
-                        if handled {
+                        if let Some(adopted) = recovered {
                             held_conflicts = 0;
-                            runs_done += 1;
+                            // Only an adopted lease was a run this worker handled. Counting a
+                            // released orphan too made `--once` / `--max-runs 1` exit right after
+                            // giving the orphan back, without handling any run at all.
+                            if let Some(end) = adopted {
+                                runs_done += 1;
+                                self.after_run(end, &mut release_backoff).await;
+                            }
                             idle_since = Instant::now();
                             backoff.reset();
                             continue;
@@ -344,12 +353,15 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                         s.counters.runs_claimed += 1;
                         s.identity_ok = true;
                     });
-                    lease::run_lease(self, *claim, claim_sent, lease::Origin::Claimed).await;
+                    let end =
+                        lease::run_lease(self, *claim, claim_sent, lease::Origin::Claimed).await;
                     runs_done += 1;
+                    self.after_run(end, &mut release_backoff).await;
                     idle_since = Instant::now();
                 }
                 Ok(ClaimOutcome::NothingToDo) => {
                     held_conflicts = 0;
+                    release_backoff.reset();
                     self.status.contact();
                     self.status.update(|s| s.identity_ok = true);
                     backoff.reset();
@@ -424,6 +436,24 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
         }
     }
 
+    /// After a run: a released run is back in the queue and, AGH preferring the oldest run, is
+    /// most likely the very next claim. Claiming again at once made a handler that keeps giving
+    /// a run back (or a run no handler matches) a hot loop of claim → release; each release in a
+    /// row now waits a little longer, and any other end resets the wait.
+    async fn after_run(&self, end: RunEnd, release_backoff: &mut Backoff) {
+        if end != RunEnd::Released {
+            release_backoff.reset();
+            return;
+        }
+        let delay = release_backoff.next_delay();
+        tracing::debug!(
+            pause_ms = delay.as_millis() as u64,
+            "the run was released; pausing before the next claim"
+        );
+        // Shutdown cuts the pause short; the loop's head then exits.
+        self.pause(delay, None).await;
+    }
+
     /// Reacts to a failed call: identity problems wait for the session, the rest back off.
     /// Returns an exit when shutdown arrived meanwhile.
     async fn after_error(&self, err: &ApiError, backoff: &mut Backoff) -> Option<WorkerExit> {
@@ -470,8 +500,9 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
     }
 
     /// Finds a lease this session holds without a task owning it, and adopts or releases it per
-    /// `orphan_policy`. Answers whether a lease was handled.
-    async fn recover_orphans(&self) -> Result<bool, ApiError> {
+    /// `orphan_policy`. Answers `None` when there was none, `Some(None)` when it was released,
+    /// and `Some(Some(end))` when it was adopted and run to `end`.
+    async fn recover_orphans(&self) -> Result<Option<Option<RunEnd>>, ApiError> {
         let me = self.api.me().await?;
         self.status.contact();
         self.status.update(|s| s.identity_ok = true);
@@ -484,10 +515,10 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             );
         }
         let Some(orphan) = me.active_task_leases.into_iter().next() else {
-            return Ok(false);
+            return Ok(None);
         };
         if orphan.run_id.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         match self.settings.orphan_policy {
             OrphanPolicy::Release => {
@@ -505,14 +536,15 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     }
                     Err(err) => return Err(err),
                 }
-                Ok(true)
+                Ok(Some(None))
             }
             OrphanPolicy::Adopt => {
                 tracing::warn!(run_id = %orphan.run_id, "adopting a lease this session held without a worker on it");
                 let claim = lease::claim_from_orphan(self.api.as_ref(), orphan).await;
                 self.status.update(|s| s.counters.runs_adopted += 1);
-                lease::run_lease(self, claim, Instant::now(), lease::Origin::Adopted).await;
-                Ok(true)
+                let end =
+                    lease::run_lease(self, claim, Instant::now(), lease::Origin::Adopted).await;
+                Ok(Some(Some(end)))
             }
         }
     }

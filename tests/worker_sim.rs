@@ -1,0 +1,1081 @@
+//! End-to-end behaviour tests of the worker loop against the built-in AGH simulator, over real
+//! HTTP on loopback TCP and over a Unix socket: claims, leases, faults, restarts, identity and exits.
+//!
+//! Every test ends with a ledger check: no invariant violation, no run left claimed, and the
+//! runs' claim counts add up to the claim transitions and to the ends those claims had.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agh_worker::api::types::{
+    AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
+    ReleaseRequest,
+};
+use agh_worker::api::{
+    AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, ErrorKind, Identity, RetryOptions,
+};
+use agh_worker::config::OrphanPolicy;
+use agh_worker::handler::exec::ExecConfig;
+use agh_worker::handler::{
+    HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext, TaskDocument,
+};
+use agh_worker::sim::{
+    EnqueuedRun, Fault, FaultKind, Route, SessionInfo, SessionState, SimConfig, SimServer,
+    Simulator, TaskSpec, Timestamp, TransitionKind,
+};
+use agh_worker::worker::{
+    AghApi, Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,
+    WorkerState,
+};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+
+// ----- the rig ----------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Tcp,
+    Unix,
+}
+
+struct Rig {
+    sim: Simulator,
+    server: Option<SimServer>,
+    endpoint: Endpoint,
+    session: SessionInfo,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn new(via: Via) -> Rig {
+        // `RUST_LOG=agh_worker=debug` shows the worker's side of a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let sim = Simulator::new(SimConfig::default());
+        let server = match via {
+            Via::Tcp => sim
+                .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
+                .await
+                .expect("serve over tcp"),
+            Via::Unix => sim
+                .serve_unix(&dir.path().join("agh.sock"))
+                .await
+                .expect("serve over a unix socket"),
+        };
+        let endpoint = match server.socket_path() {
+            Some(path) => Endpoint::Unix(path.to_path_buf()),
+            None => Endpoint::parse(&server.base_url()).expect("endpoint"),
+        };
+        let session = sim.default_session().expect("default session");
+        Rig {
+            sim,
+            server: Some(server),
+            endpoint,
+            session,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> AghClient {
+        let identity = Identity {
+            session_id: self.session.session_id.clone(),
+            agent: self.session.agent_name.clone(),
+            workspace_id: None,
+        };
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            long_poll_timeout: Duration::from_secs(1),
+            max_response_bytes: 8 * 1024 * 1024,
+            retry: RetryOptions {
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(300),
+                read_budget: Duration::from_secs(2),
+                terminal_budget: Duration::from_secs(3),
+            },
+        };
+        AghClient::new(self.endpoint.clone(), identity, options).expect("client")
+    }
+
+    fn worker<H: Handlers>(&self, handlers: H, settings: WorkerSettings) -> Rigged<H> {
+        let spy = Arc::new(Spy::new(self.client()));
+        Arc::new(Worker {
+            api: spy,
+            handlers: Arc::new(handlers),
+            events: Arc::new(LogEvents),
+            settings,
+            status: StatusBoard::default(),
+            shutdown: Shutdown::default(),
+        })
+    }
+
+    async fn restart(&mut self) {
+        let server = self.server.take().expect("a running server");
+        self.server = Some(server.restart().await.expect("the simulator restarts"));
+    }
+
+    fn enqueue(&self, title: &str) -> EnqueuedRun {
+        self.sim.enqueue_task(TaskSpec::titled(title))
+    }
+
+    /// Requests of `route` the simulator answered, whatever the status.
+    fn requests(&self, route: Route) -> u64 {
+        self.sim
+            .ledger()
+            .requests
+            .iter()
+            .filter(|count| count.route == route.as_str())
+            .map(|count| count.count)
+            .sum()
+    }
+
+    /// The ledger check every test ends with.
+    fn check_ledger(&self, runs: &[&EnqueuedRun]) {
+        let ledger = self.sim.ledger();
+        assert_eq!(
+            ledger.violations_total, 0,
+            "lease invariants broken: {:?}",
+            ledger.violations
+        );
+        assert_eq!(
+            ledger.runs_in_status("claimed"),
+            0,
+            "a run is left claimed: {:?}",
+            ledger.runs_by_status
+        );
+        let mut claims = 0u64;
+        for run in runs {
+            let snapshot = self.sim.run(&run.run_id).expect("the run is known");
+            assert!(
+                matches!(snapshot.status.as_str(), "completed" | "failed" | "queued"),
+                "run {} ended {}",
+                run.run_id,
+                snapshot.status
+            );
+            if snapshot.status != "queued" {
+                assert!(snapshot.claims >= 1, "{snapshot:?}");
+            }
+            claims += u64::from(snapshot.claims);
+        }
+        assert_eq!(claims, ledger.transitions_of(TransitionKind::Claimed));
+        let ends = ledger.transitions_of(TransitionKind::Completed)
+            + ledger.transitions_of(TransitionKind::Failed)
+            + ledger.transitions_of(TransitionKind::Released)
+            + ledger.transitions_of(TransitionKind::RequeuedBySweep)
+            + ledger.transitions_of(TransitionKind::ReleasedByReaper);
+        assert_eq!(
+            claims, ends,
+            "every claim ends exactly once: {:?}",
+            ledger.transitions
+        );
+    }
+}
+
+type Rigged<H> = Arc<Worker<Spy, H, LogEvents>>;
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        lease: Duration::from_secs(4),
+        heartbeat_every: Duration::from_secs(1),
+        claim_wait: true,
+        orphan_policy: OrphanPolicy::Adopt,
+        drain_timeout: Duration::from_secs(2),
+        max_runtime: None,
+        max_runs: None,
+        idle_exit: None,
+        once: false,
+        identity_probe: Duration::from_millis(300),
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        cancel_grace: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(100),
+        required_capabilities: Vec::new(),
+        priority_min: None,
+    }
+}
+
+fn max_runs(n: u64) -> WorkerSettings {
+    WorkerSettings {
+        max_runs: Some(n),
+        ..settings()
+    }
+}
+
+fn start<H: Handlers>(worker: &Rigged<H>) -> JoinHandle<WorkerExit> {
+    let worker = worker.clone();
+    tokio::spawn(async move { worker.run().await })
+}
+
+async fn ends(handle: JoinHandle<WorkerExit>, within: Duration) -> WorkerExit {
+    timeout(within, handle)
+        .await
+        .expect("the worker stops in time")
+        .expect("the worker task does not panic")
+}
+
+fn example_handler() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/exec-handler.sh")
+}
+
+fn exec_handlers(title: Option<&str>) -> HandlerSet {
+    HandlerSet::new(vec![HandlerConfig {
+        name: "example".into(),
+        kind: HandlerKind::Exec,
+        matches: MatchRule {
+            title: title.map(str::to_owned),
+            ..MatchRule::default()
+        },
+        exec: Some(ExecConfig {
+            program: example_handler(),
+            kill_grace_ms: 1000,
+            ..ExecConfig::default()
+        }),
+    }])
+}
+
+// ----- a recording API: every call the worker makes, in order -----------------------------------
+
+#[derive(Clone, Debug)]
+struct Call {
+    verb: &'static str,
+    run_id: String,
+    /// The release reason, the failure message or the result, as JSON.
+    body: Value,
+    error: Option<ErrorKind>,
+}
+
+struct Spy {
+    inner: AghClient,
+    calls: watch::Sender<Vec<Call>>,
+}
+
+impl Spy {
+    fn new(inner: AghClient) -> Spy {
+        Spy {
+            inner,
+            calls: watch::Sender::new(Vec::new()),
+        }
+    }
+
+    fn note<T>(&self, verb: &'static str, run_id: &str, body: Value, result: &Result<T, ApiError>) {
+        let call = Call {
+            verb,
+            run_id: run_id.to_owned(),
+            body,
+            error: result.as_ref().err().map(|err| err.kind),
+        };
+        self.calls.send_modify(|calls| calls.push(call));
+    }
+
+    fn calls(&self, verb: &str) -> Vec<Call> {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|call| call.verb == verb)
+            .cloned()
+            .collect()
+    }
+
+    fn terminal_calls(&self) -> Vec<Call> {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|call| matches!(call.verb, "complete" | "fail" | "release"))
+            .cloned()
+            .collect()
+    }
+
+    /// Resolves once the recorded calls satisfy `ready`.
+    async fn until(&self, what: &str, within: Duration, ready: impl FnMut(&Vec<Call>) -> bool) {
+        let mut calls = self.calls.subscribe();
+        timeout(within, calls.wait_for(ready))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("the spy lives as long as the test");
+    }
+
+    async fn until_count(&self, verb: &'static str, count: usize, within: Duration) {
+        self.until(&format!("{count} {verb} calls"), within, |calls| {
+            calls.iter().filter(|call| call.verb == verb).count() >= count
+        })
+        .await;
+    }
+}
+
+impl AghApi for Spy {
+    async fn me(&self) -> Result<Me, ApiError> {
+        let result = self.inner.me().await;
+        self.note("me", "", Value::Null, &result);
+        result
+    }
+
+    async fn context(&self) -> Result<AgentContext, ApiError> {
+        let result = self.inner.context().await;
+        self.note("context", "", Value::Null, &result);
+        result
+    }
+
+    async fn claim_next(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ApiError> {
+        let result = self.inner.claim_next(request).await;
+        let run_id = match &result {
+            Ok(ClaimOutcome::Claimed(claim)) => claim.run.id.clone(),
+            _ => String::new(),
+        };
+        self.note("claim", &run_id, Value::Null, &result);
+        result
+    }
+
+    async fn heartbeat(
+        &self,
+        run_id: &str,
+        request: &HeartbeatRequest,
+    ) -> Result<LeaseSummary, ApiError> {
+        let result = self.inner.heartbeat(run_id, request).await;
+        self.note("heartbeat", run_id, Value::Null, &result);
+        result
+    }
+
+    async fn complete(
+        &self,
+        run_id: &str,
+        request: &CompleteRequest,
+    ) -> Result<LeaseSummary, ApiError> {
+        let result = self.inner.complete(run_id, request).await;
+        let body = request.result.clone().unwrap_or(Value::Null);
+        self.note("complete", run_id, body, &result);
+        result
+    }
+
+    async fn fail(&self, run_id: &str, request: &FailRequest) -> Result<LeaseSummary, ApiError> {
+        let result = self.inner.fail(run_id, request).await;
+        self.note("fail", run_id, json!(request.error), &result);
+        result
+    }
+
+    async fn release(
+        &self,
+        run_id: &str,
+        request: &ReleaseRequest,
+    ) -> Result<LeaseSummary, ApiError> {
+        let result = self.inner.release(run_id, request).await;
+        self.note("release", run_id, json!(request.reason), &result);
+        result
+    }
+}
+
+// ----- scripted handlers -------------------------------------------------------------------------
+
+type BoxOutcome = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// A handler table of one scripted handler: `script(invocation, context)` is each run's body.
+/// Every start is announced on `started` as (invocation, run id).
+struct Script {
+    script: Box<dyn Fn(usize, TaskContext) -> BoxOutcome + Send + Sync>,
+    invocations: Mutex<usize>,
+    started: mpsc::UnboundedSender<(usize, String)>,
+}
+
+fn script(
+    body: impl Fn(usize, TaskContext) -> BoxOutcome + Send + Sync + 'static,
+) -> (Script, mpsc::UnboundedReceiver<(usize, String)>) {
+    let (started, starts) = mpsc::unbounded_channel();
+    (
+        Script {
+            script: Box::new(body),
+            invocations: Mutex::new(0),
+            started,
+        },
+        starts,
+    )
+}
+
+/// Completes every run at once with `{"run": <run id>}`.
+fn completes() -> Script {
+    script(|_, context| {
+        Box::pin(async move { Outcome::Complete(json!({"run": context.document.run_id})) })
+    })
+    .0
+}
+
+impl Handlers for Script {
+    fn select(&self, _document: &TaskDocument) -> Option<String> {
+        Some("script".into())
+    }
+
+    fn run(&self, _name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send {
+        let invocation = {
+            let mut count = self.invocations.lock().expect("lock");
+            *count += 1;
+            *count - 1
+        };
+        let _ = self
+            .started
+            .send((invocation, context.document.run_id.clone()));
+        (self.script)(invocation, context)
+    }
+}
+
+async fn next_start(starts: &mut mpsc::UnboundedReceiver<(usize, String)>) -> (usize, String) {
+    timeout(Duration::from_secs(5), starts.recv())
+        .await
+        .expect("a handler starts in time")
+        .expect("the script lives")
+}
+
+/// Orders two simulator timestamps given as RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.frac]Z`).
+fn rfc3339_key(text: &str) -> (String, f64) {
+    let (date, time) = text.split_once('T').expect("an RFC 3339 timestamp");
+    let time = time.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let mut next = || -> f64 { parts.next().expect("h:m:s").parse().expect("a number") };
+    let seconds = next() * 3600.0 + next() * 60.0 + next();
+    (date.to_owned(), seconds)
+}
+
+fn before(a: Timestamp, b: &str) -> bool {
+    rfc3339_key(&a.to_rfc3339()) < rfc3339_key(b)
+}
+
+// ----- the core case over both transports ---------------------------------------------------------
+
+async fn claimed_runs_are_completed_with_the_exec_handlers_result(via: Via) {
+    let rig = Rig::new(via).await;
+    let first = rig.enqueue("Summarise the build log");
+    let second = rig.enqueue("Triage issue 412");
+    let worker = rig.worker(exec_handlers(None), max_runs(2));
+    let exit = ends(start(&worker), Duration::from_secs(8)).await;
+    assert_eq!(exit, WorkerExit::MaxRuns);
+    for (run, title) in [
+        (&first, "Summarise the build log"),
+        (&second, "Triage issue 412"),
+    ] {
+        let snapshot = rig.sim.run(&run.run_id).expect("run");
+        assert_eq!(snapshot.status, "completed");
+        let result = snapshot.result.expect("a result");
+        assert_eq!(result["summary"], json!(format!("handled: {title}")));
+        assert_eq!(result["run_id"], json!(run.run_id));
+        assert_eq!(snapshot.claims, 1);
+    }
+    let status = worker.status.snapshot();
+    assert_eq!(status.counters.runs_completed, 2);
+    assert_eq!(status.state, WorkerState::Stopped);
+    assert!(worker.api.calls("heartbeat").len() <= 4);
+    rig.check_ledger(&[&first, &second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_runs_are_completed_with_the_exec_handlers_result_over_tcp() {
+    claimed_runs_are_completed_with_the_exec_handlers_result(Via::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_runs_are_completed_with_the_exec_handlers_result_over_a_unix_socket() {
+    claimed_runs_are_completed_with_the_exec_handlers_result(Via::Unix).await;
+}
+
+// ----- lost claim answers and orphans ------------------------------------------------------------
+
+async fn a_lost_claim_answer_is_found_through_me(via: Via, policy: OrphanPolicy) {
+    let rig = Rig::new(via).await;
+    rig.sim
+        .inject_fault(Fault::new(Route::ClaimNext, FaultKind::DropAfterCommit, 1));
+    let run = rig.enqueue("lost in transit");
+    let worker = rig.worker(
+        completes(),
+        WorkerSettings {
+            orphan_policy: policy,
+            ..max_runs(1)
+        },
+    );
+    let began = Instant::now();
+    let exit = ends(start(&worker), Duration::from_secs(8)).await;
+    assert_eq!(exit, WorkerExit::MaxRuns);
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        began.elapsed()
+    );
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.status, "completed");
+    assert_eq!(snapshot.result, Some(json!({"run": run.run_id})));
+    let counters = worker.status.snapshot().counters;
+    let ledger = rig.sim.ledger();
+    match policy {
+        OrphanPolicy::Adopt => {
+            assert_eq!(snapshot.claims, 1);
+            assert_eq!(counters.runs_adopted, 1);
+            assert_eq!(ledger.transitions_of(TransitionKind::Released), 0);
+        }
+        OrphanPolicy::Release => {
+            assert_eq!(snapshot.claims, 2, "released, then claimed again");
+            assert_eq!(counters.runs_released, 1);
+            assert_eq!(ledger.transitions_of(TransitionKind::Released), 1);
+            let releases = worker.api.calls("release");
+            assert_eq!(releases.len(), 1);
+            assert!(
+                releases[0].body.as_str().unwrap_or("").contains("orphan"),
+                "{releases:?}"
+            );
+        }
+    }
+    let calls: Vec<(&str, Option<ErrorKind>)> = worker
+        .api
+        .calls
+        .borrow()
+        .iter()
+        .map(|call| (call.verb, call.error))
+        .collect();
+    assert_eq!(worker.api.calls("complete").len(), 1, "{calls:?}");
+    // An adopted lease is renewed at once, and that heartbeat may reach the daemon just after
+    // the complete: its "lease expired" answer must not turn the completed run into a lost one.
+    assert_eq!(counters.runs_completed, 1, "{calls:?}");
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_answer_is_found_through_me_and_adopted() {
+    a_lost_claim_answer_is_found_through_me(Via::Tcp, OrphanPolicy::Adopt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_answer_over_a_unix_socket_is_found_through_me_and_adopted() {
+    a_lost_claim_answer_is_found_through_me(Via::Unix, OrphanPolicy::Adopt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_answer_is_found_through_me_and_released_under_the_release_policy() {
+    a_lost_claim_answer_is_found_through_me(Via::Tcp, OrphanPolicy::Release).await;
+}
+
+async fn a_lease_orphaned_before_start_up(policy: OrphanPolicy) {
+    let rig = Rig::new(Via::Tcp).await;
+    let run = rig.enqueue("left behind by a crashed worker");
+    let claimed = rig
+        .client()
+        .claim_next(&ClaimRequest {
+            lease_seconds: Some(30),
+            ..ClaimRequest::default()
+        })
+        .await
+        .expect("a direct claim");
+    assert!(matches!(claimed, ClaimOutcome::Claimed(_)));
+    let worker = rig.worker(
+        completes(),
+        WorkerSettings {
+            orphan_policy: policy,
+            ..max_runs(1)
+        },
+    );
+    let exit = ends(start(&worker), Duration::from_secs(8)).await;
+    assert_eq!(exit, WorkerExit::MaxRuns);
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.status, "completed");
+    let counters = worker.status.snapshot().counters;
+    match policy {
+        OrphanPolicy::Adopt => {
+            assert_eq!(snapshot.claims, 1, "adopted, not claimed again");
+            assert_eq!(counters.runs_adopted, 1);
+            assert!(worker.api.calls("release").is_empty());
+        }
+        OrphanPolicy::Release => {
+            assert_eq!(snapshot.claims, 2, "released, then claimed again");
+            assert_eq!(counters.runs_adopted, 0);
+            assert_eq!(worker.api.calls("release").len(), 1);
+            assert_eq!(rig.sim.ledger().transitions_of(TransitionKind::Released), 1);
+        }
+    }
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_orphaned_before_start_up_is_adopted_and_completed() {
+    a_lease_orphaned_before_start_up(OrphanPolicy::Adopt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_orphaned_before_start_up_is_released_then_completed_by_a_later_claim() {
+    a_lease_orphaned_before_start_up(OrphanPolicy::Release).await;
+}
+
+// ----- losing the lease --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_mid_run_cancels_the_handler_at_the_next_heartbeat_and_sends_no_terminal_call()
+{
+    let rig = Rig::new(Via::Tcp).await;
+    let run = rig.enqueue("long analysis");
+    let (cancelled_tx, mut cancelled_rx) = mpsc::unbounded_channel::<Instant>();
+    let (handlers, mut starts) = script(move |invocation, context| {
+        let cancelled_tx = cancelled_tx.clone();
+        Box::pin(async move {
+            if invocation == 0 {
+                context.cancel.cancelled().await;
+                let _ = cancelled_tx.send(Instant::now());
+                // A handler that claims success after being stopped must not be believed.
+                return Outcome::Complete(json!({"from": "the cancelled handler"}));
+            }
+            Outcome::Complete(json!({"from": "the second attempt"}))
+        })
+    });
+    let worker = rig.worker(handlers, max_runs(2));
+    let running = start(&worker);
+    let (_, run_id) = next_start(&mut starts).await;
+    assert_eq!(run_id, run.run_id);
+    // The lease passes to the sweep: the next heartbeat is refused.
+    let lost_at = Instant::now();
+    assert!(rig.sim.expire_lease(&run.run_id));
+    assert_eq!(rig.sim.sweep_now(), 1);
+    let cancelled_at = timeout(Duration::from_secs(4), cancelled_rx.recv())
+        .await
+        .expect("the handler is cancelled")
+        .expect("the script lives");
+    let reaction = cancelled_at - lost_at;
+    assert!(
+        reaction < Duration::from_millis(2000),
+        "the handler was cancelled {reaction:?} after the lease was lost (heartbeat every 1 s)"
+    );
+    // The worker goes on claiming: the requeued run comes back and completes.
+    let (invocation, again) = next_start(&mut starts).await;
+    assert_eq!((invocation, again.as_str()), (1, run.run_id.as_str()));
+    assert_eq!(
+        ends(running, Duration::from_secs(8)).await,
+        WorkerExit::MaxRuns
+    );
+    let terminal = worker.api.terminal_calls();
+    assert_eq!(
+        terminal.len(),
+        1,
+        "one terminal call, for the second claim: {terminal:?}"
+    );
+    assert_eq!(terminal[0].verb, "complete");
+    assert_eq!(terminal[0].body, json!({"from": "the second attempt"}));
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.result, Some(json!({"from": "the second attempt"})));
+    assert_eq!(snapshot.claims, 2);
+    let ledger = rig.sim.ledger();
+    assert_eq!(ledger.transitions_of(TransitionKind::RequeuedBySweep), 1);
+    assert_eq!(ledger.transitions_of(TransitionKind::Released), 0);
+    assert_eq!(worker.status.snapshot().counters.leases_lost, 1);
+    let rejected = worker.api.calls("heartbeat");
+    assert!(
+        rejected
+            .iter()
+            .any(|call| call.error.is_some_and(ErrorKind::is_lease_lost)),
+        "{rejected:?}"
+    );
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_heartbeats_cancel_the_handler_before_the_lease_expires_and_no_terminal_call_follows()
+ {
+    let rig = Rig::new(Via::Tcp).await;
+    rig.sim.inject_fault(Fault::new(
+        Route::Heartbeat,
+        FaultKind::Status {
+            status: 503,
+            error: "task service unavailable".into(),
+        },
+        1000,
+    ));
+    let run = rig.enqueue("needs renewals");
+    let sim = rig.sim.clone();
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(Timestamp, Option<String>, String)>();
+    let (handlers, mut starts) = script(move |_, context| {
+        let sim = sim.clone();
+        let seen_tx = seen_tx.clone();
+        Box::pin(async move {
+            context.cancel.cancelled().await;
+            let now = sim.now();
+            let snapshot = sim.run(&context.document.run_id).expect("run");
+            let _ = seen_tx.send((now, snapshot.lease_until, snapshot.status));
+            Outcome::Complete(json!({"from": "the cancelled handler"}))
+        })
+    });
+    let worker = rig.worker(handlers, max_runs(1));
+    let running = start(&worker);
+    next_start(&mut starts).await;
+    let (cancelled_at, lease_until, status) = timeout(Duration::from_secs(6), seen_rx.recv())
+        .await
+        .expect("the handler is cancelled before the lease ends")
+        .expect("the script lives");
+    assert_eq!(status, "claimed", "the lease had not passed to the sweep");
+    let lease_until = lease_until.expect("a lease end");
+    assert!(
+        before(cancelled_at, &lease_until),
+        "cancelled at {} but the lease ran until {lease_until}",
+        cancelled_at.to_rfc3339()
+    );
+    assert_eq!(
+        ends(running, Duration::from_secs(6)).await,
+        WorkerExit::MaxRuns
+    );
+    assert!(worker.api.terminal_calls().is_empty());
+    let heartbeats = worker.api.calls("heartbeat").len();
+    assert!(
+        (2..=5).contains(&heartbeats),
+        "renewals are retried at a pace, not in a storm: {heartbeats}"
+    );
+    let ledger = rig.sim.ledger();
+    assert_eq!(ledger.transitions_of(TransitionKind::Completed), 0);
+    assert_eq!(worker.status.snapshot().counters.leases_lost, 1);
+    // The lease then runs out and the sweep gives the run back to the queue.
+    rig.sim.clear_faults();
+    rig.sim.advance_clock(Duration::from_secs(5));
+    assert_eq!(rig.sim.sweep_now(), 1);
+    rig.check_ledger(&[&run]);
+}
+
+// ----- a failing daemon --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_server_errors_on_claim_next_is_backed_off_and_every_run_still_finishes() {
+    let rig = Rig::new(Via::Tcp).await;
+    rig.sim.inject_fault(Fault::new(
+        Route::ClaimNext,
+        FaultKind::Status {
+            status: 500,
+            error: "database is locked".into(),
+        },
+        10_000,
+    ));
+    let runs: Vec<EnqueuedRun> = (1..=3).map(|n| rig.enqueue(&format!("task {n}"))).collect();
+    let worker = rig.worker(completes(), max_runs(3));
+    let running = start(&worker);
+    // A measuring window, not a synchronisation: how many claims does the burst see?
+    worker
+        .api
+        .until_count("claim", 1, Duration::from_secs(3))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = rig.sim.ledger().requests_for(Route::ClaimNext, 500);
+    assert!(
+        (2..=10).contains(&during),
+        "claims during 1.5 s of errors with a 50 ms → 500 ms backoff: {during}"
+    );
+    assert_eq!(worker.status.snapshot().state, WorkerState::BackingOff);
+    rig.sim.clear_faults();
+    assert_eq!(
+        ends(running, Duration::from_secs(5)).await,
+        WorkerExit::MaxRuns
+    );
+    for run in &runs {
+        assert_eq!(rig.sim.run(&run.run_id).expect("run").status, "completed");
+    }
+    rig.check_ledger(&runs.iter().collect::<Vec<_>>());
+}
+
+async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(via: Via) {
+    let mut rig = Rig::new(via).await;
+    let worker = rig.worker(completes(), max_runs(1));
+    let running = start(&worker);
+    timeout(
+        Duration::from_secs(3),
+        rig.sim.wait_for_waiters(Route::ClaimNext, 1),
+    )
+    .await
+    .expect("the worker waits for work");
+    rig.restart().await;
+    let run = rig.enqueue("after the restart");
+    assert_eq!(
+        ends(running, Duration::from_secs(6)).await,
+        WorkerExit::MaxRuns
+    );
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.status, "completed");
+    assert_eq!(snapshot.claims, 1);
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from_over_tcp() {
+    a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(Via::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from_over_a_unix_socket()
+{
+    a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(Via::Unix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_truncated_answers_on_claim_and_complete_are_retried_and_the_result_lands_once()
+{
+    let rig = Rig::new(Via::Tcp).await;
+    for route in [Route::ClaimNext, Route::Complete] {
+        rig.sim
+            .inject_fault(Fault::new(route, FaultKind::Garbage, 1));
+        rig.sim
+            .inject_fault(Fault::new(route, FaultKind::Truncated, 1));
+    }
+    let run = rig.enqueue("through a broken proxy");
+    let worker = rig.worker(completes(), max_runs(1));
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(8)).await,
+        WorkerExit::MaxRuns
+    );
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.status, "completed");
+    assert_eq!(snapshot.result, Some(json!({"run": run.run_id})));
+    assert_eq!(snapshot.claims, 1);
+    let ledger = rig.sim.ledger();
+    assert_eq!(ledger.transitions_of(TransitionKind::Completed), 1);
+    assert_eq!(
+        ledger.requests_for(Route::Complete, 200),
+        3,
+        "two broken answers, then the real one"
+    );
+    assert!(ledger.requests_for(Route::ClaimNext, 200) >= 3);
+    // The client does not retry an unreadable 200 itself; the worker sends the call again.
+    let completes = worker.api.calls("complete");
+    assert_eq!(completes.len(), 3);
+    assert_eq!(completes[2].error, None);
+    rig.check_ledger(&[&run]);
+}
+
+// ----- what handlers return ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_result_completes_the_run_with_the_truncation_marker() {
+    let rig = Rig::new(Via::Unix).await;
+    let run = rig.enqueue("dump everything");
+    let (handlers, _) = script(|_, _| {
+        Box::pin(async { Outcome::Complete(json!({"blob": "x".repeat(100 * 1024)})) })
+    });
+    let worker = rig.worker(handlers, max_runs(1));
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(8)).await,
+        WorkerExit::MaxRuns
+    );
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.status, "completed");
+    let result = snapshot.result.expect("a result");
+    assert_eq!(result["truncated"], json!(true));
+    assert!(result["original_bytes"].as_u64().unwrap_or(0) > 100 * 1024);
+    assert!(serde_json::to_string(&result).expect("json").len() <= 64 * 1024);
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_max_runtime_cancels_a_slow_handler_and_fails_the_run_with_a_time_limit_error() {
+    let rig = Rig::new(Via::Tcp).await;
+    let run = rig.sim.enqueue_task(TaskSpec {
+        max_runtime_seconds: 1,
+        ..TaskSpec::titled("slow report")
+    });
+    let worker = rig.worker(exec_handlers(None), max_runs(1));
+    let began = Instant::now();
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(8)).await,
+        WorkerExit::MaxRuns
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "the 2 s script was stopped at its 1 s limit: {:?}",
+        began.elapsed()
+    );
+    let snapshot = rig.sim.run(&run.run_id).expect("run");
+    assert_eq!(snapshot.status, "failed");
+    let error = snapshot.error.expect("an error");
+    assert!(error.contains("time limit"), "{error}");
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_no_handler_matches_is_released_with_the_reason() {
+    let rig = Rig::new(Via::Tcp).await;
+    let run = rig.enqueue("write the docs");
+    let worker = rig.worker(exec_handlers(Some("deploy *")), settings());
+    let running = start(&worker);
+    worker
+        .api
+        .until_count("release", 1, Duration::from_secs(5))
+        .await;
+    // Stop after the first release: the run would only come back to this worker.
+    worker.shutdown.drain.cancel();
+    assert_eq!(
+        ends(running, Duration::from_secs(5)).await,
+        WorkerExit::Shutdown
+    );
+    let releases = worker.api.calls("release");
+    assert_eq!(releases[0].run_id, run.run_id);
+    assert!(
+        releases[0]
+            .body
+            .as_str()
+            .unwrap_or("")
+            .contains("no configured handler matches"),
+        "{releases:?}"
+    );
+    assert!(worker.api.calls("complete").is_empty());
+    assert_eq!(rig.sim.run(&run.run_id).expect("run").status, "queued");
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_handler_keeps_releasing_is_claimed_again_only_after_a_growing_pause() {
+    let rig = Rig::new(Via::Tcp).await;
+    let run = rig.enqueue("release me");
+    let worker = rig.worker(exec_handlers(None), settings());
+    let running = start(&worker);
+    worker
+        .api
+        .until_count("release", 1, Duration::from_secs(5))
+        .await;
+    // A measuring window: without a pause the run comes straight back, dozens of times a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let releases = worker.api.calls("release").len();
+    worker.shutdown.drain.cancel();
+    assert_eq!(
+        ends(running, Duration::from_secs(5)).await,
+        WorkerExit::Shutdown
+    );
+    assert!(
+        releases <= 6,
+        "the handler released the run {releases} times in 1.5 s"
+    );
+    assert_eq!(rig.sim.run(&run.run_id).expect("run").status, "queued");
+    rig.check_ledger(&[&run]);
+}
+
+// ----- identity ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_identity_stops_claims_until_the_session_is_active_again() {
+    let rig = Rig::new(Via::Unix).await;
+    let worker = rig.worker(completes(), max_runs(1));
+    let running = start(&worker);
+    timeout(
+        Duration::from_secs(3),
+        rig.sim.wait_for_waiters(Route::ClaimNext, 1),
+    )
+    .await
+    .expect("the worker waits for work");
+    assert!(
+        rig.sim
+            .set_session_state(&rig.session.session_id, SessionState::Stopped)
+    );
+    // The worker probes `me` slowly once it knows its identity is stale.
+    worker
+        .api
+        .until("a failed identity probe", Duration::from_secs(5), |calls| {
+            calls
+                .iter()
+                .any(|call| call.verb == "me" && call.error == Some(ErrorKind::IdentityStale))
+        })
+        .await;
+    let status = worker.status.snapshot();
+    assert!(!status.identity_ok);
+    assert_eq!(status.state, WorkerState::IdentityStale);
+    let claims_when_stale = rig.requests(Route::ClaimNext);
+    let probes = worker.api.calls("me").len();
+    worker
+        .api
+        .until_count("me", probes + 3, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        rig.requests(Route::ClaimNext),
+        claims_when_stale,
+        "no claims while the identity is stale"
+    );
+    assert!(!worker.status.snapshot().identity_ok);
+    assert!(
+        rig.sim
+            .set_session_state(&rig.session.session_id, SessionState::Active)
+    );
+    let run = rig.enqueue("after the pause");
+    assert_eq!(
+        ends(running, Duration::from_secs(5)).await,
+        WorkerExit::MaxRuns
+    );
+    assert!(worker.status.snapshot().identity_ok);
+    assert_eq!(rig.sim.run(&run.run_id).expect("run").status, "completed");
+    rig.check_ledger(&[&run]);
+}
+
+// ----- how the loop ends -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_runs_ends_the_loop_after_that_many_runs_and_leaves_the_rest_queued() {
+    let rig = Rig::new(Via::Tcp).await;
+    let runs: Vec<EnqueuedRun> = (1..=3).map(|n| rig.enqueue(&format!("task {n}"))).collect();
+    let worker = rig.worker(completes(), max_runs(2));
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(6)).await,
+        WorkerExit::MaxRuns
+    );
+    let ledger = rig.sim.ledger();
+    assert_eq!(ledger.runs_in_status("completed"), 2);
+    assert_eq!(ledger.runs_in_status("queued"), 1);
+    rig.check_ledger(&runs.iter().collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_exit_ends_the_loop_when_nothing_comes() {
+    let rig = Rig::new(Via::Tcp).await;
+    let worker = rig.worker(
+        completes(),
+        WorkerSettings {
+            idle_exit: Some(Duration::from_millis(700)),
+            ..settings()
+        },
+    );
+    let began = Instant::now();
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(5)).await,
+        WorkerExit::Idle
+    );
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    rig.check_ledger(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_handles_one_run_and_exits() {
+    let rig = Rig::new(Via::Unix).await;
+    let first = rig.enqueue("one");
+    let second = rig.enqueue("two");
+    let worker = rig.worker(
+        completes(),
+        WorkerSettings {
+            once: true,
+            ..settings()
+        },
+    );
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(6)).await,
+        WorkerExit::MaxRuns
+    );
+    assert_eq!(rig.sim.run(&first.run_id).expect("run").status, "completed");
+    assert_eq!(rig.sim.run(&second.run_id).expect("run").status, "queued");
+    rig.check_ledger(&[&first, &second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_with_nothing_to_do_exits_idle_after_one_claim_wait() {
+    let rig = Rig::new(Via::Tcp).await;
+    let worker = rig.worker(
+        completes(),
+        WorkerSettings {
+            once: true,
+            ..settings()
+        },
+    );
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(5)).await,
+        WorkerExit::Idle
+    );
+    assert_eq!(worker.api.calls("claim").len(), 1);
+    rig.check_ledger(&[]);
+}
