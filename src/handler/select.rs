@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::exec::{self, ExecConfig};
+use super::webhook::{self, WebhookConfig};
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::worker::Handlers;
 
@@ -17,6 +18,20 @@ pub enum HandlerKind {
     Exec,
     /// Completes every run at once with `{"handler":"noop"}`: for benchmarks and smoke tests.
     Noop,
+    /// POSTs the task document to a local sidecar; its JSON answer is the outcome (see the README's
+    /// webhook handler).
+    Webhook,
+}
+
+impl HandlerKind {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Exec => "exec",
+            HandlerKind::Noop => "noop",
+            HandlerKind::Webhook => "webhook",
+        }
+    }
 }
 
 /// One `[[handlers]]` entry.
@@ -33,6 +48,9 @@ pub struct HandlerConfig {
     /// Settings of an `exec` handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecConfig>,
+    /// Settings of a `webhook` handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// Conditions on task fields; all given conditions must hold.
@@ -139,11 +157,33 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
                     problems.push((format!("{path}.exec"), problem));
                 }
             }
-            (HandlerKind::Noop, Some(_)) => problems.push((
+            (kind @ (HandlerKind::Noop | HandlerKind::Webhook), Some(_)) => problems.push((
                 format!("{path}.exec"),
-                format!("{path}.exec is set on a noop handler: remove it or set kind = \"exec\""),
+                format!(
+                    "{path}.exec is set on a {} handler: remove it or set kind = \"exec\"",
+                    kind.as_str()
+                ),
             )),
-            (HandlerKind::Noop, None) => {}
+            (HandlerKind::Noop | HandlerKind::Webhook, None) => {}
+        }
+        match (handler.kind, &handler.webhook) {
+            (HandlerKind::Webhook, None) => problems.push((
+                format!("{path}.webhook"),
+                format!("{path}.webhook is missing: a webhook handler needs [handlers.webhook] with at least `url`"),
+            )),
+            (HandlerKind::Webhook, Some(webhook)) => {
+                for problem in webhook.problems(&format!("{path}.webhook")) {
+                    problems.push((format!("{path}.webhook"), problem));
+                }
+            }
+            (kind @ (HandlerKind::Exec | HandlerKind::Noop), Some(_)) => problems.push((
+                format!("{path}.webhook"),
+                format!(
+                    "{path}.webhook is set on a {} handler: remove it or set kind = \"webhook\"",
+                    kind.as_str()
+                ),
+            )),
+            (HandlerKind::Exec | HandlerKind::Noop, None) => {}
         }
     }
     problems
@@ -183,12 +223,20 @@ impl Handlers for HandlerSet {
                 "agh-worker: handler {name:?} is no longer configured"
             ));
         };
-        match (handler.kind, &handler.exec) {
-            (HandlerKind::Exec, Some(config)) => exec::run(config, context).await,
-            (HandlerKind::Exec, None) => {
-                Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
-            }
-            (HandlerKind::Noop, _) => Outcome::Complete(json!({"handler": "noop"})),
+        match handler.kind {
+            HandlerKind::Exec => match &handler.exec {
+                Some(config) => exec::run(config, context).await,
+                None => {
+                    Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
+                }
+            },
+            HandlerKind::Webhook => match &handler.webhook {
+                Some(config) => webhook::run(config, context).await,
+                None => Outcome::Release(format!(
+                    "agh-worker: handler {name:?} has no webhook settings"
+                )),
+            },
+            HandlerKind::Noop => Outcome::Complete(json!({"handler": "noop"})),
         }
     }
 }
@@ -292,6 +340,7 @@ mod tests {
             kind: HandlerKind::Noop,
             matches,
             exec: None,
+            webhook: None,
         }
     }
 
