@@ -160,7 +160,7 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
             (kind @ (HandlerKind::Noop | HandlerKind::Webhook), Some(_)) => problems.push((
                 format!("{path}.exec"),
                 format!(
-                    "{path}.exec is set on a {} handler: remove it or set kind = \"exec\"",
+                    "{path}.exec is set on a handler of kind \"{}\": remove it or set kind = \"exec\"",
                     kind.as_str()
                 ),
             )),
@@ -179,7 +179,7 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
             (kind @ (HandlerKind::Exec | HandlerKind::Noop), Some(_)) => problems.push((
                 format!("{path}.webhook"),
                 format!(
-                    "{path}.webhook is set on a {} handler: remove it or set kind = \"webhook\"",
+                    "{path}.webhook is set on a handler of kind \"{}\": remove it or set kind = \"webhook\"",
                     kind.as_str()
                 ),
             )),
