@@ -433,4 +433,60 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn webhook_settings_belong_to_webhook_handlers_only() {
+        let mut webhook_without_settings = handler("a", MatchRule::default());
+        webhook_without_settings.kind = HandlerKind::Webhook;
+        let mut noop_with_webhook = handler("b", MatchRule::default());
+        noop_with_webhook.webhook = Some(WebhookConfig {
+            url: "http://127.0.0.1:8787/task".into(),
+            ..WebhookConfig::default()
+        });
+        let mut webhook_with_exec = handler("c", MatchRule::default());
+        webhook_with_exec.kind = HandlerKind::Webhook;
+        webhook_with_exec.exec = Some(ExecConfig::default());
+        webhook_with_exec.webhook = Some(WebhookConfig {
+            url: "https://agent.example/task".into(),
+            ..WebhookConfig::default()
+        });
+        let problems = table_problems(&[
+            webhook_without_settings,
+            noop_with_webhook,
+            webhook_with_exec,
+        ]);
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "handlers[0].webhook",
+                "handlers[1].webhook",
+                "handlers[2].exec",
+                "handlers[2].webhook"
+            ]
+        );
+        assert!(problems[2].1.contains("handler of kind \"webhook\""));
+        assert!(problems[3].1.contains("no TLS"), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn a_webhook_entry_without_settings_releases_rather_than_guessing() {
+        let mut entry = handler("hook", MatchRule::default());
+        entry.kind = HandlerKind::Webhook;
+        let set = HandlerSet::new(vec![entry]);
+        let (events, _events) = tokio::sync::mpsc::channel(1);
+        let (_inbound, inbound) = tokio::sync::mpsc::channel(1);
+        let context = TaskContext {
+            document: std::sync::Arc::new(document("t", Priority::Low, json!({}))),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            time_limit: None,
+            events,
+            inbound,
+        };
+        let outcome = set.run("hook", context).await;
+        assert!(
+            matches!(&outcome, Outcome::Release(reason) if reason.contains("no webhook settings")),
+            "{outcome:?}"
+        );
+    }
 }
