@@ -198,7 +198,9 @@ impl Target {
     fn describe(&self) -> String {
         match self {
             Target::Tcp(url) => url.to_string(),
-            Target::Unix { socket, url } => format!("unix:{}{}", socket.display(), url.path()),
+            Target::Unix { socket, url } => {
+                format!("unix:{} (path {})", socket.display(), url.path())
+            }
         }
     }
 }
