@@ -77,6 +77,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             program: handler.clone(),
             ..ExecConfig::default()
         }),
+        webhook: None,
     }]);
     let settings = WorkerSettings {
         lease: Duration::from_secs(60),

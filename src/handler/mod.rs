@@ -16,6 +16,7 @@ use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBun
 
 pub mod exec;
 pub mod select;
+pub mod webhook;
 
 pub use select::{HandlerConfig, HandlerKind, HandlerSet, MatchRule, SharedHandlers};
 

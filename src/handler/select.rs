@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::exec::{self, ExecConfig};
+use super::webhook::{self, WebhookConfig};
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::worker::Handlers;
 
@@ -17,6 +18,20 @@ pub enum HandlerKind {
     Exec,
     /// Completes every run at once with `{"handler":"noop"}`: for benchmarks and smoke tests.
     Noop,
+    /// POSTs the task document to a local sidecar; its JSON answer is the outcome (see the README's
+    /// webhook handler).
+    Webhook,
+}
+
+impl HandlerKind {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Exec => "exec",
+            HandlerKind::Noop => "noop",
+            HandlerKind::Webhook => "webhook",
+        }
+    }
 }
 
 /// One `[[handlers]]` entry.
@@ -33,6 +48,9 @@ pub struct HandlerConfig {
     /// Settings of an `exec` handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecConfig>,
+    /// Settings of a `webhook` handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// Conditions on task fields; all given conditions must hold.
@@ -139,11 +157,33 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
                     problems.push((format!("{path}.exec"), problem));
                 }
             }
-            (HandlerKind::Noop, Some(_)) => problems.push((
+            (kind @ (HandlerKind::Noop | HandlerKind::Webhook), Some(_)) => problems.push((
                 format!("{path}.exec"),
-                format!("{path}.exec is set on a noop handler: remove it or set kind = \"exec\""),
+                format!(
+                    "{path}.exec is set on a handler of kind \"{}\": remove it or set kind = \"exec\"",
+                    kind.as_str()
+                ),
             )),
-            (HandlerKind::Noop, None) => {}
+            (HandlerKind::Noop | HandlerKind::Webhook, None) => {}
+        }
+        match (handler.kind, &handler.webhook) {
+            (HandlerKind::Webhook, None) => problems.push((
+                format!("{path}.webhook"),
+                format!("{path}.webhook is missing: a webhook handler needs [handlers.webhook] with at least `url`"),
+            )),
+            (HandlerKind::Webhook, Some(webhook)) => {
+                for problem in webhook.problems(&format!("{path}.webhook")) {
+                    problems.push((format!("{path}.webhook"), problem));
+                }
+            }
+            (kind @ (HandlerKind::Exec | HandlerKind::Noop), Some(_)) => problems.push((
+                format!("{path}.webhook"),
+                format!(
+                    "{path}.webhook is set on a handler of kind \"{}\": remove it or set kind = \"webhook\"",
+                    kind.as_str()
+                ),
+            )),
+            (HandlerKind::Exec | HandlerKind::Noop, None) => {}
         }
     }
     problems
@@ -183,12 +223,20 @@ impl Handlers for HandlerSet {
                 "agh-worker: handler {name:?} is no longer configured"
             ));
         };
-        match (handler.kind, &handler.exec) {
-            (HandlerKind::Exec, Some(config)) => exec::run(config, context).await,
-            (HandlerKind::Exec, None) => {
-                Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
-            }
-            (HandlerKind::Noop, _) => Outcome::Complete(json!({"handler": "noop"})),
+        match handler.kind {
+            HandlerKind::Exec => match &handler.exec {
+                Some(config) => exec::run(config, context).await,
+                None => {
+                    Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
+                }
+            },
+            HandlerKind::Webhook => match &handler.webhook {
+                Some(config) => webhook::run(config, context).await,
+                None => Outcome::Release(format!(
+                    "agh-worker: handler {name:?} has no webhook settings"
+                )),
+            },
+            HandlerKind::Noop => Outcome::Complete(json!({"handler": "noop"})),
         }
     }
 }
@@ -292,6 +340,7 @@ mod tests {
             kind: HandlerKind::Noop,
             matches,
             exec: None,
+            webhook: None,
         }
     }
 
@@ -382,6 +431,62 @@ mod tests {
                 "handlers[1].name",
                 "handlers[1].match.priority"
             ]
+        );
+    }
+
+    #[test]
+    fn webhook_settings_belong_to_webhook_handlers_only() {
+        let mut webhook_without_settings = handler("a", MatchRule::default());
+        webhook_without_settings.kind = HandlerKind::Webhook;
+        let mut noop_with_webhook = handler("b", MatchRule::default());
+        noop_with_webhook.webhook = Some(WebhookConfig {
+            url: "http://127.0.0.1:8787/task".into(),
+            ..WebhookConfig::default()
+        });
+        let mut webhook_with_exec = handler("c", MatchRule::default());
+        webhook_with_exec.kind = HandlerKind::Webhook;
+        webhook_with_exec.exec = Some(ExecConfig::default());
+        webhook_with_exec.webhook = Some(WebhookConfig {
+            url: "https://agent.example/task".into(),
+            ..WebhookConfig::default()
+        });
+        let problems = table_problems(&[
+            webhook_without_settings,
+            noop_with_webhook,
+            webhook_with_exec,
+        ]);
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "handlers[0].webhook",
+                "handlers[1].webhook",
+                "handlers[2].exec",
+                "handlers[2].webhook"
+            ]
+        );
+        assert!(problems[2].1.contains("handler of kind \"webhook\""));
+        assert!(problems[3].1.contains("no TLS"), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn a_webhook_entry_without_settings_releases_rather_than_guessing() {
+        let mut entry = handler("hook", MatchRule::default());
+        entry.kind = HandlerKind::Webhook;
+        let set = HandlerSet::new(vec![entry]);
+        let (events, _events) = tokio::sync::mpsc::channel(1);
+        let (_inbound, inbound) = tokio::sync::mpsc::channel(1);
+        let context = TaskContext {
+            document: std::sync::Arc::new(document("t", Priority::Low, json!({}))),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            time_limit: None,
+            events,
+            inbound,
+        };
+        let outcome = set.run("hook", context).await;
+        assert!(
+            matches!(&outcome, Outcome::Release(reason) if reason.contains("no webhook settings")),
+            "{outcome:?}"
         );
     }
 }
