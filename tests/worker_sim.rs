@@ -238,6 +238,7 @@ fn exec_handlers(title: Option<&str>) -> HandlerSet {
             kill_grace_ms: 1000,
             ..ExecConfig::default()
         }),
+        webhook: None,
     }])
 }
 
