@@ -14,7 +14,9 @@ use crate::config::{self, Config, ConfigSources, LoadedConfig};
 use crate::handler::{HandlerSet, SharedHandlers};
 use crate::logging::LogControl;
 use crate::oneshot::{self, Output};
-use crate::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
+use crate::worker::{
+    LogEvents, SharedSettings, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,
+};
 
 /// Exit code for a configuration a person must fix (EX_USAGE).
 pub const EXIT_BAD_CONFIG: u8 = 64;
@@ -118,23 +120,13 @@ pub async fn run_worker(
     args: &RunArgs,
     log: LogControl,
 ) -> ExitCode {
-    let mut settings = WorkerSettings::from_config(&config);
-    if let Some(max_runs) = args.max_runs {
-        settings.max_runs = (max_runs > 0).then_some(max_runs);
-    }
-    if let Some(raw) = &args.idle_exit {
-        match parse_duration(raw) {
-            Ok(idle) => settings.idle_exit = (!idle.is_zero()).then_some(idle),
-            Err(err) => {
-                eprintln!("agh-worker run: --idle-exit: {err}");
-                return ExitCode::from(EXIT_BAD_CONFIG);
-            }
+    let settings = match worker_settings(&config, args) {
+        Ok(settings) => SharedSettings::new(settings),
+        Err(err) => {
+            eprintln!("agh-worker run: {err}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
-    }
-    if args.once {
-        settings.once = true;
-        settings.max_runs = Some(1);
-    }
+    };
     if config.handlers.is_empty() {
         eprintln!(
             "agh-worker run: no handlers are configured: add a [[handlers]] entry to the config file \
@@ -169,17 +161,22 @@ pub async fn run_worker(
         "agh-worker starting"
     );
     let reload_handlers = handlers.clone();
+    let reload_settings = settings.clone();
+    let reload_args = args.clone();
     tokio::spawn(async move {
         while reloads.recv().await.is_some() {
             match config::load(&sources) {
                 Ok(loaded) => {
                     reload_handlers.replace(HandlerSet::new(loaded.config.handlers.clone()));
+                    if let Ok(settings) = worker_settings(&loaded.config, &reload_args) {
+                        reload_settings.replace(settings);
+                    }
                     let level_applied = log.set_level(&loaded.config.log.level);
                     tracing::info!(
                         handlers = loaded.config.handlers.len(),
                         log_level = %loaded.config.log.level,
                         level_applied,
-                        "configuration reloaded: handler table and log level (other keys apply at restart)"
+                        "configuration reloaded: handler table, log level and worker timeouts (the run in hand keeps its settings; [agh] keys apply at restart)"
                     );
                 }
                 Err(err) => {
@@ -211,4 +208,21 @@ pub async fn run_worker(
     match exit {
         WorkerExit::Shutdown | WorkerExit::MaxRuns | WorkerExit::Idle => ExitCode::SUCCESS,
     }
+}
+
+/// The loop's settings: the configuration's, with the `run` flags on top.
+pub fn worker_settings(config: &Config, args: &RunArgs) -> Result<WorkerSettings, String> {
+    let mut settings = WorkerSettings::from_config(config);
+    if let Some(max_runs) = args.max_runs {
+        settings.max_runs = (max_runs > 0).then_some(max_runs);
+    }
+    if let Some(raw) = &args.idle_exit {
+        let idle = parse_duration(raw).map_err(|err| format!("--idle-exit: {err}"))?;
+        settings.idle_exit = (!idle.is_zero()).then_some(idle);
+    }
+    if args.once {
+        settings.once = true;
+        settings.max_runs = Some(1);
+    }
+    Ok(settings)
 }

@@ -88,7 +88,7 @@ pub enum Command {
 }
 
 /// `run` options.
-#[derive(Debug, Args, Default)]
+#[derive(Clone, Debug, Args, Default)]
 pub struct RunArgs {
     /// Exit after this many runs have finished (overrides worker.max_runs).
     #[arg(long, value_name = "N")]

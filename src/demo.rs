@@ -103,7 +103,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         api: Arc::new(client),
         handlers: Arc::new(handlers),
         events: Arc::new(LogEvents),
-        settings,
+        settings: settings.into(),
         status: status.clone(),
         shutdown: shutdown.clone(),
     });

@@ -199,7 +199,7 @@ impl Rig {
             api: Arc::new(fake.clone()),
             handlers: Arc::new(handlers),
             events: Arc::new(events.clone()),
-            settings,
+            settings: settings.into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
         });
@@ -1370,4 +1370,67 @@ async fn a_long_randomized_run_keeps_every_lease_rule() {
         "{counters:?}"
     );
     assert_eq!(rig.worker.status.snapshot().state, WorkerState::Stopped);
+}
+
+// ----- reload ------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn replaced_settings_apply_from_the_next_claim_while_the_run_in_hand_keeps_its_own() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.enqueue("run-2");
+    let mut first = settings();
+    first.max_runs = Some(2);
+    let rig = Rig::new(&fake, work(secs(50), json!({"ok": true})), first);
+    let handle = rig.spawn();
+    // While run-1 is in hand (heartbeats with the 60 s lease), a reload asks for 120 s leases.
+    sleep(secs(10)).await;
+    let mut reloaded = settings();
+    reloaded.max_runs = Some(2);
+    reloaded.lease = secs(120);
+    reloaded.heartbeat_every = secs(40);
+    rig.worker.settings.replace(reloaded);
+    assert_eq!(join(handle).await, WorkerExit::MaxRuns);
+
+    let claims: Vec<Option<i64>> = fake
+        .calls_of(Op::Claim)
+        .iter()
+        .map(|c| c.lease_seconds)
+        .collect();
+    assert_eq!(claims.first(), Some(&Some(60)), "{}", fake.log());
+    assert_eq!(claims.last(), Some(&Some(120)), "{}", fake.log());
+    let beats = fake.calls_of(Op::Heartbeat);
+    let run_one: Vec<f64> = beats
+        .iter()
+        .filter(|b| b.run_id.as_deref() == Some("run-1"))
+        .map(at)
+        .collect();
+    assert_eq!(run_one, vec![20.0, 40.0], "{}", fake.log());
+    assert!(
+        beats
+            .iter()
+            .filter(|b| b.run_id.as_deref() == Some("run-2"))
+            .all(|b| b.lease_seconds == Some(120)),
+        "{}",
+        fake.log()
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_keeps_ticking_while_a_claim_long_poll_is_open() {
+    let fake = FakeAgh::new();
+    let mut settings = settings();
+    settings.max_runs = None;
+    settings.idle_exit = Some(secs(100));
+    let rig = Rig::new(&fake, work(secs(1), json!({})), settings);
+    let handle = rig.spawn();
+    // Mid-way through a 30 s long-poll the loop has still shown itself alive recently.
+    sleep(secs(17)).await;
+    let since_tick = rig.worker.status.snapshot().last_tick.elapsed();
+    assert!(
+        since_tick <= agh_worker::worker::LOOP_TICK,
+        "last tick {since_tick:?} ago"
+    );
+    assert_eq!(join(handle).await, WorkerExit::Idle);
 }

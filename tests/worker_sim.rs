@@ -111,7 +111,7 @@ impl Rig {
             api: spy,
             handlers: Arc::new(handlers),
             events: Arc::new(LogEvents),
-            settings,
+            settings: settings.into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
         })

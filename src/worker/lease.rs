@@ -108,7 +108,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     origin: Origin,
 ) -> RunEnd {
     let claim_answered = Instant::now();
-    let settings = &worker.settings;
+    let settings = &worker.settings.get();
     let run_id = claim.run.id.clone();
     tracing::info!(
         ?origin,
@@ -256,7 +256,7 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
     mut deadline_rx: watch::Receiver<Instant>,
     inbound_rx: mpsc::Receiver<ChannelMessage>,
 ) -> Ended {
-    let settings = &worker.settings;
+    let settings = &worker.settings.get();
     let cancel = CancellationToken::new();
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let context = TaskContext {
@@ -459,7 +459,7 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
             Err(err) if err.kind == ErrorKind::MalformedBody && resends < UNREADABLE_RESENDS => {
                 resends += 1;
                 tracing::warn!(call = call.name(), error = %err, resends, "the answer to the terminal call was unreadable; sending it again");
-                tokio::time::sleep(worker.settings.initial_backoff * resends).await;
+                tokio::time::sleep(worker.settings.get().initial_backoff * resends).await;
             }
             _ => break result,
         }

@@ -26,6 +26,9 @@ use crate::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 
 pub use status::{CurrentRun, RunEnd, StatusBoard, WorkerState, WorkerStatus};
 
+/// How often the loop shows it is alive while it waits on a long-poll.
+pub const LOOP_TICK: Duration = Duration::from_secs(5);
+
 /// The AGH calls the worker makes. The real client implements it; tests use an in-memory fake
 /// so timer-heavy behaviour can run on paused tokio time.
 pub trait AghApi: Send + Sync + 'static {
@@ -233,6 +236,43 @@ impl WorkerSettings {
     }
 }
 
+/// The settings in force, replaceable while the worker runs (SIGHUP reload). The loop reads
+/// them at each claim; a run keeps the settings it started with.
+#[derive(Clone, Debug)]
+pub struct SharedSettings {
+    current: Arc<std::sync::RwLock<WorkerSettings>>,
+}
+
+impl SharedSettings {
+    pub fn new(settings: WorkerSettings) -> Self {
+        SharedSettings {
+            current: Arc::new(std::sync::RwLock::new(settings)),
+        }
+    }
+
+    /// A copy of the settings in force.
+    pub fn get(&self) -> WorkerSettings {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the settings for what starts from now on.
+    pub fn replace(&self, settings: WorkerSettings) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+    }
+}
+
+impl From<WorkerSettings> for SharedSettings {
+    fn from(settings: WorkerSettings) -> Self {
+        SharedSettings::new(settings)
+    }
+}
+
 /// Why the loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerExit {
@@ -249,7 +289,7 @@ pub struct Worker<A, H, E> {
     pub api: Arc<A>,
     pub handlers: Arc<H>,
     pub events: Arc<E>,
-    pub settings: WorkerSettings,
+    pub settings: SharedSettings,
     pub status: StatusBoard,
     pub shutdown: Shutdown,
 }
@@ -263,10 +303,10 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
     }
 
     async fn run_loop(&self) -> WorkerExit {
-        let mut backoff = Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
+        let mut settings = self.settings.get();
+        let mut backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
         // Grows with each run in a row that ended released (see `after_run`).
-        let mut release_backoff =
-            Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
+        let mut release_backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
         let mut runs_done: u64 = 0;
         let mut idle_since = Instant::now();
         // Start-up: a previous process may have died holding a lease.
@@ -275,12 +315,14 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
         let mut held_conflicts: u32 = 0;
         // `--once` means one run: without this, a claimed run was followed by further claims and
         // only an empty claim ended the loop.
-        let max_runs = if self.settings.once {
+        let max_runs = if settings.once {
             Some(1)
         } else {
-            self.settings.max_runs
+            settings.max_runs
         };
         loop {
+            // A reload (SIGHUP) takes effect from the next claim on.
+            settings = self.settings.get();
             if self.shutdown.is_stopping() {
                 return WorkerExit::Shutdown;
             }
@@ -314,23 +356,31 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                 }
             }
             self.status.set_state(WorkerState::Idle);
-            let idle_deadline = self.settings.idle_exit.map(|idle| idle_since + idle);
+            let idle_deadline = settings.idle_exit.map(|idle| idle_since + idle);
             if idle_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return WorkerExit::Idle;
             }
             let request = ClaimRequest {
-                wait: self.settings.claim_wait,
-                lease_seconds: Some(self.settings.lease.as_secs().max(1) as i64),
-                required_capabilities: self.settings.required_capabilities.clone(),
-                priority_min: self.settings.priority_min,
+                wait: settings.claim_wait,
+                lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
+                required_capabilities: settings.required_capabilities.clone(),
+                priority_min: settings.priority_min,
                 workspace_id: None,
             };
             let claim_sent = Instant::now();
-            let answer = tokio::select! {
-                answer = self.api.claim_next(&request) => Some(answer),
-                _ = self.shutdown.stopping() => None,
-                _ = sleep_until_option(idle_deadline) => None,
+            let mut claim = Box::pin(self.api.claim_next(&request));
+            // The loop stays visibly alive (health, systemd watchdog) while a long-poll is open.
+            let mut alive = tokio::time::interval(LOOP_TICK);
+            let answer = loop {
+                tokio::select! {
+                    answer = &mut claim => break Some(answer),
+                    _ = self.shutdown.stopping() => break None,
+                    _ = sleep_until_option(idle_deadline) => break None,
+                    _ = alive.tick() => self.status.tick(),
+                }
             };
+            // An abandoned claim must be gone before `me` is asked what it may have committed.
+            drop(claim);
             let Some(answer) = answer else {
                 // The open claim was abandoned; it may have committed at that instant.
                 if let Err(err) = self
@@ -365,11 +415,11 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     self.status.contact();
                     self.status.update(|s| s.identity_ok = true);
                     backoff.reset();
-                    if self.settings.once {
+                    if settings.once {
                         return WorkerExit::Idle;
                     }
-                    if !self.settings.claim_wait {
-                        self.pause(self.settings.poll_interval, idle_deadline).await;
+                    if !settings.claim_wait {
+                        self.pause(settings.poll_interval, idle_deadline).await;
                     }
                 }
                 Ok(ClaimOutcome::DeadlineReached) => {
@@ -377,7 +427,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     // committed, the daemon answers 409 "active run lease exists" at once.
                     held_conflicts = 0;
                     backoff.reset();
-                    if self.settings.once {
+                    if settings.once {
                         if let Err(err) = self
                             .release_anything_held("the worker is exiting (--once)")
                             .await
@@ -472,13 +522,13 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
     /// The session is stopped, unknown or mismatched: stop claiming, probe `me` slowly until it
     /// answers again. Never a tight loop, never an exit (systemd would only restart into the same state).
     async fn wait_for_identity(&self, first: &ApiError) -> Option<WorkerExit> {
-        tracing::error!(error = %first, probe_every_s = self.settings.identity_probe.as_secs(), "identity rejected; not claiming until the session is active again");
+        tracing::error!(error = %first, probe_every_s = self.settings.get().identity_probe.as_secs(), "identity rejected; not claiming until the session is active again");
         self.status.update(|s| {
             s.identity_ok = false;
             s.state = WorkerState::IdentityStale;
         });
         loop {
-            if self.pause(self.settings.identity_probe, None).await {
+            if self.pause(self.settings.get().identity_probe, None).await {
                 return Some(WorkerExit::Shutdown);
             }
             match self.api.me().await {
@@ -520,7 +570,7 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
         if orphan.run_id.is_empty() {
             return Ok(None);
         }
-        match self.settings.orphan_policy {
+        match self.settings.get().orphan_policy {
             OrphanPolicy::Release => {
                 tracing::warn!(run_id = %orphan.run_id, "releasing a lease this session held without a worker on it");
                 let request = ReleaseRequest {
