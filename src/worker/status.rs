@@ -3,7 +3,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, so paused-time tests see the loop's ticks move with tokio time.
+use tokio::time::Instant;
 
 use serde::Serialize;
 
