@@ -464,4 +464,107 @@ on_both_transports!(
     a_heartbeat_is_not_retried_and_fails_at_once,
     a_claim_is_not_retried_after_a_server_error_or_a_lost_answer,
     a_spawn_is_not_retried_after_a_server_error,
+    a_run_or_channel_id_made_of_dots_is_refused_before_it_can_change_the_route,
 );
+
+// ---- ids that look like path steps --------------------------------------------------------------
+
+async fn a_run_or_channel_id_made_of_dots_is_refused_before_it_can_change_the_route(
+    transport: Transport,
+) {
+    let rig = Rig::start(transport).await;
+    let client = rig.client();
+    for id in [".", ".."] {
+        let err = expect_kind(
+            client.heartbeat(id, &HeartbeatRequest::default()).await,
+            ErrorKind::Validation,
+        );
+        assert_eq!(err.status, None, "refused locally: {err}");
+        expect_kind(
+            client.complete(id, &CompleteRequest::default()).await,
+            ErrorKind::Validation,
+        );
+        let err = expect_kind(
+            client
+                .recv(id, agh_worker::api::RecvOptions::default())
+                .await,
+            ErrorKind::Validation,
+        );
+        assert_eq!(err.status, None, "refused locally: {err}");
+        let send = SendRequest {
+            body: json!({"text": "x"}),
+            metadata: MessageMetadata {
+                task_id: "t".into(),
+                run_id: "r".into(),
+                coordination_channel_id: "c".into(),
+                correlation_id: "c".into(),
+                ..Default::default()
+            },
+            idempotency_key: None,
+        };
+        expect_kind(client.send(id, &send).await, ErrorKind::Validation);
+    }
+}
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so connecting hangs.
+/// `None` when this kernel refuses instead (then the case cannot be staged here).
+async fn a_listener_that_never_completes_a_connection() -> Option<(
+    std::net::SocketAddr,
+    tokio::net::TcpListener,
+    Vec<tokio::net::TcpStream>,
+)> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(_)) => return None,
+            Err(_) => return Some((addr, listener, held)),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_connect_timeout_during_a_waiting_claim_is_a_transport_error_not_the_wait_deadline() {
+    let Some((addr, _listener, _held)) = a_listener_that_never_completes_a_connection().await
+    else {
+        eprintln!("this kernel refuses connections to a full accept queue; case not staged");
+        return;
+    };
+    let mut options = quick_options();
+    options.connect_timeout = Duration::from_millis(200);
+    options.long_poll_timeout = Duration::from_secs(30);
+    let client = AghClient::new(Endpoint::Http(format!("http://{addr}")), someone(), options)
+        .expect("client");
+    let started = std::time::Instant::now();
+    let outcome = client
+        .claim_next(&ClaimRequest {
+            wait: true,
+            ..Default::default()
+        })
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = expect_kind(outcome, ErrorKind::Transport);
+    assert!(err.is_retryable());
+    let recv = client
+        .recv(
+            "builders",
+            agh_worker::api::RecvOptions {
+                wait: true,
+                limit: None,
+            },
+        )
+        .await;
+    expect_kind(recv, ErrorKind::Transport);
+}
