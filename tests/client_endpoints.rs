@@ -889,6 +889,78 @@ async fn a_result_of_70_000_bytes_is_payload_too_large(transport: Transport) {
     assert_eq!(err.kind.exit_code(), 30);
 }
 
+async fn claiming_for_another_workspace_is_permission_denied(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    rig.sim.enqueue_task(TaskSpec::titled("x"));
+    let err = assert_error(
+        rig.client()
+            .claim_next(&ClaimRequest {
+                workspace_id: Some("ws-other".into()),
+                ..Default::default()
+            })
+            .await,
+        ErrorKind::PermissionDenied,
+        403,
+    );
+    assert!(
+        err.message.contains("cannot claim workspace"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.kind.exit_code(), 43);
+}
+
+async fn a_negative_priority_or_a_capability_with_spaces_is_a_422_validation_error(
+    transport: Transport,
+) {
+    let rig = Rig::start(transport).await;
+    let client = rig.client();
+    assert_error(
+        client
+            .claim_next(&ClaimRequest {
+                priority_min: Some(-1),
+                ..Default::default()
+            })
+            .await,
+        ErrorKind::Validation,
+        422,
+    );
+    assert_error(
+        client
+            .claim_next(&ClaimRequest {
+                required_capabilities: vec!["two words".into()],
+                ..Default::default()
+            })
+            .await,
+        ErrorKind::Validation,
+        422,
+    );
+}
+
+async fn an_identity_lookup_failure_is_retryable_and_masked_over_tcp(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    rig.sim.inject_fault(Fault::new(
+        Route::Me,
+        FaultKind::Status {
+            status: 503,
+            error: "agent identity lookup unavailable: session store busy".into(),
+        },
+        1,
+    ));
+    let mut options = quick_options();
+    options.retry.read_budget = Duration::ZERO;
+    let client = rig.client_with(Rig::identity_of(&rig.worker()), options);
+    let err = client.me().await.expect_err("a 503");
+    assert!(err.is_retryable(), "{err}");
+    match transport {
+        // Over TCP the text is masked, so only the status is left to go by.
+        Transport::Tcp => assert_eq!(err.kind, ErrorKind::ServiceUnavailable, "{err}"),
+        Transport::Unix => assert_eq!(err.kind, ErrorKind::IdentityLookupUnavailable, "{err}"),
+    }
+    assert_eq!(err.kind.exit_code(), 69);
+    client.me().await.expect("the next call goes through");
+}
+
 // ---- spawn refusals -----------------------------------------------------------------------------
 
 fn child(agent: &str) -> SpawnRequest {
@@ -1489,6 +1561,9 @@ on_both_transports!(
     a_blank_failure_error_is_a_422_validation_error,
     a_result_carrying_a_claim_token_is_a_422_validation_error,
     a_result_of_70_000_bytes_is_payload_too_large,
+    claiming_for_another_workspace_is_permission_denied,
+    a_negative_priority_or_a_capability_with_spaces_is_a_422_validation_error,
+    an_identity_lookup_failure_is_retryable_and_masked_over_tcp,
     a_child_cannot_spawn_and_a_sixth_child_is_refused_as_spawn_limit,
     permissions_wider_than_the_parent_are_spawn_permission,
     a_zero_ttl_or_a_coordinator_role_is_spawn_validation,
