@@ -587,3 +587,24 @@ async fn an_unknown_flag_exits_2() {
     let outcome = agh_worker(&["me", "--no-such-flag"], &[]).await;
     assert_eq!(outcome.code, 2, "{outcome:#?}");
 }
+
+#[tokio::test]
+async fn a_set_without_a_value_exits_2_instead_of_emptying_the_key() {
+    let outcome = agh_worker(
+        &[
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "--session-id",
+            "sess-0000000000000000",
+            "--agent",
+            "worker",
+            "--set",
+            "agh.workspace_id",
+            "me",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(outcome.code, 2, "{outcome:#?}");
+    assert!(outcome.stderr.contains("KEY=VALUE"), "{outcome:#?}");
+}
