@@ -644,7 +644,11 @@ fn transport_error(call: &'static str, err: &reqwest::Error) -> ApiError {
     // A connect timeout means the daemon was never reached: that is a transport failure. As a
     // `Timeout` it would read as the ordinary end of a long poll (`DeadlineReached`, an empty
     // recv), hiding an unreachable daemon behind "nothing to do".
-    let kind = if err.is_timeout() && !err.is_connect() {
+    let kind = if err.is_builder() {
+        // The request could not even be built (an identity value that is not a valid header,
+        // a malformed URL): nothing was sent, and sending again cannot help.
+        ErrorKind::Validation
+    } else if err.is_timeout() && !err.is_connect() {
         ErrorKind::Timeout
     } else {
         ErrorKind::Transport
