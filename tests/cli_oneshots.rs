@@ -453,6 +453,40 @@ async fn a_waiting_claim_returns_the_run_enqueued_while_it_waits(transport: Tran
     assert_eq!(answer["claim"]["run"]["id"], json!(run));
 }
 
+async fn a_waiting_claim_that_reaches_the_deadline_prints_a_null_claim_and_exits_0(
+    transport: Transport,
+) {
+    let rig = Rig::start(transport).await;
+    let answer = as_worker(
+        &rig,
+        &["--set", "agh.long_poll_timeout_ms=300", "claim", "--wait"],
+    )
+    .await
+    .succeeded();
+    assert_eq!(answer["claim"], Value::Null);
+    assert!(
+        answer["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deadline")),
+        "{answer}"
+    );
+    let builder = rig.session_on("builder", "builders");
+    let inbox = as_session(
+        &rig,
+        &builder,
+        &[
+            "--set",
+            "agh.long_poll_timeout_ms=300",
+            "recv",
+            "builders",
+            "--wait",
+        ],
+    )
+    .await
+    .succeeded();
+    assert_eq!(inbox["messages"], json!([]));
+}
+
 async fn recv_prints_messages_already_queued(transport: Transport) {
     let rig = Rig::start(transport).await;
     let builder = rig.session_on("builder", "builders");
@@ -498,6 +532,7 @@ on_both_transports!(
     the_json_flag_prints_the_error_object_too,
     a_waiting_claim_returns_the_run_enqueued_while_it_waits,
     recv_prints_messages_already_queued,
+    a_waiting_claim_that_reaches_the_deadline_prints_a_null_claim_and_exits_0,
 );
 
 // ---- without a simulator ------------------------------------------------------------------------

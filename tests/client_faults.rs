@@ -467,6 +467,26 @@ on_both_transports!(
     a_run_or_channel_id_made_of_dots_is_refused_before_it_can_change_the_route,
 );
 
+#[tokio::test]
+async fn an_identity_that_cannot_be_a_header_is_a_validation_error_not_a_transport_one() {
+    let rig = Rig::start(Transport::Tcp).await;
+    let client = rig.client_with(
+        Identity {
+            session_id: "sess-1\nX-Injected: yes".into(),
+            agent: "worker".into(),
+            workspace_id: None,
+        },
+        quick_options(),
+    );
+    let err = expect_kind(client.me().await, ErrorKind::Validation);
+    assert!(
+        !err.is_retryable(),
+        "retrying cannot fix a bad header value"
+    );
+    assert_eq!(err.attempts, 1);
+    assert_eq!(err.status, None);
+}
+
 // ---- ids that look like path steps --------------------------------------------------------------
 
 async fn a_run_or_channel_id_made_of_dots_is_refused_before_it_can_change_the_route(
