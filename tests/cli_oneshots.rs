@@ -283,6 +283,47 @@ async fn spawn_prints_the_child_and_its_lineage(transport: Transport) {
     assert_eq!(spawned["spawn"]["lineage"]["spawn_depth"], json!(1));
     assert_eq!(spawned["spawn"]["session"]["agent_name"], json!("coder"));
     assert_eq!(spawned["spawn"]["session"]["type"], json!("spawned"));
+    assert_eq!(
+        spawned["spawn"]["lineage"]["auto_stop_on_parent"],
+        json!(true)
+    );
+    let kept = as_worker(
+        &rig,
+        &[
+            "spawn",
+            "--agent-name",
+            "coder",
+            "--ttl",
+            "60",
+            "--keep-on-parent-stop",
+        ],
+    )
+    .await
+    .succeeded();
+    assert_eq!(
+        kept["spawn"]["lineage"]["auto_stop_on_parent"],
+        json!(false)
+    );
+    let error = as_worker(
+        &rig,
+        &[
+            "spawn",
+            "--agent-name",
+            "coder",
+            "--ttl",
+            "60",
+            "--permissions",
+            "tools",
+        ],
+    )
+    .await
+    .failed(2, "usage");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--permissions")),
+        "{error}"
+    );
 }
 
 // ---- exit codes per error class -----------------------------------------------------------------
