@@ -221,6 +221,28 @@ async fn soul_validate_reads_the_file_and_prints_the_verdict(transport: Transpor
     );
 }
 
+async fn an_invalid_soul_is_printed_and_exits_30(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let dir = short_tempdir();
+    let path = dir.path().join("SOUL.md");
+    std::fs::write(&path, "INVALID soul").expect("write soul");
+    let path = path.to_string_lossy().into_owned();
+    let outcome = as_worker(&rig, &["soul", "validate", "--file", &path]).await;
+    assert_eq!(outcome.code, 30, "{outcome:#?}");
+    // Stdout is the soul object alone (one JSON document), with its findings.
+    let soul = outcome.json();
+    assert_eq!(soul["validation_status"], json!("invalid"));
+    assert!(soul["diagnostics"][0]["message"].is_string(), "{soul}");
+    assert!(
+        outcome.stderr.contains("SOUL.md is invalid"),
+        "{outcome:#?}"
+    );
+    rig.sim.set_soul("worker", Some("INVALID current".into()));
+    let current = as_worker(&rig, &["soul"]).await;
+    assert_eq!(current.code, 30, "{current:#?}");
+    assert_eq!(current.json()["valid"], json!(false));
+}
+
 async fn send_recv_and_reply_carry_messages_between_sessions(transport: Transport) {
     let rig = Rig::start(transport).await;
     let builder = rig.session_on("builder", "builders");
@@ -558,6 +580,7 @@ on_both_transports!(
     heartbeat_fail_and_release_print_the_lease,
     the_read_one_shots_print_their_answers,
     soul_validate_reads_the_file_and_prints_the_verdict,
+    an_invalid_soul_is_printed_and_exits_30,
     send_recv_and_reply_carry_messages_between_sessions,
     spawn_prints_the_child_and_its_lineage,
     a_stopped_session_exits_11_with_the_json_error_object,
