@@ -263,6 +263,81 @@ async fn a_complete_whose_answer_was_lost_is_retried_and_the_retry_sees_lease_ex
     assert_eq!(stored.result, Some(json!({"ok": true})));
 }
 
+async fn a_terminal_call_gives_up_when_the_daemon_stays_away_past_its_budget(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let mut options = quick_options();
+    options.retry.terminal_budget = Duration::from_millis(200);
+    let client = rig.client_with(Rig::identity_of(&rig.worker()), options);
+    let run = claimed_run(&rig, &client).await;
+    let Rig { server, .. } = rig;
+    server.shutdown().await;
+    let err = expect_kind(
+        client.complete(&run, &CompleteRequest::default()).await,
+        ErrorKind::Transport,
+    );
+    assert!(err.attempts > 1, "{err}");
+}
+
+async fn a_keyed_send_whose_answer_was_lost_is_retried_and_delivered_once(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let builder = rig.session_on("builder", "builders");
+    let reviewer = rig.session_on("reviewer", "builders");
+    rig.sim.inject_fault(Fault::new(
+        Route::ChannelSend,
+        FaultKind::DropAfterCommit,
+        1,
+    ));
+    let request = SendRequest {
+        body: json!({"text": "once"}),
+        metadata: MessageMetadata {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            coordination_channel_id: "builders".into(),
+            correlation_id: "c".into(),
+            ..Default::default()
+        },
+        idempotency_key: Some("progress-1".into()),
+    };
+    let sent = rig
+        .client_as(&builder)
+        .send("builders", &request)
+        .await
+        .expect("the retry is answered");
+    assert_eq!(sent.message_id, "progress-1");
+    let inbox = rig
+        .client_as(&reviewer)
+        .recv("builders", agh_worker::api::RecvOptions::default())
+        .await
+        .expect("recv");
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+}
+
+async fn an_unkeyed_send_whose_answer_was_lost_is_not_retried(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let builder = rig.session_on("builder", "builders");
+    rig.sim.inject_fault(Fault::new(
+        Route::ChannelSend,
+        FaultKind::DropAfterCommit,
+        1,
+    ));
+    let request = SendRequest {
+        body: json!({"text": "maybe twice"}),
+        metadata: MessageMetadata {
+            task_id: "t".into(),
+            run_id: "r".into(),
+            coordination_channel_id: "builders".into(),
+            correlation_id: "c".into(),
+            ..Default::default()
+        },
+        idempotency_key: None,
+    };
+    let err = expect_kind(
+        rig.client_as(&builder).send("builders", &request).await,
+        ErrorKind::Transport,
+    );
+    assert_eq!(err.attempts, 1);
+}
+
 async fn a_heartbeat_is_not_retried_and_fails_at_once(transport: Transport) {
     let rig = Rig::start(transport).await;
     let client = rig.client();
@@ -461,6 +536,9 @@ on_both_transports!(
     a_read_retries_server_errors_within_its_budget_and_then_succeeds,
     a_read_gives_up_when_its_budget_is_spent_and_says_how_often_it_tried,
     a_complete_whose_answer_was_lost_is_retried_and_the_retry_sees_lease_expired,
+    a_terminal_call_gives_up_when_the_daemon_stays_away_past_its_budget,
+    a_keyed_send_whose_answer_was_lost_is_retried_and_delivered_once,
+    an_unkeyed_send_whose_answer_was_lost_is_not_retried,
     a_heartbeat_is_not_retried_and_fails_at_once,
     a_claim_is_not_retried_after_a_server_error_or_a_lost_answer,
     a_spawn_is_not_retried_after_a_server_error,
