@@ -32,7 +32,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormatArg>,
     /// Any configuration key, e.g. `--set worker.lease_seconds=120`; repeatable.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = key_value)]
     pub set: Vec<String>,
     /// Print one-shot answers as JSON even on a terminal.
     #[arg(long, global = true)]
@@ -310,6 +310,18 @@ impl Cli {
     }
 }
 
+/// `--set` takes `KEY=VALUE`. Without the `=` a known key was set to the empty string, which for
+/// most keys silently means "the default" (`--set agh.workspace_id` dropped the workspace).
+fn key_value(raw: &str) -> Result<String, String> {
+    match raw.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(raw.to_string()),
+        _ => Err(
+            "expected KEY=VALUE, e.g. --set worker.lease_seconds=120 (use KEY= for an empty value)"
+                .to_string(),
+        ),
+    }
+}
+
 /// Parses `90`, `90s`, `5m`, `2h`, `1500ms` into a duration.
 pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     let text = raw.trim();
@@ -369,6 +381,20 @@ mod tests {
                 ("agh.endpoint".to_string(), "unix:/tmp/x.sock".to_string()),
                 ("worker.lease_seconds".to_string(), "120".to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_set_without_an_equals_sign_is_a_usage_error() {
+        let err = Cli::try_parse_from(["agh-worker", "--set", "agh.workspace_id", "me"])
+            .expect_err("KEY without =VALUE is refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+        let cli = Cli::try_parse_from(["agh-worker", "--set", "agh.workspace_id=", "me"])
+            .expect("an explicit empty value is fine");
+        assert_eq!(
+            cli.overrides(),
+            vec![("agh.workspace_id".to_string(), String::new())]
         );
     }
 

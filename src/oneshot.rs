@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::types::*;
-use crate::api::{AghClient, ApiError, ClaimOutcome, RecvOptions};
+use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind, RecvOptions};
 use crate::cli::{Command, SoulAction};
 
 /// How answers are printed.
@@ -28,6 +28,11 @@ pub enum OneShotError {
     /// The AGH call failed.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The daemon answered with a negative verdict (an invalid SOUL.md, HTTP 422). The answer
+    /// itself is printed as usual; this only makes the exit code say so, so that
+    /// `soul validate` can gate a script.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl OneShotError {
@@ -36,6 +41,7 @@ impl OneShotError {
         match self {
             OneShotError::Usage(_) => 2,
             OneShotError::Api(err) => err.kind.exit_code(),
+            OneShotError::Rejected(_) => ErrorKind::Validation.exit_code(),
         }
     }
 
@@ -43,6 +49,9 @@ impl OneShotError {
     pub fn to_json(&self) -> Value {
         match self {
             OneShotError::Usage(message) => json!({"error": {"kind": "usage", "message": message}}),
+            OneShotError::Rejected(message) => {
+                json!({"error": {"kind": "validation", "status": 422, "message": message}})
+            }
             OneShotError::Api(err) => json!({"error": {
                 "kind": err.kind.as_str(),
                 "call": err.call,
@@ -70,6 +79,7 @@ pub async fn execute(
     output: Output,
     out: &mut dyn Write,
 ) -> Result<(), OneShotError> {
+    let mut rejected = None;
     let answer: Value = match command {
         Command::Me => to_value(&client.me().await?),
         Command::Context => to_value(&client.context().await?),
@@ -179,6 +189,19 @@ pub async fn execute(
                         .await?
                 }
             };
+            if answer.http_status == 422 {
+                let findings: Vec<&str> = answer
+                    .soul
+                    .diagnostics
+                    .iter()
+                    .filter_map(|d| d.message.as_deref())
+                    .collect();
+                rejected = Some(if findings.is_empty() {
+                    "SOUL.md is invalid (HTTP 422)".to_string()
+                } else {
+                    format!("SOUL.md is invalid (HTTP 422): {}", findings.join("; "))
+                });
+            }
             to_value(&answer.soul)
         }
         Command::Spawn(args) => {
@@ -214,7 +237,10 @@ pub async fn execute(
         Output::Human => human(command, &answer),
     };
     let _ = writeln!(out, "{text}");
-    Ok(())
+    match rejected {
+        Some(message) => Err(OneShotError::Rejected(message)),
+        None => Ok(()),
+    }
 }
 
 fn parse_json_arg(flag: &str, raw: &str) -> Result<Value, OneShotError> {
@@ -326,7 +352,8 @@ fn human(command: &Command, answer: &Value) -> String {
 /// Prints a failed one-shot: a line on stderr always, and the JSON form on stdout in JSON mode.
 pub fn report_error(err: &OneShotError, output: Output, out: &mut dyn Write) {
     eprintln!("error: {err}");
-    if output == Output::Json {
+    // A rejected answer was already printed; a second JSON document would break the output.
+    if output == Output::Json && !matches!(err, OneShotError::Rejected(_)) {
         let _ = writeln!(
             out,
             "{}",

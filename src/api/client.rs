@@ -222,7 +222,10 @@ impl AghClient {
         channel: &str,
         options: RecvOptions,
     ) -> Result<Vec<ChannelMessage>, ApiError> {
-        let mut path = format!("/api/agent/channels/{}/recv", encode_segment(channel));
+        let mut path = format!(
+            "/api/agent/channels/{}/recv",
+            path_segment("recv", "channel", channel)?
+        );
         let mut query = Vec::new();
         if options.wait {
             query.push("wait=true".to_string());
@@ -257,7 +260,10 @@ impl AghClient {
         channel: &str,
         body: &SendRequest,
     ) -> Result<ChannelMessage, ApiError> {
-        let path = format!("/api/agent/channels/{}/send", encode_segment(channel));
+        let path = format!(
+            "/api/agent/channels/{}/send",
+            path_segment("send", "channel", channel)?
+        );
         let retry = if body.idempotency_key.is_some() {
             Retry::Terminal
         } else {
@@ -437,14 +443,10 @@ impl AghClient {
         body: &B,
         retry: Retry,
     ) -> Result<LeaseSummary, ApiError> {
-        if run_id.trim().is_empty() {
-            return Err(ApiError::local(
-                call,
-                ErrorKind::Validation,
-                "run id is empty",
-            ));
-        }
-        let path = format!("/api/agent/tasks/{}/{call}", encode_segment(run_id));
+        let path = format!(
+            "/api/agent/tasks/{}/{call}",
+            path_segment(call, "run id", run_id)?
+        );
         let answer: LeaseResponse = self.post_json(call, &path, body, &[200], retry).await?;
         Ok(answer.lease)
     }
@@ -639,7 +641,14 @@ fn too_large(call: &'static str, status: u16, cap: usize) -> ApiError {
 }
 
 fn transport_error(call: &'static str, err: &reqwest::Error) -> ApiError {
-    let kind = if err.is_timeout() {
+    // A connect timeout means the daemon was never reached: that is a transport failure. As a
+    // `Timeout` it would read as the ordinary end of a long poll (`DeadlineReached`, an empty
+    // recv), hiding an unreachable daemon behind "nothing to do".
+    let kind = if err.is_builder() {
+        // The request could not even be built (an identity value that is not a valid header,
+        // a malformed URL): nothing was sent, and sending again cannot help.
+        ErrorKind::Validation
+    } else if err.is_timeout() && !err.is_connect() {
         ErrorKind::Timeout
     } else {
         ErrorKind::Transport
@@ -656,6 +665,25 @@ fn transport_error(call: &'static str, err: &reqwest::Error) -> ApiError {
         source = cause.source();
     }
     ApiError::local(call, kind, text)
+}
+
+/// An id as one encoded path segment, or a local validation error for ids that cannot be one:
+/// empty, `.` or `..` would be removed by URL normalisation (even percent-encoded), so the call
+/// would reach another route (`tasks/../complete` is `/api/agent/complete`).
+fn path_segment(call: &'static str, what: &str, raw: &str) -> Result<String, ApiError> {
+    match raw.trim() {
+        "" => Err(ApiError::local(
+            call,
+            ErrorKind::Validation,
+            format!("{what} is empty"),
+        )),
+        "." | ".." => Err(ApiError::local(
+            call,
+            ErrorKind::Validation,
+            format!("{what} {raw:?} is not an id"),
+        )),
+        _ => Ok(encode_segment(raw)),
+    }
 }
 
 /// Percent-encodes one path segment; ids are opaque and must not change the route.
