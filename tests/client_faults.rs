@@ -525,6 +525,38 @@ fn a_field_of_the_wrong_type_is_a_deserialization_error_not_a_panic() {
     assert!(err.to_string().contains("invalid type"), "{err}");
 }
 
+async fn a_read_whose_answer_is_unreadable_is_retried_and_then_succeeds(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    rig.sim
+        .inject_fault(Fault::new(Route::Me, FaultKind::Garbage, 1));
+    let client = rig.client_with(Rig::identity_of(&rig.worker()), quick_options());
+    let me = client.me().await.expect("the second attempt reads well");
+    assert_eq!(me.self_info.session_id, rig.worker().session_id);
+    assert_eq!(rig.sim.ledger().requests_for(Route::Me, 200), 2);
+}
+
+async fn a_complete_whose_answer_is_unreadable_is_retried_and_lands_once(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let client = rig.client();
+    let run = claimed_run(&rig, &client).await;
+    rig.sim
+        .inject_fault(Fault::new(Route::Complete, FaultKind::Garbage, 1));
+    let lease = client
+        .complete(
+            &run,
+            &CompleteRequest {
+                result: Some(json!({"ok": true})),
+            },
+        )
+        .await
+        .expect("the retry completes the run");
+    assert_eq!(lease.run_id, run);
+    let snapshot = rig.sim.run(&run).expect("run");
+    assert_eq!(snapshot.status, "completed");
+    assert_eq!(snapshot.result, Some(json!({"ok": true})));
+    assert_eq!(rig.sim.ledger().violations_total, 0);
+}
+
 on_both_transports!(
     an_html_answer_where_json_was_expected_is_malformed_body_showing_what_arrived,
     a_truncated_json_answer_is_malformed_body,
@@ -534,6 +566,8 @@ on_both_transports!(
     a_client_without_a_session_id_is_identity_required_with_a_hint,
     an_answer_slower_than_the_request_timeout_is_a_timeout,
     a_read_retries_server_errors_within_its_budget_and_then_succeeds,
+    a_read_whose_answer_is_unreadable_is_retried_and_then_succeeds,
+    a_complete_whose_answer_is_unreadable_is_retried_and_lands_once,
     a_read_gives_up_when_its_budget_is_spent_and_says_how_often_it_tried,
     a_complete_whose_answer_was_lost_is_retried_and_the_retry_sees_lease_expired,
     a_terminal_call_gives_up_when_the_daemon_stays_away_past_its_budget,

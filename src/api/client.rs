@@ -300,16 +300,15 @@ impl AghClient {
 
     /// `GET /api/agent/soul`: 200 and 422 both carry the soul object.
     pub async fn soul(&self) -> Result<SoulAnswer, ApiError> {
-        let (status, body) = self
-            .call(
-                "soul",
-                Retry::Read,
-                self.options.request_timeout,
-                || self.request(reqwest::Method::GET, "/api/agent/soul", None::<&()>),
-                &[200, 422],
-            )
-            .await?;
-        self.soul_answer("soul", status, &body)
+        self.call(
+            "soul",
+            Retry::Read,
+            self.options.request_timeout,
+            || self.request(reqwest::Method::GET, "/api/agent/soul", None::<&()>),
+            &[200, 422],
+            |status, body| self.soul_answer("soul", status, body),
+        )
+        .await
     }
 
     /// `POST /api/agent/soul/validate`: 200 valid, 422 invalid; both carry the soul object.
@@ -317,22 +316,21 @@ impl AghClient {
         &self,
         request: &SoulValidateRequest,
     ) -> Result<SoulAnswer, ApiError> {
-        let (status, body) = self
-            .call(
-                "soul-validate",
-                Retry::Read,
-                self.options.request_timeout,
-                || {
-                    self.request(
-                        reqwest::Method::POST,
-                        "/api/agent/soul/validate",
-                        Some(request),
-                    )
-                },
-                &[200, 422],
-            )
-            .await?;
-        self.soul_answer("soul-validate", status, &body)
+        self.call(
+            "soul-validate",
+            Retry::Read,
+            self.options.request_timeout,
+            || {
+                self.request(
+                    reqwest::Method::POST,
+                    "/api/agent/soul/validate",
+                    Some(request),
+                )
+            },
+            &[200, 422],
+            |status, body| self.soul_answer("soul-validate", status, body),
+        )
+        .await
     }
 
     fn soul_answer(
@@ -457,16 +455,15 @@ impl AghClient {
         path: &str,
         retry: Retry,
     ) -> Result<T, ApiError> {
-        let (_, body) = self
-            .call(
-                call,
-                retry,
-                self.options.request_timeout,
-                || self.request(reqwest::Method::GET, path, None::<&()>),
-                &[200],
-            )
-            .await?;
-        parse(call, &body)
+        self.call(
+            call,
+            retry,
+            self.options.request_timeout,
+            || self.request(reqwest::Method::GET, path, None::<&()>),
+            &[200],
+            |_, body| parse(call, body),
+        )
+        .await
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(
@@ -477,31 +474,32 @@ impl AghClient {
         ok: &[u16],
         retry: Retry,
     ) -> Result<T, ApiError> {
-        let (_, answer) = self
-            .call(
-                call,
-                retry,
-                self.options.request_timeout,
-                || self.request(reqwest::Method::POST, path, Some(body)),
-                ok,
-            )
-            .await?;
-        parse(call, &answer)
+        self.call(
+            call,
+            retry,
+            self.options.request_timeout,
+            || self.request(reqwest::Method::POST, path, Some(body)),
+            ok,
+            |_, answer| parse(call, answer),
+        )
+        .await
     }
 
     /// Sends with the retry rule of the call kind; answers the status and body of a success.
-    async fn call(
+    async fn call<T>(
         &self,
         call: &'static str,
         retry: Retry,
         timeout: Duration,
         make_request: impl Fn() -> Result<reqwest::RequestBuilder, ApiError>,
         ok: &[u16],
-    ) -> Result<(u16, Vec<u8>), ApiError> {
+        decode: impl Fn(u16, &[u8]) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        // Decoding is part of an attempt: an unreadable answer is retried like a lost one.
         let attempt_once = || async {
             let (status, body) = self.send_once(call, make_request(), timeout).await?;
             if ok.contains(&status) {
-                Ok((status, body))
+                decode(status, &body)
             } else {
                 Err(ApiError::from_response(call, status, &body))
             }
