@@ -391,6 +391,17 @@ async fn readiness_drops_while_the_identity_is_stale_and_returns_when_active_aga
     let (_, metrics) = rig.get("/metrics").await;
     assert_eq!(metric(&metrics, "agh_worker_identity_ok"), Some(0.0));
     assert_eq!(metric(&metrics, "agh_worker_ready"), Some(0.0));
+    assert_eq!(
+        metric(&metrics, "agh_worker_state{state=\"identity_stale\"}"),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "agh_worker_api_requests_total{endpoint=\"claim-next\",class=\"identity_stale\"}"
+        ) >= Some(1.0),
+        "the rejected claim is counted by its error class: {metrics}"
+    );
     // Alive all along: the loop keeps probing.
     let (code, _) = rig.get("/healthz").await;
     assert_eq!(code, 200);
@@ -497,6 +508,52 @@ async fn metrics_move_as_runs_finish() {
         0.0
     );
     assert!(after.trim_end().ends_with("# EOF"));
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_lease_the_daemon_takes_away_is_counted_as_lost_and_rejected() {
+    let rig = Rig::start().await;
+    let run = rig
+        .sim
+        .enqueue_task(TaskSpec::titled("slow: lose my lease"));
+    rig.wait_for_run_in_hand().await;
+    assert!(rig.sim.expire_lease(&run.run_id));
+    // The next heartbeat (every second here) is answered "lease expired".
+    let text = rig
+        .wait_for("/metrics", "the lease loss to be counted", |_, text| {
+            metric(
+                text,
+                "agh_worker_runs_finished_total{outcome=\"lease_lost\"}",
+            ) == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        metric(&text, "agh_worker_leases_lost_total{reason=\"rejected\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "agh_worker_leases_lost_total{reason=\"deadline\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "agh_worker_heartbeats_total{result=\"failed\"}"),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &text,
+            "agh_worker_api_requests_total{endpoint=\"heartbeat\",class=\"lease_expired\"}"
+        ) == Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "agh_worker_runs_finished_total{outcome=\"completed\"}"
+        ),
+        Some(0.0)
+    );
     rig.stop().await;
 }
 

@@ -316,3 +316,45 @@ mod unix_seconds_option {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_latencies_feed_the_histograms_and_the_rings() {
+        let board = StatusBoard::default();
+        board.record_start_latency(Duration::from_millis(2));
+        board.record_handler_duration(Duration::from_secs(3));
+        board.record_handler_duration(Duration::from_secs(5));
+        // A clone observes into the same histograms: that is how the health server reads them.
+        let clone = board.clone();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("start", "", clone.histograms().start_latency.clone());
+        registry.register("handler", "", clone.histograms().handler_duration.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for line in ["start_count 1", "handler_count 2", "handler_sum 8.0"] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+        }
+        let snapshot = board.snapshot();
+        assert_eq!(snapshot.start_latencies_us, VecDeque::from([2_000]));
+        assert_eq!(
+            snapshot.handler_durations_ms,
+            VecDeque::from([3_000, 5_000])
+        );
+    }
+
+    #[test]
+    fn lost_leases_are_counted_by_reason_apart_from_the_run_end() {
+        let board = StatusBoard::default();
+        board.lease_lost(LeaseLostReason::Rejected);
+        board.lease_lost(LeaseLostReason::Deadline);
+        board.lease_lost(LeaseLostReason::Deadline);
+        let counters = board.snapshot().counters;
+        assert_eq!(counters.leases_lost_rejected, 1);
+        assert_eq!(counters.leases_lost_deadline, 2);
+        assert_eq!(counters.leases_lost, 0, "run_ended counts the run itself");
+    }
+}
