@@ -1,7 +1,8 @@
 //! Counts of AGH API requests by call and outcome class, for the worker's `/metrics`.
 //!
-//! The client increments, the health server reads; labels are the client's fixed call names and
-//! [`ErrorKind::as_str`] classes, so the set stays small whatever the daemon answers.
+//! The client increments, the health server reads; labels are the client's fixed call names
+//! and [`ErrorKind::as_str`](crate::api::ErrorKind::as_str) classes, so the set stays small
+//! whatever the daemon answers.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
