@@ -141,6 +141,8 @@ pub async fn run_worker(
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    let api_requests = Arc::new(crate::api::ApiRequestCounters::default());
+    let client = client.with_request_counters(api_requests.clone());
     let shutdown = Shutdown::default();
     let mut reloads = match crate::shutdown::install(shutdown.clone()) {
         Ok(reloads) => reloads,
@@ -153,6 +155,10 @@ pub async fn run_worker(
         config.handlers.clone(),
     )));
     let status = StatusBoard::default();
+    let health = match start_health(&config, &client, &status, &shutdown, api_requests).await {
+        Ok(health) => health,
+        Err(code) => return code,
+    };
     tracing::info!(
         endpoint = %client.endpoint(),
         session_id = %client.identity().session_id,
@@ -196,6 +202,9 @@ pub async fn run_worker(
     };
     let exit = worker.run().await;
     let _ = notifier.await;
+    if let Some(health) = health {
+        health.stop().await;
+    }
     let counters = status.snapshot().counters;
     tracing::info!(
         reason = ?exit,
@@ -225,4 +234,45 @@ pub fn worker_settings(config: &Config, args: &RunArgs) -> Result<WorkerSettings
         settings.max_runs = Some(1);
     }
     Ok(settings)
+}
+
+/// Starts the `[health]` server, unless disabled. A listener that cannot be bound is a
+/// configuration to fix (exit 64), named by its key, before any work is claimed.
+async fn start_health(
+    config: &Config,
+    client: &AghClient,
+    status: &StatusBoard,
+    shutdown: &Shutdown,
+    api_requests: Arc<crate::api::ApiRequestCounters>,
+) -> Result<Option<crate::health::HealthServer>, ExitCode> {
+    use crate::health::{HealthInfo, HealthListen, HealthState, HealthTimings};
+    let listen = match HealthListen::from_config(&config.health) {
+        Ok(Some(listen)) => listen,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            eprintln!("agh-worker run: {err}");
+            return Err(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    let state = HealthState::new(
+        status.clone(),
+        shutdown.clone(),
+        HealthTimings::from_config(config),
+        HealthInfo::new(client.identity(), client.endpoint()),
+    )
+    .with_api_requests(api_requests);
+    match crate::health::start(&listen, state).await {
+        Ok(server) => {
+            tracing::info!(listen = %listen, "health server listening: /healthz /readyz /status /metrics");
+            Ok(Some(server))
+        }
+        Err(err) => {
+            eprintln!(
+                "agh-worker run: cannot serve health on {listen} ({}): {err}; choose another {} or set health.enabled = false",
+                listen.config_key(),
+                listen.config_key()
+            );
+            Err(ExitCode::from(EXIT_BAD_CONFIG))
+        }
+    }
 }

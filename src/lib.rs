@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod handler;
+pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod oneshot;

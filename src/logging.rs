@@ -1,4 +1,14 @@
 //! Logging set-up: text or JSON lines on stderr, level from config or `RUST_LOG`, reloadable.
+//!
+//! JSON lines carry the fields of the current span, so everything logged while a run is in hand
+//! has `"span":{"name":"run","run_id":…,"task_id":…,"attempt":…}`. Every line, text or JSON,
+//! goes through [`Redacting`], so a raw claim token never reaches the log whatever logged it.
+
+use std::io::Write;
+
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::registry::LookupSpan;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -40,16 +50,10 @@ pub fn init(level: &str, format: LogFormat) -> LogControl {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let output = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Json => json_layer(std::io::stderr).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
+            .with_writer(Redacting(std::io::stderr))
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
@@ -59,5 +63,75 @@ pub fn init(level: &str, format: LogFormat) -> LogControl {
         .is_ok();
     LogControl {
         handle: installed.then_some(handle),
+    }
+}
+
+/// The JSON line layer `--log-format json` installs, writing through [`Redacting`] to `writer`
+/// (tests pass a buffer to check what operators would see).
+pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(Redacting(writer))
+}
+
+/// Wraps a log writer so `agh_claim_<token>` becomes `agh_claim_[REDACTED]` in every line.
+/// The fmt layers write each line with one `write_all`, so a token is never split across writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Redacting<M>(pub M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.make_writer())
+    }
+}
+
+/// The writer [`Redacting`] hands out.
+#[derive(Debug)]
+pub struct RedactingWriter<W>(W);
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        const PREFIX: &[u8] = b"agh_claim_";
+        if !buf.windows(PREFIX.len()).any(|w| w == PREFIX) {
+            return self.0.write(buf);
+        }
+        let redacted = crate::api::redact_claim_tokens(&String::from_utf8_lossy(buf));
+        self.0.write_all(redacted.as_bytes())?;
+        // The whole input was taken, though the output length differs.
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_tokens_are_redacted_on_the_way_to_the_log() {
+        let mut out = Vec::new();
+        let mut writer = RedactingWriter(&mut out);
+        writer
+            .write_all(b"{\"title\":\"use agh_claim_AbC0123456789-_xyz now\"}\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .write_all(b"plain line\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "{\"title\":\"use agh_claim_[REDACTED] now\"}\nplain line\n"
+        );
     }
 }

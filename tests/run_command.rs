@@ -67,6 +67,8 @@ impl Rig {
             .env("AGH_WORKER__RETRY__INITIAL_BACKOFF_MS", "50")
             .env("AGH_WORKER__RETRY__MAX_BACKOFF_MS", "500")
             .env("AGH_WORKER__LOG__FORMAT", "text")
+            // Tests run side by side: each worker's health server takes a free port.
+            .env("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -6,12 +6,14 @@
 //! ordinary answer; claims, heartbeats and spawns are never retried here (the caller decides);
 //! terminal calls retry transport-level failures within a bounded budget.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::counters::{ApiRequestCounters, CLASS_DEADLINE, CLASS_OK, class_of};
 use super::endpoint::{Endpoint, Identity};
 use super::error::{ApiError, ErrorKind};
 use super::types::*;
@@ -134,6 +136,8 @@ pub struct AghClient {
     endpoint: Endpoint,
     identity: Identity,
     options: ClientOptions,
+    /// Where each request's outcome is counted, when someone reads the counts (`/metrics`).
+    counters: Option<Arc<ApiRequestCounters>>,
 }
 
 impl std::fmt::Debug for AghClient {
@@ -175,7 +179,21 @@ impl AghClient {
             endpoint,
             identity,
             options,
+            counters: None,
         })
+    }
+
+    /// Counts every request this client (and its clones) makes into `counters`, by call and
+    /// outcome class. Each attempt of a retried call counts once.
+    pub fn with_request_counters(mut self, counters: Arc<ApiRequestCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    fn count(&self, call: &'static str, class: &'static str) {
+        if let Some(counters) = &self.counters {
+            counters.record(call, class);
+        }
     }
 
     /// Where this client sends its calls.
@@ -239,10 +257,21 @@ impl AghClient {
         }
         if options.wait {
             let request = self.request(reqwest::Method::GET, &path, None::<&()>);
-            match self
+            let answer = self
                 .send_once("recv", request, self.options.long_poll_timeout)
-                .await
-            {
+                .await;
+            self.count(
+                "recv",
+                match &answer {
+                    Ok((200, _)) => CLASS_OK,
+                    Ok((status, body)) => {
+                        ApiError::from_response("recv", *status, body).kind.as_str()
+                    }
+                    Err(err) if err.kind == ErrorKind::Timeout => CLASS_DEADLINE,
+                    Err(err) => err.kind.as_str(),
+                },
+            );
+            match answer {
                 Ok((200, body)) => Ok(parse::<RecvResponse>("recv", &body)?.messages),
                 Ok((status, body)) => Err(ApiError::from_response("recv", status, &body)),
                 Err(err) if err.kind == ErrorKind::Timeout => Ok(Vec::new()),
@@ -363,6 +392,19 @@ impl AghClient {
     /// `POST /api/agent/tasks/claim-next`. Never retried here: a retry could hit the one-lease
     /// rule for a claim the first attempt made; the worker loop decides.
     pub async fn claim_next(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ApiError> {
+        let outcome = self.claim_next_once(request).await;
+        self.count(
+            "claim-next",
+            match &outcome {
+                Ok(ClaimOutcome::DeadlineReached) => CLASS_DEADLINE,
+                Ok(_) => CLASS_OK,
+                Err(err) => err.kind.as_str(),
+            },
+        );
+        outcome
+    }
+
+    async fn claim_next_once(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ApiError> {
         let deadline = if request.wait {
             self.options.long_poll_timeout
         } else {
@@ -497,12 +539,13 @@ impl AghClient {
     ) -> Result<T, ApiError> {
         // Decoding is part of an attempt: an unreadable answer is retried like a lost one.
         let attempt_once = || async {
-            let (status, body) = self.send_once(call, make_request(), timeout).await?;
-            if ok.contains(&status) {
-                decode(status, &body)
-            } else {
-                Err(ApiError::from_response(call, status, &body))
-            }
+            let answer = match self.send_once(call, make_request(), timeout).await {
+                Ok((status, body)) if ok.contains(&status) => decode(status, &body),
+                Ok((status, body)) => Err(ApiError::from_response(call, status, &body)),
+                Err(err) => Err(err),
+            };
+            self.count(call, class_of(&answer));
+            answer
         };
         let budget = match retry {
             Retry::Never => return attempt_once().await,

@@ -1,6 +1,7 @@
 //! The typed AGH agent API client: endpoint and identity, wire types, classified errors, calls.
 
 mod client;
+mod counters;
 mod endpoint;
 mod error;
 pub mod types;
@@ -9,5 +10,6 @@ pub use client::{
     AghClient, ClaimOutcome, ClientOptions, HEADER_AGENT, HEADER_SESSION, HEADER_WORKSPACE,
     RecvOptions, RetryOptions, SoulAnswer, encode_segment,
 };
+pub use counters::{ApiRequestCounters, CLASS_DEADLINE, CLASS_OK};
 pub use endpoint::{Endpoint, EndpointParseError, Identity};
 pub use error::{ApiError, ErrorKind, classify, redact_claim_tokens};

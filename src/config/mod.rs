@@ -37,6 +37,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub worker: WorkerConfig,
     pub log: LogConfig,
+    pub health: HealthConfig,
     /// `[[handlers]]`: which handler runs which task, first match wins.
     pub handlers: Vec<crate::handler::HandlerConfig>,
 }
@@ -187,6 +188,28 @@ impl Default for LogConfig {
         Self {
             level: "info".to_string(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[health]`: the local operations HTTP surface (`/healthz`, `/readyz`, `/status`, `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// TCP address, loopback by default: the endpoints need no credentials.
+    pub listen: String,
+    /// A Unix socket path to serve on instead of `listen`; empty = use `listen`.
+    pub socket: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".to_string(),
+            socket: String::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::endpoint::DEFAULT_TCP_PORT;
 use super::error::ValidationErrors;
 use super::load::env_var_for;
-use super::{AghConfig, Config, LogConfig, RetryConfig, WorkerConfig};
+use super::{AghConfig, Config, HealthConfig, LogConfig, RetryConfig, WorkerConfig};
 use crate::api::Endpoint;
 
 /// AGH refuses longer leases (`lease_seconds exceeds 86400`).
@@ -35,6 +35,7 @@ impl Config {
         validate_retry(&self.retry, &mut errors);
         validate_worker(&self.worker, &mut errors);
         validate_log(&self.log, &mut errors);
+        validate_health(&self.health, &mut errors);
         for (key, problem) in crate::handler::select::table_problems(&self.handlers) {
             errors.push(&key, problem);
         }
@@ -290,6 +291,44 @@ fn validate_worker(worker: &WorkerConfig, errors: &mut ValidationErrors) {
     }
 }
 
+fn validate_health(health: &HealthConfig, errors: &mut ValidationErrors) {
+    if !health.enabled {
+        return;
+    }
+    let socket = health.socket.trim();
+    if socket.is_empty() {
+        if health
+            .listen
+            .trim()
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            errors.push(
+                "health.listen",
+                format!(
+                    "health.listen ({:?}) is not an address and port such as \"127.0.0.1:9464\": fix it, set health.socket to serve on a Unix socket, or set health.enabled = false",
+                    health.listen
+                ),
+            );
+        }
+    } else if !socket.starts_with('/') {
+        errors.push(
+            "health.socket",
+            format!(
+                "health.socket ({socket:?}) is not an absolute path: use one such as \"/run/agh-worker/health.sock\" (a relative path would depend on the working directory)"
+            ),
+        );
+    } else if socket.len() > MAX_SOCKET_PATH_BYTES {
+        errors.push(
+            "health.socket",
+            format!(
+                "health.socket is {} bytes, longer than a Unix socket address can hold ({MAX_SOCKET_PATH_BYTES}): use a shorter path",
+                socket.len()
+            ),
+        );
+    }
+}
+
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 fn validate_log(log: &LogConfig, errors: &mut ValidationErrors) {
@@ -472,6 +511,21 @@ mod tests {
         }
         config.log.level = "verbose".into();
         assert_eq!(problems(&config), vec!["log.level"]);
+    }
+
+    #[test]
+    fn the_health_address_must_parse_unless_a_socket_or_off_is_chosen() {
+        let mut config = valid();
+        config.health.listen = "localhost".into();
+        assert_eq!(problems(&config), vec!["health.listen"]);
+        config.health.socket = "/run/agh-worker/health.sock".into();
+        assert!(problems(&config).is_empty());
+        config.health.socket = "health.sock".into();
+        assert_eq!(problems(&config), vec!["health.socket"]);
+        config.health.socket = format!("/{}", "s".repeat(MAX_SOCKET_PATH_BYTES));
+        assert_eq!(problems(&config), vec!["health.socket"]);
+        config.health.enabled = false;
+        assert!(problems(&config).is_empty());
     }
 
     #[test]

@@ -925,7 +925,14 @@ pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
 
     let captured = lock(&shared);
     let outcome = outcome_of(ending, &captured);
-    tracing::debug!(target: LOG_TARGET, run_id = %run_id, ?outcome, "program finished");
+    // The kind only: the payload is the program's (its result can hold anything it read,
+    // secrets given to it in exec.env included) and goes to AGH, not to the worker's log.
+    let kind = match &outcome {
+        Outcome::Complete(_) => "complete",
+        Outcome::Fail { .. } => "fail",
+        Outcome::Release(_) => "release",
+    };
+    tracing::debug!(target: LOG_TARGET, run_id = %run_id, outcome = kind, "program finished");
     outcome
 }
 

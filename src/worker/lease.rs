@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::payload::{MAX_PAYLOAD_BYTES, cap, failure_message};
-use super::status::{CurrentRun, RunEnd, WorkerState};
+use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
 use super::{AghApi, EventSink, Handlers, Worker, WorkerSettings};
 use crate::api::types::{
     ChannelMessage, Claim, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary,
@@ -36,6 +36,16 @@ pub enum LeaseLoss {
     Rejected(ApiError),
     /// Renewals kept failing and the reckoned lease end came within the safety margin.
     DeadlineNear,
+}
+
+impl LeaseLoss {
+    /// The low-cardinality reason the metrics count it under.
+    pub fn reason(&self) -> LeaseLostReason {
+        match self {
+            LeaseLoss::Rejected(_) => LeaseLostReason::Rejected,
+            LeaseLoss::DeadlineNear => LeaseLostReason::Deadline,
+        }
+    }
 }
 
 impl std::fmt::Display for LeaseLoss {
@@ -132,15 +142,19 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     };
     let (deadline_tx, deadline_rx) = watch::channel(first_deadline);
     let keeper_stop = CancellationToken::new();
-    let keeper = tokio::spawn(keep_lease(
-        worker.api.clone(),
-        run_id.clone(),
-        settings.clone(),
-        worker.status.clone(),
-        deadline_tx,
-        keeper_stop.clone(),
-        renew_at_once,
-    ));
+    // In the run's span, so the keeper's log lines carry run_id, task_id and attempt too.
+    let keeper = tokio::spawn(
+        keep_lease(
+            worker.api.clone(),
+            run_id.clone(),
+            settings.clone(),
+            worker.status.clone(),
+            deadline_tx,
+            keeper_stop.clone(),
+            renew_at_once,
+        )
+        .in_current_span(),
+    );
     let mut keeper = KeeperHandle {
         task: Some(keeper),
         stop: keeper_stop,
@@ -197,6 +211,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     let end = match outcome {
         Ended::Lost(loss) => {
             tracing::warn!(reason = %loss, "lease lost; the handler was stopped and no terminal call is made");
+            worker.status.lease_lost(loss.reason());
             RunEnd::LeaseLost
         }
         Ended::Outcome(outcome) => finish(worker, &run_id, outcome, &mut keeper).await,
@@ -268,7 +283,9 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
     };
     let handlers = worker.handlers.clone();
     let name = handler.to_string();
-    let mut task = tokio::spawn(async move { handlers.run(&name, context).await });
+    // In the run's span, so the handler's own log lines carry run_id, task_id and attempt.
+    let mut task =
+        tokio::spawn(async move { handlers.run(&name, context).await }.in_current_span());
     tracing::info!(
         handler,
         time_limit_s = time_limit.map(|d| d.as_secs()),
@@ -439,6 +456,7 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
     if keeper.has_ended() {
         let loss = keeper.lost().await;
         tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call was sent");
+        worker.status.lease_lost(loss.reason());
         return RunEnd::LeaseLost;
     }
     // Once the call is on its way, the daemon's answer to it settles the run; the keeper goes on
@@ -447,23 +465,9 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
     // `complete` was answered "lease expired" (the run was completed, its token cleared), and
     // the worker dropped the call it had just made succeed and counted the run as a lost lease.
     // A call sent after the lease really passed on is refused by the daemon (token fencing).
-    //
-    // An answer that could not be read leaves the outcome unknown. The client retries transport
-    // failures, but an unreadable 200 (a proxy's error page, a cut body) reached the worker as a
-    // failure and the finished run was left to expire and be redone: send the call again; a 409
-    // then means an earlier one was applied.
-    let mut resends: u32 = 0;
-    let result = loop {
-        let result = call.send(api, run_id).await;
-        match &result {
-            Err(err) if err.kind == ErrorKind::MalformedBody && resends < UNREADABLE_RESENDS => {
-                resends += 1;
-                tracing::warn!(call = call.name(), error = %err, resends, "the answer to the terminal call was unreadable; sending it again");
-                tokio::time::sleep(worker.settings.get().initial_backoff * resends).await;
-            }
-            _ => break result,
-        }
-    };
+    // Lost and unreadable answers are retried inside the client; a 409 on a retry means an
+    // earlier attempt was applied.
+    let result = call.send(api, run_id).await;
     match result {
         Ok(_) => {
             tracing::info!(call = call.name(), "run finished");
@@ -471,11 +475,12 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
             intended
         }
         Err(err) if err.kind.is_lease_lost() || err.kind == ErrorKind::Conflict => {
-            if err.attempts > 1 || resends > 0 {
+            if err.attempts > 1 {
                 tracing::info!(call = call.name(), error = %err, "an earlier attempt of the terminal call was most likely applied");
                 intended
             } else {
                 tracing::warn!(call = call.name(), error = %err, "the lease was no longer ours at the terminal call");
+                worker.status.lease_lost(LeaseLostReason::Rejected);
                 RunEnd::LeaseLost
             }
         }
@@ -506,9 +511,6 @@ async fn finish<A: AghApi, H: Handlers, E: EventSink>(
         }
     }
 }
-
-/// How often a terminal call whose answer could not be read is sent again.
-const UNREADABLE_RESENDS: u32 = 3;
 
 enum Terminal {
     Complete(CompleteRequest),
@@ -588,6 +590,9 @@ async fn keep_lease<A: AghApi>(
                 status.update(|s| s.counters.heartbeats_failed += 1);
                 if err.status.is_some() {
                     status.contact();
+                } else {
+                    // The keeper is alive and retrying: /healthz must not call it wedged.
+                    status.tick();
                 }
                 let retry_in = heartbeat_retry_delay(failures, settings.heartbeat_every);
                 tracing::warn!(error = %err, failures, retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed");

@@ -24,7 +24,9 @@ use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use crate::config::{Config, OrphanPolicy};
 use crate::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 
-pub use status::{CurrentRun, RunEnd, StatusBoard, WorkerState, WorkerStatus};
+pub use status::{
+    CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
+};
 
 /// How often the loop shows it is alive while it waits on a long-poll.
 pub const LOOP_TICK: Duration = Duration::from_secs(5);
@@ -426,6 +428,10 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
                     // The next claim doubles as the check for a claim lost at the deadline: if one
                     // committed, the daemon answers 409 "active run lease exists" at once.
                     held_conflicts = 0;
+                    // The daemon accepted the claim and held it open for the whole wait, as it does
+                    // when there is no work: count that as contact, or an idle worker in long polls
+                    // would look unready (and stale) after one wait with nothing to do.
+                    self.status.contact();
                     backoff.reset();
                     if settings.once {
                         if let Err(err) = self

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 // tokio's clock, so paused-time tests see the loop's ticks move with tokio time.
 use tokio::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
 /// What the loop is doing.
@@ -75,6 +76,10 @@ pub struct Counters {
     pub runs_failed: u64,
     pub runs_released: u64,
     pub leases_lost: u64,
+    /// Of `leases_lost`: the daemon answered that the lease was no longer ours.
+    pub leases_lost_rejected: u64,
+    /// Of `leases_lost`: renewals kept failing until the reckoned lease end came too near.
+    pub leases_lost_deadline: u64,
     pub terminal_call_failures: u64,
     pub heartbeats_ok: u64,
     pub heartbeats_failed: u64,
@@ -97,6 +102,45 @@ impl Counters {
             + self.runs_released
             + self.leases_lost
             + self.terminal_call_failures
+    }
+}
+
+/// Why a lease was lost, for the per-reason counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseLostReason {
+    /// The daemon answered that the lease was no longer ours (expired, not held, session gone).
+    Rejected,
+    /// Renewals kept failing and the reckoned lease end came within the safety margin.
+    Deadline,
+}
+
+/// Claim-to-start latency and handler duration histograms, observed as each run records them so
+/// a scrape sees every run (the sample rings in [`WorkerStatus`] keep only the most recent).
+#[derive(Clone, Debug)]
+pub struct RunHistograms {
+    /// Claim answer → handler start, in seconds.
+    pub start_latency: Histogram,
+    /// Handler start → handler return, in seconds.
+    pub handler_duration: Histogram,
+}
+
+/// Bucket bounds of [`RunHistograms::start_latency`], in seconds: 100 µs to 10 s.
+pub const START_LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+];
+
+/// Bucket bounds of [`RunHistograms::handler_duration`], in seconds: 10 ms to 1 h.
+pub const HANDLER_DURATION_BUCKETS: [f64; 13] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+
+impl Default for RunHistograms {
+    fn default() -> Self {
+        RunHistograms {
+            start_latency: Histogram::new(START_LATENCY_BUCKETS),
+            handler_duration: Histogram::new(HANDLER_DURATION_BUCKETS),
+        }
     }
 }
 
@@ -129,6 +173,7 @@ const LATENCY_SAMPLES: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct StatusBoard {
     inner: Arc<Mutex<WorkerStatus>>,
+    histograms: RunHistograms,
 }
 
 impl Default for StatusBoard {
@@ -146,6 +191,7 @@ impl Default for StatusBoard {
                 start_latencies_us: VecDeque::new(),
                 handler_durations_ms: VecDeque::new(),
             })),
+            histograms: RunHistograms::default(),
         }
     }
 }
@@ -190,8 +236,14 @@ impl StatusBoard {
         });
     }
 
+    /// The histograms the metrics endpoint exports (shared: clones observe into the same ones).
+    pub fn histograms(&self) -> &RunHistograms {
+        &self.histograms
+    }
+
     /// Records a claim-to-start latency.
     pub fn record_start_latency(&self, latency: Duration) {
+        self.histograms.start_latency.observe(latency.as_secs_f64());
         self.update(|s| {
             if s.start_latencies_us.len() == LATENCY_SAMPLES {
                 s.start_latencies_us.pop_front();
@@ -202,12 +254,23 @@ impl StatusBoard {
 
     /// Records how long a handler ran.
     pub fn record_handler_duration(&self, duration: Duration) {
+        self.histograms
+            .handler_duration
+            .observe(duration.as_secs_f64());
         self.update(|s| {
             if s.handler_durations_ms.len() == LATENCY_SAMPLES {
                 s.handler_durations_ms.pop_front();
             }
             s.handler_durations_ms
                 .push_back(duration.as_millis() as u64);
+        });
+    }
+
+    /// Counts why a lease was lost; the run itself is counted by [`StatusBoard::run_ended`].
+    pub fn lease_lost(&self, reason: LeaseLostReason) {
+        self.update(|s| match reason {
+            LeaseLostReason::Rejected => s.counters.leases_lost_rejected += 1,
+            LeaseLostReason::Deadline => s.counters.leases_lost_deadline += 1,
         });
     }
 
@@ -254,5 +317,47 @@ mod unix_seconds_option {
             Some(time) => super::unix_seconds::serialize(time, serializer),
             None => serializer.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_latencies_feed_the_histograms_and_the_rings() {
+        let board = StatusBoard::default();
+        board.record_start_latency(Duration::from_millis(2));
+        board.record_handler_duration(Duration::from_secs(3));
+        board.record_handler_duration(Duration::from_secs(5));
+        // A clone observes into the same histograms: that is how the health server reads them.
+        let clone = board.clone();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("start", "", clone.histograms().start_latency.clone());
+        registry.register("handler", "", clone.histograms().handler_duration.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for line in ["start_count 1", "handler_count 2", "handler_sum 8.0"] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+        }
+        let snapshot = board.snapshot();
+        assert_eq!(snapshot.start_latencies_us, VecDeque::from([2_000]));
+        assert_eq!(
+            snapshot.handler_durations_ms,
+            VecDeque::from([3_000, 5_000])
+        );
+    }
+
+    #[test]
+    fn lost_leases_are_counted_by_reason_apart_from_the_run_end() {
+        let board = StatusBoard::default();
+        board.lease_lost(LeaseLostReason::Rejected);
+        board.lease_lost(LeaseLostReason::Deadline);
+        board.lease_lost(LeaseLostReason::Deadline);
+        let counters = board.snapshot().counters;
+        assert_eq!(counters.leases_lost_rejected, 1);
+        assert_eq!(counters.leases_lost_deadline, 2);
+        assert_eq!(counters.leases_lost, 0, "run_ended counts the run itself");
     }
 }
