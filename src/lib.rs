@@ -12,8 +12,10 @@
 
 pub mod api;
 pub mod app;
+pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod demo;
 pub mod handler;
 pub mod logging;
@@ -22,4 +24,5 @@ pub mod oneshot;
 pub mod shutdown;
 pub mod sim;
 pub mod sim_cli;
+pub mod spawner;
 pub mod worker;
