@@ -488,6 +488,7 @@ fn dispatch<A>(context: &PollerContext<A>, channel: &str, message: &ChannelMessa
 mod tests {
     use super::*;
     use crate::api::types::{MessageKind, MessageMetadata};
+    use crate::coordination::fake::FakeApi;
 
     #[test]
     fn seen_ids_report_news_once_and_forget_the_oldest_beyond_the_cap() {
@@ -541,6 +542,65 @@ mod tests {
         );
         let transport = ApiError::local("recv", ErrorKind::Transport, "connection refused");
         assert_eq!(classify_recv_failure(&transport), RecvFailure::Transient);
+    }
+
+    fn settings() -> ListenerSettings {
+        ListenerSettings {
+            session_channel: Some("builders".into()),
+            idle_backoff_initial: IDLE_BACKOFF_INITIAL,
+            idle_backoff_max: Duration::from_secs(5),
+            error_backoff_initial: Duration::from_millis(200),
+            error_backoff_max: Duration::from_secs(10),
+            disabled_probe: Duration::from_secs(60),
+        }
+    }
+
+    /// Runs a listener on `api` for `period` of (paused) time; answers the routes it used.
+    async fn listen_for(api: &Arc<FakeApi>, routes: Arc<Routes>, period: Duration) {
+        let shutdown = Shutdown::default();
+        let listener = Listener::new(
+            api.clone(),
+            routes,
+            settings(),
+            StatusBoard::default(),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(listener.run());
+        tokio::time::sleep(period).await;
+        shutdown.force.cancel();
+        task.await.expect("listener ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_message_is_routed_once_and_re_read_at_most_every_five_seconds() {
+        let api = Arc::new(FakeApi::default());
+        lock_queue(&api).push(message("m1", "run-1"));
+        let routes = Arc::new(Routes::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        routes.register("run-1", Some("builders".into()), tx);
+        listen_for(&api, routes, Duration::from_secs(60)).await;
+        assert_eq!(rx.try_recv().map(|m| m.message_id).ok(), Some("m1".into()));
+        assert!(rx.try_recv().is_err(), "routed twice");
+        // 0.25 + 0.5 + 1 + 2 + 4 s of ramp, then one per 5 s: about 17 in a minute.
+        let calls = api.recv_count();
+        assert!((12..=20).contains(&calls), "{calls} recv calls in 60 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_channel_costs_one_recv_per_long_poll_deadline() {
+        let api = Arc::new(FakeApi {
+            long_poll: Duration::from_secs(30),
+            ..FakeApi::default()
+        });
+        listen_for(&api, Arc::new(Routes::default()), Duration::from_secs(300)).await;
+        let calls = api.recv_count();
+        assert!((10..=11).contains(&calls), "{calls} recv calls in 300 s");
+    }
+
+    fn lock_queue(api: &FakeApi) -> MutexGuard<'_, Vec<ChannelMessage>> {
+        api.queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn message(id: &str, run_id: &str) -> ChannelMessage {

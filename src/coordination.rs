@@ -531,3 +531,183 @@ impl<A: CoordinationApi> RunSender<A> {
         }
     }
 }
+
+/// An in-memory [`CoordinationApi`] for unit tests on paused time.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Answers every recv with `queued` (at once when something is queued, after `long_poll`
+    /// with `[]` otherwise, like a waiting recv that reaches the client's deadline) and records
+    /// every send.
+    #[derive(Default)]
+    pub(crate) struct FakeApi {
+        pub queued: Mutex<Vec<ChannelMessage>>,
+        pub long_poll: Duration,
+        pub recvs: AtomicUsize,
+        pub sends: Mutex<Vec<SendRequest>>,
+        pub send_error: Mutex<Option<ApiError>>,
+    }
+
+    impl FakeApi {
+        pub fn recv_count(&self) -> usize {
+            self.recvs.load(Ordering::SeqCst)
+        }
+
+        pub fn sent_texts(&self) -> Vec<String> {
+            lock(&self.sends)
+                .iter()
+                .filter_map(|s| s.body["text"].as_str().map(str::to_string))
+                .collect()
+        }
+    }
+
+    impl CoordinationApi for FakeApi {
+        async fn recv_wait(&self, _channel: &str) -> Result<Vec<ChannelMessage>, ApiError> {
+            self.recvs.fetch_add(1, Ordering::SeqCst);
+            let queued = lock(&self.queued).clone();
+            if queued.is_empty() {
+                tokio::time::sleep(self.long_poll).await;
+            }
+            Ok(queued)
+        }
+        async fn send(
+            &self,
+            _channel: &str,
+            request: &SendRequest,
+        ) -> Result<ChannelMessage, ApiError> {
+            if let Some(err) = lock(&self.send_error).clone() {
+                return Err(err);
+            }
+            lock(&self.sends).push(request.clone());
+            Ok(ChannelMessage::default())
+        }
+        async fn reply(&self, _request: &ReplyRequest) -> Result<ChannelMessage, ApiError> {
+            Ok(ChannelMessage::default())
+        }
+        async fn spawn(&self, _request: &SpawnRequest) -> Result<Spawned, ApiError> {
+            Err(ApiError::local(
+                "spawn",
+                ErrorKind::Transport,
+                "not in this fake",
+            ))
+        }
+        async fn me(&self) -> Result<Me, ApiError> {
+            Ok(Me::default())
+        }
+        async fn coordinator_config(&self) -> Result<CoordinatorConfig, ApiError> {
+            Ok(CoordinatorConfig::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeApi;
+    use super::*;
+    use crate::api::types::{Claim, TaskRun};
+
+    fn document(channel: Option<&str>) -> TaskDocument {
+        TaskDocument::new(
+            Claim {
+                run: TaskRun {
+                    id: "run-1".into(),
+                    task_id: Some("task-1".into()),
+                    coordination_channel_id: channel.map(str::to_string),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+    }
+
+    fn sink(api: &Arc<FakeApi>, interval: Duration) -> Coordination<FakeApi> {
+        Coordination::new(
+            api.clone(),
+            StatusBoard::default(),
+            CoordinationSettings {
+                progress_interval: interval,
+                spawn: SpawnSettings::default(),
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_progress_is_sent_at_most_once_per_interval_with_the_latest_text() {
+        let api = Arc::new(FakeApi::default());
+        let sink = sink(&api, Duration::from_secs(1));
+        let document = document(Some("builders"));
+        sink.run_started(&document, mpsc::channel(1).0);
+        // Ten seconds of progress, ten lines a second.
+        for step in 1..=100 {
+            sink.handle(&document, HandlerEvent::Progress(format!("step {step}")))
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sink.run_ended(&document.run_id);
+        assert!(sink.flush(Duration::from_secs(5)).await);
+        let texts = api.sent_texts();
+        assert!(
+            (10..=12).contains(&texts.len()),
+            "{} sends: {texts:?}",
+            texts.len()
+        );
+        assert_eq!(texts.last().map(String::as_str), Some("step 100"));
+        let sends = lock(&api.sends);
+        let keys: std::collections::HashSet<_> =
+            sends.iter().map(|s| s.idempotency_key.clone()).collect();
+        assert_eq!(keys.len(), sends.len(), "idempotency keys repeat");
+        assert!(
+            sends
+                .iter()
+                .all(|s| s.metadata.message_kind == MessageKind::Status
+                    && s.metadata.run_id == "run-1"
+                    && s.metadata.task_id == "task-1"
+                    && s.metadata.coordination_channel_id == "builders"
+                    && s.metadata.correlation_id == "run-1")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_without_a_coordination_channel_sends_nothing() {
+        let api = Arc::new(FakeApi::default());
+        let sink = sink(&api, Duration::from_millis(100));
+        let document = document(None);
+        sink.run_started(&document, mpsc::channel(1).0);
+        sink.handle(&document, HandlerEvent::Progress("quiet".into()))
+            .await;
+        sink.run_ended(&document.run_id);
+        assert!(sink.flush(Duration::from_secs(5)).await);
+        assert!(api.sent_texts().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_404_mutes_the_run_after_one_attempt() {
+        let api = Arc::new(FakeApi::default());
+        *lock(&api.send_error) = Some(ApiError::from_response(
+            "send",
+            404,
+            br#"{"error":"network: local peer not found: session=s channel=builders"}"#,
+        ));
+        let sink = sink(&api, Duration::from_millis(100));
+        let document = document(Some("builders"));
+        sink.run_started(&document, mpsc::channel(1).0);
+        for step in 0..20 {
+            sink.handle(&document, HandlerEvent::Progress(format!("{step}")))
+                .await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        sink.run_ended(&document.run_id);
+        assert!(sink.flush(Duration::from_secs(5)).await);
+        assert_eq!(
+            sink.shared.status.snapshot().counters.message_send_failures,
+            1
+        );
+    }
+}
