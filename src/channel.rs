@@ -98,6 +98,10 @@ impl SeenIds {
         true
     }
 
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -289,7 +293,10 @@ struct PollerContext<A> {
     routes: Arc<Routes>,
     settings: ListenerSettings,
     status: StatusBoard,
-    seen: Mutex<SeenIds>,
+    /// Messages routed (or dropped for a full or closed queue): never handed over again.
+    handled: Mutex<SeenIds>,
+    /// Messages for no run in hand that were logged: logged once, still routable later.
+    logged: Mutex<SeenIds>,
 }
 
 impl<A: CoordinationApi> Listener<A> {
@@ -318,7 +325,8 @@ impl<A: CoordinationApi> Listener<A> {
             routes: self.routes.clone(),
             settings: self.settings.clone(),
             status: self.status,
-            seen: Mutex::new(SeenIds::new(SEEN_IDS)),
+            handled: Mutex::new(SeenIds::new(SEEN_IDS)),
+            logged: Mutex::new(SeenIds::new(SEEN_IDS)),
         });
         let mut changes = self.routes.subscribe();
         let mut pollers: HashMap<String, Poller> = HashMap::new();
@@ -386,12 +394,17 @@ async fn poll_channel<A: CoordinationApi>(
     let mut idle = IdleBackoff::new(settings.idle_backoff_initial, settings.idle_backoff_max);
     let mut errors = Backoff::new(settings.error_backoff_initial, settings.error_backoff_max);
     let mut unavailable = false;
+    let mut changes = context.routes.subscribe();
+    // Messages of the last answer naming a run not (yet) in hand: handed over without another
+    // request if that run starts while the listener pauses.
+    let mut waiting: Vec<ChannelMessage> = Vec::new();
     loop {
         let sent = Instant::now();
         let answer = tokio::select! {
             answer = context.api.recv_wait(&channel) => answer,
             _ = stop.cancelled() => return,
         };
+        changes.borrow_and_update();
         let pause = match answer {
             Ok(messages) => {
                 errors.reset();
@@ -399,89 +412,132 @@ async fn poll_channel<A: CoordinationApi>(
                     tracing::info!(channel = %channel, "the channel answers again; listening");
                     unavailable = false;
                 }
-                let fresh = take_fresh(&context.seen, messages);
-                if fresh.is_empty() {
-                    remaining_pause(idle.next_delay(), sent.elapsed())
-                } else {
+                let (news, unrouted) = take_answer(&context, &channel, messages);
+                waiting = unrouted;
+                if news {
                     idle.reset();
-                    for message in &fresh {
-                        dispatch(&context, &channel, message);
-                    }
                     Duration::ZERO
+                } else {
+                    remaining_pause(idle.next_delay(), sent.elapsed())
                 }
             }
-            Err(err) => match classify_recv_failure(&err) {
-                RecvFailure::ChannelUnavailable => {
-                    // A fact about the deployment, not an incident: said once, then probed slowly.
-                    if !unavailable {
+            Err(err) => {
+                waiting.clear();
+                match classify_recv_failure(&err) {
+                    RecvFailure::ChannelUnavailable => {
+                        // A fact about the deployment, not an incident: said once, then probed slowly.
+                        if !unavailable {
+                            tracing::warn!(
+                                channel = %channel,
+                                error = %err,
+                                probe_every_s = settings.disabled_probe.as_secs(),
+                                "the daemon does not serve this channel (network disabled?); probing slowly"
+                            );
+                            unavailable = true;
+                        }
+                        settings.disabled_probe
+                    }
+                    RecvFailure::Transient => {
+                        let delay = errors.next_delay();
                         tracing::warn!(
                             channel = %channel,
                             error = %err,
-                            probe_every_s = settings.disabled_probe.as_secs(),
-                            "the daemon does not serve this channel (network disabled?); probing slowly"
+                            retry_in_ms = delay.as_millis() as u64,
+                            "recv failed; backing off"
                         );
-                        unavailable = true;
+                        delay
                     }
-                    settings.disabled_probe
                 }
-                RecvFailure::Transient => {
-                    let delay = errors.next_delay();
-                    tracing::warn!(
-                        channel = %channel,
-                        error = %err,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "recv failed; backing off"
-                    );
-                    delay
-                }
-            },
+            }
         };
-        if !pause.is_zero() {
+        let wake = Instant::now() + pause;
+        while Instant::now() < wake {
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep_until(wake) => break,
                 _ = stop.cancelled() => return,
+                changed = changes.changed(), if !waiting.is_empty() => {
+                    if changed.is_err() {
+                        waiting.clear();
+                        continue;
+                    }
+                    changes.borrow_and_update();
+                    let unrouted = std::mem::take(&mut waiting);
+                    let (_, still) = take_answer(&context, &channel, unrouted);
+                    waiting = still;
+                }
             }
         }
     }
 }
 
-/// The messages of `answer` not seen before, in the daemon's order.
-fn take_fresh(seen: &Mutex<SeenIds>, answer: Vec<ChannelMessage>) -> Vec<ChannelMessage> {
-    let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    answer
-        .into_iter()
-        .filter(|message| !message.message_id.is_empty() && seen.insert(&message.message_id))
-        .collect()
-}
-
-fn dispatch<A>(context: &PollerContext<A>, channel: &str, message: &ChannelMessage) {
-    let kind = message
-        .metadata
-        .as_ref()
-        .map(|metadata| metadata.message_kind.as_str())
-        .unwrap_or("");
-    let text = message.text().unwrap_or("");
-    let from = message.from_session_id.as_deref().unwrap_or("");
-    match context.routes.deliver(message) {
-        Delivery::Routed(run_id) => {
-            context.status.update(|s| s.counters.messages_received += 1);
-            tracing::info!(channel, run_id = %run_id, message_id = %message.message_id, from, kind, text, "channel message for the run in hand");
+/// Routes the messages of one answer that were not handled before, in the daemon's order.
+/// Answers whether anything was news (routed, or logged for the first time), and the messages
+/// naming no run in hand: those stay eligible, because a peer may write about a run a moment
+/// before this worker starts it, and recv keeps returning them while they are queued.
+fn take_answer<A>(
+    context: &PollerContext<A>,
+    channel: &str,
+    answer: Vec<ChannelMessage>,
+) -> (bool, Vec<ChannelMessage>) {
+    let mut news = false;
+    let mut unrouted = Vec::new();
+    // Held while delivering, so a message is routed once even if two pollers see it.
+    let mut handled = lock_ids(&context.handled);
+    for message in answer {
+        if message.message_id.is_empty() || handled.contains(&message.message_id) {
+            continue;
         }
-        Delivery::Full(run_id) => {
-            tracing::warn!(channel, run_id = %run_id, message_id = %message.message_id, from, kind, "the handler's inbound queue is full; message dropped");
-        }
-        Delivery::Closed(run_id) => {
-            tracing::info!(channel, run_id = %run_id, message_id = %message.message_id, from, kind, text, "channel message for a handler that no longer reads messages");
-        }
-        Delivery::NoRun => {
-            let run_id = message
-                .metadata
-                .as_ref()
-                .map(|metadata| metadata.run_id.as_str())
-                .unwrap_or("");
-            tracing::info!(channel, run_id, message_id = %message.message_id, from, kind, text, "channel message for no run in hand");
+        match dispatch(context, channel, &message) {
+            Delivery::NoRun => {
+                if lock_ids(&context.logged).insert(&message.message_id) {
+                    log_message(channel, &message, "channel message for no run in hand");
+                    news = true;
+                }
+                unrouted.push(message);
+            }
+            _ => {
+                handled.insert(&message.message_id);
+                news = true;
+            }
         }
     }
+    (news, unrouted)
+}
+
+fn lock_ids(ids: &Mutex<SeenIds>) -> MutexGuard<'_, SeenIds> {
+    ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn log_message(channel: &str, message: &ChannelMessage, what: &str) {
+    let metadata = message.metadata.as_ref();
+    let run_id = metadata.map(|m| m.run_id.as_str()).unwrap_or("");
+    let kind = metadata.map(|m| m.message_kind.as_str()).unwrap_or("");
+    let text = message.text().unwrap_or("");
+    let from = message.from_session_id.as_deref().unwrap_or("");
+    tracing::info!(channel, run_id, message_id = %message.message_id, from, kind, text, "{what}");
+}
+
+/// Hands one message to its run and says so in the log (messages for no run are logged by the caller, once).
+fn dispatch<A>(context: &PollerContext<A>, channel: &str, message: &ChannelMessage) -> Delivery {
+    let delivery = context.routes.deliver(message);
+    match &delivery {
+        Delivery::Routed(_) => {
+            context.status.update(|s| s.counters.messages_received += 1);
+            log_message(channel, message, "channel message for the run in hand");
+        }
+        Delivery::Full(run_id) => {
+            tracing::warn!(channel, run_id = %run_id, message_id = %message.message_id, "the handler's inbound queue is full; message dropped");
+        }
+        Delivery::Closed(_) => {
+            log_message(
+                channel,
+                message,
+                "channel message for a handler that no longer reads messages",
+            );
+        }
+        Delivery::NoRun => {}
+    }
+    delivery
 }
 
 #[cfg(test)]
@@ -584,6 +640,41 @@ mod tests {
         // 0.25 + 0.5 + 1 + 2 + 4 s of ramp, then one per 5 s: about 17 in a minute.
         let calls = api.recv_count();
         assert!((12..=20).contains(&calls), "{calls} recv calls in 60 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_about_a_run_not_yet_started_reaches_it_when_it_starts() {
+        let api = Arc::new(FakeApi::default());
+        lock_queue(&api).push(message("early", "run-2"));
+        let routes = Arc::new(Routes::default());
+        let shutdown = Shutdown::default();
+        let listener = Listener::new(
+            api.clone(),
+            routes.clone(),
+            settings(),
+            StatusBoard::default(),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(listener.run());
+        // Long enough for the backoff to reach its 5 s cap.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let calls_before = api.recv_count();
+        let (tx, mut rx) = mpsc::channel(8);
+        routes.register("run-2", None, tx);
+        let routed = tokio::time::timeout(Duration::from_millis(100), rx.recv())
+            .await
+            .expect("handed over without waiting for the next recv")
+            .expect("a message");
+        assert_eq!(routed.message_id, "early");
+        assert_eq!(
+            api.recv_count(),
+            calls_before,
+            "no extra request was needed"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(rx.try_recv().is_err(), "routed twice");
+        shutdown.force.cancel();
+        task.await.expect("listener ends");
     }
 
     #[tokio::test(start_paused = true)]

@@ -291,6 +291,55 @@ async fn a_message_for_the_run_in_hand_reaches_its_handler_exactly_once_although
 }
 
 #[tokio::test]
+async fn a_message_that_arrives_before_its_run_starts_is_handed_over_when_it_starts() {
+    let env = Env::start().await;
+    let builder = env.session("builder", Some(CHANNEL));
+    let reviewer = env.session("reviewer", Some(CHANNEL));
+    let client = env.client(&builder, Duration::from_secs(2));
+    let status = StatusBoard::default();
+    let sink = Coordination::new(
+        Arc::new(client.clone()),
+        status.clone(),
+        settings(Duration::from_secs(1)),
+    );
+    let shutdown = Shutdown::default();
+    let listener = tokio::spawn(
+        sink.listener(listener_settings(Some(CHANNEL)), shutdown.clone())
+            .run(),
+    );
+    env.sim.wait_for_waiters(Route::ChannelRecv, 1).await;
+    let run = env.sim.enqueue_task(TaskSpec {
+        title: "early news".into(),
+        channel: Some(CHANNEL.into()),
+        ..TaskSpec::default()
+    });
+    // The peer writes about the run before this worker has claimed it.
+    let id = env.sim.inject_message(
+        &builder.session_id,
+        peer_message(&reviewer, &run.run_id, "start with the parser"),
+    );
+    eventually("the listener read it", || {
+        env.requests(Route::ChannelRecv, 200) >= 2
+    })
+    .await;
+    let claim = match client.claim_next(&ClaimRequest::default()).await {
+        Ok(ClaimOutcome::Claimed(claim)) => *claim,
+        other => panic!("nothing claimed: {other:?}"),
+    };
+    let document = TaskDocument::new(claim, None, None);
+    let (inbound_tx, mut inbound) = mpsc::channel(8);
+    sink.run_started(&document, inbound_tx);
+    let routed = tokio::time::timeout(Duration::from_secs(10), inbound.recv())
+        .await
+        .expect("the early message in time")
+        .expect("a message");
+    assert_eq!(routed.message_id, id);
+    assert_eq!(status.snapshot().counters.messages_received, 1);
+    shutdown.force.cancel();
+    listener.await.expect("listener ends");
+}
+
+#[tokio::test]
 async fn messages_for_no_run_in_hand_are_only_logged() {
     let env = Env::start().await;
     let builder = env.session("builder", Some(CHANNEL));
