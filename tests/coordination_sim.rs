@@ -1008,3 +1008,107 @@ async fn a_handler_hears_a_peer_replies_reports_and_spawns_through_the_worker() 
     shutdown.force.cancel();
     listener.await.expect("listener ends");
 }
+
+/// An exec program that waits for one channel message on stdin, replies to it, asks for a child
+/// session and completes with the spawn answer it read.
+const CONVERSING_PROGRAM: &str = r#"#!/bin/sh
+IFS= read -r task
+echo '{"type":"progress","text":"waiting for a message"}'
+IFS= read -r message
+id=$(printf '%s\n' "$message" | sed -n 's/.*"message_id":"\([^"]*\)".*/\1/p')
+printf '{"type":"reply","to":"%s","text":"on it"}\n' "$id"
+echo '{"type":"spawn","agent_name":"helper","ttl_seconds":60}'
+IFS= read -r answer
+printf '{"type":"result","result":{"answer":%s}}\n' "$answer"
+"#;
+
+#[tokio::test]
+async fn an_exec_program_reads_messages_and_writes_replies_and_spawns_through_the_worker() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use agh_worker::handler::exec::ExecConfig;
+    use agh_worker::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = dir.path().join("converse.sh");
+    std::fs::write(&program, CONVERSING_PROGRAM).expect("write program");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let env = Env::start().await;
+    let builder = env.session("builder", Some(CHANNEL));
+    let reviewer = env.session("reviewer", Some(CHANNEL));
+    let run = env.sim.enqueue_task(TaskSpec {
+        title: "converse".into(),
+        channel: Some(CHANNEL.into()),
+        ..TaskSpec::default()
+    });
+    // Written before the worker starts: handed over when the run does.
+    env.sim.inject_message(
+        &builder.session_id,
+        peer_message(&reviewer, &run.run_id, "which branch?"),
+    );
+    let api = Arc::new(env.client(&builder, Duration::from_secs(2)));
+    let status = StatusBoard::default();
+    let sink = Arc::new(Coordination::new(
+        api.clone(),
+        status.clone(),
+        settings(Duration::from_millis(100)),
+    ));
+    let shutdown = Shutdown::default();
+    let listener = tokio::spawn(
+        sink.listener(listener_settings(Some(CHANNEL)), shutdown.clone())
+            .run(),
+    );
+    let mut worker_settings = WorkerSettings::from_config(&agh_worker::config::Config::default());
+    worker_settings.max_runs = Some(1);
+    let worker = Worker {
+        api,
+        handlers: Arc::new(HandlerSet::new(vec![HandlerConfig {
+            name: "converse".into(),
+            kind: HandlerKind::Exec,
+            matches: MatchRule::default(),
+            exec: Some(ExecConfig {
+                program: program.clone(),
+                ..ExecConfig::default()
+            }),
+        }])),
+        events: sink.clone(),
+        settings: worker_settings,
+        status: status.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tokio::time::timeout(Duration::from_secs(30), worker.run())
+        .await
+        .expect("the run finished in time");
+    assert!(sink.flush(Duration::from_secs(10)).await);
+
+    let finished = env.sim.run(&run.run_id).expect("run");
+    assert_eq!(finished.status, "completed", "{finished:?}");
+    let answer = &finished.result.as_ref().expect("a result")["answer"];
+    assert_eq!(answer["type"], "spawned", "{answer}");
+    assert_eq!(answer["agent_name"], "helper");
+    assert_eq!(answer["ttl_seconds"], 60);
+    let peer = env.client(&reviewer, Duration::from_secs(2));
+    let seen = peek(&peer).await;
+    let reply = seen
+        .iter()
+        .find(|m| m.text() == Some("on it"))
+        .unwrap_or_else(|| panic!("no reply in {seen:?}"));
+    assert_eq!(
+        reply.metadata.as_ref().map(|m| m.message_kind.clone()),
+        Some(MessageKind::Reply)
+    );
+    assert_eq!(
+        reply.to_session_id.as_deref(),
+        Some(reviewer.peer_id.as_str())
+    );
+    assert!(
+        seen.iter()
+            .any(|m| m.text() == Some("waiting for a message")),
+        "{seen:?}"
+    );
+    assert_eq!(env.requests(Route::ChannelReply, 202), 1);
+    assert_eq!(status.snapshot().counters.messages_received, 1);
+    shutdown.force.cancel();
+    listener.await.expect("listener ends");
+}
