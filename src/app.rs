@@ -9,14 +9,14 @@ use clap::Parser;
 use std::sync::Arc;
 
 use crate::api::{AghClient, ClientOptions, RetryOptions};
+use crate::channel::ListenerSettings;
 use crate::cli::{Cli, Command, RunArgs, parse_duration};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::coordination::{Coordination, CoordinationSettings};
 use crate::handler::{HandlerSet, SharedHandlers};
 use crate::logging::LogControl;
 use crate::oneshot::{self, Output};
-use crate::worker::{
-    LogEvents, SharedSettings, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,
-};
+use crate::worker::{SharedSettings, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
 
 /// Exit code for a configuration a person must fix (EX_USAGE).
 pub const EXIT_BAD_CONFIG: u8 = 64;
@@ -192,15 +192,49 @@ pub async fn run_worker(
         }
     });
     let notifier = crate::notify::spawn(status.clone(), shutdown.clone());
+    let api = Arc::new(client);
+    let coordination = Arc::new(Coordination::new(
+        api.clone(),
+        status.clone(),
+        CoordinationSettings::from_config(&config),
+    ));
+    // The listener follows the process's shutdown, and also stops when the loop ends on its own
+    // (max runs, idleness), which cancels nothing else.
+    let listener_shutdown = Shutdown {
+        drain: shutdown.drain.child_token(),
+        force: shutdown.force.child_token(),
+    };
+    let listener = config.coordination.listen.then(|| {
+        tokio::spawn(
+            coordination
+                .listener(
+                    ListenerSettings::from_config(&config),
+                    listener_shutdown.clone(),
+                )
+                .run(),
+        )
+    });
+    {
+        // Read the spawn budget at start, so the first spawn is checked without waiting.
+        let spawner = coordination.spawner().clone();
+        tokio::spawn(async move {
+            spawner.refresh().await;
+        });
+    }
     let worker = Worker {
-        api: Arc::new(client),
+        api,
         handlers,
-        events: Arc::new(LogEvents),
+        events: coordination.clone(),
         settings,
         status: status.clone(),
         shutdown,
     };
     let exit = worker.run().await;
+    listener_shutdown.force.cancel();
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
+    coordination.flush(std::time::Duration::from_secs(5)).await;
     let _ = notifier.await;
     if let Some(health) = health {
         health.stop().await;

@@ -10,12 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{AghClient, ClientOptions, Endpoint, Identity};
+use crate::channel::ListenerSettings;
 use crate::cli::DemoArgs;
 use crate::config::OrphanPolicy;
+use crate::coordination::{Coordination, CoordinationSettings};
 use crate::handler::exec::ExecConfig;
 use crate::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
-use crate::sim::{SimConfig, Simulator, TaskSpec};
-use crate::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerSettings};
+use crate::sim::{DEFAULT_WORKSPACE, SessionSpec, SimConfig, Simulator, TaskSpec};
+use crate::worker::{Shutdown, StatusBoard, Worker, WorkerSettings};
+
+/// The network channel of the demo's session and tasks, so progress lines become real channel
+/// messages (a session can only send on its own channel).
+const DEMO_CHANNEL: &str = "demo";
 
 /// The example handler, embedded so the demo works from any directory.
 const EXAMPLE_HANDLER: &str = include_str!("../examples/exec-handler.sh");
@@ -54,13 +60,19 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let server = simulator
         .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await?;
-    let session = simulator
-        .default_session()
-        .ok_or_else(|| anyhow::anyhow!("the simulator has no default session"))?;
+    let session = simulator.create_session(SessionSpec {
+        agent_name: "worker".into(),
+        workspace_id: Some(DEFAULT_WORKSPACE.into()),
+        channel: Some(DEMO_CHANNEL.into()),
+        ..SessionSpec::default()
+    });
     let total = args.tasks.max(1);
     for index in 0..total {
         let title = TITLES[index as usize % TITLES.len()];
-        simulator.enqueue_task(TaskSpec::titled(&format!("{title} ({})", index + 1)));
+        simulator.enqueue_task(TaskSpec {
+            channel: Some(DEMO_CHANNEL.into()),
+            ..TaskSpec::titled(&format!("{title} ({})", index + 1))
+        });
     }
     let endpoint = Endpoint::parse(&server.base_url())?;
     let identity = Identity {
@@ -99,10 +111,38 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     };
     let shutdown = Shutdown::default();
     let status = StatusBoard::default();
+    let api = Arc::new(client);
+    let coordination = Arc::new(Coordination::new(
+        api.clone(),
+        status.clone(),
+        CoordinationSettings {
+            progress_interval: Duration::from_millis(200),
+            ..CoordinationSettings::default()
+        },
+    ));
+    let listener_shutdown = Shutdown {
+        drain: shutdown.drain.child_token(),
+        force: shutdown.force.child_token(),
+    };
+    let listener = tokio::spawn(
+        coordination
+            .listener(
+                ListenerSettings {
+                    session_channel: Some(DEMO_CHANNEL.into()),
+                    idle_backoff_initial: crate::channel::IDLE_BACKOFF_INITIAL,
+                    idle_backoff_max: Duration::from_secs(5),
+                    error_backoff_initial: Duration::from_millis(100),
+                    error_backoff_max: Duration::from_secs(2),
+                    disabled_probe: Duration::from_secs(60),
+                },
+                listener_shutdown.clone(),
+            )
+            .run(),
+    );
     let worker = Arc::new(Worker {
-        api: Arc::new(client),
+        api,
         handlers: Arc::new(handlers),
-        events: Arc::new(LogEvents),
+        events: coordination.clone(),
         settings: settings.into(),
         status: status.clone(),
         shutdown: shutdown.clone(),
@@ -140,6 +180,9 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
     shutdown.drain.cancel();
     let _ = running.await;
+    listener_shutdown.force.cancel();
+    let _ = listener.await;
+    coordination.flush(Duration::from_secs(5)).await;
     server.shutdown().await;
 
     let ledger = simulator.ledger();
@@ -153,6 +196,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     println!("  runs failed           {:>8}", counters.runs_failed);
     println!("  runs released         {:>8}", counters.runs_released);
     println!("  leases lost           {:>8}", counters.leases_lost);
+    println!("  channel messages sent {:>8}", counters.messages_sent);
     println!(
         "  claim→start p50       {:>8}",
         format_micros(percentile(&latencies, 50))

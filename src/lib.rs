@@ -2,18 +2,26 @@
 //!
 //! The flow, one way: configuration and signals come in; the worker loop claims a task run,
 //! hands the lease to its own task, which heartbeats while a handler does the work and then
-//! makes exactly one terminal call (complete, fail or release).
+//! makes exactly one terminal call (complete, fail or release). Beside the loop, the channel
+//! listener ([`channel`]) long-polls the session's and the run's coordination channels and hands
+//! new messages to the run they name; the event sink ([`coordination`]) sends what handlers report
+//! as channel messages, and the spawner ([`spawner`]) creates child sessions within the budget.
 //!
 //! Glossary:
 //! - **session**: an AGH agent session; its id and agent name are the worker's identity.
 //! - **run**: one attempt at a task; a session holds at most one run's lease at a time.
 //! - **lease**: the right to work on a run until `lease_until`; renewed by heartbeats.
 //! - **terminal call**: complete, fail or release; exactly one per claimed run.
+//! - **coordination channel**: the network channel of a run, where its status and messages go;
+//!   a session can only send on its own channel.
+//! - **child session**: a session spawned by this one, within its lineage budget, until its TTL.
 
 pub mod api;
 pub mod app;
+pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod demo;
 pub mod handler;
 pub mod health;
@@ -23,4 +31,5 @@ pub mod oneshot;
 pub mod shutdown;
 pub mod sim;
 pub mod sim_cli;
+pub mod spawner;
 pub mod worker;

@@ -38,6 +38,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub log: LogConfig,
     pub health: HealthConfig,
+    pub coordination: CoordinationConfig,
     /// `[[handlers]]`: which handler runs which task, first match wins.
     pub handlers: Vec<crate::handler::HandlerConfig>,
 }
@@ -157,6 +158,49 @@ impl Default for WorkerConfig {
             required_capabilities: Vec::new(),
             priority_min: 0,
         }
+    }
+}
+
+/// `[coordination]`: the channel listener, messages sent for handlers, and the spawner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinationConfig {
+    /// Long-poll the session channel and the run's coordination channel for messages.
+    pub listen: bool,
+    /// At most one progress message per run in this many milliseconds; the latest text wins.
+    pub progress_interval_ms: u64,
+    /// Longest pause between recv calls that brought nothing new (recv is a peek, so a message
+    /// nobody dequeues would otherwise be returned in a hot loop).
+    pub recv_backoff_max_ms: u64,
+    /// Seconds between probes of a channel while the daemon answers 503 (network disabled).
+    pub network_disabled_probe_seconds: u64,
+    /// Ceiling on a child session's TTL, in seconds (the run's remaining time also caps it).
+    pub max_child_ttl_seconds: u64,
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        Self {
+            listen: true,
+            progress_interval_ms: 1_000,
+            recv_backoff_max_ms: 5_000,
+            network_disabled_probe_seconds: 60,
+            max_child_ttl_seconds: 3_600,
+        }
+    }
+}
+
+impl CoordinationConfig {
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_millis(self.progress_interval_ms)
+    }
+
+    pub fn recv_backoff_max(&self) -> Duration {
+        Duration::from_millis(self.recv_backoff_max_ms)
+    }
+
+    pub fn network_disabled_probe(&self) -> Duration {
+        Duration::from_secs(self.network_disabled_probe_seconds)
     }
 }
 

@@ -3,7 +3,9 @@
 use super::endpoint::DEFAULT_TCP_PORT;
 use super::error::ValidationErrors;
 use super::load::env_var_for;
-use super::{AghConfig, Config, HealthConfig, LogConfig, RetryConfig, WorkerConfig};
+use super::{
+    AghConfig, Config, CoordinationConfig, HealthConfig, LogConfig, RetryConfig, WorkerConfig,
+};
 use crate::api::Endpoint;
 
 /// AGH refuses longer leases (`lease_seconds exceeds 86400`).
@@ -36,6 +38,7 @@ impl Config {
         validate_worker(&self.worker, &mut errors);
         validate_log(&self.log, &mut errors);
         validate_health(&self.health, &mut errors);
+        validate_coordination(&self.coordination, &mut errors);
         for (key, problem) in crate::handler::select::table_problems(&self.handlers) {
             errors.push(&key, problem);
         }
@@ -329,6 +332,51 @@ fn validate_health(health: &HealthConfig, errors: &mut ValidationErrors) {
     }
 }
 
+/// Range rules of `[coordination]`: (key, value, lowest, highest, why the lowest).
+fn validate_coordination(coordination: &CoordinationConfig, errors: &mut ValidationErrors) {
+    let rules: [(&str, u64, u64, u64, &str); 4] = [
+        (
+            "coordination.progress_interval_ms",
+            coordination.progress_interval_ms,
+            100,
+            3_600_000,
+            "faster progress would flood the channel",
+        ),
+        (
+            "coordination.recv_backoff_max_ms",
+            coordination.recv_backoff_max_ms,
+            250,
+            300_000,
+            "a shorter pause re-reads a stuck message in a near-hot loop",
+        ),
+        (
+            "coordination.network_disabled_probe_seconds",
+            coordination.network_disabled_probe_seconds,
+            1,
+            86_400,
+            "0 would probe a disabled network in a hot loop",
+        ),
+        (
+            "coordination.max_child_ttl_seconds",
+            coordination.max_child_ttl_seconds,
+            1,
+            604_800,
+            "AGH refuses a TTL of 0",
+        ),
+    ];
+    for (key, value, low, high, why) in rules {
+        if !(low..=high).contains(&value) {
+            errors.push(
+                key,
+                format!(
+                    "{key} ({value}) is out of range: use {low} to {high} ({why} below {low}); {}",
+                    how_to_set(key)
+                ),
+            );
+        }
+    }
+}
+
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 fn validate_log(log: &LogConfig, errors: &mut ValidationErrors) {
@@ -373,6 +421,28 @@ mod tests {
     #[test]
     fn the_defaults_with_an_identity_and_a_home_are_valid() {
         assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn coordination_values_outside_their_ranges_are_refused_with_the_key() {
+        let mut config = valid();
+        config.coordination.progress_interval_ms = 10;
+        config.coordination.recv_backoff_max_ms = 0;
+        config.coordination.network_disabled_probe_seconds = 0;
+        config.coordination.max_child_ttl_seconds = 0;
+        assert_eq!(
+            problems(&config),
+            vec![
+                "coordination.progress_interval_ms",
+                "coordination.recv_backoff_max_ms",
+                "coordination.network_disabled_probe_seconds",
+                "coordination.max_child_ttl_seconds",
+            ]
+        );
+        let mut config = valid();
+        config.coordination.recv_backoff_max_ms = 250;
+        config.coordination.progress_interval_ms = 100;
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

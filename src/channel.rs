@@ -1,0 +1,742 @@
+//! The channel listener: long-polls `recv?wait=true` on the session channel and on the
+//! coordination channel of each run in hand, dedupes by `message_id`, backs off when nothing is
+//! new, and routes new messages to the handler of the run named in their metadata.
+//!
+//! `recv` is a peek (agh-protocol.md §5.1): it never removes anything, and a waiting `recv`
+//! returns at once while *anything* is queued on the channel, including messages already seen and
+//! envelopes the response then filters out. Asking again straight away would turn one stuck
+//! message into a hot loop, so every answer that brings nothing new is followed by a pause that
+//! starts at 250 ms and doubles up to `coordination.recv_backoff_max_ms`, minus the time the
+//! request itself took (an idle long-poll that ran to its deadline asks again at once).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::types::ChannelMessage;
+use crate::api::{ApiError, ErrorKind};
+use crate::config::Config;
+use crate::coordination::CoordinationApi;
+use crate::worker::{Backoff, Shutdown, StatusBoard};
+
+/// How many message ids the listener remembers. The daemon's queue holds at most 100 messages
+/// per session, so 4096 covers every id that can still be returned, with memory bounded.
+pub const SEEN_IDS: usize = 4096;
+
+/// First pause after an answer with nothing new.
+pub const IDLE_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
+
+/// The listener's pacing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// The session's own channel, listened to for the whole life of the process.
+    pub session_channel: Option<String>,
+    /// First pause after an answer with nothing new.
+    pub idle_backoff_initial: Duration,
+    /// Longest pause after answers with nothing new.
+    pub idle_backoff_max: Duration,
+    /// First pause after a failed recv (jittered, doubling).
+    pub error_backoff_initial: Duration,
+    /// Longest pause after failed recvs.
+    pub error_backoff_max: Duration,
+    /// Probe interval while a channel answers 503 (network disabled) or refuses the channel.
+    pub disabled_probe: Duration,
+}
+
+impl ListenerSettings {
+    /// Settings from the configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let channel = config.agh.session_channel.trim();
+        ListenerSettings {
+            session_channel: (!channel.is_empty()).then(|| channel.to_string()),
+            idle_backoff_initial: IDLE_BACKOFF_INITIAL.min(config.coordination.recv_backoff_max()),
+            idle_backoff_max: config.coordination.recv_backoff_max(),
+            error_backoff_initial: config.retry.initial_backoff(),
+            error_backoff_max: config.retry.max_backoff(),
+            disabled_probe: config.coordination.network_disabled_probe(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure pieces
+
+/// The ids seen most recently: a set for lookups and a FIFO that evicts the oldest beyond `cap`.
+#[derive(Debug)]
+pub struct SeenIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl SeenIds {
+    pub fn new(cap: usize) -> Self {
+        SeenIds {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Records `id`; true when it was not seen before (within the window).
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.cap
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        self.set.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        true
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// The pause after answers with nothing new: `initial`, doubling up to `max`; reset by news.
+#[derive(Debug, Clone)]
+pub struct IdleBackoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl IdleBackoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        IdleBackoff {
+            initial,
+            max: max.max(initial),
+            next: initial,
+        }
+    }
+
+    /// The pause to take now; the following one is twice as long (up to the cap).
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// How long to wait before asking again, given the pause wanted and how long the request took:
+/// a long-poll that waited out its deadline has already spent the pause.
+pub fn remaining_pause(pause: Duration, request_took: Duration) -> Duration {
+    pause.saturating_sub(request_took)
+}
+
+/// What a recv failure means for the channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvFailure {
+    /// 503 (network disabled or not configured; over TCP the text is masked, so any 503 other
+    /// than an identity lookup), or a channel the daemon refuses (400): probe slowly.
+    ChannelUnavailable,
+    /// Anything else: back off (jittered, capped) and try again.
+    Transient,
+}
+
+pub fn classify_recv_failure(err: &ApiError) -> RecvFailure {
+    match err.kind {
+        ErrorKind::ServiceUnavailable | ErrorKind::Validation | ErrorKind::RouteNotFound => {
+            RecvFailure::ChannelUnavailable
+        }
+        _ => RecvFailure::Transient,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes: which run gets which messages
+
+/// Where a message went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the handler of this run.
+    Routed(String),
+    /// The handler's inbound queue is full; the message was dropped.
+    Full(String),
+    /// The handler no longer reads messages (it ended or dropped its receiver).
+    Closed(String),
+    /// No run in hand matches the message's `metadata.run_id`.
+    NoRun,
+}
+
+struct RunRoute {
+    channel: Option<String>,
+    inbound: mpsc::Sender<ChannelMessage>,
+}
+
+/// The runs in hand, their coordination channels and their inbound queues. Shared by the event
+/// sink (which registers runs) and the listener (which reads channels and routes messages).
+pub struct Routes {
+    runs: Mutex<HashMap<String, RunRoute>>,
+    changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("runs", &self.lock().keys().cloned().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            runs: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Routes {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, RunRoute>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A run starts: messages naming it go to `inbound`; its channel is listened to.
+    pub fn register(
+        &self,
+        run_id: &str,
+        channel: Option<String>,
+        inbound: mpsc::Sender<ChannelMessage>,
+    ) {
+        self.lock()
+            .insert(run_id.to_string(), RunRoute { channel, inbound });
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// A run ended: nothing more is routed to it; its channel is dropped unless shared.
+    pub fn unregister(&self, run_id: &str) {
+        if self.lock().remove(run_id).is_some() {
+            self.changed.send_modify(|version| *version += 1);
+        }
+    }
+
+    /// The coordination channels of the runs in hand.
+    pub fn run_channels(&self) -> BTreeSet<String> {
+        self.lock()
+            .values()
+            .filter_map(|route| route.channel.clone())
+            .collect()
+    }
+
+    /// Hands `message` to the run named in its metadata, without ever waiting.
+    pub fn deliver(&self, message: &ChannelMessage) -> Delivery {
+        let Some(run_id) = message
+            .metadata
+            .as_ref()
+            .map(|metadata| metadata.run_id.as_str())
+            .filter(|id| !id.is_empty())
+        else {
+            return Delivery::NoRun;
+        };
+        let runs = self.lock();
+        let Some(route) = runs.get(run_id) else {
+            return Delivery::NoRun;
+        };
+        match route.inbound.try_send(message.clone()) {
+            Ok(()) => Delivery::Routed(run_id.to_string()),
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full(run_id.to_string()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed(run_id.to_string()),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The listener
+
+/// The listener task: one poller per channel in use, started and stopped as runs come and go.
+pub struct Listener<A> {
+    api: Arc<A>,
+    routes: Arc<Routes>,
+    settings: ListenerSettings,
+    status: StatusBoard,
+    shutdown: Shutdown,
+}
+
+struct Poller {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What every poller shares.
+struct PollerContext<A> {
+    api: Arc<A>,
+    routes: Arc<Routes>,
+    settings: ListenerSettings,
+    status: StatusBoard,
+    /// Messages routed (or dropped for a full or closed queue): never handed over again.
+    handled: Mutex<SeenIds>,
+    /// Messages for no run in hand that were logged: logged once, still routable later.
+    logged: Mutex<SeenIds>,
+}
+
+impl<A: CoordinationApi> Listener<A> {
+    pub fn new(
+        api: Arc<A>,
+        routes: Arc<Routes>,
+        settings: ListenerSettings,
+        status: StatusBoard,
+        shutdown: Shutdown,
+    ) -> Self {
+        Listener {
+            api,
+            routes,
+            settings,
+            status,
+            shutdown,
+        }
+    }
+
+    /// Runs until stop-now, or until a drain has begun and no run is left in hand: the session
+    /// channel is dropped at the drain (no new work is taken), a run's channel only when the
+    /// run ends, so a draining handler still gets its messages.
+    pub async fn run(self) {
+        let context = Arc::new(PollerContext {
+            api: self.api,
+            routes: self.routes.clone(),
+            settings: self.settings.clone(),
+            status: self.status,
+            handled: Mutex::new(SeenIds::new(SEEN_IDS)),
+            logged: Mutex::new(SeenIds::new(SEEN_IDS)),
+        });
+        let mut changes = self.routes.subscribe();
+        let mut pollers: HashMap<String, Poller> = HashMap::new();
+        tracing::info!(
+            session_channel = self.settings.session_channel.as_deref().unwrap_or(""),
+            "channel listener started"
+        );
+        loop {
+            if self.shutdown.force.is_cancelled() {
+                break;
+            }
+            let draining = self.shutdown.is_stopping();
+            let mut wanted = self.routes.run_channels();
+            if !draining && let Some(channel) = &self.settings.session_channel {
+                wanted.insert(channel.clone());
+            }
+            pollers.retain(|channel, poller| {
+                let keep = wanted.contains(channel);
+                if !keep {
+                    tracing::debug!(channel = %channel, "no longer listening on channel");
+                    poller.stop.cancel();
+                }
+                keep
+            });
+            for channel in wanted {
+                if pollers.contains_key(&channel) {
+                    continue;
+                }
+                tracing::debug!(channel = %channel, "listening on channel");
+                let stop = CancellationToken::new();
+                let task =
+                    tokio::spawn(poll_channel(context.clone(), channel.clone(), stop.clone()));
+                pollers.insert(channel, Poller { stop, task });
+            }
+            if draining && pollers.is_empty() {
+                break;
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = self.shutdown.drain.cancelled(), if !draining => {}
+                _ = self.shutdown.force.cancelled() => {}
+            }
+        }
+        for poller in pollers.values() {
+            poller.stop.cancel();
+        }
+        for (_, poller) in pollers {
+            let _ = poller.task.await;
+        }
+        tracing::info!("channel listener stopped");
+    }
+}
+
+/// Long-polls one channel until `stop`.
+async fn poll_channel<A: CoordinationApi>(
+    context: Arc<PollerContext<A>>,
+    channel: String,
+    stop: CancellationToken,
+) {
+    let settings = &context.settings;
+    let mut idle = IdleBackoff::new(settings.idle_backoff_initial, settings.idle_backoff_max);
+    let mut errors = Backoff::new(settings.error_backoff_initial, settings.error_backoff_max);
+    let mut unavailable = false;
+    let mut changes = context.routes.subscribe();
+    // Messages of the last answer naming a run not (yet) in hand: handed over without another
+    // request if that run starts while the listener pauses.
+    let mut waiting: Vec<ChannelMessage> = Vec::new();
+    loop {
+        let sent = Instant::now();
+        let answer = tokio::select! {
+            answer = context.api.recv_wait(&channel) => answer,
+            _ = stop.cancelled() => return,
+        };
+        changes.borrow_and_update();
+        let pause = match answer {
+            Ok(messages) => {
+                errors.reset();
+                if unavailable {
+                    tracing::info!(channel = %channel, "the channel answers again; listening");
+                    unavailable = false;
+                }
+                let (news, unrouted) = take_answer(&context, &channel, messages);
+                waiting = unrouted;
+                if news {
+                    idle.reset();
+                    Duration::ZERO
+                } else {
+                    remaining_pause(idle.next_delay(), sent.elapsed())
+                }
+            }
+            Err(err) => {
+                waiting.clear();
+                match classify_recv_failure(&err) {
+                    RecvFailure::ChannelUnavailable => {
+                        // A fact about the deployment, not an incident: said once, then probed slowly.
+                        if !unavailable {
+                            tracing::warn!(
+                                channel = %channel,
+                                error = %err,
+                                probe_every_s = settings.disabled_probe.as_secs(),
+                                "the daemon does not serve this channel (network disabled?); probing slowly"
+                            );
+                            unavailable = true;
+                        }
+                        settings.disabled_probe
+                    }
+                    RecvFailure::Transient => {
+                        let delay = errors.next_delay();
+                        tracing::warn!(
+                            channel = %channel,
+                            error = %err,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "recv failed; backing off"
+                        );
+                        delay
+                    }
+                }
+            }
+        };
+        let wake = Instant::now() + pause;
+        while Instant::now() < wake {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                _ = stop.cancelled() => return,
+                changed = changes.changed(), if !waiting.is_empty() => {
+                    if changed.is_err() {
+                        waiting.clear();
+                        continue;
+                    }
+                    changes.borrow_and_update();
+                    let unrouted = std::mem::take(&mut waiting);
+                    let (_, still) = take_answer(&context, &channel, unrouted);
+                    waiting = still;
+                }
+            }
+        }
+    }
+}
+
+/// Routes the messages of one answer that were not handled before, in the daemon's order.
+/// Answers whether anything was news (routed, or logged for the first time), and the messages
+/// naming no run in hand: those stay eligible, because a peer may write about a run a moment
+/// before this worker starts it, and recv keeps returning them while they are queued.
+fn take_answer<A>(
+    context: &PollerContext<A>,
+    channel: &str,
+    answer: Vec<ChannelMessage>,
+) -> (bool, Vec<ChannelMessage>) {
+    let mut news = false;
+    let mut unrouted = Vec::new();
+    // Held while delivering, so a message is routed once even if two pollers see it.
+    let mut handled = lock_ids(&context.handled);
+    for message in answer {
+        if message.message_id.is_empty() || handled.contains(&message.message_id) {
+            continue;
+        }
+        match dispatch(context, channel, &message) {
+            Delivery::NoRun => {
+                if lock_ids(&context.logged).insert(&message.message_id) {
+                    log_message(channel, &message, "channel message for no run in hand");
+                    news = true;
+                }
+                unrouted.push(message);
+            }
+            _ => {
+                handled.insert(&message.message_id);
+                news = true;
+            }
+        }
+    }
+    (news, unrouted)
+}
+
+fn lock_ids(ids: &Mutex<SeenIds>) -> MutexGuard<'_, SeenIds> {
+    ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn log_message(channel: &str, message: &ChannelMessage, what: &str) {
+    let metadata = message.metadata.as_ref();
+    let run_id = metadata.map(|m| m.run_id.as_str()).unwrap_or("");
+    let kind = metadata.map(|m| m.message_kind.as_str()).unwrap_or("");
+    let text = message.text().unwrap_or("");
+    let from = message.from_session_id.as_deref().unwrap_or("");
+    tracing::info!(channel, run_id, message_id = %message.message_id, from, kind, text, "{what}");
+}
+
+/// Hands one message to its run and says so in the log (messages for no run are logged by the caller, once).
+fn dispatch<A>(context: &PollerContext<A>, channel: &str, message: &ChannelMessage) -> Delivery {
+    let delivery = context.routes.deliver(message);
+    match &delivery {
+        Delivery::Routed(_) => {
+            context.status.update(|s| s.counters.messages_received += 1);
+            log_message(channel, message, "channel message for the run in hand");
+        }
+        Delivery::Full(run_id) => {
+            tracing::warn!(channel, run_id = %run_id, message_id = %message.message_id, "the handler's inbound queue is full; message dropped");
+        }
+        Delivery::Closed(_) => {
+            log_message(
+                channel,
+                message,
+                "channel message for a handler that no longer reads messages",
+            );
+        }
+        Delivery::NoRun => {}
+    }
+    delivery
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{MessageKind, MessageMetadata};
+    use crate::coordination::fake::FakeApi;
+
+    #[test]
+    fn seen_ids_report_news_once_and_forget_the_oldest_beyond_the_cap() {
+        let mut seen = SeenIds::new(3);
+        assert!(seen.insert("a"));
+        assert!(!seen.insert("a"));
+        assert!(seen.insert("b"));
+        assert!(seen.insert("c"));
+        assert!(seen.insert("d"));
+        assert_eq!(seen.len(), 3);
+        // "a" was evicted, so it counts as new again; "d" is remembered.
+        assert!(!seen.insert("d"));
+        assert!(seen.insert("a"));
+    }
+
+    #[test]
+    fn idle_backoff_doubles_to_its_cap_and_resets_on_news() {
+        let mut idle = IdleBackoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let delays: Vec<u64> = (0..7)
+            .map(|_| idle.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+        idle.reset();
+        assert_eq!(idle.next_delay(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_long_poll_that_waited_has_already_spent_its_pause() {
+        assert_eq!(
+            remaining_pause(Duration::from_secs(5), Duration::from_secs(30)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            remaining_pause(Duration::from_secs(5), Duration::from_secs(1)),
+            Duration::from_secs(4)
+        );
+    }
+
+    #[test]
+    fn a_503_means_a_slow_probe_and_a_transport_error_a_backoff() {
+        let disabled =
+            ApiError::from_response("recv", 503, br#"{"error":"api: network is disabled"}"#);
+        assert_eq!(
+            classify_recv_failure(&disabled),
+            RecvFailure::ChannelUnavailable
+        );
+        let masked = ApiError::from_response("recv", 503, br#"{"error":"Service Unavailable"}"#);
+        assert_eq!(
+            classify_recv_failure(&masked),
+            RecvFailure::ChannelUnavailable
+        );
+        let transport = ApiError::local("recv", ErrorKind::Transport, "connection refused");
+        assert_eq!(classify_recv_failure(&transport), RecvFailure::Transient);
+    }
+
+    fn settings() -> ListenerSettings {
+        ListenerSettings {
+            session_channel: Some("builders".into()),
+            idle_backoff_initial: IDLE_BACKOFF_INITIAL,
+            idle_backoff_max: Duration::from_secs(5),
+            error_backoff_initial: Duration::from_millis(200),
+            error_backoff_max: Duration::from_secs(10),
+            disabled_probe: Duration::from_secs(60),
+        }
+    }
+
+    /// Runs a listener on `api` for `period` of (paused) time; answers the routes it used.
+    async fn listen_for(api: &Arc<FakeApi>, routes: Arc<Routes>, period: Duration) {
+        let shutdown = Shutdown::default();
+        let listener = Listener::new(
+            api.clone(),
+            routes,
+            settings(),
+            StatusBoard::default(),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(listener.run());
+        tokio::time::sleep(period).await;
+        shutdown.force.cancel();
+        task.await.expect("listener ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_message_is_routed_once_and_re_read_at_most_every_five_seconds() {
+        let api = Arc::new(FakeApi::default());
+        lock_queue(&api).push(message("m1", "run-1"));
+        let routes = Arc::new(Routes::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        routes.register("run-1", Some("builders".into()), tx);
+        listen_for(&api, routes, Duration::from_secs(60)).await;
+        assert_eq!(rx.try_recv().map(|m| m.message_id).ok(), Some("m1".into()));
+        assert!(rx.try_recv().is_err(), "routed twice");
+        // 0.25 + 0.5 + 1 + 2 + 4 s of ramp, then one per 5 s: about 17 in a minute.
+        let calls = api.recv_count();
+        assert!((12..=20).contains(&calls), "{calls} recv calls in 60 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_about_a_run_not_yet_started_reaches_it_when_it_starts() {
+        let api = Arc::new(FakeApi::default());
+        lock_queue(&api).push(message("early", "run-2"));
+        let routes = Arc::new(Routes::default());
+        let shutdown = Shutdown::default();
+        let listener = Listener::new(
+            api.clone(),
+            routes.clone(),
+            settings(),
+            StatusBoard::default(),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(listener.run());
+        // Long enough for the backoff to reach its 5 s cap.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let calls_before = api.recv_count();
+        let (tx, mut rx) = mpsc::channel(8);
+        routes.register("run-2", None, tx);
+        let routed = tokio::time::timeout(Duration::from_millis(100), rx.recv())
+            .await
+            .expect("handed over without waiting for the next recv")
+            .expect("a message");
+        assert_eq!(routed.message_id, "early");
+        assert_eq!(
+            api.recv_count(),
+            calls_before,
+            "no extra request was needed"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(rx.try_recv().is_err(), "routed twice");
+        shutdown.force.cancel();
+        task.await.expect("listener ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_channel_costs_one_recv_per_long_poll_deadline() {
+        let api = Arc::new(FakeApi {
+            long_poll: Duration::from_secs(30),
+            ..FakeApi::default()
+        });
+        listen_for(&api, Arc::new(Routes::default()), Duration::from_secs(300)).await;
+        let calls = api.recv_count();
+        assert!((10..=11).contains(&calls), "{calls} recv calls in 300 s");
+    }
+
+    fn lock_queue(api: &FakeApi) -> MutexGuard<'_, Vec<ChannelMessage>> {
+        api.queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn message(id: &str, run_id: &str) -> ChannelMessage {
+        ChannelMessage {
+            message_id: id.into(),
+            body: serde_json::json!({"text": "hello"}),
+            metadata: Some(MessageMetadata {
+                task_id: "task-1".into(),
+                run_id: run_id.into(),
+                coordination_channel_id: "builders".into(),
+                message_kind: MessageKind::Request,
+                correlation_id: run_id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn routes_hand_messages_to_the_named_run_without_waiting() {
+        let routes = Routes::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        routes.register("run-1", Some("builders".into()), tx);
+        assert_eq!(
+            routes.run_channels().into_iter().collect::<Vec<_>>(),
+            vec!["builders".to_string()]
+        );
+        assert_eq!(
+            routes.deliver(&message("m1", "run-1")),
+            Delivery::Routed("run-1".into())
+        );
+        // The queue holds one: the next is dropped rather than waited for.
+        assert_eq!(
+            routes.deliver(&message("m2", "run-1")),
+            Delivery::Full("run-1".into())
+        );
+        assert_eq!(routes.deliver(&message("m3", "run-9")), Delivery::NoRun);
+        assert_eq!(rx.try_recv().map(|m| m.message_id).ok(), Some("m1".into()));
+        drop(rx);
+        assert_eq!(
+            routes.deliver(&message("m4", "run-1")),
+            Delivery::Closed("run-1".into())
+        );
+        routes.unregister("run-1");
+        assert!(routes.run_channels().is_empty());
+        assert_eq!(routes.deliver(&message("m5", "run-1")), Delivery::NoRun);
+    }
+}
