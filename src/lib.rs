@@ -12,7 +12,9 @@
 
 pub mod api;
 pub mod app;
+pub mod check;
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod demo;
 pub mod handler;
