@@ -79,6 +79,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Sim(args) => return crate::sim_cli::serve(args).await,
         Command::Demo(args) => return crate::demo::run(args).await,
+        // Before the validated load below: `check` reports an invalid configuration itself,
+        // and completions and the man page need no configuration at all.
+        Command::Check(args) => return crate::check::run(&cli, args).await,
+        Command::Completions(args) => return crate::cli_docs::completions(args),
+        Command::Man(args) => return crate::cli_docs::man(args),
         _ => {}
     }
     let loaded = match load_config(&cli) {

@@ -85,6 +85,37 @@ pub enum Command {
     Soul(SoulArgs),
     /// POST /api/agent/spawn: create a child session.
     Spawn(SpawnArgs),
+    /// Check the configuration, the AGH endpoint, the identity and the handlers; exit 1 on any failure.
+    Check(CheckArgs),
+    /// Print a shell completion script, e.g. `agh-worker completions bash > /etc/bash_completion.d/agh-worker`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// `check` options (`--json` prints the checklist as JSON).
+#[derive(Debug, Args, Default)]
+pub struct CheckArgs {
+    /// Do not call AGH; check the configuration, endpoint resolution and handlers only.
+    #[arg(long)]
+    pub no_probe: bool,
+}
+
+/// `completions` options.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man` options.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write agh-worker.1 and one agh-worker-COMMAND.1 per command into this directory instead
+    /// of printing agh-worker.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `run` options.

@@ -19,7 +19,9 @@
 pub mod api;
 pub mod app;
 pub mod channel;
+pub mod check;
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod coordination;
 pub mod demo;

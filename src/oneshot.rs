@@ -68,7 +68,12 @@ impl OneShotError {
 pub fn is_one_shot(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Run(_) | Command::Demo(_) | Command::Sim(_)
+        Command::Run(_)
+            | Command::Demo(_)
+            | Command::Sim(_)
+            | Command::Check(_)
+            | Command::Completions(_)
+            | Command::Man(_)
     )
 }
 
@@ -228,7 +233,12 @@ pub async fn execute(
             };
             json!({"spawn": client.spawn(&request).await?})
         }
-        Command::Run(_) | Command::Demo(_) | Command::Sim(_) => {
+        Command::Run(_)
+        | Command::Demo(_)
+        | Command::Sim(_)
+        | Command::Check(_)
+        | Command::Completions(_)
+        | Command::Man(_) => {
             return Err(OneShotError::Usage("not a one-shot command".into()));
         }
     };

@@ -1,0 +1,254 @@
+//! `agh-worker check`, run as the binary an operator runs: a good deployment passes with ✓ lines
+//! and exit 0, a broken configuration lists every problem, an unreachable AGH fails the probe fast.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use agh_worker::sim::{SimConfig, SimServer, Simulator};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::process::Command;
+
+/// Generous bound so a hung check fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The binary with an empty environment plus `vars`, so nothing on the test machine (HOME,
+/// /etc/agh-worker, AGH variables) leaks in.
+async fn agh_worker(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agh-worker"));
+    command.env_clear().args(args).kill_on_drop(true);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    match tokio::time::timeout(PATIENCE, command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => panic!("cannot start agh-worker: {err}"),
+        Err(_) => panic!("agh-worker check did not exit within {PATIENCE:?}"),
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// A tiny executable for an exec handler entry.
+fn handler_program(dir: &Path) -> PathBuf {
+    let path = dir.join("handle-task");
+    write(&path, "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    path
+}
+
+struct Deployment {
+    dir: TempDir,
+    sim: Simulator,
+    _server: SimServer,
+    socket: PathBuf,
+}
+
+async fn deployment() -> Deployment {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Simulator::new(SimConfig::default());
+    let socket = dir.path().join("daemon.sock");
+    let server = sim.serve_unix(&socket).await.expect("serve on a socket");
+    Deployment {
+        dir,
+        sim,
+        _server: server,
+        socket,
+    }
+}
+
+#[tokio::test]
+async fn a_good_deployment_passes_every_check_and_shows_where_each_value_came_from() {
+    let deployment = deployment().await;
+    let session = deployment.sim.default_session().expect("default session");
+    let program = handler_program(deployment.dir.path());
+    let config = deployment.dir.path().join("worker.toml");
+    write(
+        &config,
+        &format!(
+            "[agh]\nendpoint = \"unix:{}\"\n\n[worker]\nlease_seconds = 90\n\n\
+             [[handlers]]\nname = \"main\"\nkind = \"exec\"\n[handlers.exec]\nprogram = \"{}\"\n\n\
+             [[handlers]]\nname = \"smoke\"\nkind = \"noop\"\n",
+            deployment.socket.display(),
+            program.display()
+        ),
+    );
+    let config_arg = config.display().to_string();
+    let vars = [
+        ("AGH_SESSION_ID", session.session_id.as_str()),
+        ("AGH_AGENT", session.agent_name.as_str()),
+        ("AGH_WORKER__LOG__LEVEL", "debug"),
+    ];
+    let output = agh_worker(
+        &vars,
+        &[
+            "--config",
+            &config_arg,
+            "check",
+            "--set",
+            "worker.drain_timeout_seconds=20",
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let text = stdout(&output);
+    for expected in [
+        "✓ the configuration is valid",
+        "(configured: agh.endpoint)",
+        &format!("✓ identity accepted by AGH: session {}", session.session_id),
+        "workspace ws-default; no active lease",
+        "✓ handler \"main\" (exec",
+        "✓ handler \"smoke\" (noop",
+        "All checks passed.",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in\n{text}");
+    }
+    assert!(!text.contains('✗'), "{text}");
+    // One value from each layer, each named with its origin.
+    let line_of = |key: &str| {
+        text.lines()
+            .find(|line| line.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} line in\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line_of("worker.lease_seconds").ends_with(&format!("(file {config_arg})")),
+        "{text}"
+    );
+    assert!(
+        line_of("log.level").ends_with("(env AGH_WORKER__LOG__LEVEL)"),
+        "{text}"
+    );
+    assert!(
+        line_of("agh.session_id").ends_with("(env AGH_SESSION_ID)"),
+        "{text}"
+    );
+    assert!(
+        line_of("worker.drain_timeout_seconds").ends_with("(flag)"),
+        "{text}"
+    );
+    assert!(
+        line_of("retry.max_backoff_ms").ends_with("(default)"),
+        "{text}"
+    );
+
+    let json = agh_worker(&vars, &["--config", &config_arg, "--json", "check"]).await;
+    assert_eq!(json.status.code(), Some(0), "{}", describe(&json));
+    let report: Value = serde_json::from_slice(&json.stdout).expect("check --json prints JSON");
+    assert_eq!(report["ok"], Value::Bool(true), "{report:#}");
+    let statuses: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("a checks array")
+        .iter()
+        .filter_map(|c| c["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["pass"; 5], "{report:#}");
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_fails_with_exit_1_and_every_problem_listed() {
+    let deployment = deployment().await;
+    let config = deployment.dir.path().join("worker.toml");
+    let missing = deployment.dir.path().join("no-such-handler");
+    write(
+        &config,
+        &format!(
+            "[agh]\nendpoint = \"unix:{}\"\n\n[worker]\nlease_seconds = 0\n\n\
+             [[handlers]]\nname = \"main\"\nkind = \"exec\"\n[handlers.exec]\nprogram = \"{}\"\n",
+            deployment.socket.display(),
+            missing.display()
+        ),
+    );
+    let config_arg = config.display().to_string();
+    let output = agh_worker(&[], &["--config", &config_arg, "check"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stdout(&output);
+    for expected in [
+        "✗ the configuration has",
+        "agh.session_id is empty",
+        "agh.agent is empty",
+        "worker.lease_seconds",
+        "handlers[0].exec.program",
+        "✗ handler \"main\" (exec",
+        "✓ AGH endpoint",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in\n{text}");
+    }
+    // No identity to probe with: said so, not counted as another failure.
+    assert!(text.contains("– identity: not probed"), "{text}");
+}
+
+#[tokio::test]
+async fn a_configuration_that_cannot_be_loaded_exits_64_naming_every_unknown_key() {
+    let output = agh_worker(
+        &[("AGH_WORKER__WORKER__LEASE_SECS", "30")],
+        &["check", "--set", "agh.endpiont=unix:/x.sock"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(64), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("✗ the configuration cannot be loaded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("did you mean AGH_WORKER__WORKER__LEASE_SECONDS"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean agh.endpoint?"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_the_probe_quickly_with_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nowhere = format!("unix:{}", dir.path().join("nobody-listens.sock").display());
+    let vars = [
+        ("AGH_SESSION_ID", "sess-0123456789abcdef"),
+        ("AGH_AGENT", "worker"),
+        ("AGH_WORKER__HANDLERS", r#"[{"name":"n","kind":"noop"}]"#),
+    ];
+    let started = Instant::now();
+    let output = agh_worker(
+        &vars,
+        &[
+            "check",
+            "--endpoint",
+            &nowhere,
+            "--set",
+            "retry.read_budget_ms=0",
+            "--set",
+            "agh.connect_timeout_ms=200",
+            "--set",
+            "agh.request_timeout_ms=500",
+        ],
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("✗ AGH did not answer at {nowhere}")),
+        "{text}"
+    );
+    assert!(text.contains("is the AGH daemon running?"), "{text}");
+    assert!(text.contains("✓ handler \"n\" (noop"), "{text}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
