@@ -178,6 +178,9 @@ pub async fn inspect(loaded: &LoadedConfig, probe: bool) -> Report {
 
     checks.push(identity_check(config, endpoint, probe).await);
     checks.extend(handler_checks(&config.handlers, loaded.origin("handlers")));
+    if probe {
+        checks.extend(webhook_probes(&config.handlers, config.agh.request_timeout()).await);
+    }
     checks.extend(credential_file_checks(config));
 
     let ok = checks.iter().all(|c| c.status != Status::Fail);
@@ -349,6 +352,24 @@ fn handler_check(index: usize, handler: &HandlerConfig, from: &str) -> CheckLine
         } else {
             CheckLine::new(id, Status::Fail, format!("{label}: cannot run")).with_details(problems)
         }
+    } else if handler.kind == HandlerKind::Webhook {
+        let problems = match &handler.webhook {
+            Some(webhook) => webhook.problems(&format!("{path}.webhook")),
+            None => vec![format!(
+                "{path}.webhook is missing: a webhook handler needs [handlers.webhook] with at least `url`"
+            )],
+        };
+        let url = handler
+            .webhook
+            .as_ref()
+            .map(|w| w.url.clone())
+            .unwrap_or_default();
+        if problems.is_empty() {
+            CheckLine::new(id, Status::Pass, format!("{label}: posts tasks to {url}"))
+        } else {
+            CheckLine::new(id, Status::Fail, format!("{label}: cannot post tasks"))
+                .with_details(problems)
+        }
     } else if handler.kind == HandlerKind::Noop {
         CheckLine::new(
             id,
@@ -362,6 +383,41 @@ fn handler_check(index: usize, handler: &HandlerConfig, from: &str) -> CheckLine
             format!("{label}: this check does not know how to test this kind yet"),
         )
     }
+}
+
+/// One line per webhook handler: does its URL answer at all?
+async fn webhook_probes(
+    handlers: &[HandlerConfig],
+    timeout: std::time::Duration,
+) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    for handler in handlers {
+        let Some(webhook) = handler
+            .webhook
+            .as_ref()
+            .filter(|_| handler.kind == HandlerKind::Webhook)
+        else {
+            continue;
+        };
+        let id = format!("webhook:{}", handler.name);
+        let line = match crate::handler::webhook::probe(webhook, timeout).await {
+            Ok(answer) => CheckLine::new(
+                id,
+                Status::Pass,
+                format!("handler {:?}: {answer}", handler.name),
+            ),
+            Err(problem) => CheckLine::new(
+                id,
+                Status::Fail,
+                format!("handler {:?}: {problem}", handler.name),
+            )
+            .with_details(vec![
+                "start the sidecar, or fix handlers[].webhook.url".to_string(),
+            ]),
+        };
+        lines.push(line);
+    }
+    lines
 }
 
 /// The kind as spelled in the configuration.

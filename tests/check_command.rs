@@ -252,3 +252,49 @@ async fn an_unreachable_endpoint_fails_the_probe_quickly_with_exit_1() {
     assert!(text.contains("✓ handler \"n\" (noop"), "{text}");
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 }
+
+#[tokio::test]
+async fn a_webhook_handler_passes_when_its_sidecar_answers_and_fails_when_nothing_listens() {
+    let deployment = deployment().await;
+    let session = deployment.sim.default_session().expect("default session");
+    // A sidecar that answers anything; and a port nobody listens on.
+    let sidecar = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let answering = format!("http://{}/task", sidecar.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { "ok" });
+        let _ = axum::serve(sidecar, app).await;
+    });
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent = format!("http://{}/task", closed.local_addr().expect("addr"));
+    drop(closed);
+    let config = deployment.dir.path().join("worker.toml");
+    write(
+        &config,
+        &format!(
+            "[agh]\nendpoint = \"unix:{}\"\n\n\
+             [[handlers]]\nname = \"up\"\nkind = \"webhook\"\n[handlers.webhook]\nurl = \"{answering}\"\n\n\
+             [[handlers]]\nname = \"down\"\nkind = \"webhook\"\n[handlers.webhook]\nurl = \"{silent}\"\nconnect_retry_budget_ms = 1000\n",
+            deployment.socket.display(),
+        ),
+    );
+    let config_arg = config.display().to_string();
+    let vars = [
+        ("AGH_SESSION_ID", session.session_id.as_str()),
+        ("AGH_AGENT", session.agent_name.as_str()),
+    ];
+    let output = agh_worker(&vars, &["--config", &config_arg, "check"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("✓ handler \"up\": http://") && text.contains("answers (HTTP 200)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✗ handler \"down\": http://") && text.contains("does not answer"),
+        "{text}"
+    );
+}

@@ -495,6 +495,26 @@ fn prepare(
     })
 }
 
+/// Whether the webhook answers at all, for `agh-worker check`: a `GET` of its URL, where any
+/// HTTP status counts as an answer. No task is sent.
+pub async fn probe(config: &WebhookConfig, timeout: Duration) -> Result<String, String> {
+    let prepared =
+        prepare(config, process_credentials_dir().as_deref()).map_err(|err| err.to_string())?;
+    let target = prepared.target.describe();
+    let request = prepared.client.get(prepared.target.url().clone());
+    match tokio::time::timeout(timeout, request.send()).await {
+        Ok(Ok(response)) => Ok(format!(
+            "{target} answers (HTTP {})",
+            response.status().as_u16()
+        )),
+        Ok(Err(err)) => Err(format!("{target} does not answer: {}", error_chain(&err))),
+        Err(_) => Err(format!(
+            "{target} did not answer within {}",
+            seconds_text(timeout)
+        )),
+    }
+}
+
 /// Runs one task through the webhook. A relative `secret_file` is resolved against this
 /// process's `$CREDENTIALS_DIRECTORY`.
 pub async fn run(config: &WebhookConfig, ctx: TaskContext) -> Outcome {
