@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agh_worker::api::types::{ChannelMessage, Claim, MessageKind};
+#[path = "support/handler_fixtures.rs"]
+mod handler_fixtures;
+
+use agh_worker::api::types::{ChannelMessage, MessageKind};
 use agh_worker::handler::exec::{self, ExecConfig};
 use agh_worker::handler::{HandlerEvent, Outcome, SpawnAnswer, TaskContext, TaskDocument};
+use handler_fixtures::message;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -23,13 +27,7 @@ fn document() -> TaskDocument {
 }
 
 fn document_titled(title: &str) -> TaskDocument {
-    let claim: Claim = serde_json::from_value(json!({
-        "task": {"id": "task-1", "title": title},
-        "run": {"id": "run-1", "task_id": "task-1", "attempt": 2, "coordination_channel_id": "chan-1"},
-        "lease": {"run_id": "run-1"}
-    }))
-    .expect("claim fixture");
-    TaskDocument::new(claim, None, Some(Duration::from_secs(600)))
+    handler_fixtures::document("run-1", title)
 }
 
 struct Running {
@@ -180,23 +178,6 @@ async fn assert_gone(pid: u32) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("process {pid} outlived the handler");
-}
-
-fn message(id: &str, text: &str) -> ChannelMessage {
-    serde_json::from_value(json!({
-        "message_id": id,
-        "channel_id": "chan-1",
-        "from_session_id": "peer-7",
-        "body": {"text": text},
-        "metadata": {
-            "task_id": "task-1",
-            "run_id": "run-1",
-            "coordination_channel_id": "chan-1",
-            "message_kind": "request",
-            "correlation_id": "corr-1"
-        }
-    }))
-    .expect("message fixture")
 }
 
 #[tokio::test]

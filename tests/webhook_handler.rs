@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agh_worker::api::types::{ChannelMessage, Claim};
+#[path = "support/handler_fixtures.rs"]
+mod handler_fixtures;
+
+use agh_worker::api::types::ChannelMessage;
 use agh_worker::config::{ConfigSources, load};
 use agh_worker::handler::webhook::{self, WebhookConfig};
 use agh_worker::handler::{
@@ -17,6 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use handler_fixtures::{document, message};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -30,33 +34,6 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn document_titled(title: &str) -> TaskDocument {
     document("run-1", title)
-}
-
-fn document(run_id: &str, title: &str) -> TaskDocument {
-    let claim: Claim = serde_json::from_value(json!({
-        "task": {"id": "task-1", "title": title},
-        "run": {"id": run_id, "task_id": "task-1", "attempt": 2, "coordination_channel_id": "chan-1"},
-        "lease": {"run_id": run_id}
-    }))
-    .expect("claim fixture");
-    TaskDocument::new(claim, None, Some(Duration::from_secs(600)))
-}
-
-fn message(id: &str, text: &str) -> ChannelMessage {
-    serde_json::from_value(json!({
-        "message_id": id,
-        "channel_id": "chan-1",
-        "from_session_id": "peer-7",
-        "body": {"text": text},
-        "metadata": {
-            "task_id": "task-1",
-            "run_id": "run-1",
-            "coordination_channel_id": "chan-1",
-            "message_kind": "request",
-            "correlation_id": "corr-1"
-        }
-    }))
-    .expect("message fixture")
 }
 
 fn config(url: &str) -> WebhookConfig {
