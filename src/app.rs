@@ -302,7 +302,12 @@ async fn start_health(
     .with_api_requests(api_requests);
     match crate::health::start(&listen, state).await {
         Ok(server) => {
-            tracing::info!(listen = %listen, "health server listening: /healthz /readyz /status /metrics");
+            // The bound address, not the configured one: `:0` picks a free port.
+            let serving = server
+                .local_addr()
+                .map(|addr| format!("http://{addr}"))
+                .unwrap_or_else(|| listen.to_string());
+            tracing::info!(listen = %serving, "health server listening: /healthz /readyz /status /metrics");
             Ok(Some(server))
         }
         Err(err) => {
