@@ -84,6 +84,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Check(args) => return crate::check::run(&cli, args).await,
         Command::Completions(args) => return crate::cli_docs::completions(args),
         Command::Man(args) => return crate::cli_docs::man(args),
+        Command::Bench(args) => return crate::bench::run(args).await,
         _ => {}
     }
     let loaded = match load_config(&cli) {
