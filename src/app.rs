@@ -241,6 +241,10 @@ pub async fn run_worker(
         let _ = listener.await;
     }
     coordination.flush(std::time::Duration::from_secs(5)).await;
+    // The notifier sends nothing once the loop has stopped and only sleeps between its ticks (a
+    // second apart without a watchdog); waiting for its next tick delayed every exit by up to a
+    // second. Aborting it is safe: its only await point is that sleep.
+    notifier.abort();
     let _ = notifier.await;
     if let Some(health) = health {
         health.stop().await;
