@@ -191,7 +191,14 @@ pub async fn run(args: &BenchArgs) -> ExitCode {
         (SECTIONS[3], Box::pin(latency(&plan, &exe))),
         (SECTIONS[4], Box::pin(growth(&plan, &exe))),
     ];
+    let only = args.only.as_deref().map(str::to_lowercase);
     for (title, section) in sections {
+        if only
+            .as_deref()
+            .is_some_and(|only| !title.to_lowercase().contains(only))
+        {
+            continue;
+        }
         eprintln!("bench: {title} …");
         let rows = match section.await {
             Ok(rows) => rows,

@@ -111,6 +111,9 @@ pub struct BenchArgs {
     /// Tiny sizes that only show the bench works end to end (for tests; figures mean nothing).
     #[arg(long, hide = true)]
     pub smoke: bool,
+    /// Only the sections whose title contains this text (case-insensitive), e.g. `latency`.
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
 }
 
 /// `check` options (`--json` prints the checklist as JSON).
