@@ -749,10 +749,11 @@ async fn idle_footprint(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>> {
     let cpu_s = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / clock_ticks();
     let cpu_pct = cpu_s / window.as_secs_f64() * 100.0;
     let rss_mib = after.rss_kib as f64 / 1024.0;
-    // Each long-poll claim ends at its deadline when there is no work: one claim per deadline,
-    // plus the one already open when the window began.
+    // Each long-poll claim ends at its deadline when there is no work, so one claim ends per
+    // deadline (counted when it ends); a window a little longer than a whole number of deadlines
+    // must not allow one more.
     let claims = claims_after.saturating_sub(claims_before);
-    let deadlines = (window.as_secs_f64() / long_poll.as_secs_f64()).ceil() as u64;
+    let deadlines = (window.as_secs_f64() / long_poll.as_secs_f64()).round() as u64;
     let all = all_after.saturating_sub(all_before);
     Ok(vec![
         Row::new("RSS, MiB", format!("{rss_mib:.1}"))
