@@ -84,6 +84,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Check(args) => return crate::check::run(&cli, args).await,
         Command::Completions(args) => return crate::cli_docs::completions(args),
         Command::Man(args) => return crate::cli_docs::man(args),
+        Command::Bench(args) => return crate::bench::run(args).await,
         _ => {}
     }
     let loaded = match load_config(&cli) {
@@ -240,6 +241,10 @@ pub async fn run_worker(
         let _ = listener.await;
     }
     coordination.flush(std::time::Duration::from_secs(5)).await;
+    // The notifier sends nothing once the loop has stopped and only sleeps between its ticks (a
+    // second apart without a watchdog); waiting for its next tick delayed every exit by up to a
+    // second. Aborting it is safe: its only await point is that sleep.
+    notifier.abort();
     let _ = notifier.await;
     if let Some(health) = health {
         health.stop().await;

@@ -91,6 +91,29 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(ManArgs),
+    /// Measure throughput, overhead, idle footprint, latency and growth against the built-in
+    /// simulator (run from a release build: `cargo run --release -- bench`).
+    Bench(BenchArgs),
+}
+
+/// `bench` options.
+#[derive(Debug, Args, Default)]
+pub struct BenchArgs {
+    /// Smaller sizes: 10 s idle, growth from 1 000 to 10 000 runs, fewer samples.
+    #[arg(long)]
+    pub quick: bool,
+    /// How many times each throughput and start-up figure is measured (median and min–max shown).
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+    /// No-op runs per throughput measurement (exec runs are a third of it).
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u64>,
+    /// Tiny sizes that only show the bench works end to end (for tests; figures mean nothing).
+    #[arg(long, hide = true)]
+    pub smoke: bool,
+    /// Only the sections whose title contains this text (case-insensitive), e.g. `latency`.
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
 }
 
 /// `check` options (`--json` prints the checklist as JSON).

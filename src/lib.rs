@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod channel;
 pub mod check;
 pub mod cli;

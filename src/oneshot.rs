@@ -74,6 +74,7 @@ pub fn is_one_shot(command: &Command) -> bool {
             | Command::Check(_)
             | Command::Completions(_)
             | Command::Man(_)
+            | Command::Bench(_)
     )
 }
 
@@ -238,7 +239,8 @@ pub async fn execute(
         | Command::Sim(_)
         | Command::Check(_)
         | Command::Completions(_)
-        | Command::Man(_) => {
+        | Command::Man(_)
+        | Command::Bench(_) => {
             return Err(OneShotError::Usage("not a one-shot command".into()));
         }
     };
