@@ -71,6 +71,7 @@ pub fn is_one_shot(command: &Command) -> bool {
         Command::Run(_)
             | Command::Demo(_)
             | Command::Sim(_)
+            | Command::Soak(_)
             | Command::Check(_)
             | Command::Completions(_)
             | Command::Man(_)
@@ -236,6 +237,7 @@ pub async fn execute(
         Command::Run(_)
         | Command::Demo(_)
         | Command::Sim(_)
+        | Command::Soak(_)
         | Command::Check(_)
         | Command::Completions(_)
         | Command::Man(_) => {
