@@ -174,6 +174,9 @@ pub struct SoakArgs {
     /// A short soak for CI: fewer runs, the same faults and kills.
     #[arg(long)]
     pub quick: bool,
+    /// Append each worker slot's log to DIR/worker-N.log (to study a failed soak).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// `claim` options.

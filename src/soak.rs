@@ -45,7 +45,7 @@ const HANDLER_TOLERANCE: Duration = Duration::from_secs(LEASE_SECONDS + 2);
 /// One exec run in this many; the rest use the noop handler (the soak is about the lease
 /// protocol, and a process per run would bound the throughput by fork/exec).
 const EXEC_EVERY: u64 = 5;
-/// One run in this many sleeps long (10 s): heartbeats, expiries and kills then meet a handler
+/// One run in this many sleeps long (8 s, on its first execution): heartbeats, expiries and kills then meet a handler
 /// that is working, and a handler left running after a loss outlives `HANDLER_TOLERANCE`.
 const SLOW_EVERY: u64 = 1_000;
 
@@ -63,8 +63,15 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 trap 'exit 141' PIPE
 IFS= read -r task || exit 1
+# A slow run sleeps on its first execution only: kills and expiries would otherwise restart it
+# forever, and requeued runs come first, so every worker would end up cycling on the slow runs.
 case $task in
-*'"title":"exec slow'*) sleep 10 ;;
+*'"title":"exec slow'*)
+    if [ ! -e "$SOAK_MARKERS/../slow-$AGH_WORKER_RUN_ID" ]; then
+        : >"$SOAK_MARKERS/../slow-$AGH_WORKER_RUN_ID"
+        sleep 8
+    fi
+    ;;
 esac
 case $(($$ % 20)) in
 0 | 1 | 2 | 3) sleep 0.3 ;;
@@ -86,6 +93,7 @@ struct Plan {
     seed: u64,
     limit: Duration,
     quick: bool,
+    log_dir: Option<PathBuf>,
 }
 
 impl Plan {
@@ -108,6 +116,7 @@ impl Plan {
                     .max(1),
             ),
             quick: args.quick,
+            log_dir: args.log_dir.clone(),
         }
     }
 }
@@ -272,6 +281,9 @@ struct Rig {
     unheld_since: HashMap<String, Instant>,
     /// Markers already reported.
     reported: HashSet<String>,
+    /// Runs whose lease was already forced to expire (once per run is enough, and a run expired
+    /// again and again would never finish).
+    expired: HashSet<String>,
     /// Every worker process started → its session.
     pid_sessions: HashMap<u32, String>,
 }
@@ -285,6 +297,9 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
     let handler = dir.join("soak-handler.sh");
     std::fs::write(&handler, HANDLER_SCRIPT).context("cannot write the handler script")?;
     std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
+    if let Some(logs) = &plan.log_dir {
+        std::fs::create_dir_all(logs).context("cannot create the log directory")?;
+    }
     let binary = std::env::current_exe().context("cannot find the agh-worker binary")?;
 
     // Expired leases (killed workers, forced expiry) come back to the queue within a second.
@@ -366,6 +381,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         unheld_since: HashMap::new(),
         reported: HashSet::new(),
         pid_sessions: HashMap::new(),
+        expired: HashSet::new(),
     };
     let result = rig.drive().await;
     // Whatever happened, no worker process outlives the soak.
@@ -393,11 +409,14 @@ impl Rig {
         }
         let started = Instant::now();
         let deadline = started + self.plan.limit;
-        let (kill_min, kill_max) = if self.plan.quick {
-            (2_000, 5_000)
+        // Gaps between chaos events, in ms. The quick soak has few runs, so it packs the same
+        // kinds of trouble closer together to still meet each of them several times.
+        let (fault_gap, expiry_gap, kill_gap) = if self.plan.quick {
+            (50..250, 300..1_200, 1_000..3_000)
         } else {
-            (3_000, 12_000)
+            (100..600, 500..3_000, 4_000..12_000)
         };
+        let (kill_min, kill_max) = (kill_gap.start, kill_gap.end);
         let mut next_fault = started + Duration::from_millis(200);
         let mut next_expiry = started + Duration::from_millis(1_000);
         let mut next_kill = started + Duration::from_millis(self.rng.u64(kill_min..kill_max));
@@ -425,13 +444,13 @@ impl Rig {
 
             if now >= next_fault {
                 self.inject_fault();
-                next_fault = now + Duration::from_millis(self.rng.u64(100..500));
+                next_fault = now + Duration::from_millis(self.rng.u64(fault_gap.clone()));
             }
             if now >= next_expiry {
                 if self.expire_one(&ledger.recent) {
                     sweeps.push(now + Duration::from_millis(self.rng.u64(200..2_000)));
                 }
-                next_expiry = now + Duration::from_millis(self.rng.u64(500..3_000));
+                next_expiry = now + Duration::from_millis(self.rng.u64(expiry_gap.clone()));
             }
             sweeps.retain(|at| {
                 if *at <= now {
@@ -533,9 +552,22 @@ impl Rig {
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
         if let Some(stderr) = child.stderr.take() {
             let tail = tail.clone();
+            let log_dir = self.plan.log_dir.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
+                // Every process of a slot appends to the same file, restarts included.
+                let mut debug = log_dir.and_then(|dir| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join(format!("worker-{index}.log")))
+                        .ok()
+                });
                 while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(file) = debug.as_mut() {
+                        use std::io::Write as _;
+                        let _ = writeln!(file, "{line}");
+                    }
                     if first_tx.borrow().is_none() && line.contains("run in hand") {
                         first_tx.send_replace(Some(Instant::now()));
                     }
@@ -600,8 +632,8 @@ impl Rig {
             Route::Context,
         ];
         let route = ROUTES[self.rng.usize(..ROUTES.len())];
-        let (label, fault) = match self.rng.u32(0..10) {
-            0..=3 => {
+        let (label, fault) = match self.rng.u32(0..20) {
+            0..=8 => {
                 let status = [500, 502, 503][self.rng.usize(..3)];
                 let error = "soak: injected server error".to_owned();
                 (
@@ -613,7 +645,7 @@ impl Rig {
                     ),
                 )
             }
-            4 => {
+            9 => {
                 // Past the request deadline, or past the long-poll deadline for a claim.
                 let (route, millis) = if self.rng.bool() {
                     (Route::ClaimNext, self.rng.u64(2_500..3_500))
@@ -624,7 +656,7 @@ impl Rig {
                 let delay = FaultKind::Delay(Duration::from_millis(millis));
                 ("delay", Fault::new(route, delay, 1))
             }
-            5 | 6 => {
+            10..=13 => {
                 let route = if self.rng.bool() {
                     Route::ClaimNext
                 } else {
@@ -635,7 +667,7 @@ impl Rig {
                     Fault::new(route, FaultKind::DropAfterCommit, 1),
                 )
             }
-            7 | 8 => ("garbage", Fault::new(route, FaultKind::Garbage, 1)),
+            14..=17 => ("garbage", Fault::new(route, FaultKind::Garbage, 1)),
             _ => ("truncated", Fault::new(route, FaultKind::Truncated, 1)),
         };
         self.sim.inject_fault(fault);
@@ -649,7 +681,7 @@ impl Rig {
             .into_iter()
             .map(|marker| marker.run_id)
             .collect();
-        if candidates.is_empty() || self.rng.u32(0..3) == 0 {
+        if candidates.is_empty() || self.rng.bool() {
             candidates.extend(
                 recent
                     .iter()
@@ -661,7 +693,11 @@ impl Rig {
         }
         while !candidates.is_empty() {
             let run_id = candidates.swap_remove(self.rng.usize(..candidates.len()));
+            if self.expired.contains(&run_id) {
+                continue;
+            }
             if self.sim.expire_lease(&run_id) {
+                self.expired.insert(run_id);
                 self.report.expiries += 1;
                 return true;
             }
