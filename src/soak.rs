@@ -809,6 +809,10 @@ impl Rig {
         }
         let within = Duration::from_secs(DRAIN_SECONDS + 10);
         for slot in &mut self.slots {
+            // A kill whose restarted process never had a run in hand (or was not restarted yet).
+            if slot.killed_at.take().is_some() {
+                self.report.unmeasured_recoveries += 1;
+            }
             let Some(mut child) = slot.child.take() else {
                 continue;
             };
@@ -833,9 +837,6 @@ impl Rig {
                         tail_text(&slot.tail)
                     ));
                 }
-            }
-            if slot.killed_at.take().is_some() {
-                self.report.unmeasured_recoveries += 1;
             }
         }
 
