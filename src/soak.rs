@@ -49,8 +49,9 @@ const EXEC_EVERY: u64 = 5;
 /// that is working, and a handler left running after a loss outlives `HANDLER_TOLERANCE`.
 const SLOW_EVERY: u64 = 1_000;
 
-/// The exec handler: a marker file for its lifetime; by its pid, a few sleep a little, one in 20
-/// fails and one in 20 asks for a release, so every terminal call is exercised.
+/// The exec handler: a marker file for its lifetime; at random, a few sleep 0.3 s, one in 20
+/// sleeps 1.5 s, one in 20 fails and one in 20 asks for a release, so every terminal call and
+/// some heartbeats are exercised.
 const HANDLER_SCRIPT: &str = r#"#!/bin/sh
 # agh-worker soak handler: marks its run while it works (see src/soak.rs).
 set -u
@@ -73,8 +74,12 @@ case $task in
     fi
     ;;
 esac
-case $(($$ % 20)) in
+# One random byte: pids alone are a poor dice (each handler takes a fixed number of them).
+roll=$(od -An -N1 -tu1 /dev/urandom 2>/dev/null | tr -d ' ')
+case $((${roll:-0} % 20)) in
 0 | 1 | 2 | 3) sleep 0.3 ;;
+# Past a heartbeat (every second), so heartbeat faults and expiries meet a working handler.
+6) sleep 1.5 ;;
 4)
     echo "soak handler: failing on purpose" >&2
     exit 1
