@@ -421,10 +421,9 @@ impl Rig {
         } else {
             (100..600, 500..3_000, 4_000..12_000)
         };
-        let (kill_min, kill_max) = (kill_gap.start, kill_gap.end);
         let mut next_fault = started + Duration::from_millis(200);
         let mut next_expiry = started + Duration::from_millis(1_000);
-        let mut next_kill = started + Duration::from_millis(self.rng.u64(kill_min..kill_max));
+        let mut next_kill = started + Duration::from_millis(self.rng.u64(kill_gap.clone()));
         let mut next_marker_check = started;
         let mut sweeps: Vec<Instant> = Vec::new();
         // Progress fractions at which the simulator restarts: once in a quick soak, twice otherwise.
@@ -467,7 +466,7 @@ impl Rig {
             });
             if now >= next_kill {
                 self.kill_one(now).await;
-                next_kill = now + Duration::from_millis(self.rng.u64(kill_min..kill_max));
+                next_kill = now + Duration::from_millis(self.rng.u64(kill_gap.clone()));
             }
             if let Some(&point) = restart_points.first()
                 && finished * 100 >= point * self.plan.runs
