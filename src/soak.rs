@@ -416,12 +416,14 @@ impl Rig {
         let deadline = started + self.plan.limit;
         // Gaps between chaos events, in ms. The quick soak has few runs, so it packs the same
         // kinds of trouble closer together to still meet each of them several times.
+        // Faults are paced by traffic (one per so many requests), not by time: a time-paced
+        // fault rate swamped a single worker, whose every call then met a queued fault.
         let (fault_gap, expiry_gap, kill_gap) = if self.plan.quick {
-            (50..250, 300..1_200, 1_000..3_000)
+            (4..16, 300..1_200, 1_000..3_000)
         } else {
-            (100..600, 500..3_000, 4_000..12_000)
+            (15..60, 500..3_000, 4_000..12_000)
         };
-        let mut next_fault = started + Duration::from_millis(200);
+        let mut next_fault = self.rng.u64(fault_gap.clone());
         let mut next_expiry = started + Duration::from_millis(1_000);
         let mut next_kill = started + Duration::from_millis(self.rng.u64(kill_gap.clone()));
         let mut next_marker_check = started;
@@ -446,9 +448,10 @@ impl Rig {
             }
             self.watch_processes(now).await?;
 
-            if now >= next_fault {
+            let requests: u64 = ledger.requests.iter().map(|count| count.count).sum();
+            if requests >= next_fault {
                 self.inject_fault();
-                next_fault = now + Duration::from_millis(self.rng.u64(fault_gap.clone()));
+                next_fault = requests + self.rng.u64(fault_gap.clone());
             }
             if now >= next_expiry {
                 if self.expire_one(&ledger.recent) {
@@ -712,14 +715,25 @@ impl Rig {
     /// SIGKILLs one worker whose previous recovery is done; the restart comes a moment later
     /// with the same session, so the new process finds the orphaned lease.
     async fn kill_one(&mut self, now: Instant) {
+        // A restarted worker gets a second of work before it can be killed again; otherwise a
+        // lone worker would be killed right after each recovery and never get anything done.
         let ready: Vec<usize> = self
             .slots
             .iter()
             .filter(|slot| slot.child.is_some() && slot.killed_at.is_none())
+            .filter(|slot| {
+                slot.first_run
+                    .borrow()
+                    .is_some_and(|first| now.duration_since(first) >= Duration::from_secs(1))
+            })
             .map(|slot| slot.index)
             .collect();
         // Keep at least one worker up (unless there is only one), so work goes on meanwhile.
-        let down = self.slots.len() - ready.len();
+        let down = self
+            .slots
+            .iter()
+            .filter(|slot| slot.child.is_none())
+            .count();
         if ready.is_empty() || (self.slots.len() > 1 && down > 0) {
             return;
         }
