@@ -79,6 +79,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Sim(args) => return crate::sim_cli::serve(args).await,
         Command::Demo(args) => return crate::demo::run(args).await,
+        Command::Soak(args) => return crate::soak::run(args).await,
         // Before the validated load below: `check` reports an invalid configuration itself,
         // and completions and the man page need no configuration at all.
         Command::Check(args) => return crate::check::run(&cli, args).await,

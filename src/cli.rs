@@ -57,6 +57,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the built-in AGH simulator (for tests, benchmarks and trying things out).
     Sim(SimArgs),
+    /// Fault-injection soak: the built-in simulator, worker processes, faults and kills; checks the lease ledger.
+    Soak(SoakArgs),
     /// GET /api/agent/me: who this session is, its leases and limits.
     Me,
     /// GET /api/agent/context: the session's situation and task bundle.
@@ -175,6 +177,29 @@ pub struct SimArgs {
     /// Unix socket path to serve on (may be combined with --listen).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+}
+
+/// `soak` options.
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// How many runs to enqueue (default 10000, or 400 with --quick).
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u64>,
+    /// How many worker processes to run side by side.
+    #[arg(long, value_name = "W", default_value_t = 2)]
+    pub workers: usize,
+    /// Seed of the fault and kill schedule (default: from the clock; printed, so a run can be repeated).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Stop after this many seconds even if runs are left (default 600, or 180 with --quick).
+    #[arg(long, value_name = "SECS")]
+    pub duration_limit: Option<u64>,
+    /// A short soak for CI: fewer runs, the same faults and kills.
+    #[arg(long)]
+    pub quick: bool,
+    /// Append each worker slot's log to DIR/worker-N.log (to study a failed soak).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// `claim` options.

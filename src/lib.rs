@@ -34,5 +34,6 @@ pub mod oneshot;
 pub mod shutdown;
 pub mod sim;
 pub mod sim_cli;
+pub mod soak;
 pub mod spawner;
 pub mod worker;

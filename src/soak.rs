@@ -1,0 +1,962 @@
+//! `agh-worker soak`: the built-in simulator in-process, several real worker processes against
+//! it, and a seeded storm of faults (5xx, delays past the client deadlines, answers dropped after
+//! a commit, garbage bodies, forced lease expiry, simulator restarts) and SIGKILLs of workers;
+//! at the end the simulator's ledger and the handlers' marker files must show that every run
+//! finished exactly once (or is still queued), never had two holders, never took a terminal call
+//! after a lease loss, and that no handler kept running for a run its worker no longer held.
+//!
+//! Handler check, and why markers: the exec handler script writes `<run>.<worker pid>.<pid>` into
+//! a marker directory when it starts and removes it when it exits (on TERM, HUP and PIPE too).
+//! `ps` would also see handler processes, but it cannot say which run a process works on, and a
+//! process that exited between two looks is indistinguishable from one that never ran. The marker
+//! names the run, the worker process and the handler process, so the soak can ask the simulator
+//! whether that run is still held and `/proc` whether that handler still lives.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::cli::SoakArgs;
+use crate::sim::{
+    DEFAULT_WORKSPACE, Fault, FaultKind, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
+    Simulator, TaskSpec, TransitionKind,
+};
+
+/// Worker timing: short enough that losses and recoveries happen many times in a soak.
+const LEASE_SECONDS: u64 = 4;
+const HEARTBEAT_SECONDS: u64 = 1;
+const LONG_POLL_MS: u64 = 1_000;
+const REQUEST_TIMEOUT_MS: u64 = 1_000;
+const DRAIN_SECONDS: u64 = 5;
+const KILL_GRACE_MS: u64 = 500;
+/// How long a handler may outlive its run's lease before that counts as a leak: the worker
+/// learns of a loss at the next heartbeat or, when heartbeats fail, at its local lease deadline,
+/// then gives the handler `KILL_GRACE_MS` to stop.
+const HANDLER_TOLERANCE: Duration = Duration::from_secs(LEASE_SECONDS + 2);
+/// One exec run in this many; the rest use the noop handler (the soak is about the lease
+/// protocol, and a process per run would bound the throughput by fork/exec).
+const EXEC_EVERY: u64 = 5;
+/// One run in this many sleeps long (8 s, on its first execution): heartbeats, expiries and kills then meet a handler
+/// that is working, and a handler left running after a loss outlives `HANDLER_TOLERANCE`.
+const SLOW_EVERY: u64 = 1_000;
+
+/// The exec handler: a marker file for its lifetime; at random, a few sleep 0.3 s, one in 20
+/// sleeps 1.5 s, one in 20 fails and one in 20 asks for a release, so every terminal call and
+/// some heartbeats are exercised.
+const HANDLER_SCRIPT: &str = r#"#!/bin/sh
+# agh-worker soak handler: marks its run while it works (see src/soak.rs).
+set -u
+marker="$SOAK_MARKERS/$AGH_WORKER_RUN_ID.$PPID.$$"
+: >"$marker"
+trap 'rm -f "$marker"' EXIT
+# A signal ends the script through `exit`, so the EXIT trap removes the marker. PIPE: the worker
+# died and nobody reads stdout any more.
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
+IFS= read -r task || exit 1
+# A slow run sleeps on its first execution only: kills and expiries would otherwise restart it
+# forever, and requeued runs come first, so every worker would end up cycling on the slow runs.
+case $task in
+*'"title":"exec slow'*)
+    if [ ! -e "$SOAK_MARKERS/../slow-$AGH_WORKER_RUN_ID" ]; then
+        : >"$SOAK_MARKERS/../slow-$AGH_WORKER_RUN_ID"
+        sleep 8
+    fi
+    ;;
+esac
+# One random byte: pids alone are a poor dice (each handler takes a fixed number of them).
+roll=$(od -An -N1 -tu1 /dev/urandom 2>/dev/null | tr -d ' ')
+case $((${roll:-0} % 20)) in
+0 | 1 | 2 | 3) sleep 0.3 ;;
+# Past a heartbeat (every second), so heartbeat faults and expiries meet a working handler.
+6) sleep 1.5 ;;
+4)
+    echo "soak handler: failing on purpose" >&2
+    exit 1
+    ;;
+5) exit 75 ;;
+esac
+printf '{"type":"result","result":{"soak":true}}\n'
+exit 0
+"#;
+
+/// What to run, from the flags.
+#[derive(Debug, Clone)]
+struct Plan {
+    runs: u64,
+    workers: usize,
+    seed: u64,
+    limit: Duration,
+    quick: bool,
+    log_dir: Option<PathBuf>,
+}
+
+impl Plan {
+    fn from_args(args: &SoakArgs) -> Plan {
+        let seed = args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+        });
+        Plan {
+            runs: args
+                .runs
+                .unwrap_or(if args.quick { 400 } else { 10_000 })
+                .max(1),
+            workers: args.workers.clamp(1, 16),
+            seed,
+            limit: Duration::from_secs(
+                args.duration_limit
+                    .unwrap_or(if args.quick { 180 } else { 600 })
+                    .max(1),
+            ),
+            quick: args.quick,
+            log_dir: args.log_dir.clone(),
+        }
+    }
+}
+
+pub async fn run(args: &SoakArgs) -> ExitCode {
+    crate::logging::init("warn", crate::config::LogFormat::Text);
+    let plan = Plan::from_args(args);
+    match soak(&plan).await {
+        Ok(report) => {
+            report.print(&plan);
+            if report.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("agh-worker soak: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One worker slot: a session and the process currently serving it.
+struct Slot {
+    index: usize,
+    session: SessionInfo,
+    policy: &'static str,
+    endpoint: String,
+    child: Option<Child>,
+    pid: Option<u32>,
+    /// When the current process first logged "run in hand" (a claim or an adoption).
+    first_run: watch::Receiver<Option<Instant>>,
+    /// The last lines the current process logged, for reports.
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Set from a SIGKILL until the restarted process has a run in hand.
+    killed_at: Option<Instant>,
+    restart_at: Option<Instant>,
+}
+
+/// Figures collected while soaking.
+#[derive(Default)]
+struct Report {
+    elapsed: Duration,
+    finished_in_time: bool,
+    completed: u64,
+    failed: u64,
+    queued: u64,
+    claimed_at_end: u64,
+    swept_at_end: u64,
+    faults: BTreeMap<&'static str, u64>,
+    expiries: u64,
+    sim_restarts: u64,
+    kills: u64,
+    recoveries: Vec<Duration>,
+    unmeasured_recoveries: u64,
+    orphaned_by_kill: u64,
+    stale_markers: u64,
+    transitions: BTreeMap<String, u64>,
+    violations: Vec<String>,
+}
+
+impl Report {
+    fn print(&self, plan: &Plan) {
+        let secs = self.elapsed.as_secs_f64().max(0.001);
+        let finished = self.completed + self.failed;
+        let faults: u64 = self.faults.values().sum();
+        let by_kind = self
+            .faults
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "agh-worker soak: seed {}, {} runs, {} worker processes{}",
+            plan.seed,
+            plan.runs,
+            plan.workers,
+            if plan.quick { " (quick)" } else { "" }
+        );
+        println!(
+            "  elapsed               {:>8.1} s{}",
+            secs,
+            if self.finished_in_time {
+                ""
+            } else {
+                "  (stopped at the duration limit)"
+            }
+        );
+        println!("  runs/s                {:>8.1}", finished as f64 / secs);
+        println!("  runs completed        {:>8}", self.completed);
+        println!("  runs failed           {:>8}", self.failed);
+        println!("  runs still queued     {:>8}", self.queued);
+        println!(
+            "  leases left at stop   {:>8}  (swept back to the queue: {})",
+            self.claimed_at_end, self.swept_at_end
+        );
+        println!("  faults injected       {faults:>8}  ({by_kind})");
+        println!("  leases force-expired  {:>8}", self.expiries);
+        println!("  simulator restarts    {:>8}", self.sim_restarts);
+        println!("  workers SIGKILLed     {:>8}", self.kills);
+        let mut recoveries = self.recoveries.clone();
+        recoveries.sort_unstable();
+        match (recoveries.last(), recoveries.get(recoveries.len() / 2)) {
+            (Some(worst), Some(median)) => println!(
+                "  recovery after a kill {:>8} ms worst, {} ms median, {} measured, {} with no run left",
+                worst.as_millis(),
+                median.as_millis(),
+                recoveries.len(),
+                self.unmeasured_recoveries
+            ),
+            _ => println!(
+                "  recovery after a kill      n/a  ({} with no run left)",
+                self.unmeasured_recoveries
+            ),
+        }
+        println!(
+            "  handlers orphaned by a SIGKILL of their worker, outliving the lease: {}",
+            self.orphaned_by_kill
+        );
+        println!(
+            "  handler markers left by a handler that died without cleaning up: {}",
+            self.stale_markers
+        );
+        let transitions = self
+            .transitions
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("  ledger transitions    {transitions}");
+        if self.violations.is_empty() {
+            println!("  invariants            OK");
+        } else {
+            println!(
+                "  invariants            {} VIOLATED:",
+                self.violations.len()
+            );
+            for violation in &self.violations {
+                println!("    - {violation}");
+            }
+        }
+    }
+}
+
+/// Everything the soak loop works with.
+struct Rig {
+    plan: Plan,
+    sim: Simulator,
+    tcp: Option<SimServer>,
+    unix: Option<SimServer>,
+    dir: PathBuf,
+    markers: PathBuf,
+    handler: PathBuf,
+    binary: PathBuf,
+    slots: Vec<Slot>,
+    rng: fastrand::Rng,
+    report: Report,
+    /// Worker processes this soak SIGKILLed (their handlers may be orphans).
+    killed_pids: HashSet<u32>,
+    /// Marker file → when its run was first seen not held by the marker's worker.
+    unheld_since: HashMap<String, Instant>,
+    /// Markers already reported.
+    reported: HashSet<String>,
+    /// Runs whose lease was already forced to expire (once per run is enough, and a run expired
+    /// again and again would never finish).
+    expired: HashSet<String>,
+    /// Every worker process started → its session.
+    pid_sessions: HashMap<u32, String>,
+}
+
+async fn soak(plan: &Plan) -> anyhow::Result<Report> {
+    let dir = std::env::temp_dir().join(format!("agh-worker-soak-{}", std::process::id()));
+    // A leftover directory of an earlier soak with the same pid would mix in stale markers.
+    let _ = std::fs::remove_dir_all(&dir);
+    let markers = dir.join("markers");
+    std::fs::create_dir_all(&markers).context("cannot create the soak directory")?;
+    let handler = dir.join("soak-handler.sh");
+    std::fs::write(&handler, HANDLER_SCRIPT).context("cannot write the handler script")?;
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
+    if let Some(logs) = &plan.log_dir {
+        std::fs::create_dir_all(logs).context("cannot create the log directory")?;
+    }
+    let binary = std::env::current_exe().context("cannot find the agh-worker binary")?;
+
+    // Expired leases (killed workers, forced expiry) come back to the queue within a second.
+    let sim = Simulator::new(SimConfig {
+        sweep_interval: Duration::from_secs(1),
+        create_default_session: false,
+        ..SimConfig::default()
+    });
+    let tcp = sim
+        .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .context("cannot serve the simulator over TCP")?;
+    let socket = dir.join("sim.sock");
+    let unix = sim
+        .serve_unix(&socket)
+        .await
+        .context("cannot serve the simulator on a Unix socket")?;
+
+    let mut slots = Vec::new();
+    for index in 0..plan.workers {
+        let session = sim.create_session(SessionSpec {
+            agent_name: "worker".into(),
+            workspace_id: Some(DEFAULT_WORKSPACE.into()),
+            name: Some(format!("soak-{index}")),
+            ..SessionSpec::default()
+        });
+        // Both transports and both orphan policies are exercised, alternating.
+        let endpoint = if index % 2 == 0 {
+            tcp.base_url()
+        } else {
+            format!("unix:{}", socket.display())
+        };
+        let (_, first_run) = watch::channel(None);
+        slots.push(Slot {
+            index,
+            session,
+            policy: if index % 2 == 0 { "adopt" } else { "release" },
+            endpoint,
+            child: None,
+            pid: None,
+            first_run,
+            tail: Arc::default(),
+            killed_at: None,
+            restart_at: None,
+        });
+    }
+    let slow_every = if plan.quick {
+        (plan.runs / 3).max(1)
+    } else {
+        SLOW_EVERY
+    };
+    for index in 0..plan.runs {
+        let title = if index % slow_every == slow_every / 2 {
+            format!("exec slow {index}")
+        } else if index % EXEC_EVERY == 0 {
+            format!("exec {index}")
+        } else {
+            format!("noop {index}")
+        };
+        sim.enqueue_task(TaskSpec {
+            max_attempts: 10,
+            ..TaskSpec::titled(&title)
+        });
+    }
+
+    let mut rig = Rig {
+        plan: plan.clone(),
+        sim,
+        tcp: Some(tcp),
+        unix: Some(unix),
+        dir,
+        markers,
+        handler,
+        binary,
+        slots,
+        rng: fastrand::Rng::with_seed(plan.seed),
+        report: Report::default(),
+        killed_pids: HashSet::new(),
+        unheld_since: HashMap::new(),
+        reported: HashSet::new(),
+        pid_sessions: HashMap::new(),
+        expired: HashSet::new(),
+    };
+    let result = rig.drive().await;
+    // Whatever happened, no worker process outlives the soak.
+    for slot in &mut rig.slots {
+        if let Some(child) = slot.child.as_mut() {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
+    }
+    if let Some(server) = rig.tcp.take() {
+        server.shutdown().await;
+    }
+    if let Some(server) = rig.unix.take() {
+        server.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&rig.dir);
+    result?;
+    Ok(rig.report)
+}
+
+impl Rig {
+    async fn drive(&mut self) -> anyhow::Result<()> {
+        for index in 0..self.slots.len() {
+            self.spawn_worker(index)?;
+        }
+        let started = Instant::now();
+        let deadline = started + self.plan.limit;
+        // Gaps between chaos events, in ms. The quick soak has few runs, so it packs the same
+        // kinds of trouble closer together to still meet each of them several times.
+        // Faults are paced by traffic (one per so many requests), not by time: a time-paced
+        // fault rate swamped a single worker, whose every call then met a queued fault.
+        let (fault_gap, expiry_gap, kill_gap) = if self.plan.quick {
+            (4..16, 300..1_200, 1_000..3_000)
+        } else {
+            (15..60, 500..3_000, 4_000..12_000)
+        };
+        let mut next_fault = self.rng.u64(fault_gap.clone());
+        let mut next_expiry = started + Duration::from_millis(1_000);
+        let mut next_kill = started + Duration::from_millis(self.rng.u64(kill_gap.clone()));
+        let mut next_marker_check = started;
+        let mut sweeps: Vec<Instant> = Vec::new();
+        // Progress fractions at which the simulator restarts: once in a quick soak, twice otherwise.
+        let mut restart_points: Vec<u64> = if self.plan.quick {
+            vec![self.rng.u64(30..60)]
+        } else {
+            vec![self.rng.u64(20..45), self.rng.u64(55..80)]
+        };
+        loop {
+            let now = Instant::now();
+            let ledger = self.sim.ledger();
+            let finished = ledger.transitions_of(TransitionKind::Completed)
+                + ledger.transitions_of(TransitionKind::Failed);
+            if finished >= self.plan.runs {
+                self.report.finished_in_time = true;
+                break;
+            }
+            if now >= deadline {
+                break;
+            }
+            self.watch_processes(now).await?;
+
+            let requests: u64 = ledger.requests.iter().map(|count| count.count).sum();
+            if requests >= next_fault {
+                self.inject_fault();
+                next_fault = requests + self.rng.u64(fault_gap.clone());
+            }
+            if now >= next_expiry {
+                if self.expire_one(&ledger.recent) {
+                    sweeps.push(now + Duration::from_millis(self.rng.u64(200..2_000)));
+                }
+                next_expiry = now + Duration::from_millis(self.rng.u64(expiry_gap.clone()));
+            }
+            sweeps.retain(|at| {
+                if *at <= now {
+                    self.sim.sweep_now();
+                    false
+                } else {
+                    true
+                }
+            });
+            if now >= next_kill {
+                self.kill_one(now).await;
+                next_kill = now + Duration::from_millis(self.rng.u64(kill_gap.clone()));
+            }
+            if let Some(&point) = restart_points.first()
+                && finished * 100 >= point * self.plan.runs
+            {
+                restart_points.remove(0);
+                self.restart_sim().await?;
+            }
+            if now >= next_marker_check {
+                self.check_markers(now);
+                next_marker_check = now + Duration::from_millis(250);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.report.elapsed = started.elapsed();
+        self.finish().await;
+        Ok(())
+    }
+
+    /// `agh-worker run` for a slot, configured only by environment (like a systemd unit).
+    fn spawn_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let slot = &self.slots[index];
+        let handlers = serde_json::json!([
+            {
+                "name": "exec",
+                "kind": "exec",
+                "match": {"title": "exec *"},
+                "exec": {
+                    "program": self.handler,
+                    "kill_grace_ms": KILL_GRACE_MS,
+                    "env": {"SOAK_MARKERS": self.markers},
+                },
+            },
+            {"name": "noop", "kind": "noop"},
+        ])
+        .to_string();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("AGH_SESSION_ID", &slot.session.session_id)
+            .env("AGH_AGENT", &slot.session.agent_name)
+            .env("AGH_WORKER__AGH__ENDPOINT", &slot.endpoint)
+            .env("AGH_WORKER__AGH__WORKSPACE_ID", DEFAULT_WORKSPACE)
+            .env("AGH_WORKER__HANDLERS", handlers)
+            .env(
+                "AGH_WORKER__WORKER__LEASE_SECONDS",
+                LEASE_SECONDS.to_string(),
+            )
+            .env(
+                "AGH_WORKER__WORKER__HEARTBEAT_EVERY_SECONDS",
+                HEARTBEAT_SECONDS.to_string(),
+            )
+            .env(
+                "AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS",
+                DRAIN_SECONDS.to_string(),
+            )
+            .env("AGH_WORKER__WORKER__ORPHAN_POLICY", slot.policy)
+            .env("AGH_WORKER__WORKER__IDENTITY_PROBE_SECONDS", "1")
+            .env(
+                "AGH_WORKER__AGH__LONG_POLL_TIMEOUT_MS",
+                LONG_POLL_MS.to_string(),
+            )
+            .env(
+                "AGH_WORKER__AGH__REQUEST_TIMEOUT_MS",
+                REQUEST_TIMEOUT_MS.to_string(),
+            )
+            .env("AGH_WORKER__AGH__CONNECT_TIMEOUT_MS", "500")
+            .env("AGH_WORKER__RETRY__INITIAL_BACKOFF_MS", "20")
+            .env("AGH_WORKER__RETRY__MAX_BACKOFF_MS", "300")
+            .env("AGH_WORKER__RETRY__TERMINAL_BUDGET_MS", "3000")
+            .env("AGH_WORKER__RETRY__READ_BUDGET_MS", "3000")
+            .env("AGH_WORKER__COORDINATION__LISTEN", "false")
+            .env("AGH_WORKER__LOG__FORMAT", "text")
+            .env("AGH_WORKER__LOG__LEVEL", "info")
+            // Several workers side by side: each health server takes a free port.
+            .env("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start worker {}", slot.index))?;
+        let (first_tx, first_rx) = watch::channel(None);
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        if let Some(stderr) = child.stderr.take() {
+            let tail = tail.clone();
+            let log_dir = self.plan.log_dir.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                // Every process of a slot appends to the same file, restarts included.
+                let mut debug = log_dir.and_then(|dir| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join(format!("worker-{index}.log")))
+                        .ok()
+                });
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(file) = debug.as_mut() {
+                        use std::io::Write as _;
+                        let _ = writeln!(file, "{line}");
+                    }
+                    if first_tx.borrow().is_none() && line.contains("run in hand") {
+                        first_tx.send_replace(Some(Instant::now()));
+                    }
+                    let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                    if tail.len() == 40 {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            });
+        }
+        if let Some(pid) = child.id() {
+            self.pid_sessions
+                .insert(pid, self.slots[index].session.session_id.clone());
+        }
+        let slot = &mut self.slots[index];
+        slot.pid = child.id();
+        slot.child = Some(child);
+        slot.first_run = first_rx;
+        slot.tail = tail;
+        slot.restart_at = None;
+        Ok(())
+    }
+
+    /// Restarts killed workers when due, times their recovery, and notices a worker that exited
+    /// without being killed (that is a failure: the worker must ride out every fault).
+    async fn watch_processes(&mut self, now: Instant) -> anyhow::Result<()> {
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.child.is_none() {
+                if slot.restart_at.is_some_and(|at| at <= now) {
+                    self.spawn_worker(index)?;
+                }
+                continue;
+            }
+            if let (Some(killed_at), Some(first)) = (slot.killed_at, *slot.first_run.borrow()) {
+                self.report.recoveries.push(first.duration_since(killed_at));
+                slot.killed_at = None;
+            }
+            let exited = slot.child.as_mut().and_then(|child| child.try_wait().ok()?);
+            if let Some(status) = exited {
+                let tail = tail_text(&slot.tail);
+                self.report.violations.push(format!(
+                    "worker {} exited by itself ({status}); its last log lines:\n{tail}",
+                    slot.index
+                ));
+                slot.child = None;
+                slot.restart_at = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    fn inject_fault(&mut self) {
+        const ROUTES: [Route; 7] = [
+            Route::ClaimNext,
+            Route::Heartbeat,
+            Route::Complete,
+            Route::Fail,
+            Route::Release,
+            Route::Me,
+            Route::Context,
+        ];
+        let route = ROUTES[self.rng.usize(..ROUTES.len())];
+        let (label, fault) = match self.rng.u32(0..20) {
+            0..=8 => {
+                let status = [500, 502, 503][self.rng.usize(..3)];
+                let error = "soak: injected server error".to_owned();
+                (
+                    "5xx",
+                    Fault::new(
+                        route,
+                        FaultKind::Status { status, error },
+                        self.rng.u32(1..4),
+                    ),
+                )
+            }
+            9 => {
+                // Past the request deadline, or past the long-poll deadline for a claim.
+                let (route, millis) = if self.rng.bool() {
+                    (Route::ClaimNext, self.rng.u64(2_500..3_500))
+                } else {
+                    let routes = [Route::Heartbeat, Route::Complete, Route::Me, Route::Context];
+                    (routes[self.rng.usize(..4)], self.rng.u64(1_200..2_500))
+                };
+                let delay = FaultKind::Delay(Duration::from_millis(millis));
+                ("delay", Fault::new(route, delay, 1))
+            }
+            10..=13 => {
+                let route = if self.rng.bool() {
+                    Route::ClaimNext
+                } else {
+                    Route::Complete
+                };
+                (
+                    "drop-after-commit",
+                    Fault::new(route, FaultKind::DropAfterCommit, 1),
+                )
+            }
+            14..=17 => ("garbage", Fault::new(route, FaultKind::Garbage, 1)),
+            _ => ("truncated", Fault::new(route, FaultKind::Truncated, 1)),
+        };
+        self.sim.inject_fault(fault);
+        *self.report.faults.entry(label).or_insert(0) += 1;
+    }
+
+    /// Ends the lease of a run in hand: preferably one whose exec handler is working (so the
+    /// worker must stop it), otherwise one claimed recently.
+    fn expire_one(&mut self, recent: &[crate::sim::TransitionEvent]) -> bool {
+        let mut candidates: Vec<String> = read_markers(&self.markers)
+            .into_iter()
+            .map(|marker| marker.run_id)
+            .collect();
+        if candidates.is_empty() || self.rng.bool() {
+            candidates.extend(
+                recent
+                    .iter()
+                    .rev()
+                    .filter(|event| event.kind == TransitionKind::Claimed)
+                    .take(8)
+                    .map(|event| event.run_id.clone()),
+            );
+        }
+        while !candidates.is_empty() {
+            let run_id = candidates.swap_remove(self.rng.usize(..candidates.len()));
+            if self.expired.contains(&run_id) {
+                continue;
+            }
+            if self.sim.expire_lease(&run_id) {
+                self.expired.insert(run_id);
+                self.report.expiries += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// SIGKILLs one worker whose previous recovery is done; the restart comes a moment later
+    /// with the same session, so the new process finds the orphaned lease.
+    async fn kill_one(&mut self, now: Instant) {
+        // A restarted worker gets a second of work before it can be killed again; otherwise a
+        // lone worker would be killed right after each recovery and never get anything done.
+        let ready: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|slot| slot.child.is_some() && slot.killed_at.is_none())
+            .filter(|slot| {
+                slot.first_run
+                    .borrow()
+                    .is_some_and(|first| now.duration_since(first) >= Duration::from_secs(1))
+            })
+            .map(|slot| slot.index)
+            .collect();
+        // Keep at least one worker up (unless there is only one), so work goes on meanwhile.
+        let down = self
+            .slots
+            .iter()
+            .filter(|slot| slot.child.is_none())
+            .count();
+        if ready.is_empty() || (self.slots.len() > 1 && down > 0) {
+            return;
+        }
+        let index = ready[self.rng.usize(..ready.len())];
+        let restart_after = Duration::from_millis(self.rng.u64(100..1_500));
+        let slot = &mut self.slots[index];
+        let Some(mut child) = slot.child.take() else {
+            return;
+        };
+        // tokio's start_kill is SIGKILL: no drain, no release, like a crash or the OOM killer.
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        if let Some(pid) = slot.pid.take() {
+            self.killed_pids.insert(pid);
+        }
+        slot.killed_at = Some(now);
+        slot.restart_at = Some(now + restart_after);
+        self.report.kills += 1;
+    }
+
+    /// Restarts both simulator servers: every connection is cut, expired leases swept.
+    async fn restart_sim(&mut self) -> anyhow::Result<()> {
+        if let Some(server) = self.tcp.take() {
+            self.tcp = Some(server.restart().await.context("simulator restart (TCP)")?);
+        }
+        if let Some(server) = self.unix.take() {
+            self.unix = Some(server.restart().await.context("simulator restart (Unix)")?);
+        }
+        self.report.sim_restarts += 1;
+        Ok(())
+    }
+
+    /// A handler whose run is not held by its worker's session any more must be gone within
+    /// `HANDLER_TOLERANCE`.
+    fn check_markers(&mut self, now: Instant) {
+        let markers = read_markers(&self.markers);
+        let present: HashSet<String> = markers.iter().map(|m| m.file.clone()).collect();
+        self.unheld_since.retain(|file, _| present.contains(file));
+        for marker in markers {
+            if self.reported.contains(&marker.file) {
+                continue;
+            }
+            let Some(session) = self.session_of(marker.worker_pid) else {
+                // A worker this soak did not start (cannot happen) or one killed long ago.
+                continue;
+            };
+            let held = self.sim.run(&marker.run_id).is_some_and(|run| {
+                run.status == "claimed" && run.session_id.as_deref() == Some(session.as_str())
+            });
+            if held {
+                self.unheld_since.remove(&marker.file);
+                continue;
+            }
+            let since = *self.unheld_since.entry(marker.file.clone()).or_insert(now);
+            if now.duration_since(since) < HANDLER_TOLERANCE || !pid_alive(marker.pid) {
+                continue;
+            }
+            self.reported.insert(marker.file.clone());
+            if self.killed_pids.contains(&marker.worker_pid) {
+                // Nobody is left to stop it: its worker was SIGKILLed. Counted, not a violation
+                // of the worker's rules (see the report).
+                self.report.orphaned_by_kill += 1;
+            } else {
+                self.report.violations.push(format!(
+                    "handler pid {} still runs for run {} {} s after worker pid {} stopped holding it",
+                    marker.pid,
+                    marker.run_id,
+                    HANDLER_TOLERANCE.as_secs(),
+                    marker.worker_pid
+                ));
+            }
+        }
+    }
+
+    /// The session of the worker process `pid` (current or killed).
+    fn session_of(&self, pid: u32) -> Option<String> {
+        self.pid_sessions.get(&pid).cloned()
+    }
+
+    /// Stops the workers gracefully and checks the end state.
+    async fn finish(&mut self) {
+        self.sim.clear_faults();
+        for slot in &self.slots {
+            if let Some(pid) = slot.pid
+                && slot.child.is_some()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+        }
+        let within = Duration::from_secs(DRAIN_SECONDS + 10);
+        for slot in &mut self.slots {
+            // A kill whose restarted process never had a run in hand (or was not restarted yet).
+            if slot.killed_at.take().is_some() {
+                self.report.unmeasured_recoveries += 1;
+            }
+            let Some(mut child) = slot.child.take() else {
+                continue;
+            };
+            match tokio::time::timeout(within, child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => self.report.violations.push(format!(
+                    "worker {} exited with {status} after SIGTERM; its last log lines:\n{}",
+                    slot.index,
+                    tail_text(&slot.tail)
+                )),
+                Ok(Err(err)) => self
+                    .report
+                    .violations
+                    .push(format!("worker {}: cannot wait for it: {err}", slot.index)),
+                Err(_) => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    self.report.violations.push(format!(
+                        "worker {} did not stop within {} s of SIGTERM; its last log lines:\n{}",
+                        slot.index,
+                        within.as_secs(),
+                        tail_text(&slot.tail)
+                    ));
+                }
+            }
+        }
+
+        // Handlers of workers that stopped gracefully are all gone now; a live one leaked.
+        for marker in read_markers(&self.markers) {
+            if !pid_alive(marker.pid) {
+                self.report.stale_markers += 1;
+            } else if self.killed_pids.contains(&marker.worker_pid) {
+                self.report.orphaned_by_kill += u64::from(self.reported.insert(marker.file));
+            } else {
+                self.report.violations.push(format!(
+                    "handler pid {} for run {} still runs after its worker (pid {}) stopped",
+                    marker.pid, marker.run_id, marker.worker_pid
+                ));
+            }
+        }
+
+        // Leases nobody will finish: the clock past every lease, then the daemon's sweep.
+        let before = self.sim.ledger();
+        self.report.claimed_at_end = before.runs_in_status("claimed");
+        self.sim
+            .advance_clock(Duration::from_secs(LEASE_SECONDS * 2 + 1));
+        // The sweep works in batches; bounded by the number of runs.
+        for _ in 0..=(self.plan.runs / 100 + 1) {
+            let swept = self.sim.sweep_now();
+            self.report.swept_at_end += swept as u64;
+            if swept == 0 {
+                break;
+            }
+        }
+        let ledger = self.sim.ledger();
+        self.report.completed = ledger.transitions_of(TransitionKind::Completed);
+        self.report.failed = ledger.transitions_of(TransitionKind::Failed);
+        self.report.queued = ledger.runs_in_status("queued");
+        self.report.transitions = ledger.transitions.clone();
+        let claimed = ledger.runs_in_status("claimed");
+        if claimed > 0 {
+            self.report.violations.push(format!(
+                "{claimed} runs still claimed after the clock passed every lease and a sweep"
+            ));
+        }
+        let accounted = self.report.completed + self.report.failed + self.report.queued;
+        if accounted != self.plan.runs {
+            self.report.violations.push(format!(
+                "{} runs enqueued, but {} completed + {} failed + {} queued = {accounted}",
+                self.plan.runs, self.report.completed, self.report.failed, self.report.queued
+            ));
+        }
+        if ledger.violations_total > 0 {
+            self.report.violations.push(format!(
+                "the ledger found {} lease violations",
+                ledger.violations_total
+            ));
+            for violation in &ledger.violations {
+                self.report.violations.push(format!(
+                    "ledger: run {}: {}: {}",
+                    violation.run_id, violation.rule, violation.detail
+                ));
+            }
+        }
+    }
+}
+
+/// One handler marker file: `<run>.<worker pid>.<handler pid>`.
+struct Marker {
+    file: String,
+    run_id: String,
+    worker_pid: u32,
+    pid: u32,
+}
+
+fn read_markers(dir: &Path) -> Vec<Marker> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            let mut parts = file.rsplitn(3, '.');
+            let pid = parts.next()?.parse().ok()?;
+            let worker_pid = parts.next()?.parse().ok()?;
+            let run_id = parts.next()?.to_owned();
+            Some(Marker {
+                file,
+                run_id,
+                worker_pid,
+                pid,
+            })
+        })
+        .collect()
+}
+
+/// Whether a process lives (zombies aside: handlers are reaped by their worker or by init).
+fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+    tail.iter()
+        .map(|line| format!("      {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
