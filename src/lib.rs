@@ -16,6 +16,7 @@
 //!   a session can only send on its own channel.
 //! - **child session**: a session spawned by this one, within its lineage budget, until its TTL.
 
+pub mod agentuity;
 pub mod api;
 pub mod app;
 pub mod channel;
