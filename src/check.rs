@@ -370,6 +370,33 @@ fn handler_check(index: usize, handler: &HandlerConfig, from: &str) -> CheckLine
             CheckLine::new(id, Status::Fail, format!("{label}: cannot post tasks"))
                 .with_details(problems)
         }
+    } else if handler.kind == HandlerKind::Coder {
+        let problems = match &handler.coder {
+            Some(coder) => {
+                let mut problems = coder.problems(&format!("{path}.coder"));
+                // The key may come from the environment; a run without one fails at once.
+                if let Err(err) = coder
+                    .client_settings()
+                    .resolve_key(&crate::agentuity::process_env())
+                {
+                    problems.push(format!("{path}.coder: {err}"));
+                }
+                problems
+            }
+            None => vec![format!(
+                "{path}.coder is missing: a coder handler needs [handlers.coder]"
+            )],
+        };
+        if problems.is_empty() {
+            CheckLine::new(
+                id,
+                Status::Pass,
+                format!("{label}: runs tasks as Agentuity Coder sessions"),
+            )
+        } else {
+            CheckLine::new(id, Status::Fail, format!("{label}: cannot start sessions"))
+                .with_details(problems)
+        }
     } else if handler.kind == HandlerKind::Noop {
         CheckLine::new(
             id,

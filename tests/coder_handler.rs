@@ -362,6 +362,21 @@ async fn a_session_error_fails_the_run() {
     );
 }
 
+#[tokio::test]
+async fn a_session_stuck_provisioning_fails_after_the_provisioning_timeout() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![Step::detail(json!({"status": "creating"}))];
+    let mut config = config(&fake);
+    config.provisioning_timeout_seconds = 0.1;
+    let harness = harness(None);
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    assert!(
+        matches!(&outcome, Outcome::Fail { error, .. } if error.contains("still creating")),
+        "{outcome:?}"
+    );
+    assert_eq!(fake.lock().archived, vec!["codesess_1".to_string()]);
+}
+
 #[test]
 fn the_config_rejects_unknown_keys_and_never_prints_the_key_or_env_values() {
     let parsed: Result<CoderConfig, _> =

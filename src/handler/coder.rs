@@ -34,6 +34,8 @@ const MAX_PENDING_MILESTONES: usize = 20;
 const MAX_READ_FAILURES: u32 = 10;
 /// Creates attempted when each one's fate was unknown (each preceded by a lookup).
 const CREATE_ATTEMPTS: u32 = 3;
+/// How long a stopped run spends looking for a session whose create was interrupted.
+const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest progress line sent.
 const MAX_PROGRESS_CHARS: usize = 600;
 
@@ -450,6 +452,8 @@ struct Run<'a> {
     last_loop: Option<LoopState>,
     last_session: Option<Session>,
     session_ended: Option<End>,
+    provisioning_since: Option<Instant>,
+    read_failures: u32,
 }
 
 impl<'a> Run<'a> {
@@ -484,6 +488,8 @@ impl<'a> Run<'a> {
             last_loop: None,
             last_session: None,
             session_ended: None,
+            provisioning_since: None,
+            read_failures: 0,
         }
     }
 
@@ -625,83 +631,75 @@ impl<'a> Run<'a> {
     }
 
     async fn follow(&mut self, id: &str) -> Outcome {
-        let provisioning_limit = seconds(self.config.provisioning_timeout_seconds, 300.0);
-        let provisioning_from = Instant::now();
-        let mut read_failures = 0u32;
+        let cancel = self.context.cancel.clone();
+        let deadline = self.deadline;
         let mut first = true;
         loop {
-            if !first {
-                tokio::select! {
-                    biased;
-                    _ = self.context.cancel.cancelled() => return self.stopped(Some(id)).await,
-                    _ = sleep_until_option(self.deadline) => return self.stopped(Some(id)).await,
-                    _ = tokio::time::sleep(self.poll) => {}
-                }
-            }
-            first = false;
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                return self.stopped(Some(id)).await;
-            }
-            let session = match self.client.get_session(id).await {
-                Ok(session) => {
-                    read_failures = 0;
-                    session
-                }
-                Err(err) if err.is_gone() => {
-                    return self
-                        .finish(id, End::Fail(format!("the session disappeared: {err}")))
-                        .await;
-                }
-                Err(err) if err.is_fatal() => {
-                    return self
-                        .finish(id, End::Fail(format!("reading the session: {err}")))
-                        .await;
-                }
-                Err(err) => {
-                    read_failures += 1;
-                    tracing::warn!(target: LOG_TARGET, error = %err, failures = read_failures, "reading the coder session failed");
-                    if read_failures >= MAX_READ_FAILURES {
-                        return self
-                            .finish(
-                                id,
-                                End::Fail(format!(
-                                    "reading the session failed {read_failures} times: {err}"
-                                )),
-                            )
-                            .await;
-                    }
-                    continue;
-                }
+            // Every Hub call of a poll can be interrupted: a stop must not wait for a slow answer.
+            let step = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                _ = sleep_until_option(deadline) => None,
+                end = self.poll_once(id, first) => Some(end),
             };
-            if let Some(SessionStatus::Other(status)) = &session.status {
-                tracing::debug!(target: LOG_TARGET, status, "the coder session has a status this build does not know");
-            }
-            if session.is_provisioning() {
-                if provisioning_from.elapsed() >= provisioning_limit {
-                    return self
-                        .finish(
-                            id,
-                            End::Fail(format!(
-                                "the session was still {} after {} s",
-                                session.status_str(),
-                                provisioning_limit.as_secs()
-                            )),
-                        )
-                        .await;
-                }
-                self.last_session = Some(session);
-                continue;
-            }
-            self.read_events(id).await;
-            let end = self.decide(id, &session).await;
-            self.last_session = Some(session);
-            if let Some(end) = end {
-                return self.finish(id, end).await;
-            }
-            if let Some(end) = self.session_ended.take() {
-                return self.finish(id, end).await;
+            first = false;
+            match step {
+                None => return self.stopped(Some(id)).await,
+                Some(Some(end)) => return self.finish(id, end).await,
+                Some(None) => {}
             }
         }
+    }
+
+    /// One poll: waits the cadence (except the first time), reads the session and its events,
+    /// and says whether it is done.
+    async fn poll_once(&mut self, id: &str, first: bool) -> Option<End> {
+        if !first {
+            tokio::time::sleep(self.poll).await;
+        }
+        let provisioning_limit = seconds(self.config.provisioning_timeout_seconds, 300.0);
+        let session = match self.client.get_session(id).await {
+            Ok(session) => {
+                self.read_failures = 0;
+                session
+            }
+            Err(err) if err.is_gone() => {
+                return Some(End::Fail(format!("the session disappeared: {err}")));
+            }
+            Err(err) if err.is_fatal() => {
+                return Some(End::Fail(format!("reading the session: {err}")));
+            }
+            Err(err) => {
+                self.read_failures += 1;
+                tracing::warn!(target: LOG_TARGET, error = %err, failures = self.read_failures, "reading the coder session failed");
+                if self.read_failures >= MAX_READ_FAILURES {
+                    return Some(End::Fail(format!(
+                        "reading the session failed {} times: {err}",
+                        self.read_failures
+                    )));
+                }
+                return None;
+            }
+        };
+        if let Some(SessionStatus::Other(status)) = &session.status {
+            tracing::debug!(target: LOG_TARGET, status, "the coder session has a status this build does not know");
+        }
+        if session.is_provisioning() {
+            let since = *self.provisioning_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= provisioning_limit {
+                return Some(End::Fail(format!(
+                    "the session was still {} after {} s",
+                    session.status_str(),
+                    provisioning_limit.as_secs()
+                )));
+            }
+            self.last_session = Some(session);
+            return None;
+        }
+        self.read_events(id).await;
+        let end = self.decide(id, &session).await;
+        self.last_session = Some(session);
+        end.or_else(|| self.session_ended.take())
     }
 
     /// Reads events newer than the last seen, paging back with `beforeId` when a whole page is new.
@@ -1007,7 +1005,15 @@ impl<'a> Run<'a> {
 
     /// The run was stopped (cancel token or deadline). `id` is `None` before a session exists.
     async fn stopped(&mut self, id: Option<&str>) -> Outcome {
-        let id = id.map(str::to_string).or_else(|| self.session_id.clone());
+        let mut id = id.map(str::to_string).or_else(|| self.session_id.clone());
+        if id.is_none() {
+            // Stopped mid-create: the session may exist anyway; find it so it is not orphaned.
+            id = tokio::time::timeout(STOP_LOOKUP_TIMEOUT, self.find_for_run())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+        }
         let past_deadline = self.deadline.is_some_and(|d| Instant::now() >= d)
             || self
                 .context
