@@ -84,6 +84,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Check(args) => return crate::check::run(&cli, args).await,
         Command::Completions(args) => return crate::cli_docs::completions(args),
         Command::Man(args) => return crate::cli_docs::man(args),
+        // Agentuity commands need no AGH identity, so no validated configuration either.
+        Command::Coder(args) => {
+            let _log = crate::logging::init("warn", crate::config::LogFormat::Text);
+            return crate::coder_cli::coder(&cli, args).await;
+        }
+        Command::Agentuity(args) => {
+            let _log = crate::logging::init("warn", crate::config::LogFormat::Text);
+            return crate::coder_cli::agentuity(&cli, args).await;
+        }
         _ => {}
     }
     let loaded = match load_config(&cli) {

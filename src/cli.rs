@@ -91,6 +91,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(ManArgs),
+    /// Agentuity Coder Hub sessions: list, show, loop, events, archive, resume, delete (JSON).
+    Coder(crate::coder_cli::CoderArgs),
+    /// The Agentuity Sessions API: `agentuity sessions list|get|logs` (JSON).
+    Agentuity(crate::coder_cli::AgentuityArgs),
 }
 
 /// `check` options (`--json` prints the checklist as JSON).

@@ -23,6 +23,7 @@ pub mod channel;
 pub mod check;
 pub mod cli;
 pub mod cli_docs;
+pub mod coder_cli;
 pub mod config;
 pub mod coordination;
 pub mod demo;

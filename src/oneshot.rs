@@ -74,6 +74,8 @@ pub fn is_one_shot(command: &Command) -> bool {
             | Command::Check(_)
             | Command::Completions(_)
             | Command::Man(_)
+            | Command::Coder(_)
+            | Command::Agentuity(_)
     )
 }
 
@@ -238,7 +240,9 @@ pub async fn execute(
         | Command::Sim(_)
         | Command::Check(_)
         | Command::Completions(_)
-        | Command::Man(_) => {
+        | Command::Man(_)
+        | Command::Coder(_)
+        | Command::Agentuity(_) => {
             return Err(OneShotError::Usage("not a one-shot command".into()));
         }
     };
