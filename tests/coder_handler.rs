@@ -159,6 +159,7 @@ async fn a_task_is_created_as_a_session_followed_to_completion_and_reported_with
     assert!(all.contains("session codesess_1 created"), "{all}");
     assert!(all.contains("scout started a task"), "{all}");
     assert!(all.contains("session complete"), "{all}");
+    assert!(all.contains("$0.42 so far"), "{all}");
 }
 
 #[tokio::test]

@@ -35,7 +35,11 @@ const MAX_READ_FAILURES: u32 = 10;
 /// Creates attempted when each one's fate was unknown (each preceded by a lookup).
 const CREATE_ATTEMPTS: u32 = 3;
 /// How long a stopped run spends looking for a session whose create was interrupted.
-const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stopped run spends archiving (and reading the final usage): the lease task
+/// abandons a cancelled handler after its grace (10 s by default), and the archive must come first.
+const STOP_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(6);
+const STOP_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest progress line sent.
 const MAX_PROGRESS_CHARS: usize = 600;
 
@@ -283,10 +287,10 @@ impl CoderConfig {
                 "agh_attempt": document.attempt.to_string(),
             },
         });
-        let object = body.as_object_mut().expect("a JSON object literal");
+        let mut extra = Map::new();
         let mut put = |key: &str, value: Option<Value>| {
             if let Some(value) = value {
-                object.insert(key.into(), value);
+                extra.insert(key.into(), value);
             }
         };
         put("agent", self.agent.clone().map(Value::from));
@@ -327,6 +331,9 @@ impl CoderConfig {
         }
         if !self.env.is_empty() {
             put("env", Some(json!(self.env)));
+        }
+        if let Some(object) = body.as_object_mut() {
+            object.append(&mut extra);
         }
         body
     }
@@ -454,6 +461,7 @@ struct Run<'a> {
     session_ended: Option<End>,
     provisioning_since: Option<Instant>,
     read_failures: u32,
+    reported_cost: Option<f64>,
 }
 
 impl<'a> Run<'a> {
@@ -490,6 +498,7 @@ impl<'a> Run<'a> {
             session_ended: None,
             provisioning_since: None,
             read_failures: 0,
+            reported_cost: None,
         }
     }
 
@@ -510,6 +519,13 @@ impl<'a> Run<'a> {
             return;
         }
         self.flush_progress().await;
+    }
+
+    async fn progress_due(&mut self) {
+        let interval = seconds(self.config.progress_interval_seconds, 15.0);
+        if self.last_progress.is_none_or(|at| at.elapsed() >= interval) {
+            self.flush_progress().await;
+        }
     }
 
     async fn flush_progress(&mut self) {
@@ -698,8 +714,21 @@ impl<'a> Run<'a> {
         }
         self.read_events(id).await;
         let end = self.decide(id, &session).await;
+        if let Some(cost) = session.usage.as_ref().and_then(|u| u.cost_usd)
+            && self
+                .reported_cost
+                .is_none_or(|last| (cost - last).abs() >= 0.01)
+        {
+            self.reported_cost = Some(cost);
+            self.pending.push(format!("${cost:.2} so far"));
+        }
         self.last_session = Some(session);
-        end.or_else(|| self.session_ended.take())
+        let end = end.or_else(|| self.session_ended.take());
+        if end.is_none() {
+            // Milestones wait for the throttle, not for the next event.
+            self.progress_due().await;
+        }
+        end
     }
 
     /// Reads events newer than the last seen, paging back with `beforeId` when a whole page is new.
@@ -1031,8 +1060,14 @@ impl<'a> Run<'a> {
         };
         if past_deadline {
             tracing::warn!(target: LOG_TARGET, session_id = %id, "the run reached its time limit; archiving the coder session");
-            let before = self.client.get_session(&id).await.ok();
-            let after = self.archive(&id).await;
+            let before = tokio::time::timeout(STOP_READ_TIMEOUT, self.client.get_session(&id))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let after = tokio::time::timeout(STOP_ARCHIVE_TIMEOUT, self.archive(&id))
+                .await
+                .ok()
+                .flatten();
             let usage = best_usage([before.as_ref(), after.as_ref(), self.last_session.as_ref()]);
             return Outcome::Fail {
                 error: format!(
@@ -1049,7 +1084,12 @@ impl<'a> Run<'a> {
         match self.config.on_stop {
             StopPolicy::Archive => {
                 tracing::info!(target: LOG_TARGET, session_id = %id, "the run was stopped; archiving the coder session");
-                self.archive(&id).await;
+                if tokio::time::timeout(STOP_ARCHIVE_TIMEOUT, self.archive(&id))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
+                }
                 Outcome::Release(format!(
                     "coder: the run was stopped; coder session {id} was archived"
                 ))
