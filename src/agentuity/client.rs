@@ -966,3 +966,108 @@ fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
     let raw = base.saturating_mul(2u32.saturating_pow(attempt.min(16)));
     raw.min(cap).mul_f64(0.5 + fastrand::f64() * 0.5)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                map.insert(*name, value);
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_an_http_date_or_a_rate_limit_header() {
+        assert_eq!(
+            server_wait(&headers(&[("retry-after", "2".into())])),
+            Some(Duration::from_secs(2))
+        );
+        let later = SystemTime::now() + Duration::from_secs(30);
+        let wait = server_wait(&headers(&[("retry-after", httpdate::fmt_http_date(later))]))
+            .expect("a date");
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(
+            server_wait(&headers(&[("x-ratelimit-retry-after", "1.5".into())])),
+            Some(Duration::from_millis(1500))
+        );
+        let reset = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            + 10;
+        let wait =
+            server_wait(&headers(&[("x-ratelimit-reset", reset.to_string())])).expect("a reset");
+        assert!(wait <= Duration::from_secs(10), "{wait:?}");
+        assert_eq!(
+            server_wait(&headers(&[("retry-after", "soon".into())])),
+            None
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_respects_its_cap() {
+        for attempt in 0..5 {
+            let delay = backoff(Duration::from_millis(100), attempt, Duration::from_secs(1));
+            let full = Duration::from_millis(100 * 2u64.pow(attempt)).min(Duration::from_secs(1));
+            assert!(delay >= full / 2 && delay <= full, "{attempt}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn regions_map_to_catalyst_hosts() {
+        assert_eq!(
+            catalyst_url_for_region("usc"),
+            "https://catalyst-usc.agentuity.cloud"
+        );
+        assert_eq!(
+            catalyst_url_for_region("local"),
+            "https://catalyst.agentuity.io"
+        );
+        let env: Env = [(REGION_VAR.to_string(), "usw".to_string())].into();
+        assert_eq!(ClientSettings::default().region(&env), "usw");
+        assert_eq!(
+            ClientSettings::default().region(&Env::new()),
+            DEFAULT_REGION
+        );
+    }
+
+    #[test]
+    fn a_relative_key_file_is_read_from_the_credentials_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("agentuity.key"), "ag_from_file\n").expect("write");
+        let env: Env = [(
+            CREDENTIALS_DIRECTORY_VAR.to_string(),
+            dir.path().display().to_string(),
+        )]
+        .into();
+        let settings = ClientSettings {
+            key_file: Some("agentuity.key".into()),
+            ..Default::default()
+        };
+        assert_eq!(settings.resolve_key(&env).expect("key"), "ag_from_file");
+        let both = ClientSettings {
+            key: Some("k".into()),
+            key_file: Some("agentuity.key".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            both.resolve_key(&env),
+            Err(AgentuityError::BothKeys)
+        ));
+        assert_eq!(both.problems("c").len(), 1);
+    }
+
+    #[test]
+    fn ids_are_escaped_in_paths() {
+        assert_eq!(seg("codesess_1"), "codesess_1");
+        assert_eq!(seg("a/b?c"), "a%2Fb%3Fc");
+    }
+}
