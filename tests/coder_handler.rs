@@ -378,6 +378,66 @@ async fn a_session_stuck_provisioning_fails_after_the_provisioning_timeout() {
     assert_eq!(fake.lock().archived, vec!["codesess_1".to_string()]);
 }
 
+#[tokio::test]
+async fn a_paused_session_that_can_be_woken_is_resumed_and_then_followed_to_the_end() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![
+        Step::detail(
+            json!({"status": "paused", "bucket": "paused", "wakeAvailable": true, "runtimeAvailable": false}),
+        ),
+        Step::detail(json!({"status": "active"}))
+            .with_events(vec![json!({"event": "session_complete"})]),
+    ];
+    let config = config(&fake);
+    let harness = harness(None);
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    result(&outcome);
+    assert_eq!(fake.count("POST", "/api/hub/session/codesess_1/resume"), 1);
+}
+
+#[tokio::test]
+async fn a_session_recorded_in_the_run_metadata_is_adopted_first() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(
+        "codesess_recorded",
+        vec![
+            Step::detail(json!({"status": "active"}))
+                .with_events(vec![json!({"event": "session_complete"})]),
+        ],
+    );
+    let config = config(&fake);
+    let claim: Claim = serde_json::from_value(json!({
+        "task": {"id": "task-1", "title": "t"},
+        "run": {"id": "run-1", "metadata": {"coder_session_id": "codesess_recorded"}},
+    }))
+    .expect("claim");
+    let mut harness = harness(None);
+    harness.context.document = Arc::new(TaskDocument::new(claim, None, None));
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    assert_eq!(result(&outcome)["coder_session_id"], "codesess_recorded");
+    assert_eq!(fake.count("POST", "/api/hub/session"), 0);
+    assert_eq!(fake.count("GET", "/api/hub/sessions"), 0);
+}
+
+#[tokio::test]
+async fn an_archived_session_of_the_run_is_not_adopted_and_a_new_one_is_created() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(
+        "codesess_done",
+        vec![Step::detail(
+            json!({"status": "archived", "bucket": "history", "tags": ["agh-run:run-1"]}),
+        )],
+    );
+    fake.lock().on_create = vec![
+        Step::detail(json!({"status": "active"}))
+            .with_events(vec![json!({"event": "session_complete"})]),
+    ];
+    let config = config(&fake);
+    let harness = harness(None);
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    assert_eq!(result(&outcome)["coder_session_id"], "codesess_1");
+}
+
 #[test]
 fn the_config_rejects_unknown_keys_and_never_prints_the_key_or_env_values() {
     let parsed: Result<CoderConfig, _> =

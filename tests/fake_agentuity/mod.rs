@@ -308,6 +308,12 @@ fn answer(
             state.archived.push(id.to_string());
             json_response(200, json!({"sessionId": id, "status": "archived"}))
         }
+        ("POST", ["api", "hub", "session", id, "resume"]) => {
+            if !state.current.contains_key(*id) {
+                return not_found();
+            }
+            json_response(200, json!({"sessionId": id, "status": "resuming"}))
+        }
         ("GET", ["api", "hub", "session", id, "loop"]) => {
             let state_value = state.loops.get(*id).cloned();
             json_response(
