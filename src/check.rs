@@ -589,6 +589,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_coder_handler_is_checked_for_its_settings() {
+        let good: HandlerConfig = serde_json::from_value(serde_json::json!({
+            "name": "c", "kind": "coder", "coder": {"key": "ag_k"}
+        }))
+        .unwrap_or_else(|e| panic!("coder handler fixture: {e}"));
+        let line = handler_check(0, &good, "file");
+        assert_eq!(line.status, Status::Pass, "{line:?}");
+        let bad: HandlerConfig = serde_json::from_value(serde_json::json!({
+            "name": "c", "kind": "coder", "coder": {"key": "ag_k", "workflow_mode": "maybe"}
+        }))
+        .unwrap_or_else(|e| panic!("coder handler fixture: {e}"));
+        let line = handler_check(0, &bad, "file");
+        assert_eq!(line.status, Status::Fail, "{line:?}");
+        assert!(
+            line.details.iter().any(|d| d.contains("workflow_mode")),
+            "{line:?}"
+        );
+    }
+
     /// Through serde, not a struct literal: handler kinds add fields of their own.
     fn noop(name: &str) -> HandlerConfig {
         serde_json::from_value(serde_json::json!({"name": name, "kind": "noop"}))

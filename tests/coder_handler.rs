@@ -438,6 +438,51 @@ async fn an_archived_session_of_the_run_is_not_adopted_and_a_new_one_is_created(
     assert_eq!(result(&outcome)["coder_session_id"], "codesess_1");
 }
 
+#[tokio::test]
+async fn a_new_session_not_yet_readable_is_waited_for_rather_than_failed() {
+    let fake = FakeAgentuity::start().await;
+    fake.can(
+        "GET",
+        "/api/hub/session/codesess_1",
+        404,
+        vec![],
+        r#"{"code":"CODER_SESSION_NOT_FOUND"}"#,
+    );
+    fake.lock().on_create = vec![
+        Step::detail(json!({"status": "active"}))
+            .with_events(vec![json!({"event": "session_complete"})]),
+    ];
+    let config = config(&fake);
+    let harness = harness(None);
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    assert_eq!(result(&outcome)["coder_session_id"], "codesess_1");
+}
+
+#[tokio::test]
+async fn a_session_that_disappears_while_followed_fails_the_run() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![Step::detail(json!({"status": "active"}))];
+    let config = config(&fake);
+    let harness = harness(None);
+    let client = client(&config);
+    let run = run_with_client(&config, harness.context, &client);
+    let remove = async {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        fake.can(
+            "GET",
+            "/api/hub/session/codesess_1",
+            410,
+            vec![],
+            "Session has shut down",
+        );
+    };
+    let (outcome, ()) = tokio::join!(run, remove);
+    assert!(
+        matches!(&outcome, Outcome::Fail { error, .. } if error.contains("disappeared")),
+        "{outcome:?}"
+    );
+}
+
 #[test]
 fn the_config_rejects_unknown_keys_and_never_prints_the_key_or_env_values() {
     let parsed: Result<CoderConfig, _> =

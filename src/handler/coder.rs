@@ -679,7 +679,9 @@ impl<'a> Run<'a> {
                 self.read_failures = 0;
                 session
             }
-            Err(err) if err.is_gone() => {
+            // A just-created session may not be readable yet (the SDK tolerates a 404 while it
+            // waits too): until it has been read once, gone counts as a failed read.
+            Err(err) if err.is_gone() && self.last_session.is_some() => {
                 return Some(End::Fail(format!("the session disappeared: {err}")));
             }
             Err(err) if err.is_fatal() => {
