@@ -478,3 +478,32 @@ async fn the_sessions_api_envelope_is_unwrapped_and_its_failures_are_errors() {
         Some("NOT_FOUND")
     );
 }
+
+#[tokio::test]
+async fn a_421_is_retried_once_in_the_region_catalyst_names() {
+    let fake = FakeAgentuity::start().await;
+    let region = vec![("x-agentuity-region", "use".to_string())];
+    fake.can("GET", "/session", 421, region.clone(), "misdirected");
+    fake.can(
+        "GET",
+        "/use/session",
+        200,
+        vec![],
+        r#"{"success":true,"data":["from use"]}"#,
+    );
+    let client = client(&fake).with_regional_catalyst(&format!("{}/{{region}}", fake.url));
+    let data = client
+        .list_agent_sessions(&Default::default())
+        .await
+        .expect("retried");
+    assert_eq!(data[0], "from use");
+
+    fake.can("GET", "/session", 421, region.clone(), "misdirected");
+    fake.can("GET", "/use/session", 421, region, "misdirected again");
+    let err = client
+        .list_agent_sessions(&Default::default())
+        .await
+        .expect_err("a second 421");
+    assert_eq!(err.class(), Some(ErrorClass::WrongRegion));
+    assert_eq!(fake.count("GET", "/use/session"), 2);
+}

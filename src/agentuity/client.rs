@@ -269,6 +269,8 @@ pub struct AgentuityClient {
     api: String,
     hub: OnceCell<String>,
     retry: RetryPolicy,
+    /// Where a 421's regional retry goes, `{region}` replaced; `None`: the region's Catalyst.
+    regional_template: Option<String>,
 }
 
 impl AgentuityClient {
@@ -344,7 +346,15 @@ impl AgentuityClient {
             api,
             hub: OnceCell::new(),
             retry,
+            regional_template: None,
         })
+    }
+
+    /// Sends a 421's regional retry to `template` (`{region}` replaced) instead of the region's
+    /// Catalyst: for local proxies and tests.
+    pub fn with_regional_catalyst(mut self, template: &str) -> Self {
+        self.regional_template = Some(template.trim_end_matches('/').to_string());
+        self
     }
 
     /// The Catalyst base URL in force.
@@ -851,15 +861,18 @@ impl AgentuityClient {
                 rate_limited,
             };
             let class = failure.class();
-            // One regional retry, only for Catalyst hosts (SDK-api).
+            // One regional retry, only for Catalyst (SDK-api: hosts named catalyst).
             if class == ErrorClass::WrongRegion
                 && !region_retried
-                && base_url.contains("catalyst")
+                && (base_url == self.catalyst || host_is_catalyst(&base_url))
                 && let Some(region) = header_str(&headers, REGION_HEADER)
                     .filter(|r| r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
             {
                 region_retried = true;
-                base_url = catalyst_url_for_region(&region);
+                base_url = match &self.regional_template {
+                    Some(template) => template.replace("{region}", &region),
+                    None => catalyst_url_for_region(&region),
+                };
                 tracing::info!(
                     region,
                     "agentuity: wrong region; retrying once in the region named"
@@ -913,6 +926,13 @@ impl AgentuityClient {
             }
         }
     }
+}
+
+fn host_is_catalyst(url: &str) -> bool {
+    Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.contains("catalyst")))
+        .unwrap_or(false)
 }
 
 fn seg(id: &str) -> String {
