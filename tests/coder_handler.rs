@@ -483,6 +483,35 @@ async fn a_session_that_disappears_while_followed_fails_the_run() {
     );
 }
 
+#[tokio::test]
+async fn a_refused_key_fails_the_run_and_a_hub_that_keeps_failing_gives_it_back() {
+    let fake = FakeAgentuity::start().await;
+    fake.can(
+        "GET",
+        "/api/hub/sessions",
+        401,
+        vec![],
+        r#"{"message":"bad key"}"#,
+    );
+    let config = config(&fake);
+    let first = harness(None);
+    let outcome = run_with_client(&config, first.context, &client(&config)).await;
+    assert!(
+        matches!(&outcome, Outcome::Fail { error, .. } if error.contains("bad key")),
+        "{outcome:?}"
+    );
+    for _ in 0..3 {
+        fake.can("POST", "/api/hub/session", 503, vec![], "restarting");
+    }
+    let second = harness(None);
+    let outcome = run_with_client(&config, second.context, &client(&config)).await;
+    assert!(
+        matches!(&outcome, Outcome::Release(reason) if reason.contains("kept failing")),
+        "{outcome:?}"
+    );
+    assert_eq!(fake.count("GET", "/api/hub/sessions"), 5);
+}
+
 #[test]
 fn the_config_rejects_unknown_keys_and_never_prints_the_key_or_env_values() {
     let parsed: Result<CoderConfig, _> =

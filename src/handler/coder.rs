@@ -569,21 +569,18 @@ impl<'a> Run<'a> {
                     tracing::info!(target: LOG_TARGET, session_id = %id, "the run's recorded coder session is gone; looking further")
                 }
                 Err(err) => {
-                    return Err(
-                        self.fail_early(format!("reading the run's coder session {id}: {err}"))
-                    );
+                    return Err(early(format!("reading the run's coder session {id}"), &err));
                 }
             }
         }
         let body = self.config.session_body(self.document());
+        let mut last_error = None;
         for attempt in 1..=CREATE_ATTEMPTS {
             match self.find_for_run().await {
                 Ok(Some(id)) => return Ok(self.adopted(id, "its agh-run tag").await),
                 Ok(None) => {}
                 Err(err) => {
-                    return Err(
-                        self.fail_early(format!("looking for this run's coder session: {err}"))
-                    );
+                    return Err(early("looking for this run's coder session".into(), &err));
                 }
             }
             match self.client.create_session(&body).await {
@@ -595,17 +592,23 @@ impl<'a> Run<'a> {
                     self.progress(format!("session {id} created"), true).await;
                     return Ok(id);
                 }
-                Err(err) if err.outcome_unknown() && attempt < CREATE_ATTEMPTS => {
+                Err(err) if err.outcome_unknown() => {
                     // The create may have happened: look for it before trying again.
-                    tracing::warn!(target: LOG_TARGET, error = %err, "creating the coder session had an unknown outcome; looking it up before trying again");
+                    tracing::warn!(target: LOG_TARGET, error = %err, attempt, "creating the coder session had an unknown outcome; looking it up before trying again");
+                    last_error = Some(err);
                     tokio::time::sleep(self.poll).await;
                 }
-                Err(err) => {
-                    return Err(self.fail_early(format!("creating the coder session: {err}")));
-                }
+                Err(err) => return Err(early("creating the coder session".into(), &err)),
             }
         }
-        Err(self.fail_early("creating the coder session kept failing".into()))
+        // A last look: the last create may have made the session after all.
+        if let Ok(Some(id)) = self.find_for_run().await {
+            return Ok(self.adopted(id, "its agh-run tag").await);
+        }
+        Err(Outcome::Release(format!(
+            "coder: creating the coder session kept failing ({CREATE_ATTEMPTS} attempts){}",
+            last_error.map(|e| format!(": {e}")).unwrap_or_default()
+        )))
     }
 
     async fn adopted(&mut self, id: String, how: &str) -> String {
@@ -637,13 +640,6 @@ impl<'a> Run<'a> {
             // its outcome was reported then.
             .filter(|s| !s.is_over())
             .find_map(|s| s.session_id))
-    }
-
-    fn fail_early(&self, error: String) -> Outcome {
-        Outcome::Fail {
-            error: format!("coder: {error}"),
-            metadata: None,
-        }
     }
 
     async fn follow(&mut self, id: &str) -> Outcome {
@@ -1141,6 +1137,19 @@ impl<'a> Run<'a> {
     fn duration_ms(&self) -> u64 {
         let from = self.created_at.unwrap_or(self.started);
         u64::try_from(from.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The outcome of an error before any session is being followed: a setting or account problem
+/// fails the run; anything that may pass (the Hub restarting, the network) gives it back.
+fn early(context: String, err: &AgentuityError) -> Outcome {
+    if err.is_fatal() {
+        Outcome::Fail {
+            error: format!("coder: {context}: {err}"),
+            metadata: None,
+        }
+    } else {
+        Outcome::Release(format!("coder: {context}: {err}"))
     }
 }
 
