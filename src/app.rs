@@ -86,6 +86,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Completions(args) => return crate::cli_docs::completions(args),
         Command::Man(args) => return crate::cli_docs::man(args),
         Command::Bench(args) => return crate::bench::run(args).await,
+        // Agentuity commands need no AGH identity, so no validated configuration either.
+        Command::Coder(args) => {
+            let _log = crate::logging::init("warn", crate::config::LogFormat::Text);
+            return crate::coder_cli::coder(&cli, args).await;
+        }
+        Command::Agentuity(args) => {
+            let _log = crate::logging::init("warn", crate::config::LogFormat::Text);
+            return crate::coder_cli::agentuity(&cli, args).await;
+        }
         _ => {}
     }
     let loaded = match load_config(&cli) {

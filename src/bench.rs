@@ -294,6 +294,7 @@ fn noop_handlers() -> HandlerSet {
         matches: MatchRule::default(),
         exec: None,
         webhook: None,
+        coder: None,
     }])
 }
 
@@ -307,6 +308,7 @@ fn exec_true_handlers() -> HandlerSet {
             ..ExecConfig::default()
         }),
         webhook: None,
+        coder: None,
     }])
 }
 

@@ -370,6 +370,33 @@ fn handler_check(index: usize, handler: &HandlerConfig, from: &str) -> CheckLine
             CheckLine::new(id, Status::Fail, format!("{label}: cannot post tasks"))
                 .with_details(problems)
         }
+    } else if handler.kind == HandlerKind::Coder {
+        let problems = match &handler.coder {
+            Some(coder) => {
+                let mut problems = coder.problems(&format!("{path}.coder"));
+                // The key may come from the environment; a run without one fails at once.
+                if let Err(err) = coder
+                    .client_settings()
+                    .resolve_key(&crate::agentuity::process_env())
+                {
+                    problems.push(format!("{path}.coder: {err}"));
+                }
+                problems
+            }
+            None => vec![format!(
+                "{path}.coder is missing: a coder handler needs [handlers.coder]"
+            )],
+        };
+        if problems.is_empty() {
+            CheckLine::new(
+                id,
+                Status::Pass,
+                format!("{label}: runs tasks as Agentuity Coder sessions"),
+            )
+        } else {
+            CheckLine::new(id, Status::Fail, format!("{label}: cannot start sessions"))
+                .with_details(problems)
+        }
     } else if handler.kind == HandlerKind::Noop {
         CheckLine::new(
             id,
@@ -560,6 +587,26 @@ mod tests {
             origins: Default::default(),
             file_used: None,
         }
+    }
+
+    #[test]
+    fn a_coder_handler_is_checked_for_its_settings() {
+        let good: HandlerConfig = serde_json::from_value(serde_json::json!({
+            "name": "c", "kind": "coder", "coder": {"key": "ag_k"}
+        }))
+        .unwrap_or_else(|e| panic!("coder handler fixture: {e}"));
+        let line = handler_check(0, &good, "file");
+        assert_eq!(line.status, Status::Pass, "{line:?}");
+        let bad: HandlerConfig = serde_json::from_value(serde_json::json!({
+            "name": "c", "kind": "coder", "coder": {"key": "ag_k", "workflow_mode": "maybe"}
+        }))
+        .unwrap_or_else(|e| panic!("coder handler fixture: {e}"));
+        let line = handler_check(0, &bad, "file");
+        assert_eq!(line.status, Status::Fail, "{line:?}");
+        assert!(
+            line.details.iter().any(|d| d.contains("workflow_mode")),
+            "{line:?}"
+        );
     }
 
     /// Through serde, not a struct literal: handler kinds add fields of their own.

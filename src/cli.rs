@@ -96,6 +96,10 @@ pub enum Command {
     /// Measure throughput, overhead, idle footprint, latency and growth against the built-in
     /// simulator (run from a release build: `cargo run --release -- bench`).
     Bench(BenchArgs),
+    /// Agentuity Coder Hub sessions: list, show, loop, events, archive, resume, delete (JSON).
+    Coder(crate::coder_cli::CoderArgs),
+    /// The Agentuity Sessions API: `agentuity sessions list|get|logs` (JSON).
+    Agentuity(crate::coder_cli::AgentuityArgs),
 }
 
 /// `bench` options.

@@ -90,6 +90,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             ..ExecConfig::default()
         }),
         webhook: None,
+        coder: None,
     }]);
     let settings = WorkerSettings {
         lease: Duration::from_secs(60),

@@ -16,6 +16,7 @@
 //!   a session can only send on its own channel.
 //! - **child session**: a session spawned by this one, within its lineage budget, until its TTL.
 
+pub mod agentuity;
 pub mod api;
 pub mod app;
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod channel;
 pub mod check;
 pub mod cli;
 pub mod cli_docs;
+pub mod coder_cli;
 pub mod config;
 pub mod coordination;
 pub mod demo;

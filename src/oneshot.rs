@@ -76,6 +76,8 @@ pub fn is_one_shot(command: &Command) -> bool {
             | Command::Completions(_)
             | Command::Man(_)
             | Command::Bench(_)
+            | Command::Coder(_)
+            | Command::Agentuity(_)
     )
 }
 
@@ -242,7 +244,9 @@ pub async fn execute(
         | Command::Check(_)
         | Command::Completions(_)
         | Command::Man(_)
-        | Command::Bench(_) => {
+        | Command::Bench(_)
+        | Command::Coder(_)
+        | Command::Agentuity(_) => {
             return Err(OneShotError::Usage("not a one-shot command".into()));
         }
     };

@@ -1072,6 +1072,7 @@ async fn an_exec_program_reads_messages_and_writes_replies_and_spawns_through_th
                 ..ExecConfig::default()
             }),
             webhook: None,
+            coder: None,
         }])),
         events: sink.clone(),
         settings: worker_settings.into(),

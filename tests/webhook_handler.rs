@@ -734,6 +734,7 @@ fn debug_output_of_a_handler_never_shows_the_secret() {
             headers: BTreeMap::from([("Authorization".into(), "Bearer abc-do-not-print".into())]),
             ..config("http://127.0.0.1:1/task")
         }),
+        coder: None,
     };
     let text = format!("{handler:?} {handler:#?}");
     assert!(!text.contains("do-not-print"), "{text}");

@@ -239,6 +239,7 @@ fn exec_handlers(title: Option<&str>) -> HandlerSet {
             ..ExecConfig::default()
         }),
         webhook: None,
+        coder: None,
     }])
 }
 

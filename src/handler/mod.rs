@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBundle};
 
+pub mod coder;
 pub mod exec;
 pub mod select;
 pub mod webhook;

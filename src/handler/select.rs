@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::coder::{self, CoderConfig};
 use super::exec::{self, ExecConfig};
 use super::webhook::{self, WebhookConfig};
 use super::{Outcome, TaskContext, TaskDocument};
@@ -21,6 +22,8 @@ pub enum HandlerKind {
     /// POSTs the task document to a local sidecar; its JSON answer is the outcome (see the README's
     /// webhook handler).
     Webhook,
+    /// Runs the task as an Agentuity Coder Hub session (see the README's coder handler).
+    Coder,
 }
 
 impl HandlerKind {
@@ -30,6 +33,7 @@ impl HandlerKind {
             HandlerKind::Exec => "exec",
             HandlerKind::Noop => "noop",
             HandlerKind::Webhook => "webhook",
+            HandlerKind::Coder => "coder",
         }
     }
 }
@@ -51,6 +55,9 @@ pub struct HandlerConfig {
     /// Settings of a `webhook` handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+    /// Settings of a `coder` handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coder: Option<CoderConfig>,
 }
 
 /// Conditions on task fields; all given conditions must hold.
@@ -157,14 +164,14 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
                     problems.push((format!("{path}.exec"), problem));
                 }
             }
-            (kind @ (HandlerKind::Noop | HandlerKind::Webhook), Some(_)) => problems.push((
+            (kind @ (HandlerKind::Noop | HandlerKind::Webhook | HandlerKind::Coder), Some(_)) => problems.push((
                 format!("{path}.exec"),
                 format!(
                     "{path}.exec is set on a handler of kind \"{}\": remove it or set kind = \"exec\"",
                     kind.as_str()
                 ),
             )),
-            (HandlerKind::Noop | HandlerKind::Webhook, None) => {}
+            (HandlerKind::Noop | HandlerKind::Webhook | HandlerKind::Coder, None) => {}
         }
         match (handler.kind, &handler.webhook) {
             (HandlerKind::Webhook, None) => problems.push((
@@ -176,14 +183,33 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
                     problems.push((format!("{path}.webhook"), problem));
                 }
             }
-            (kind @ (HandlerKind::Exec | HandlerKind::Noop), Some(_)) => problems.push((
+            (kind @ (HandlerKind::Exec | HandlerKind::Noop | HandlerKind::Coder), Some(_)) => problems.push((
                 format!("{path}.webhook"),
                 format!(
                     "{path}.webhook is set on a handler of kind \"{}\": remove it or set kind = \"webhook\"",
                     kind.as_str()
                 ),
             )),
-            (HandlerKind::Exec | HandlerKind::Noop, None) => {}
+            (HandlerKind::Exec | HandlerKind::Noop | HandlerKind::Coder, None) => {}
+        }
+        match (handler.kind, &handler.coder) {
+            (HandlerKind::Coder, None) => problems.push((
+                format!("{path}.coder"),
+                format!("{path}.coder is missing: a coder handler needs [handlers.coder] (at least a key, key_file or AGENTUITY_SDK_KEY)"),
+            )),
+            (HandlerKind::Coder, Some(coder)) => {
+                for problem in coder.problems(&format!("{path}.coder")) {
+                    problems.push((format!("{path}.coder"), problem));
+                }
+            }
+            (kind, Some(_)) => problems.push((
+                format!("{path}.coder"),
+                format!(
+                    "{path}.coder is set on a handler of kind \"{}\": remove it or set kind = \"coder\"",
+                    kind.as_str()
+                ),
+            )),
+            (_, None) => {}
         }
     }
     problems
@@ -234,6 +260,12 @@ impl Handlers for HandlerSet {
                 Some(config) => webhook::run(config, context).await,
                 None => Outcome::Release(format!(
                     "agh-worker: handler {name:?} has no webhook settings"
+                )),
+            },
+            HandlerKind::Coder => match &handler.coder {
+                Some(config) => coder::run(config, context).await,
+                None => Outcome::Release(format!(
+                    "agh-worker: handler {name:?} has no coder settings"
                 )),
             },
             HandlerKind::Noop => Outcome::Complete(json!({"handler": "noop"})),
@@ -341,6 +373,7 @@ mod tests {
             matches,
             exec: None,
             webhook: None,
+            coder: None,
         }
     }
 
@@ -467,6 +500,31 @@ mod tests {
         );
         assert!(problems[2].1.contains("handler of kind \"webhook\""));
         assert!(problems[3].1.contains("no TLS"), "{problems:?}");
+    }
+
+    #[test]
+    fn coder_settings_belong_to_coder_handlers_only() {
+        let mut coder_without_settings = handler("a", MatchRule::default());
+        coder_without_settings.kind = HandlerKind::Coder;
+        let mut noop_with_coder = handler("b", MatchRule::default());
+        noop_with_coder.coder = Some(CoderConfig::default());
+        let mut bad_mode = handler("c", MatchRule::default());
+        bad_mode.kind = HandlerKind::Coder;
+        bad_mode.coder = Some(CoderConfig {
+            workflow_mode: "sometimes".into(),
+            ..CoderConfig::default()
+        });
+        let problems = table_problems(&[coder_without_settings, noop_with_coder, bad_mode]);
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "handlers[0].coder",
+                "handlers[1].coder",
+                "handlers[2].coder"
+            ]
+        );
+        assert!(problems[2].1.contains("workflow_mode"), "{problems:?}");
     }
 
     #[tokio::test]

@@ -431,6 +431,11 @@ fn adjust_after_stop(
             error: time_limit_message(time_limit),
             metadata: None,
         },
+        // The handler's own reason is kept after ours: it may name work left running for the
+        // next claim (the coder handler's live session).
+        (Some(StopReason::Shutdown), Outcome::Release(reason)) if !reason.trim().is_empty() => {
+            Outcome::Release(format!("agh-worker: the worker is shutting down; {reason}"))
+        }
         (Some(StopReason::Shutdown), _) => {
             Outcome::Release("agh-worker: the worker is shutting down".into())
         }
@@ -749,6 +754,17 @@ mod tests {
             ),
             Outcome::Release(_)
         ));
+        assert_eq!(
+            adjust_after_stop(
+                Outcome::Release("coder session codesess_1 left running".into()),
+                Some(StopReason::Shutdown),
+                None
+            ),
+            Outcome::Release(
+                "agh-worker: the worker is shutting down; coder session codesess_1 left running"
+                    .into()
+            )
+        );
         match adjust_after_stop(
             Outcome::Release("cancelled".into()),
             Some(StopReason::TimeLimit),

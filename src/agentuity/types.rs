@@ -1,0 +1,473 @@
+//! Tolerant DTOs of the Coder Hub and the Sessions API.
+//!
+//! The Hub adds fields often and documents few of its statuses, so almost everything is optional,
+//! unknown fields are kept in `extra`, and every status enum keeps values it does not know as
+//! `Other` instead of failing the whole answer.
+
+use std::collections::BTreeMap;
+
+use serde::de::Deserializer;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A string enum that keeps unknown values: `(variant, "wire name")`, then `Other(String)`.
+macro_rules! open_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($variant,)+
+            /// A value this build does not know, kept as sent.
+            Other(String),
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                match value.as_str() {
+                    $($wire => $name::$variant,)+
+                    _ => $name::Other(value),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.as_str().to_string()
+            }
+        }
+
+        impl $name {
+            /// The wire name.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $wire,)+
+                    $name::Other(value) => value,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+open_enum!(
+    /// A Coder session's `status` (no authoritative list exists; see the research notes §4.3).
+    SessionStatus {
+        Creating => "creating",
+        Provisioning => "provisioning",
+        Active => "active",
+        Running => "running",
+        Connected => "connected",
+        Idle => "idle",
+        Paused => "paused",
+        Resuming => "resuming",
+        Archived => "archived",
+        Shutdown => "shutdown",
+        Stopped => "stopped",
+        Ended => "ended",
+        Error => "error",
+        Failed => "failed",
+    }
+);
+
+open_enum!(
+    /// Where the Hub files a session.
+    Bucket {
+        Running => "running",
+        Paused => "paused",
+        Provisioning => "provisioning",
+        History => "history",
+    }
+);
+
+open_enum!(
+    /// A loop-mode session's loop status.
+    LoopStatus {
+        Idle => "idle",
+        Starting => "starting",
+        Running => "running",
+        Paused => "paused",
+        Completed => "completed",
+        Cancelled => "cancelled",
+        Blocked => "blocked",
+        AwaitingInput => "awaiting_input",
+    }
+);
+
+open_enum!(
+    /// `standard` (an interactive lead) or `loop` (iterates toward a goal).
+    WorkflowMode {
+        Standard => "standard",
+        Loop => "loop",
+    }
+);
+
+/// A number sent as a number or a numeric string; anything else is dropped rather than failing
+/// the whole answer.
+fn lenient_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Ok(lenient_f64(deserializer)?
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| n as u64))
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(lenient_f64(deserializer)?
+        .filter(|n| n.is_finite())
+        .map(|n| n as i64))
+}
+
+/// `null` or a non-list becomes an empty list; entries that do not parse are skipped.
+fn lenient_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// A value of the wrong shape becomes `None` instead of failing the whole answer.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(serde_json::from_value(Value::deserialize(deserializer)?).ok())
+}
+
+/// Token counts and cost of a session (`usage` in the session detail; undocumented).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub reasoning_tokens: Option<u64>,
+    /// In US dollars; `None` when unknown (never read as 0).
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A sub-agent task in the session detail (undocumented `tasks[]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTask {
+    #[serde(default)]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub result: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub error: Option<String>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub duration: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A Coder session, from the detail or the list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// `codesess_…`; some answers call it `id`.
+    #[serde(default, alias = "id")]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub status: Option<SessionStatus>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub bucket: Option<Bucket>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub workflow_mode: Option<WorkflowMode>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub loop_status: Option<LoopStatus>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub loop_iteration: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub history_only: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub runtime_available: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub wake_available: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub last_activity_at: Option<String>,
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub task: Option<String>,
+    /// A runtime failure, when the session had one (usually a string).
+    #[serde(default)]
+    pub error: Option<Value>,
+    #[serde(default, rename = "loop", deserialize_with = "lenient")]
+    pub loop_state: Option<LoopState>,
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub tasks: Vec<SessionTask>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub usage: Option<Usage>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Session {
+    /// The session is over: no runtime remains (history, archived, shut down).
+    pub fn is_over(&self) -> bool {
+        self.bucket == Some(Bucket::History)
+            || self.history_only == Some(true)
+            || matches!(
+                self.status,
+                Some(
+                    SessionStatus::Archived
+                        | SessionStatus::Shutdown
+                        | SessionStatus::Stopped
+                        | SessionStatus::Ended
+                )
+            )
+    }
+
+    /// The session failed: an error status or a non-empty `error`.
+    pub fn failure(&self) -> Option<String> {
+        let text = match &self.error {
+            Some(Value::String(text)) if !text.trim().is_empty() => Some(text.clone()),
+            Some(Value::Object(error)) => error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| Some(Value::Object(error.clone()).to_string())),
+            _ => None,
+        };
+        match (&self.status, text) {
+            (_, Some(text)) => Some(text),
+            (Some(SessionStatus::Error | SessionStatus::Failed), None) => {
+                Some(format!("the session's status is {:?}", self.status_str()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Still being set up.
+    pub fn is_provisioning(&self) -> bool {
+        matches!(
+            self.status,
+            Some(SessionStatus::Creating | SessionStatus::Provisioning)
+        ) || self.bucket == Some(Bucket::Provisioning)
+    }
+
+    pub fn status_str(&self) -> &str {
+        self.status
+            .as_ref()
+            .map_or("unknown", SessionStatus::as_str)
+    }
+
+    /// A metadata value as a string.
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref()?.get(key)?.as_str()
+    }
+}
+
+/// The answer to a create.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedSession {
+    #[serde(alias = "id")]
+    pub session_id: String,
+    #[serde(default, deserialize_with = "lenient")]
+    pub sandbox_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub status: Option<SessionStatus>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `GET /hub/sessions` parameters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListSessions {
+    pub search: Option<String>,
+    pub include_archived: bool,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// One page of sessions, flattened from `{sessions:{websocket:[…],sandbox:[…]},total}` (or a
+/// plain `sessions:[…]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SessionPage {
+    pub sessions: Vec<Session>,
+    pub total: Option<u64>,
+}
+
+impl SessionPage {
+    pub(crate) fn from_value(value: Value) -> Self {
+        let parse = |items: &Value| -> Vec<Session> {
+            items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| serde_json::from_value(item.clone()).ok())
+                .collect()
+        };
+        let sessions = match value.get("sessions") {
+            Some(list @ Value::Array(_)) => parse(list),
+            Some(Value::Object(groups)) => groups.values().flat_map(parse).collect(),
+            _ => Vec::new(),
+        };
+        let total = value.get("total").and_then(Value::as_u64);
+        SessionPage { sessions, total }
+    }
+}
+
+/// A loop-mode session's loop state (timestamps are Unix milliseconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoopState {
+    #[serde(default, deserialize_with = "lenient")]
+    pub status: Option<LoopStatus>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub iteration: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub max_iterations: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub goal: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub summary: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub next_action: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub last_error: Option<String>,
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub blockers: Vec<String>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub started_at: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub completed_at: Option<i64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `GET /hub/session/{id}/loop`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoopStateAnswer {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub workflow_mode: Option<WorkflowMode>,
+    /// `None` when the session is not in loop mode.
+    #[serde(default, rename = "loop", deserialize_with = "lenient")]
+    pub loop_state: Option<LoopState>,
+}
+
+/// One entry of a session's event history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubEvent {
+    /// The sequence number; `beforeId` pages with it.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub event: String,
+    #[serde(default, deserialize_with = "lenient")]
+    pub category: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub agent: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default, deserialize_with = "lenient")]
+    pub occurred_at: Option<String>,
+}
+
+/// `GET /hub/session/{id}/events/history`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventHistory {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub events: Vec<HubEvent>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub total: Option<u64>,
+}
+
+/// One transcript entry of a replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationEntry {
+    #[serde(default, rename = "type")]
+    pub entry_type: String,
+    #[serde(default, deserialize_with = "lenient")]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub task_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `GET /hub/session/{id}/replay`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replay {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub entries_source: Option<String>,
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub entries: Vec<ConversationEntry>,
+}
+
+impl Replay {
+    /// The lead's last message (a `message` entry without a task id): the session's answer.
+    pub fn final_message(&self) -> Option<String> {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|e| e.entry_type == "message" && e.task_id.is_none())
+            .find_map(|e| match &e.content {
+                Some(Value::String(text)) if !text.trim().is_empty() => Some(text.clone()),
+                _ => None,
+            })
+    }
+}
+
+/// `GET /session` parameters of the Sessions API (agent executions, not Coder sessions).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListAgentSessions {
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+    /// Any other documented filter (`sort`, `direction`, `projectId`, `trigger`, …).
+    pub filters: BTreeMap<String, String>,
+}
