@@ -1122,7 +1122,13 @@ async fn an_oversize_fault_streams_a_body_of_the_requested_size() {
 
 #[tokio::test]
 async fn an_expired_but_unswept_lease_does_not_block_a_new_claim() {
-    let harness = Harness::tcp().await;
+    // No background sweep during the test: on a loaded machine one could requeue the expired
+    // run before the claim, which would then (rightly) get that older run.
+    let harness = Harness::tcp_with(SimConfig {
+        sweep_interval: Duration::from_secs(3600),
+        ..SimConfig::default()
+    })
+    .await;
     let worker = harness.worker();
     let first = harness.claimed_run(&worker, "{}").await;
     assert!(harness.sim.expire_lease(&first));

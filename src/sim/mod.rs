@@ -350,6 +350,13 @@ impl Simulator {
         if self.inner.background_started.swap(true, Ordering::SeqCst) {
             return;
         }
+        // The boot sweep happens here, before serving, like the daemon's `orphaned_on_boot`
+        // pass; the periodic ones start one interval later. (A first sweep left to the spawned
+        // task raced with the first requests: it could requeue a lease a test had just expired.)
+        {
+            let now = self.inner.now();
+            self.inner.state().sweep(now);
+        }
         let token = self.inner.background.clone();
         spawn_periodic(
             Arc::downgrade(&self.inner),
@@ -378,7 +385,7 @@ impl Simulator {
 fn spawn_periodic(inner: Weak<Inner>, stop: CancellationToken, period: Duration, tick: fn(&Inner)) {
     let period = period.max(Duration::from_millis(10));
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period);
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
