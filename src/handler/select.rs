@@ -499,7 +499,10 @@ mod tests {
             ]
         );
         assert!(problems[2].1.contains("handler of kind \"webhook\""));
-        assert!(problems[3].1.contains("no TLS"), "{problems:?}");
+        assert!(
+            problems[3].1.contains("sidecar on this host"),
+            "{problems:?}"
+        );
     }
 
     #[test]

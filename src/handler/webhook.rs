@@ -75,7 +75,7 @@ type HmacSha256 = Hmac<Sha256>;
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Where the task document is POSTed: `http://127.0.0.1:PORT/path`, or `unix:/path/to.sock`
-    /// (then `path` is the request path). This build has no TLS.
+    /// (then `path` is the request path). Local only: https is refused.
     pub url: String,
     /// The request path when `url` is a Unix socket; default `/`.
     pub path: Option<String>,
@@ -394,8 +394,9 @@ fn http_url(raw: &str) -> Result<Url, String> {
         "http" => {}
         "https" => {
             return Err(
-                "uses https, but this build has no TLS: point it at a local sidecar over http:// on \
-                 loopback, or at a unix: socket"
+                "uses https, but the webhook handler talks to a sidecar on this host: point it at \
+                 http:// on loopback, or at a unix: socket (a remote agent belongs behind its own \
+                 local proxy)"
                     .to_string(),
             );
         }
@@ -1080,7 +1081,10 @@ mod tests {
     fn problems_name_the_key_and_what_to_do() {
         let cases: &[(WebhookConfig, &str)] = &[
             (config(""), "w.url is empty"),
-            (config("https://agent.local/task"), "this build has no TLS"),
+            (
+                config("https://agent.local/task"),
+                "talks to a sidecar on this host",
+            ),
             (config("ftp://agent/task"), "has scheme \"ftp\""),
             (
                 config("http://user:pw@127.0.0.1/task"),
