@@ -793,7 +793,7 @@ fn the_handler_table_takes_webhook_entries_and_names_their_mistakes() {
         "{error}"
     );
     assert!(error.contains("handlers[2].webhook.url"), "{error}");
-    assert!(error.contains("no TLS"), "{error}");
+    assert!(error.contains("sidecar on this host"), "{error}");
 }
 
 #[test]
