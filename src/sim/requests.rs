@@ -344,6 +344,27 @@ pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Decodes a send or reply body the way the daemon does: an empty body is EOF, claim-token
+/// material anywhere is refused before the fields are read, and every failure is a 400.
+fn decode_channel_request<T: serde::de::DeserializeOwned>(
+    verb: &str,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let decode_error = |error: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!("decode agent channel {verb} request: {error}"))
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(decode_error(&"EOF"));
+    }
+    let raw: Value = serde_json::from_slice(body).map_err(|error| decode_error(&error))?;
+    if contains_claim_material(&raw) {
+        return Err(ApiError::bad_request(
+            "contract: coordination metadata must not contain raw lease credentials",
+        ));
+    }
+    serde_json::from_value(raw).map_err(|error| decode_error(&error))
+}
+
 /// `POST /api/agent/channels/{channel}/send`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct SendRequest {
@@ -357,22 +378,7 @@ pub(crate) struct SendRequest {
 
 impl SendRequest {
     pub fn parse(body: &[u8]) -> Result<SendRequest, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "decode agent channel send request: EOF",
-            ));
-        }
-        let raw: Value = serde_json::from_slice(body).map_err(|error| {
-            ApiError::bad_request(format!("decode agent channel send request: {error}"))
-        })?;
-        if contains_claim_material(&raw) {
-            return Err(ApiError::bad_request(
-                "contract: coordination metadata must not contain raw lease credentials",
-            ));
-        }
-        let request: SendRequest = serde_json::from_value(raw).map_err(|error| {
-            ApiError::bad_request(format!("decode agent channel send request: {error}"))
-        })?;
+        let request: SendRequest = decode_channel_request("send", body)?;
         match &request.metadata {
             None | Some(Value::Null) => {
                 return Err(ApiError::bad_request(
@@ -400,22 +406,7 @@ pub(crate) struct ReplyRequest {
 
 impl ReplyRequest {
     pub fn parse(body: &[u8]) -> Result<ReplyRequest, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "decode agent channel reply request: EOF",
-            ));
-        }
-        let raw: Value = serde_json::from_slice(body).map_err(|error| {
-            ApiError::bad_request(format!("decode agent channel reply request: {error}"))
-        })?;
-        if contains_claim_material(&raw) {
-            return Err(ApiError::bad_request(
-                "contract: coordination metadata must not contain raw lease credentials",
-            ));
-        }
-        let request: ReplyRequest = serde_json::from_value(raw).map_err(|error| {
-            ApiError::bad_request(format!("decode agent channel reply request: {error}"))
-        })?;
+        let request: ReplyRequest = decode_channel_request("reply", body)?;
         if request.reply_to_message_id.trim().is_empty() {
             return Err(ApiError::bad_request(
                 "network: invalid field: reply_to_message_id is required",
