@@ -1,10 +1,13 @@
-//! Operator commands for Agentuity: `agh-worker coder …` (Coder Hub sessions) and
-//! `agh-worker agentuity sessions …` (the Sessions API). Each prints the answer as JSON.
+//! Operator commands for Agentuity: `agh-worker coder …` (Coder Hub sessions, users and custom
+//! agents) and `agh-worker agentuity sessions …` (the Sessions API). Each prints the answer as
+//! JSON; list answers print a short table instead on a terminal (`--json` and `--table` choose).
 //!
 //! The connection settings are those of a `coder` handler in the configuration (the first one,
 //! or the one named with `--handler`); without one, the environment alone (`AGENTUITY_SDK_KEY`,
 //! `AGENTUITY_CODER_URL`, …) is used. No AGH identity is needed: these commands never call AGH.
 
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -18,9 +21,13 @@ use crate::cli::Cli;
 use crate::config::{ConfigSources, load_unvalidated};
 use crate::handler::HandlerKind;
 
+mod table;
+
+use table::Column;
+
 /// Exit code when Agentuity answered with an error or could not be reached.
 pub const EXIT_AGENTUITY: u8 = 69;
-/// Exit code for a bad setting (no key, bad URL, unknown handler).
+/// Exit code for a bad setting (no key, bad URL, unknown handler) or an unusable `--file`.
 pub const EXIT_BAD_CONFIG: u8 = 64;
 /// Exit code when the session (or agent session) does not exist.
 pub const EXIT_NOT_FOUND: u8 = 44;
@@ -48,11 +55,18 @@ pub enum CoderCommand {
         archived: bool,
         #[arg(long)]
         limit: Option<u32>,
+        #[command(flatten)]
+        view: ListView,
     },
     /// One session's detail, including usage when the Hub reports it.
     Show { id: String },
     /// A loop-mode session's loop state.
     Loop { id: String },
+    /// A session's transcript: the lead's and the sub-agents' messages (GET …/replay).
+    Replay {
+        /// The session id.
+        id: String,
+    },
     /// A session's event history, newest first.
     Events {
         id: String,
@@ -61,13 +75,102 @@ pub enum CoderCommand {
         before: Option<i64>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(flatten)]
+        view: ListView,
     },
+    /// Who is or was attached to a session: people, observers, agents (GET …/participants).
+    Participants {
+        /// The session id.
+        id: String,
+        /// At most this many participants.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Include participants that have disconnected.
+        #[arg(long)]
+        include_disconnected: bool,
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// The users the Hub knows (GET /api/hub/users).
+    Users {
+        /// Only users whose id, name or email contains this text (any case), among those the Hub returns.
+        #[arg(long)]
+        search: Option<String>,
+        /// At most this many users.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// Custom agents: list, show, create, update, publish, archive, versions.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Archive a session: the sandbox stops, the transcript stays.
     Archive { id: String },
     /// Wake a paused session.
     Resume { id: String },
     /// Delete a session permanently (transcript and usage are lost).
     Delete { id: String },
+}
+
+/// `coder agents` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List the custom agents (GET /api/hub/agents).
+    List {
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// One custom agent: its draft and its latest published version.
+    Show {
+        /// The agent's slug (or id).
+        slug: String,
+    },
+    /// Create a custom-agent draft (POST /api/hub/agents) from a JSON object.
+    Create {
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Change a custom agent's draft (PATCH /api/hub/agents/{slug}) with a JSON object.
+    Update {
+        /// The agent's slug (or id).
+        slug: String,
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Publish the draft as the agent's next version.
+    Publish {
+        /// The agent's slug (or id).
+        slug: String,
+    },
+    /// Archive a custom agent.
+    Archive {
+        /// The agent's slug (or id).
+        slug: String,
+    },
+    /// A custom agent's published versions.
+    Versions {
+        /// The agent's slug (or id).
+        slug: String,
+        #[command(flatten)]
+        view: ListView,
+    },
+}
+
+/// How a list answer is printed.
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub struct ListView {
+    /// Print a short table even when stdout is not a terminal (a terminal gets one unless `--json`).
+    #[arg(long, conflicts_with = "json")]
+    pub table: bool,
+}
+
+/// Where a request body comes from.
+#[derive(Debug, Args)]
+pub struct BodyFile {
+    /// A file holding the JSON object to send, or `-` for stdin.
+    #[arg(long, value_name = "PATH|-")]
+    pub file: PathBuf,
 }
 
 /// `agentuity` options.
@@ -100,6 +203,8 @@ pub enum AgentSessionsCommand {
         /// Any other filter the API takes, e.g. `--filter trigger=api`; repeatable.
         #[arg(long = "filter", value_name = "NAME=VALUE")]
         filters: Vec<String>,
+        #[command(flatten)]
+        view: ListView,
     },
     /// GET /session/{id} on Catalyst.
     Get { id: String },
@@ -147,15 +252,155 @@ fn client(cli: &Cli, handler: Option<&str>) -> Result<AgentuityClient, ExitCode>
     })
 }
 
-fn print(answer: Result<Value, AgentuityError>) -> ExitCode {
+/// Which rows of a list answer a table shows, and in which columns.
+struct Layout {
+    /// The answer's field holding the rows; `None`: the answer is the array itself.
+    rows: Option<&'static str>,
+    columns: &'static [Column],
+}
+
+const SESSIONS: Layout = Layout {
+    rows: Some("sessions"),
+    columns: &[
+        Column::new("ID", &["/sessionId"]),
+        Column::new("STATUS", &["/status"]),
+        Column::new("MODE", &["/workflowMode", "/mode"]),
+        Column::new("LABEL", &["/label"]).at_most(32),
+        Column::new("UPDATED", &["/lastActivityAt", "/updatedAt", "/createdAt"]),
+    ],
+};
+
+const EVENTS: Layout = Layout {
+    rows: Some("events"),
+    columns: &[
+        Column::new("ID", &["/id"]),
+        Column::new("OCCURRED", &["/occurredAt"]),
+        Column::new("EVENT", &["/event"]).at_most(28),
+        Column::new("CATEGORY", &["/category"]).at_most(16),
+        Column::new("AGENT", &["/agent"]).at_most(20),
+    ],
+};
+
+const PARTICIPANTS: Layout = Layout {
+    rows: Some("participants"),
+    columns: &[
+        Column::new("ID", &["/id"]),
+        Column::new("ROLE", &["/role"]).at_most(16),
+        Column::new("AGENT ROLE", &["/agentRole"]).at_most(16),
+        Column::new("TRANSPORT", &["/transport"]).at_most(12),
+        Column::new("CONNECTED", &["/connectedAt"]),
+        Column::new("DISCONNECTED", &["/disconnectedAt"]),
+    ],
+};
+
+const USERS: Layout = Layout {
+    rows: Some("users"),
+    columns: &[
+        Column::new("ID", &["/userId"]),
+        Column::new("NAME", &["/displayName"]).at_most(24),
+        Column::new("EMAIL", &["/email"]).at_most(32),
+        Column::new("LAST SEEN", &["/lastSeenAt", "/lastLoginAt"]),
+    ],
+};
+
+const AGENTS: Layout = Layout {
+    rows: Some("agents"),
+    columns: &[
+        Column::new("SLUG", &["/slug", "/draft/slug", "/published/slug"]),
+        Column::new(
+            "NAME",
+            &[
+                "/displayName",
+                "/draft/displayName",
+                "/published/displayName",
+            ],
+        )
+        .at_most(24),
+        Column::new("LIFECYCLE", &["/lifecycle"]).at_most(12),
+        Column::new("VERSION", &["/latestPublishedVersion"]),
+        Column::new("UPDATED", &["/updatedAt"]),
+    ],
+};
+
+const VERSIONS: Layout = Layout {
+    rows: Some("versions"),
+    columns: &[
+        Column::new("VERSION", &["/version"]),
+        Column::new("SLUG", &["/slug"]),
+        Column::new("CREATED", &["/createdAt"]),
+        Column::new("BY", &["/createdByUserId"]),
+        Column::new("ID", &["/id"]),
+    ],
+};
+
+const AGENT_SESSIONS: Layout = Layout {
+    rows: None,
+    columns: &[
+        Column::new("ID", &["/id"]),
+        Column::new("TRIGGER", &["/trigger"]).at_most(10),
+        Column::new("SUCCESS", &["/success"]),
+        Column::new("COST", &["/total_cost"]),
+        Column::new("STARTED", &["/start_time"]),
+    ],
+};
+
+impl Layout {
+    /// The table of `answer`, or `None` when the answer does not hold the expected rows (then
+    /// it is printed as JSON rather than as an empty table hiding what came back).
+    fn render(&self, answer: &Value) -> Option<String> {
+        let rows = match self.rows {
+            Some(field) => answer.get(field)?,
+            None => answer,
+        };
+        Some(table::render(self.columns, rows.as_array()?))
+    }
+}
+
+impl CoderCommand {
+    /// The list options of a list command.
+    fn view(&self) -> Option<ListView> {
+        match self {
+            CoderCommand::Sessions { view, .. }
+            | CoderCommand::Events { view, .. }
+            | CoderCommand::Participants { view, .. }
+            | CoderCommand::Users { view, .. }
+            | CoderCommand::Agents(AgentsCommand::List { view })
+            | CoderCommand::Agents(AgentsCommand::Versions { view, .. }) => Some(*view),
+            _ => None,
+        }
+    }
+}
+
+/// Refuses `--json` with `--table`: clap sees the clash only when both follow the subcommand.
+fn clashing_formats(cli: &Cli, view: Option<ListView>) -> Option<ExitCode> {
+    (cli.json && view.is_some_and(|view| view.table)).then(|| {
+        eprintln!("agh-worker: --json and --table cannot be used together");
+        ExitCode::from(2)
+    })
+}
+
+/// A table when asked for with `--table`, or on a terminal without `--json`; else JSON.
+fn wants_table(json: bool, table: bool, terminal: bool) -> bool {
+    table || (terminal && !json)
+}
+
+/// The layout to print a list answer with, if it is to be a table.
+fn table_for(cli: &Cli, view: ListView, layout: &'static Layout) -> Option<&'static Layout> {
+    wants_table(cli.json, view.table, std::io::stdout().is_terminal()).then_some(layout)
+}
+
+fn print(answer: Result<Value, AgentuityError>, table: Option<&Layout>) -> ExitCode {
     match answer {
         Ok(value) => {
-            match serde_json::to_string_pretty(&value) {
-                Ok(text) => println!("{text}"),
-                Err(err) => {
-                    eprintln!("agh-worker: the answer cannot be printed: {err}");
-                    return ExitCode::FAILURE;
-                }
+            match table.and_then(|layout| layout.render(&value)) {
+                Some(text) => print!("{text}"),
+                None => match serde_json::to_string_pretty(&value) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => {
+                        eprintln!("agh-worker: the answer cannot be printed: {err}");
+                        return ExitCode::FAILURE;
+                    }
+                },
             }
             ExitCode::SUCCESS
         }
@@ -182,51 +427,187 @@ fn to_value<T: serde::Serialize>(
     answer.map(|value| serde_json::to_value(value).unwrap_or(Value::Null))
 }
 
+/// A request body is a definition a person writes by hand; anything this big is a wrong file.
+const MAX_BODY_BYTES: u64 = 1 << 20;
+
+/// The JSON object in `path` (`-`: stdin), or an error naming where it was read from.
+fn read_body(path: &Path) -> Result<Value, String> {
+    let (source, text) = if path == Path::new("-") {
+        ("stdin".to_string(), read_capped(std::io::stdin().lock()))
+    } else {
+        (
+            path.display().to_string(),
+            std::fs::File::open(path).and_then(read_capped),
+        )
+    };
+    let text = text.map_err(|err| format!("cannot read {source}: {err}"))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|err| format!("{source} does not hold valid JSON: {err}"))?;
+    if !value.is_object() {
+        return Err(format!(
+            "{source} must hold a JSON object (the agent's fields), not {}",
+            match value {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ));
+    }
+    Ok(value)
+}
+
+fn read_capped(reader: impl Read) -> std::io::Result<String> {
+    let mut text = String::new();
+    reader.take(MAX_BODY_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_BODY_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB",
+            MAX_BODY_BYTES / 1024
+        )));
+    }
+    Ok(text)
+}
+
+/// The body of `--file`, or the exit for a file that cannot be used.
+fn body_or_exit(body: &BodyFile) -> Result<Value, ExitCode> {
+    read_body(&body.file).map_err(|err| {
+        eprintln!("agh-worker: --file: {err}");
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+/// `users` narrowed to those matching `search` (id, name or email, any case), at most `limit`.
+fn narrow_users(mut answer: Value, search: Option<&str>, limit: Option<u32>) -> Value {
+    let users = match answer.get_mut("users") {
+        Some(Value::Array(users)) => users,
+        _ => match &mut answer {
+            Value::Array(users) => users,
+            _ => return answer,
+        },
+    };
+    if let Some(search) = search.map(str::to_lowercase) {
+        users.retain(|user| {
+            ["userId", "displayName", "email"].iter().any(|field| {
+                user.get(field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|text| text.to_lowercase().contains(&search))
+            })
+        });
+    }
+    if let Some(limit) = limit {
+        users.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
+    answer
+}
+
 /// `agh-worker coder …`.
 pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
+    if let Some(code) = clashing_formats(cli, args.command.view()) {
+        return code;
+    }
     let client = match client(cli, args.handler.as_deref()) {
         Ok(client) => client,
         Err(code) => return code,
     };
-    let answer = match &args.command {
+    let (answer, table) = match &args.command {
         CoderCommand::Sessions {
             search,
             archived,
             limit,
-        } => to_value(
-            client
-                .list_sessions(&ListSessions {
-                    search: search.clone(),
-                    include_archived: *archived,
-                    limit: *limit,
-                    offset: None,
-                })
-                .await,
+            view,
+        } => (
+            to_value(
+                client
+                    .list_sessions(&ListSessions {
+                        search: search.clone(),
+                        include_archived: *archived,
+                        limit: *limit,
+                        offset: None,
+                    })
+                    .await,
+            ),
+            table_for(cli, *view, &SESSIONS),
         ),
-        CoderCommand::Show { id } => to_value(client.get_session(id).await),
-        CoderCommand::Loop { id } => to_value(client.loop_state(id).await),
-        CoderCommand::Events { id, before, limit } => {
-            to_value(client.event_history(id, Some(*limit), *before).await)
-        }
-        CoderCommand::Archive { id } => client.archive_session(id).await,
-        CoderCommand::Resume { id } => client.resume_session(id).await,
-        CoderCommand::Delete { id } => client.delete_session(id).await,
+        CoderCommand::Show { id } => (to_value(client.get_session(id).await), None),
+        CoderCommand::Loop { id } => (to_value(client.loop_state(id).await), None),
+        CoderCommand::Replay { id } => (to_value(client.replay(id).await), None),
+        CoderCommand::Events {
+            id,
+            before,
+            limit,
+            view,
+        } => (
+            to_value(client.event_history(id, Some(*limit), *before).await),
+            table_for(cli, *view, &EVENTS),
+        ),
+        CoderCommand::Participants {
+            id,
+            limit,
+            include_disconnected,
+            view,
+        } => (
+            client.participants(id, *limit, *include_disconnected).await,
+            table_for(cli, *view, &PARTICIPANTS),
+        ),
+        CoderCommand::Users {
+            search,
+            limit,
+            view,
+        } => (
+            // The client sends no search or limit yet, so both narrow the Hub's answer here.
+            client
+                .list_users()
+                .await
+                .map(|users| narrow_users(users, search.as_deref(), *limit)),
+            table_for(cli, *view, &USERS),
+        ),
+        CoderCommand::Agents(command) => match command {
+            AgentsCommand::List { view } => {
+                (client.list_agents().await, table_for(cli, *view, &AGENTS))
+            }
+            AgentsCommand::Show { slug } => (client.get_agent(slug).await, None),
+            AgentsCommand::Create { body } => match body_or_exit(body) {
+                Ok(body) => (client.create_agent(&body).await, None),
+                Err(code) => return code,
+            },
+            AgentsCommand::Update { slug, body } => match body_or_exit(body) {
+                Ok(body) => (client.update_agent(slug, &body).await, None),
+                Err(code) => return code,
+            },
+            AgentsCommand::Publish { slug } => (client.publish_agent(slug).await, None),
+            AgentsCommand::Archive { slug } => (client.archive_agent(slug).await, None),
+            AgentsCommand::Versions { slug, view } => (
+                client.agent_versions(slug).await,
+                table_for(cli, *view, &VERSIONS),
+            ),
+        },
+        CoderCommand::Archive { id } => (client.archive_session(id).await, None),
+        CoderCommand::Resume { id } => (client.resume_session(id).await, None),
+        CoderCommand::Delete { id } => (client.delete_session(id).await, None),
     };
-    print(answer)
+    print(answer, table)
 }
 
 /// `agh-worker agentuity …`.
 pub async fn agentuity(cli: &Cli, args: &AgentuityArgs) -> ExitCode {
+    let AgentuityCommand::Sessions(command) = &args.command;
+    if let AgentSessionsCommand::List { view, .. } = command
+        && let Some(code) = clashing_formats(cli, Some(*view))
+    {
+        return code;
+    }
     let client = match client(cli, args.handler.as_deref()) {
         Ok(client) => client,
         Err(code) => return code,
     };
-    let AgentuityCommand::Sessions(command) = &args.command;
-    let answer = match command {
+    let (answer, table) = match command {
         AgentSessionsCommand::List {
             limit,
             offset,
             filters,
+            view,
         } => {
             let mut params = ListAgentSessions {
                 limit: Some(*limit),
@@ -244,10 +625,99 @@ pub async fn agentuity(cli: &Cli, args: &AgentuityArgs) -> ExitCode {
                     }
                 }
             }
-            client.list_agent_sessions(&params).await
+            (
+                client.list_agent_sessions(&params).await,
+                table_for(cli, *view, &AGENT_SESSIONS),
+            )
         }
-        AgentSessionsCommand::Get { id } => client.get_agent_session(id).await,
-        AgentSessionsCommand::Logs { id } => client.agent_session_logs(id).await,
+        AgentSessionsCommand::Get { id } => (client.get_agent_session(id).await, None),
+        AgentSessionsCommand::Logs { id } => (client.agent_session_logs(id).await, None),
     };
-    print(answer)
+    print(answer, table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_terminal_gets_a_table_unless_json_is_asked_for() {
+        assert!(wants_table(false, false, true));
+        assert!(!wants_table(true, false, true));
+        assert!(!wants_table(false, false, false));
+        assert!(wants_table(false, true, false));
+    }
+
+    #[test]
+    fn an_answer_without_the_expected_rows_is_not_a_table() {
+        assert_eq!(SESSIONS.render(&json!({"error": "odd"})), None);
+        assert_eq!(SESSIONS.render(&json!({"sessions": {"a": 1}})), None);
+        assert_eq!(AGENT_SESSIONS.render(&json!({"id": "x"})), None);
+        let table = AGENT_SESSIONS
+            .render(&json!([{"id": "sess_1", "total_cost": 0.5}]))
+            .expect("an array is rows");
+        assert!(
+            table.starts_with("ID      TRIGGER  SUCCESS  COST"),
+            "{table}"
+        );
+        assert!(table.contains("sess_1  -        -        0.5"), "{table}");
+    }
+
+    #[test]
+    fn users_are_narrowed_by_id_name_or_email_in_any_case_then_cut_to_the_limit() {
+        let answer = json!({"users": [
+            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"},
+            {"userId": "u2", "displayName": "John Doe", "email": "JOHN@example.com"},
+            {"userId": "u3", "displayName": "Ann", "email": "ann@example.org"},
+        ], "total": 3});
+        let ids = |value: &Value| -> Vec<String> {
+            value["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|u| u["userId"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(
+            ids(&narrow_users(answer.clone(), Some("EXAMPLE.COM"), None)),
+            ["u1", "u2"]
+        );
+        assert_eq!(ids(&narrow_users(answer.clone(), Some("u3"), None)), ["u3"]);
+        assert_eq!(
+            ids(&narrow_users(answer.clone(), None, Some(2))),
+            ["u1", "u2"]
+        );
+        assert_eq!(narrow_users(answer.clone(), None, None), answer);
+    }
+
+    #[test]
+    fn a_body_file_must_exist_and_hold_a_json_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.json");
+        let err = read_body(&missing).expect_err("missing");
+        assert!(err.contains("missing.json"), "{err}");
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{\"slug\": ").expect("write");
+        let err = read_body(&broken).expect_err("broken");
+        assert!(
+            err.contains("broken.json") && err.contains("valid JSON"),
+            "{err}"
+        );
+        let array = dir.path().join("array.json");
+        std::fs::write(&array, "[1]").expect("write");
+        let err = read_body(&array).expect_err("array");
+        assert!(err.contains("an array"), "{err}");
+        let good = dir.path().join("good.json");
+        std::fs::write(&good, "{\"slug\": \"reviewer\"}").expect("write");
+        assert_eq!(read_body(&good), Ok(json!({"slug": "reviewer"})));
+    }
+
+    #[test]
+    fn a_body_larger_than_the_cap_is_refused() {
+        let big = vec![b' '; usize::try_from(MAX_BODY_BYTES).unwrap_or(0) + 1];
+        let err = read_capped(big.as_slice()).expect_err("too big");
+        assert!(err.to_string().contains("1024 KiB"), "{err}");
+        assert!(read_capped(&b"{}"[..]).is_ok());
+    }
 }

@@ -1,28 +1,78 @@
-//! `agh-worker coder …` and `agh-worker agentuity …` against a fake hub: JSON out, exit codes.
+//! `agh-worker coder …` and `agh-worker agentuity …` against a fake hub: the requests made, JSON
+//! and table output, exit codes.
 
 mod fake_agentuity;
+
+use std::time::Duration;
 
 use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
 
-async fn agh_worker(fake: &FakeAgentuity, args: &[&str]) -> (i32, Value, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_agh-worker"))
+/// What one run of the binary printed.
+struct Ran {
+    code: i32,
+    json: Value,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(fake: &FakeAgentuity, args: &[&str], stdin: Option<&str>) -> Ran {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agh-worker"))
         .args(["--config", "/nonexistent/agh-worker.toml"])
         .args(args)
         .env_clear()
         .env("AGENTUITY_SDK_KEY", "ag_cli_key")
         .env("AGENTUITY_CODER_URL", &fake.url)
         .env("AGENTUITY_CATALYST_URL", &fake.url)
-        .output()
-        .await
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("the binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (
-        output.status.code().unwrap_or(-1),
-        value,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the binary finishes")
+        .expect("the binary's output");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+async fn agh_worker(fake: &FakeAgentuity, args: &[&str]) -> (i32, Value, String) {
+    let ran = run(fake, args, None).await;
+    (ran.code, ran.json, ran.stderr)
+}
+
+/// The requests the fake saw, as `METHOD path?query`, in order.
+fn requests(fake: &FakeAgentuity) -> Vec<String> {
+    fake.seen()
+        .iter()
+        .map(|s| match s.query.as_str() {
+            "" => format!("{} {}", s.method, s.path),
+            query => format!("{} {}?{query}", s.method, s.path),
+        })
+        .collect()
+}
+
+fn canned_json(fake: &FakeAgentuity, method: &'static str, path: &str, body: Value) {
+    fake.can(
+        method,
+        path,
+        200,
+        vec![("content-type", "application/json".to_string())],
+        &body.to_string(),
+    );
 }
 
 #[tokio::test]
@@ -66,4 +116,374 @@ async fn agentuity_sessions_list_unwraps_the_envelope() {
     let (code, value, stderr) = agh_worker(&fake, &["agentuity", "sessions", "list"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(value[0]["id"], "sess_1");
+}
+
+#[tokio::test]
+async fn coder_replay_prints_the_transcript_of_the_session() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().replay.insert(
+        "codesess_9".into(),
+        json!({"sessionId": "codesess_9", "entries": [
+            {"type": "message", "agent": "lead", "content": "all done"}
+        ]}),
+    );
+    let ran = run(&fake, &["coder", "replay", "codesess_9"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(requests(&fake), ["GET /api/hub/session/codesess_9/replay"]);
+    assert_eq!(ran.json["sessionId"], "codesess_9");
+    assert_eq!(ran.json["entries"][0]["content"], "all done");
+}
+
+#[tokio::test]
+async fn coder_participants_sends_the_limit_and_include_disconnected() {
+    let fake = FakeAgentuity::start().await;
+    canned_json(
+        &fake,
+        "GET",
+        "/api/hub/session/codesess_9/participants",
+        json!({"sessionId": "codesess_9", "participants": [
+            {"id": "p1", "role": "observer", "transport": "ws", "connectedAt": "2025-01-01T00:00:00Z"}
+        ]}),
+    );
+    let ran = run(
+        &fake,
+        &[
+            "coder",
+            "participants",
+            "codesess_9",
+            "--limit",
+            "5",
+            "--include-disconnected",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        requests(&fake),
+        ["GET /api/hub/session/codesess_9/participants?limit=5&includeDisconnected=true"]
+    );
+    assert_eq!(ran.json["participants"][0]["id"], "p1");
+    let ran = run(&fake, &["coder", "participants", "codesess_9"], None).await;
+    assert_eq!(ran.code, 44, "{}", ran.stderr);
+    assert_eq!(
+        requests(&fake)[1],
+        "GET /api/hub/session/codesess_9/participants",
+        "no query without the flags"
+    );
+}
+
+#[tokio::test]
+async fn coder_users_narrows_the_hub_answer_by_search_and_limit() {
+    let fake = FakeAgentuity::start().await;
+    canned_json(
+        &fake,
+        "GET",
+        "/api/hub/users",
+        json!({"users": [
+            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"},
+            {"userId": "u2", "displayName": "Janet Poe", "email": "janet@example.com"},
+            {"userId": "u3", "displayName": "Ann", "email": "ann@example.org"}
+        ], "total": 3}),
+    );
+    let ran = run(
+        &fake,
+        &["coder", "users", "--search", "JAN", "--limit", "1"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(requests(&fake), ["GET /api/hub/users"]);
+    assert_eq!(
+        ran.json["users"],
+        json!([
+            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn coder_agents_commands_call_their_hub_endpoints_and_print_the_answer() {
+    let fake = FakeAgentuity::start().await;
+    canned_json(
+        &fake,
+        "GET",
+        "/api/hub/agents",
+        json!({"agents": [{"id": "ag_1", "slug": "reviewer"}]}),
+    );
+    canned_json(
+        &fake,
+        "GET",
+        "/api/hub/agents/reviewer",
+        json!({"id": "ag_1", "slug": "reviewer", "lifecycle": "draft"}),
+    );
+    canned_json(
+        &fake,
+        "POST",
+        "/api/hub/agents/reviewer/publish",
+        json!({"slug": "reviewer", "latestPublishedVersion": 2}),
+    );
+    canned_json(
+        &fake,
+        "POST",
+        "/api/hub/agents/reviewer/archive",
+        json!({"slug": "reviewer", "lifecycle": "archived"}),
+    );
+    canned_json(
+        &fake,
+        "GET",
+        "/api/hub/agents/reviewer/versions",
+        json!({"versions": [{"version": 2}, {"version": 1}]}),
+    );
+    let cases: [(&[&str], &str, &str, Value); 5] = [
+        (
+            &["list"],
+            "GET /api/hub/agents",
+            "/agents/0/slug",
+            json!("reviewer"),
+        ),
+        (
+            &["show", "reviewer"],
+            "GET /api/hub/agents/reviewer",
+            "/lifecycle",
+            json!("draft"),
+        ),
+        (
+            &["publish", "reviewer"],
+            "POST /api/hub/agents/reviewer/publish",
+            "/latestPublishedVersion",
+            json!(2),
+        ),
+        (
+            &["archive", "reviewer"],
+            "POST /api/hub/agents/reviewer/archive",
+            "/lifecycle",
+            json!("archived"),
+        ),
+        (
+            &["versions", "reviewer"],
+            "GET /api/hub/agents/reviewer/versions",
+            "/versions/1/version",
+            json!(1),
+        ),
+    ];
+    for (index, (args, request, pointer, expected)) in cases.into_iter().enumerate() {
+        let args: Vec<&str> = ["coder", "agents"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let ran = run(&fake, &args, None).await;
+        assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
+        assert_eq!(requests(&fake)[index], request, "{args:?}");
+        assert_eq!(
+            ran.json.pointer(pointer),
+            Some(&expected),
+            "{args:?}: {}",
+            ran.stdout
+        );
+    }
+    assert_eq!(fake.seen().len(), 5, "one request per command");
+}
+
+#[tokio::test]
+async fn coder_agents_create_sends_the_object_in_the_file() {
+    let fake = FakeAgentuity::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("reviewer.json");
+    std::fs::write(
+        &file,
+        r#"{"slug": "reviewer", "instructions": "Review the diff."}"#,
+    )
+    .expect("write the definition");
+    fake.can(
+        "POST",
+        "/api/hub/agents",
+        201,
+        vec![("content-type", "application/json".to_string())],
+        r#"{"id": "ag_1", "slug": "reviewer", "lifecycle": "draft"}"#,
+    );
+    let path = file.to_string_lossy().into_owned();
+    let ran = run(&fake, &["coder", "agents", "create", "--file", &path], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let seen = fake.seen();
+    assert_eq!(requests(&fake), ["POST /api/hub/agents"]);
+    assert_eq!(
+        seen[0].body,
+        json!({"slug": "reviewer", "instructions": "Review the diff."})
+    );
+    assert_eq!(ran.json["id"], "ag_1");
+}
+
+#[tokio::test]
+async fn coder_agents_update_reads_the_object_from_stdin_with_a_dash() {
+    let fake = FakeAgentuity::start().await;
+    canned_json(
+        &fake,
+        "PATCH",
+        "/api/hub/agents/reviewer",
+        json!({"slug": "reviewer", "model": "fast"}),
+    );
+    let ran = run(
+        &fake,
+        &["coder", "agents", "update", "reviewer", "--file", "-"],
+        Some(r#"{"model": "fast"}"#),
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(requests(&fake), ["PATCH /api/hub/agents/reviewer"]);
+    assert_eq!(fake.seen()[0].body, json!({"model": "fast"}));
+    assert_eq!(ran.json["model"], "fast");
+}
+
+#[tokio::test]
+async fn a_missing_or_invalid_agent_file_exits_64_naming_the_file_and_sends_nothing() {
+    let fake = FakeAgentuity::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir
+        .path()
+        .join("nowhere.json")
+        .to_string_lossy()
+        .into_owned();
+    let ran = run(
+        &fake,
+        &["coder", "agents", "create", "--file", &missing],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 64, "{}", ran.stderr);
+    assert!(ran.stderr.contains("nowhere.json"), "{}", ran.stderr);
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"slug\": \"reviewer\",").expect("write");
+    let broken = broken.to_string_lossy().into_owned();
+    let ran = run(
+        &fake,
+        &["coder", "agents", "update", "reviewer", "--file", &broken],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 64, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("broken.json") && ran.stderr.contains("valid JSON"),
+        "{}",
+        ran.stderr
+    );
+    let ran = run(
+        &fake,
+        &["coder", "agents", "create", "--file", "-"],
+        Some("[]"),
+    )
+    .await;
+    assert_eq!(ran.code, 64, "{}", ran.stderr);
+    assert!(ran.stderr.contains("stdin"), "{}", ran.stderr);
+    assert!(fake.seen().is_empty(), "{:?}", requests(&fake));
+}
+
+#[tokio::test]
+async fn an_agent_the_hub_does_not_know_exits_with_not_found() {
+    let fake = FakeAgentuity::start().await;
+    fake.can(
+        "GET",
+        "/api/hub/agents/ghost",
+        404,
+        vec![],
+        r#"{"error": "agent not found"}"#,
+    );
+    let ran = run(&fake, &["coder", "agents", "show", "ghost"], None).await;
+    assert_eq!(ran.code, 44, "{}", ran.stderr);
+    assert!(ran.stderr.contains("agent not found"), "{}", ran.stderr);
+    fake.can(
+        "POST",
+        "/api/hub/agents",
+        400,
+        vec![],
+        r#"{"error": "slug is required"}"#,
+    );
+    let ran = run(
+        &fake,
+        &["coder", "agents", "create", "--file", "-"],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(ran.code, 69, "{}", ran.stderr);
+    assert!(ran.stderr.contains("slug is required"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn table_prints_the_most_useful_columns_aligned() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(
+        "codesess_9",
+        vec![Step::detail(json!({
+            "status": "active",
+            "workflowMode": "loop",
+            "label": "agh:a label far too long to fit in its column",
+            "lastActivityAt": "2025-01-02T03:04:05Z"
+        }))],
+    );
+    let ran = run(&fake, &["coder", "sessions", "--table"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout,
+        "ID          STATUS  MODE  LABEL                             UPDATED\n\
+         codesess_9  active  loop  agh:a label far too long to fit…  2025-01-02T03:04:05Z\n"
+    );
+    let ran = run(&fake, &["agentuity", "sessions", "list", "--table"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout,
+        "ID      TRIGGER  SUCCESS  COST  STARTED\nsess_1  -        -        0.5   -\n"
+    );
+    canned_json(
+        &fake,
+        "GET",
+        "/api/hub/agents/reviewer/versions",
+        json!({"versions": [{"version": 2, "slug": "reviewer", "createdAt": "2025-01-01"}]}),
+    );
+    let ran = run(
+        &fake,
+        &["coder", "agents", "versions", "reviewer", "--table"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines[0], "VERSION  SLUG      CREATED     BY  ID");
+    assert_eq!(lines[1], "2        reviewer  2025-01-01  -   -");
+}
+
+#[tokio::test]
+async fn json_is_printed_off_a_terminal_and_forced_with_json() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(
+        "codesess_9",
+        vec![Step::detail(json!({"status": "active"}))],
+    );
+    for args in [
+        &["coder", "sessions"][..],
+        &["coder", "sessions", "--json"],
+        &["--json", "coder", "sessions"],
+    ] {
+        let ran = run(&fake, args, None).await;
+        assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
+        assert_eq!(
+            ran.json["sessions"][0]["sessionId"], "codesess_9",
+            "{args:?}: {}",
+            ran.stdout
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_and_table_together_are_refused_before_any_request() {
+    let fake = FakeAgentuity::start().await;
+    for args in [
+        &["coder", "sessions", "--json", "--table"][..],
+        &["--json", "coder", "users", "--table"],
+        &["--json", "agentuity", "sessions", "list", "--table"],
+    ] {
+        let ran = run(&fake, args, None).await;
+        assert_eq!(ran.code, 2, "{args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains("--table"), "{args:?}: {}", ran.stderr);
+    }
+    assert!(fake.seen().is_empty(), "{:?}", requests(&fake));
 }
