@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::agentuity::{
-    AgentuityClient, AgentuityError, ClientSettings, HubEvent, ListSessions, LoopState, LoopStatus,
-    Session, SessionStatus, Usage, WorkflowMode, process_env,
+    AgentuityClient, AgentuityError, ClientSettings, ErrorClass, HubEvent, ListSessions, LoopState,
+    LoopStatus, Session, SessionStatus, Usage, WorkflowMode, process_env,
 };
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";
@@ -40,6 +40,12 @@ const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// abandons a cancelled handler after its grace (10 s by default), and the archive must come first.
 const STOP_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(6);
 const STOP_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// A stop this close to the run's time limit is the time limit. The worker's clock for it starts
+/// a moment before the handler's, so when the handler keeps no margin (or the margin is longer
+/// than the limit) the worker's cancellation arrives just before the handler's own deadline; taken
+/// for an ordinary stop, it left the session running under `leave_running` although a run failed
+/// on its time limit is never claimed again.
+const TIME_LIMIT_SLACK: Duration = Duration::from_secs(1);
 /// The longest progress line sent.
 const MAX_PROGRESS_CHARS: usize = 600;
 
@@ -689,7 +695,10 @@ impl<'a> Run<'a> {
                 return Some(End::Fail(format!("the session disappeared: {err}")));
             }
             Err(err) if err.is_fatal() => {
-                return Some(End::Fail(format!("reading the session: {err}")));
+                return Some(End::Fail(format!(
+                    "reading the session: {}",
+                    explained(&err)
+                )));
             }
             Err(err) => {
                 self.read_failures += 1;
@@ -1053,7 +1062,7 @@ impl<'a> Run<'a> {
             || self
                 .context
                 .time_limit
-                .is_some_and(|limit| self.started.elapsed() >= limit);
+                .is_some_and(|limit| self.started.elapsed() + TIME_LIMIT_SLACK >= limit);
         let Some(id) = id else {
             return if past_deadline {
                 Outcome::Fail {
@@ -1153,12 +1162,30 @@ impl<'a> Run<'a> {
 fn early(context: String, err: &AgentuityError) -> Outcome {
     if err.is_fatal() {
         Outcome::Fail {
-            error: format!("coder: {context}: {err}"),
+            error: format!("coder: {context}: {}", explained(err)),
             metadata: None,
         }
     } else {
         Outcome::Release(format!("coder: {context}: {err}"))
     }
+}
+
+/// The error, followed for a refused key or an account problem by what the operator must change:
+/// the status alone does not say which setting the key came from.
+fn explained(err: &AgentuityError) -> String {
+    let advice = match err.class() {
+        Some(ErrorClass::Unauthorized) => {
+            "the Agentuity API key was refused or lacks access: check the coder handler's `key`, `key_file` or AGENTUITY_SDK_KEY, and its `org_id`"
+        }
+        Some(ErrorClass::PaymentRequired) => {
+            "the Agentuity account needs a plan or credit for Coder sessions"
+        }
+        Some(ErrorClass::UpgradeRequired) => {
+            "the Coder Hub no longer accepts this agh-worker version: upgrade agh-worker"
+        }
+        _ => return err.to_string(),
+    };
+    format!("{err}; {advice}")
 }
 
 fn tasks_running(session: &Session) -> bool {
