@@ -153,10 +153,7 @@ async fn a_session_detail_carries_the_usage_a_script_step_sets() {
         "codesess_u",
         vec![Step::active().with_usage(1.25, 1200, 340, 56)],
     );
-    let session = client(&fake)
-        .get_session("codesess_u")
-        .await
-        .expect("read");
+    let session = client(&fake).get_session("codesess_u").await.expect("read");
     let usage = session.usage.expect("usage");
     assert_eq!(usage.cost_usd, Some(1.25));
     assert_eq!(usage.input_tokens, Some(1200));
@@ -193,10 +190,7 @@ async fn updating_a_session_patches_its_fields_and_decodes_what_the_hub_kept() {
     assert_eq!(answer["tags"], json!(["auth", "phase-2"]));
     let request = the_request(&fake, "PATCH", "/api/hub/session/codesess_p");
     assert_eq!(request.body, body);
-    let session = client(&fake)
-        .get_session("codesess_p")
-        .await
-        .expect("read");
+    let session = client(&fake).get_session("codesess_p").await.expect("read");
     assert_eq!(session.label.as_deref(), Some("Updated Session"));
 }
 
@@ -208,7 +202,10 @@ async fn archiving_a_session_posts_to_its_archive_route_without_a_body() {
         .archive_session("codesess_a")
         .await
         .expect("archived");
-    assert_eq!(answer, json!({"sessionId": "codesess_a", "status": "archived"}));
+    assert_eq!(
+        answer,
+        json!({"sessionId": "codesess_a", "status": "archived"})
+    );
     let request = the_request(&fake, "POST", "/api/hub/session/codesess_a/archive");
     assert_eq!(request.body, Value::Null);
     assert_eq!(fake.lock().archived, vec!["codesess_a".to_string()]);
@@ -235,10 +232,7 @@ async fn deleting_a_session_removes_it_so_a_later_read_finds_it_gone() {
     let answer = client.delete_session("codesess_d").await.expect("deleted");
     assert_eq!(answer["sessionId"], "codesess_d");
     the_request(&fake, "DELETE", "/api/hub/session/codesess_d");
-    let err = client
-        .get_session("codesess_d")
-        .await
-        .expect_err("deleted");
+    let err = client.get_session("codesess_d").await.expect_err("deleted");
     assert!(err.is_gone(), "{err}");
 }
 
@@ -361,7 +355,9 @@ async fn an_agent_builder_session_is_created_from_a_source_session() {
     let request = the_request(&fake, "POST", "/api/hub/session/builder");
     assert_eq!(request.body, body);
     let err = client
-        .create_builder_session(&json!({"mode": "from_session", "sourceSessionId": "codesess_none"}))
+        .create_builder_session(
+            &json!({"mode": "from_session", "sourceSessionId": "codesess_none"}),
+        )
         .await
         .expect_err("no such source");
     assert!(err.is_gone(), "{err}");
@@ -393,7 +389,10 @@ async fn connectable_sessions_are_the_live_or_wakeable_sandbox_sessions_of_a_lis
     fake.add_session("f_tui", vec![tagged(Step::detail(tui))]);
     let mut running_history = Step::active().detail;
     running_history["historyOnly"] = json!(true);
-    fake.add_session("g_history_only", vec![tagged(Step::detail(running_history))]);
+    fake.add_session(
+        "g_history_only",
+        vec![tagged(Step::detail(running_history))],
+    );
     fake.add_session("h_provisioning", vec![tagged(Step::provisioning())]);
     fake.add_session("i_untagged_running", vec![Step::active()]);
 
@@ -415,7 +414,11 @@ async fn connectable_sessions_are_the_live_or_wakeable_sandbox_sessions_of_a_lis
         vec!["a_running", "b_paused_wakeable", "c_paused_runtime_up"]
     );
     assert_eq!(page.total, Some(3));
-    assert!(page.sessions.iter().all(|s| s.mode == Some(SessionMode::Sandbox)));
+    assert!(
+        page.sessions
+            .iter()
+            .all(|s| s.mode == Some(SessionMode::Sandbox))
+    );
     let request = the_request(&fake, "GET", "/api/hub/sessions");
     assert_eq!(request.query, "search=team%3Aqa&includeArchived=true");
 
@@ -514,7 +517,10 @@ async fn an_active_session_is_answered_at_once_without_a_resume() {
         .await
         .expect("attachable");
     assert_eq!(session.bucket, Some(Bucket::Running));
-    assert_eq!(fake.count("POST", "/api/hub/session/codesess_live/resume"), 0);
+    assert_eq!(
+        fake.count("POST", "/api/hub/session/codesess_live/resume"),
+        0
+    );
     assert_eq!(fake.count("GET", "/api/hub/session/codesess_live"), 1);
     assert!(started.elapsed() < Duration::from_secs(1));
 }
@@ -532,7 +538,10 @@ async fn a_history_only_session_is_answered_at_once_without_a_resume() {
         .await
         .expect("answered");
     assert!(session.is_over());
-    assert_eq!(fake.count("POST", "/api/hub/session/codesess_old/resume"), 0);
+    assert_eq!(
+        fake.count("POST", "/api/hub/session/codesess_old/resume"),
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -562,6 +571,45 @@ async fn a_session_that_never_wakes_fails_with_a_timeout_naming_its_last_status(
     assert!(
         waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
         "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_becomes_wakeable_while_starting_is_resumed_once_then() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(
+        "codesess_s",
+        vec![
+            Step::provisioning(),
+            Step::paused(),
+            Step::paused(),
+            Step::active(),
+        ],
+    );
+    let session = client(&fake)
+        .prepare_session_for_remote_attach(
+            "codesess_s",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("attachable");
+    assert!(session.runtime_ready());
+    assert_eq!(fake.count("GET", "/api/hub/session/codesess_s"), 4);
+    assert_eq!(fake.count("POST", "/api/hub/session/codesess_s/resume"), 1);
+    let order: Vec<String> = fake
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert_eq!(
+        order[..3],
+        [
+            "GET /api/hub/session/codesess_s",
+            "GET /api/hub/session/codesess_s",
+            "POST /api/hub/session/codesess_s/resume",
+        ],
+        "no resume before the Hub offers one"
     );
 }
 
@@ -672,7 +720,10 @@ async fn an_agents_versions_are_listed_newest_published_last() {
         .await
         .expect("edit");
     client.publish_agent("code-review").await.expect("v2");
-    let versions = client.agent_versions("code-review").await.expect("versions");
+    let versions = client
+        .agent_versions("code-review")
+        .await
+        .expect("versions");
     let numbers: Vec<&Value> = versions["versions"]
         .as_array()
         .expect("a list")
@@ -813,7 +864,14 @@ async fn deleting_a_saved_skill_sends_a_delete_for_its_record_id() {
         json!({"ok": true})
     );
     the_request(&fake, "DELETE", &format!("/api/hub/skills/library/{id}"));
-    assert!(client.list_saved_skills().await.expect("list").skills.is_empty());
+    assert!(
+        client
+            .list_saved_skills()
+            .await
+            .expect("list")
+            .skills
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -838,7 +896,10 @@ async fn creating_a_skill_bucket_groups_saved_skills_and_refuses_unknown_ones() 
         .await
         .expect_err("unknown skill");
     assert_eq!(err.class(), Some(ErrorClass::Invalid));
-    assert!(err.to_string().contains("saved skills do not exist"), "{err}");
+    assert!(
+        err.to_string().contains("saved skills do not exist"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -879,7 +940,10 @@ async fn deleting_a_skill_bucket_sends_a_delete_for_its_id() {
 #[tokio::test]
 async fn github_accounts_say_whether_github_is_connected_and_which_accounts_are_reachable() {
     let fake = FakeAgentuity::start().await;
-    let list = client(&fake).list_github_accounts().await.expect("accounts");
+    let list = client(&fake)
+        .list_github_accounts()
+        .await
+        .expect("accounts");
     assert_eq!(list.connected, Some(true));
     assert_eq!(list.username.as_deref(), Some("octocat"));
     let names: Vec<&str> = list
@@ -889,8 +953,14 @@ async fn github_accounts_say_whether_github_is_connected_and_which_accounts_are_
         .collect();
     assert_eq!(names, vec!["acme", "octocat"]);
     assert_eq!(list.accounts[0].account_id.as_deref(), Some("12345"));
-    assert_eq!(list.accounts[0].account_type.as_deref(), Some("Organization"));
-    assert_eq!(the_request(&fake, "GET", "/api/hub/github/accounts").query, "");
+    assert_eq!(
+        list.accounts[0].account_type.as_deref(),
+        Some("Organization")
+    );
+    assert_eq!(
+        the_request(&fake, "GET", "/api/hub/github/accounts").query,
+        ""
+    );
 }
 
 #[tokio::test]
@@ -911,6 +981,90 @@ async fn github_repos_are_listed_for_one_account_id() {
         .expect_err("unknown account");
     assert!(err.is_gone(), "{err}");
     assert_eq!(fake.seen().pop().expect("seen").query, "accountId=a+b%26c");
+}
+
+// ---- retry rules on the endpoints added here ----
+
+#[tokio::test]
+async fn reads_of_workspaces_skills_and_github_ride_over_502_bursts_and_rate_limits() {
+    let fake = FakeAgentuity::start().await;
+    let client = client(&fake);
+    fake.bad_gateway_burst("GET", "/api/hub/workspaces", 2);
+    client.list_workspaces().await.expect("after the restart");
+    assert_eq!(fake.count("GET", "/api/hub/workspaces"), 3);
+    fake.rate_limit_409("GET", "/api/hub/skills/library", 0);
+    client.list_saved_skills().await.expect("after the 409");
+    assert_eq!(fake.count("GET", "/api/hub/skills/library"), 2);
+    fake.too_many_requests("GET", "/api/hub/github/accounts", 0);
+    client.list_github_accounts().await.expect("after the 429");
+    assert_eq!(fake.count("GET", "/api/hub/github/accounts"), 2);
+}
+
+#[tokio::test]
+async fn creates_of_builder_sessions_workspaces_skills_and_buckets_are_never_repeated_after_a_502()
+{
+    let fake = FakeAgentuity::start().await;
+    let client = client(&fake);
+    fake.bad_gateway_burst("POST", "/api/hub/session/builder", 1);
+    let err = client
+        .create_builder_session(&json!({"mode": "new"}))
+        .await
+        .expect_err("502");
+    assert!(err.outcome_unknown(), "{err}");
+    fake.bad_gateway_burst("POST", "/api/hub/workspaces", 1);
+    let err = client
+        .create_workspace(&json!({"name": "W"}))
+        .await
+        .expect_err("502");
+    assert!(err.outcome_unknown(), "{err}");
+    fake.bad_gateway_burst("POST", "/api/hub/skills/library", 1);
+    let err = client
+        .save_skill(&json!({"repo": "r", "skillId": "a", "name": "A"}))
+        .await
+        .expect_err("502");
+    assert!(err.outcome_unknown(), "{err}");
+    fake.bad_gateway_burst("POST", "/api/hub/skills/buckets", 1);
+    let err = client
+        .create_skill_bucket(&json!({"name": "B"}))
+        .await
+        .expect_err("502");
+    assert!(err.outcome_unknown(), "{err}");
+    for path in [
+        "/api/hub/session/builder",
+        "/api/hub/workspaces",
+        "/api/hub/skills/library",
+        "/api/hub/skills/buckets",
+    ] {
+        assert_eq!(fake.count("POST", path), 1, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_key_or_a_wrong_region_on_the_hub_fails_at_once() {
+    let fake = FakeAgentuity::start().await;
+    let client = client(&fake);
+    fake.refuse_key("GET", "/api/hub/skills/buckets");
+    let err = client.list_skill_buckets().await.expect_err("401");
+    assert_eq!(err.class(), Some(ErrorClass::Unauthorized));
+    assert!(err.is_fatal());
+    // Only Catalyst gets a regional retry; here the Hub is not Catalyst.
+    let hub_only = AgentuityClient::with_retry(
+        &ClientSettings {
+            key: Some(KEY.into()),
+            org_id: Some("org_1".into()),
+            hub_url: Some(fake.url.clone()),
+            catalyst_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        },
+        &Env::new(),
+        quick_retry(),
+    )
+    .expect("client");
+    fake.wrong_region("GET", "/api/hub/github/repos", "use");
+    let err = hub_only.list_github_repos("12345").await.expect_err("421");
+    assert_eq!(err.class(), Some(ErrorClass::WrongRegion));
+    assert_eq!(fake.count("GET", "/api/hub/github/repos"), 1);
+    assert_eq!(fake.count("GET", "/api/hub/skills/buckets"), 1);
 }
 
 // ---- Sessions API (agent executions) ----

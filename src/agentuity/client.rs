@@ -20,10 +20,10 @@ use tokio::sync::OnceCell;
 
 use super::error::{AgentuityError, ApiFailure, ErrorClass, excerpt};
 use super::types::{
-    CreatedSession, EventHistory, GitHubAccountList, GitHubRepoList, ListAgentSessions,
-    ListAgents, ListConnectable, ListParticipants, ListSessions, ListUsers, LoopStateAnswer,
-    ParticipantList, Replay, SavedSkill, SavedSkillList, Session, SessionPage, SkillBucket,
-    SkillBucketList, UserList, Workspace, WorkspaceList,
+    CreatedSession, EventHistory, GitHubAccountList, GitHubRepoList, ListAgentSessions, ListAgents,
+    ListConnectable, ListParticipants, ListSessions, ListUsers, LoopStateAnswer, ParticipantList,
+    Replay, SavedSkill, SavedSkillList, Session, SessionPage, SkillBucket, SkillBucketList,
+    UserList, Workspace, WorkspaceList,
 };
 
 /// Environment variables the client reads (through an [`Env`] map).
@@ -663,8 +663,8 @@ impl AgentuityClient {
 
     /// Makes a session attachable (SDK `prepareSessionForRemoteAttach`): reads it; answers it at
     /// once when its runtime is up ([`Session::runtime_ready`]) or when it is over (history only:
-    /// nothing to wake, the caller sees [`Session::is_over`]); otherwise resumes it when the Hub
-    /// says it can be woken, and reads it every `poll_interval` until the runtime is up. A read
+    /// nothing to wake, the caller sees [`Session::is_over`]); otherwise resumes it (once) as soon
+    /// as the Hub says it can be woken, and reads it every `poll_interval` until the runtime is up. A read
     /// that fails while waiting is logged and polling goes on (the Hub answers 404 for a moment
     /// while a sandbox wakes). Past `timeout` it fails with [`AgentuityError::NotReady`], which
     /// names the last status seen. Waits on tokio time.
@@ -680,11 +680,14 @@ impl AgentuityClient {
         if session.is_over() || session.runtime_ready() {
             return Ok(session);
         }
-        if session.wake_available == Some(true) {
-            self.resume_session(id).await?;
-        }
+        let mut resumed = false;
         let mut last_error: Option<String> = None;
         loop {
+            // A session still starting may only become wakeable later; wake it once when it does.
+            if !resumed && session.wake_available == Some(true) {
+                self.resume_session(id).await?;
+                resumed = true;
+            }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 let mut state = format!(

@@ -781,10 +781,7 @@ fn more(
             }
             state.next_id += 1;
             let id = format!("codesess_{}", state.next_id);
-            let visibility = body
-                .get("visibility")
-                .cloned()
-                .unwrap_or(json!("private"));
+            let visibility = body.get("visibility").cloned().unwrap_or(json!("private"));
             let detail = json!({
                 "sessionId": id,
                 "label": body.get("label").cloned().unwrap_or(json!("Agent builder")),
@@ -818,7 +815,8 @@ fn more(
                     json!({"id": "obs_1", "role": "observer", "transport": "websocket", "connectedAt": "2026-01-05T09:05:00Z", "disconnectedAt": "2026-01-05T09:10:00Z"}),
                 ]
             });
-            let include_gone = params.get("includeDisconnected").map(String::as_str) == Some("true");
+            let include_gone =
+                params.get("includeDisconnected").map(String::as_str) == Some("true");
             let mut participants: Vec<Value> = all
                 .into_iter()
                 .filter(|p| include_gone || p.get("disconnectedAt").is_none())
@@ -826,10 +824,7 @@ fn more(
             if let Some(limit) = number(params, "limit") {
                 participants.truncate(limit);
             }
-            json_response(
-                200,
-                json!({"sessionId": id, "participants": participants}),
-            )
+            json_response(200, json!({"sessionId": id, "participants": participants}))
         }
         ("GET", ["users"]) => {
             let search = params
