@@ -20,8 +20,10 @@ use tokio::sync::OnceCell;
 
 use super::error::{AgentuityError, ApiFailure, ErrorClass, excerpt};
 use super::types::{
-    CreatedSession, EventHistory, ListAgentSessions, ListSessions, LoopStateAnswer, Replay,
-    Session, SessionPage,
+    CreatedSession, EventHistory, GitHubAccountList, GitHubRepoList, ListAgentSessions, ListAgents,
+    ListConnectable, ListParticipants, ListSessions, ListUsers, LoopStateAnswer, ParticipantList,
+    Replay, SavedSkill, SavedSkillList, Session, SessionPage, SkillBucket, SkillBucketList,
+    UserList, Workspace, WorkspaceList,
 };
 
 /// Environment variables the client reads (through an [`Env`] map).
@@ -503,17 +505,55 @@ impl AgentuityClient {
         .await
     }
 
+    /// The whole transcript (what the Hub answers without paging parameters).
     pub async fn replay(&self, id: &str) -> Result<Replay, AgentuityError> {
+        self.replay_page(id, None, None).await
+    }
+
+    /// `GET /hub/session/{id}/replay?limit&offset`: the SDK forwards both; whether the Hub pages
+    /// the transcript is not documented.
+    pub async fn replay_page(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+        offset: Option<u32>,
+    ) -> Result<Replay, AgentuityError> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "limit", limit);
+        push_opt(&mut query, "offset", offset);
         self.hub_typed(
             Method::GET,
             &format!("/session/{}/replay", seg(id)),
-            &[],
+            &query,
             None,
             Repeat::Safe,
         )
         .await
     }
 
+    /// `GET /hub/session/{id}/participants`, typed, with every parameter the seeds name.
+    pub async fn list_participants(
+        &self,
+        id: &str,
+        params: &ListParticipants,
+    ) -> Result<ParticipantList, AgentuityError> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "limit", params.limit);
+        if params.include_disconnected {
+            query.push(("includeDisconnected", "true".to_string()));
+        }
+        push_opt(&mut query, "offset", params.offset);
+        self.hub_typed(
+            Method::GET,
+            &format!("/session/{}/participants", seg(id)),
+            &query,
+            None,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `GET /hub/session/{id}/participants` as raw JSON (see [`Self::list_participants`]).
     pub async fn participants(
         &self,
         id: &str,
@@ -555,15 +595,278 @@ impl AgentuityClient {
         .await
     }
 
+    /// `GET /hub/users` unfiltered, as raw JSON (see [`Self::search_users`]).
     pub async fn list_users(&self) -> Result<Value, AgentuityError> {
         self.hub_value(Method::GET, "/users", &[], None, Repeat::Safe)
             .await
     }
 
+    /// `GET /hub/users?search&limit&offset`: `search` matches display names.
+    pub async fn search_users(&self, params: &ListUsers) -> Result<UserList, AgentuityError> {
+        let mut query = Vec::new();
+        push_opt(&mut query, "search", params.search.as_ref());
+        push_opt(&mut query, "limit", params.limit);
+        push_opt(&mut query, "offset", params.offset);
+        self.hub_typed(Method::GET, "/users", &query, None, Repeat::Safe)
+            .await
+    }
+
+    /// `POST /hub/session/builder`: a Lead + agent-builder session that designs, edits or
+    /// publishes a custom agent (`mode`, `sourceSessionId`, `targetAgentId`/`targetAgentSlug`,
+    /// `label`, `prompt`, `visibility`). Never repeated when its fate is unknown, like
+    /// [`Self::create_session`].
+    pub async fn create_builder_session(
+        &self,
+        body: &Value,
+    ) -> Result<CreatedSession, AgentuityError> {
+        self.hub_typed(
+            Method::POST,
+            "/session/builder",
+            &[],
+            Some(body),
+            Repeat::Never,
+        )
+        .await
+    }
+
+    /// The sessions a remote client can attach to, the way the SDK's `listConnectableSessions`
+    /// finds them: it lists with `includeArchived=true` (and `search`, but no paging, so the Hub's
+    /// default page is what gets filtered), keeps only sandbox sessions that are not history-only
+    /// and are either in the `running` bucket or in the `paused` bucket with the runtime still
+    /// available or able to be woken ([`Session::is_connectable`]), then applies `offset` and
+    /// `limit` to what is left. `total` counts the connectable sessions.
+    pub async fn list_connectable_sessions(
+        &self,
+        params: &ListConnectable,
+    ) -> Result<SessionPage, AgentuityError> {
+        let page = self
+            .list_sessions(&ListSessions {
+                search: params.search.clone(),
+                include_archived: true,
+                limit: None,
+                offset: None,
+            })
+            .await?;
+        let connectable: Vec<Session> = page
+            .sessions
+            .into_iter()
+            .filter(Session::is_connectable)
+            .collect();
+        let total = connectable.len() as u64;
+        let offset = params.offset.unwrap_or(0) as usize;
+        let limit = params.limit.map_or(usize::MAX, |l| l as usize);
+        Ok(SessionPage {
+            sessions: connectable.into_iter().skip(offset).take(limit).collect(),
+            total: Some(total),
+        })
+    }
+
+    /// Makes a session attachable (SDK `prepareSessionForRemoteAttach`): reads it; answers it at
+    /// once when its runtime is up ([`Session::runtime_ready`]) or when it is over (history only:
+    /// nothing to wake, the caller sees [`Session::is_over`]); otherwise resumes it (once) as soon
+    /// as the Hub says it can be woken, and reads it every `poll_interval` until the runtime is up. A read
+    /// that fails while waiting is logged and polling goes on (the Hub answers 404 for a moment
+    /// while a sandbox wakes). Past `timeout` it fails with [`AgentuityError::NotReady`], which
+    /// names the last status seen. Waits on tokio time.
+    pub async fn prepare_session_for_remote_attach(
+        &self,
+        id: &str,
+        timeout: Duration,
+        poll_interval: Duration,
+    ) -> Result<Session, AgentuityError> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        let mut session = self.get_session(id).await?;
+        if session.is_over() || session.runtime_ready() {
+            return Ok(session);
+        }
+        let mut resumed = false;
+        let mut last_error: Option<String> = None;
+        loop {
+            // A session still starting may only become wakeable later; wake it once when it does.
+            if !resumed && session.wake_available == Some(true) {
+                self.resume_session(id).await?;
+                resumed = true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let mut state = format!(
+                    "status {}, runtimeAvailable {}, wakeAvailable {}",
+                    session.status_str(),
+                    flag(session.runtime_available),
+                    flag(session.wake_available),
+                );
+                if let Some(error) = last_error {
+                    state.push_str(&format!("; the last read failed: {error}"));
+                }
+                return Err(AgentuityError::NotReady {
+                    id: id.to_string(),
+                    waited: now - started,
+                    state,
+                });
+            }
+            tokio::time::sleep(poll_interval.min(deadline - now)).await;
+            match self.get_session(id).await {
+                Ok(read) => {
+                    session = read;
+                    last_error = None;
+                    if session.is_over() || session.runtime_ready() {
+                        return Ok(session);
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(session = id, error = %err, "agentuity: a read while waiting to attach failed; polling on");
+                    last_error = Some(err.to_string());
+                }
+            }
+        }
+    }
+
+    // ---- Coder Hub: workspaces, skills, GitHub ----
+
+    /// `POST /hub/workspaces` (`name`, `description`, `scope`, `repos`, `savedSkillIds`,
+    /// `skillBucketIds`); answers the workspace out of `{"workspace": …}`. Never repeated when
+    /// its fate is unknown.
+    pub async fn create_workspace(&self, body: &Value) -> Result<Workspace, AgentuityError> {
+        self.hub_typed_in(
+            Method::POST,
+            "/workspaces",
+            &[],
+            Some(body),
+            Repeat::Never,
+            Some("workspace"),
+        )
+        .await
+    }
+
+    pub async fn list_workspaces(&self) -> Result<WorkspaceList, AgentuityError> {
+        self.hub_typed(Method::GET, "/workspaces", &[], None, Repeat::Safe)
+            .await
+    }
+
+    /// `GET /hub/workspaces/{id}`; answers the workspace out of `{"workspace": …}`.
+    pub async fn get_workspace(&self, id: &str) -> Result<Workspace, AgentuityError> {
+        self.hub_typed_in(
+            Method::GET,
+            &format!("/workspaces/{}", seg(id)),
+            &[],
+            None,
+            Repeat::Safe,
+            Some("workspace"),
+        )
+        .await
+    }
+
+    /// `DELETE /hub/workspaces/{id}`; the Hub answers `{"ok": true}`.
+    pub async fn delete_workspace(&self, id: &str) -> Result<Value, AgentuityError> {
+        self.hub_value(
+            Method::DELETE,
+            &format!("/workspaces/{}", seg(id)),
+            &[],
+            None,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `POST /hub/skills/library` (`repo`, `skillId`, `name`, optional `description`, `url`,
+    /// `source`, `content`); answers the saved skill out of `{"skill": …}`.
+    pub async fn save_skill(&self, body: &Value) -> Result<SavedSkill, AgentuityError> {
+        self.hub_typed_in(
+            Method::POST,
+            "/skills/library",
+            &[],
+            Some(body),
+            Repeat::Never,
+            Some("skill"),
+        )
+        .await
+    }
+
+    pub async fn list_saved_skills(&self) -> Result<SavedSkillList, AgentuityError> {
+        self.hub_typed(Method::GET, "/skills/library", &[], None, Repeat::Safe)
+            .await
+    }
+
+    /// `DELETE /hub/skills/library/{id}`, `id` being the library record id.
+    pub async fn delete_saved_skill(&self, id: &str) -> Result<Value, AgentuityError> {
+        self.hub_value(
+            Method::DELETE,
+            &format!("/skills/library/{}", seg(id)),
+            &[],
+            None,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `POST /hub/skills/buckets` (`name`, `description`, `savedSkillIds`); answers the bucket
+    /// out of `{"bucket": …}`.
+    pub async fn create_skill_bucket(&self, body: &Value) -> Result<SkillBucket, AgentuityError> {
+        self.hub_typed_in(
+            Method::POST,
+            "/skills/buckets",
+            &[],
+            Some(body),
+            Repeat::Never,
+            Some("bucket"),
+        )
+        .await
+    }
+
+    pub async fn list_skill_buckets(&self) -> Result<SkillBucketList, AgentuityError> {
+        self.hub_typed(Method::GET, "/skills/buckets", &[], None, Repeat::Safe)
+            .await
+    }
+
+    pub async fn delete_skill_bucket(&self, id: &str) -> Result<Value, AgentuityError> {
+        self.hub_value(
+            Method::DELETE,
+            &format!("/skills/buckets/{}", seg(id)),
+            &[],
+            None,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `GET /hub/github/accounts`: whether GitHub is connected and the accounts its App
+    /// installations reach.
+    pub async fn list_github_accounts(&self) -> Result<GitHubAccountList, AgentuityError> {
+        self.hub_typed(Method::GET, "/github/accounts", &[], None, Repeat::Safe)
+            .await
+    }
+
+    /// `GET /hub/github/repos?accountId=`: the repositories of one account of
+    /// [`Self::list_github_accounts`].
+    pub async fn list_github_repos(
+        &self,
+        account_id: &str,
+    ) -> Result<GitHubRepoList, AgentuityError> {
+        self.hub_typed(
+            Method::GET,
+            "/github/repos",
+            &[("accountId", account_id.to_string())],
+            None,
+            Repeat::Safe,
+        )
+        .await
+    }
+
     // ---- Coder Hub: custom agents ----
 
+    /// `GET /hub/agents` without archived agents.
     pub async fn list_agents(&self) -> Result<Value, AgentuityError> {
-        self.hub_value(Method::GET, "/agents", &[], None, Repeat::Safe)
+        self.list_agents_with(&ListAgents::default()).await
+    }
+
+    /// `GET /hub/agents?includeArchived=true` when asked.
+    pub async fn list_agents_with(&self, params: &ListAgents) -> Result<Value, AgentuityError> {
+        let mut query = Vec::new();
+        if params.include_archived {
+            query.push(("includeArchived", "true".to_string()));
+        }
+        self.hub_value(Method::GET, "/agents", &query, None, Repeat::Safe)
             .await
     }
 
@@ -721,8 +1024,23 @@ impl AgentuityClient {
         body: Option<&Value>,
         repeat: Repeat,
     ) -> Result<T, AgentuityError> {
+        self.hub_typed_in(method, path, query, body, repeat, None)
+            .await
+    }
+
+    /// Like `hub_typed`, for answers that wrap their object in one field (`{"workspace": {…}}`);
+    /// an unwrapped answer is accepted too.
+    async fn hub_typed_in<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        repeat: Repeat,
+        wrapper: Option<&str>,
+    ) -> Result<T, AgentuityError> {
         let path = format!("/api/hub{path}");
-        let (value, trace_id) = self
+        let (mut value, trace_id) = self
             .call(
                 self.hub_url().await?,
                 method.clone(),
@@ -732,6 +1050,11 @@ impl AgentuityClient {
                 repeat,
             )
             .await?;
+        if let Some(field) = wrapper
+            && let Some(inner @ Value::Object(_)) = value.get_mut(field)
+        {
+            value = inner.take();
+        }
         serde_json::from_value(value).map_err(|err| AgentuityError::Decode {
             method: method.to_string(),
             path,
@@ -942,6 +1265,15 @@ fn seg(id: &str) -> String {
 fn push_opt<'a, T: ToString>(query: &mut Vec<(&'a str, String)>, name: &'a str, value: Option<T>) {
     if let Some(value) = value {
         query.push((name, value.to_string()));
+    }
+}
+
+/// An availability flag as the Hub would write it, `unknown` when left out.
+fn flag(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
     }
 }
 

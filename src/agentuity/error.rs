@@ -208,6 +208,16 @@ pub enum AgentuityError {
     },
     #[error("{}", describe_failure(.0))]
     Api(Box<ApiFailure>),
+    #[error(
+        "coder session {id} did not become ready to attach within {}s: {state}",
+        waited.as_secs_f64()
+    )]
+    NotReady {
+        id: String,
+        waited: Duration,
+        /// The last thing known of it: status and availability flags, or the last read's error.
+        state: String,
+    },
     #[error("{method} {path}: the answer is not what was expected: {message}")]
     Decode {
         method: String,
@@ -282,6 +292,7 @@ impl AgentuityError {
             ),
             AgentuityError::Transport { .. } => false,
             AgentuityError::Decode { .. } => false,
+            AgentuityError::NotReady { .. } => false,
             _ => true,
         }
     }

@@ -1,5 +1,5 @@
 //! A typed client of Agentuity: the Coder Hub (sessions, loop state, events, replay, custom
-//! agents) and the Sessions API. The facts it follows are in the research notes
+//! agents, workspaces, saved skills, skill buckets, GitHub accounts) and the Sessions API. The facts it follows are in the research notes
 //! (`agentuity-coder.md`): discovery, auth, error shapes, retries.
 
 pub mod client;

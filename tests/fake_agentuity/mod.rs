@@ -3,6 +3,12 @@
 //! Sessions follow a script: each `GET /api/hub/session/{id}` moves the session one step on
 //! (the last step repeats), and a step can add events and set the loop state, so a test drives
 //! the handler's polling deterministically.
+//!
+//! Every other Hub endpoint of the seeds answers from in-memory state with the documented shapes:
+//! session update and delete, builder sessions, participants, users, custom agents, workspaces,
+//! saved skills, skill buckets and GitHub. Fault helpers script lost create answers, slow
+//! provisioning and the error answers the client has rules for (401, 409/429 with waits, 502
+//! bursts, 421).
 
 #![allow(dead_code)]
 
@@ -10,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -35,6 +41,8 @@ pub struct Canned {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+    /// Matching requests to let through to the normal answer before this one is used.
+    pub skip: usize,
 }
 
 /// One step of a session's script.
@@ -60,6 +68,79 @@ impl Step {
         self.loop_state = Some(state);
         self
     }
+    /// The session detail of this step carries `usage` as the Hub reports cost.
+    pub fn with_usage(mut self, cost_usd: f64, input: u64, output: u64, reasoning: u64) -> Self {
+        if !self.detail.is_object() {
+            self.detail = json!({});
+        }
+        self.detail["usage"] = json!({
+            "costUsd": cost_usd,
+            "inputTokens": input,
+            "outputTokens": output,
+            "reasoningTokens": reasoning,
+            "updatedAt": "2026-01-05T10:00:00Z",
+        });
+        self
+    }
+    /// A sandbox that is still starting: not reachable, nothing to wake.
+    pub fn provisioning() -> Self {
+        Step::detail(json!({
+            "status": "provisioning",
+            "bucket": "provisioning",
+            "mode": "sandbox",
+            "runtimeAvailable": false,
+            "wakeAvailable": false,
+        }))
+    }
+    /// A live sandbox session.
+    pub fn active() -> Self {
+        Step::detail(json!({
+            "status": "active",
+            "bucket": "running",
+            "mode": "sandbox",
+            "runtimeAvailable": true,
+            "wakeAvailable": false,
+            "historyOnly": false,
+        }))
+    }
+    /// A paused sandbox that `/resume` can wake.
+    pub fn paused() -> Self {
+        Step::detail(json!({
+            "status": "paused",
+            "bucket": "paused",
+            "mode": "sandbox",
+            "runtimeAvailable": false,
+            "wakeAvailable": true,
+            "historyOnly": false,
+        }))
+    }
+    /// An archived session: history only.
+    pub fn history() -> Self {
+        Step::detail(json!({
+            "status": "archived",
+            "bucket": "history",
+            "mode": "sandbox",
+            "runtimeAvailable": false,
+            "wakeAvailable": false,
+            "historyOnly": true,
+        }))
+    }
+}
+
+/// A script that stays provisioning for `reads` reads of the session, then ends on `then`.
+pub fn provisioning_for(reads: usize, then: Step) -> Vec<Step> {
+    let mut steps = vec![Step::provisioning(); reads];
+    steps.push(then);
+    steps
+}
+
+/// How the answer to a create is lost after the fake has made the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostAnswer {
+    /// A gateway answers 502 in the Hub's place.
+    BadGateway,
+    /// The connection breaks in the middle of the answer's body.
+    Cut,
 }
 
 #[derive(Default)]
@@ -77,6 +158,28 @@ pub struct State {
     /// What `GET /coder` answers as `url` (defaults to the fake itself).
     pub discovery_url: Option<String>,
     pub archived: Vec<String>,
+    /// Sessions deleted with `DELETE /api/hub/session/{id}`.
+    pub deleted: Vec<String>,
+    /// How the next `POST /api/hub/session` (or `/builder`) loses its answer, if it does.
+    pub lose_create: Option<LostAnswer>,
+    /// Participants by session id; a session without an entry gets a lead and a gone observer.
+    pub participants: BTreeMap<String, Vec<Value>>,
+    /// Known users (`GET /api/hub/users`).
+    pub users: Vec<Value>,
+    /// Custom agents by id.
+    pub agents: BTreeMap<String, Value>,
+    /// Published versions by agent id.
+    pub agent_versions: BTreeMap<String, Vec<Value>>,
+    pub workspaces: BTreeMap<String, Value>,
+    /// Saved skills by library record id.
+    pub skills: BTreeMap<String, Value>,
+    pub buckets: BTreeMap<String, Value>,
+    /// What `GET /api/hub/github/accounts` answers.
+    pub github_accounts: Value,
+    /// Repositories by GitHub account id.
+    pub github_repos: BTreeMap<String, Vec<Value>>,
+    /// Counter behind the ids of agents, workspaces, skills and buckets.
+    pub next_object: u64,
 }
 
 #[derive(Clone)]
@@ -87,7 +190,30 @@ pub struct FakeAgentuity {
 
 impl FakeAgentuity {
     pub async fn start() -> FakeAgentuity {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            users: vec![
+                json!({"userId": "user_jane", "displayName": "Jane Doe", "email": "jane@example.com", "provider": "github", "lastLoginAt": "2026-01-05T09:00:00Z", "lastSeenAt": "2026-01-05T10:00:00Z", "createdAt": "2025-11-01T08:00:00Z"}),
+                json!({"userId": "user_joe", "displayName": "Joe Bloggs", "email": "joe@example.com", "provider": "google", "lastLoginAt": "2026-01-04T09:00:00Z", "lastSeenAt": "2026-01-04T10:00:00Z", "createdAt": "2025-11-02T08:00:00Z"}),
+                json!({"userId": "user_janet", "displayName": "Janet Roe", "email": "janet@example.com", "provider": "github", "lastLoginAt": "2026-01-03T09:00:00Z", "lastSeenAt": "2026-01-03T10:00:00Z", "createdAt": "2025-11-03T08:00:00Z"}),
+            ],
+            github_accounts: json!({
+                "connected": true,
+                "username": "octocat",
+                "accounts": [
+                    {"installationId": "5100", "integrationId": "int_1", "accountId": "12345", "accountName": "acme", "accountType": "Organization"},
+                    {"installationId": "5101", "integrationId": "int_2", "accountId": "583231", "accountName": "octocat", "accountType": "User"},
+                ],
+            }),
+            github_repos: [(
+                "12345".to_string(),
+                vec![
+                    json!({"id": 9001, "name": "app", "fullName": "acme/app", "private": true, "defaultBranch": "main", "cloneUrl": "https://github.com/acme/app.git", "htmlUrl": "https://github.com/acme/app", "archived": false, "disabled": false, "owner": {"login": "acme"}}),
+                    json!({"id": 9002, "name": "docs", "fullName": "acme/docs", "private": false, "defaultBranch": "main", "cloneUrl": "https://github.com/acme/docs.git", "htmlUrl": "https://github.com/acme/docs", "archived": true, "disabled": false, "owner": {"login": "acme"}}),
+                ],
+            )]
+            .into(),
+            ..State::default()
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the fake");
@@ -125,6 +251,27 @@ impl FakeAgentuity {
             status,
             headers,
             body: body.into(),
+            skip: 0,
+        });
+    }
+
+    /// Like [`FakeAgentuity::can`], for the matching request after the next `skip` ones.
+    pub fn can_later(
+        &self,
+        method: &'static str,
+        path: &str,
+        skip: usize,
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: &str,
+    ) {
+        self.lock().canned.push_back(Canned {
+            method,
+            path: path.into(),
+            status,
+            headers,
+            body: body.into(),
+            skip,
         });
     }
 
@@ -138,6 +285,82 @@ impl FakeAgentuity {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.lock().seen.clone()
+    }
+
+    /// The requests made to `method` `path` (the path as sent, still percent-encoded).
+    pub fn requests(&self, method: &str, path: &str) -> Vec<Seen> {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|s| s.method == method && s.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// The next create makes its session, then the client gets no usable answer.
+    pub fn lose_next_create(&self, how: LostAnswer) {
+        self.lock().lose_create = Some(how);
+    }
+
+    /// Sessions made from now on stay provisioning for `reads` reads, then are active.
+    pub fn provision_slowly(&self, reads: usize) {
+        self.lock().on_create = provisioning_for(reads, Step::active());
+    }
+
+    /// The next call to `method` `path` is refused as unauthorised.
+    pub fn refuse_key(&self, method: &'static str, path: &str) {
+        self.can(method, path, 401, vec![], r#"{"message":"Unauthorized"}"#);
+    }
+
+    /// The next call answers 409 with a rate-limit wait of `seconds`.
+    pub fn rate_limit_409(&self, method: &'static str, path: &str, seconds: u64) {
+        self.can(
+            method,
+            path,
+            409,
+            vec![("x-ratelimit-retry-after", seconds.to_string())],
+            r#"{"message":"rate limited"}"#,
+        );
+    }
+
+    /// The next call answers 429 with `Retry-After: seconds`.
+    pub fn too_many_requests(&self, method: &'static str, path: &str, seconds: u64) {
+        self.can(
+            method,
+            path,
+            429,
+            vec![("retry-after", seconds.to_string())],
+            r#"{"message":"Too many requests"}"#,
+        );
+    }
+
+    /// The next `times` calls answer 502, as while the Hub restarts.
+    pub fn bad_gateway_burst(&self, method: &'static str, path: &str, times: usize) {
+        for _ in 0..times {
+            self.can(method, path, 502, vec![], "Bad Gateway");
+        }
+    }
+
+    /// The next call answers 421 naming `region`.
+    pub fn wrong_region(&self, method: &'static str, path: &str, region: &str) {
+        self.can(
+            method,
+            path,
+            421,
+            vec![("x-agentuity-region", region.to_string())],
+            "Misdirected Request",
+        );
+    }
+
+    /// Adds a custom agent record (merged over plausible defaults); answers its id.
+    pub fn add_agent(&self, slug: &str, fields: Value) -> String {
+        let mut state = self.lock();
+        state.next_object += 1;
+        let id = format!("agent_{}", state.next_object);
+        let mut agent = new_agent(&id, &json!({"slug": slug, "displayName": slug}));
+        merge(&mut agent, &fields);
+        state.agents.insert(id.clone(), agent);
+        id
     }
 
     pub fn count(&self, method: &str, path: &str) -> usize {
@@ -195,11 +418,15 @@ fn answer(
         user_agent: header("user-agent"),
         body: body.clone(),
     });
-    if let Some(index) = state
+    let matching = state
         .canned
         .iter()
-        .position(|c| c.method == method.as_str() && c.path == path)
+        .position(|c| c.method == method.as_str() && c.path == path);
+    if let Some(index) = matching
+        && state.canned[index].skip > 0
     {
+        state.canned[index].skip -= 1;
+    } else if let Some(index) = matching {
         let canned = state.canned.remove(index).expect("index");
         let mut response = (
             StatusCode::from_u16(canned.status).unwrap_or(StatusCode::OK),
@@ -247,7 +474,10 @@ fn answer(
             }
             state.current.insert(id.clone(), with_id(first, &id));
             state.scripts.insert(id.clone(), steps);
-            json_response(201, json!({"sessionId": id, "status": "creating"}))
+            created(
+                &mut state,
+                json!({"sessionId": id, "status": "creating", "mode": "sandbox"}),
+            )
         }
         ("GET", ["api", "hub", "sessions"]) => {
             let search = params.get("search").cloned().unwrap_or_default();
@@ -356,6 +586,483 @@ fn answer(
             200,
             json!({"success": false, "message": "session not found", "code": "NOT_FOUND"}),
         ),
+        ("GET", ["session", id]) => json_response(
+            200,
+            json!({"success": true, "data": {
+                "session": {"id": id, "trigger": "api", "success": true, "duration": 1_500_000_000u64, "llm_cost": 0.01, "total_cost": 0.02},
+                "agents": [{"name": "triage", "identifier": "agent_triage"}],
+                "eval_runs": [],
+                "route": {"method": "POST", "path": "/agent/triage"},
+            }}),
+        ),
+        ("GET", ["cli", "session", id, "logs"]) => json_response(
+            200,
+            json!({"success": true, "data": [
+                {"body": format!("{id} started"), "severity": "INFO", "timestamp": "2026-01-05T10:00:00Z"},
+                {"body": "done", "severity": "INFO", "timestamp": "2026-01-05T10:00:01Z"},
+            ]}),
+        ),
+        _ => more(&mut state, method.as_str(), &parts, &params, body),
+    }
+}
+
+/// The create's answer, or the loss of it that a test asked for.
+fn created(state: &mut State, answer: Value) -> Response {
+    match state.lose_create.take() {
+        None => json_response(201, answer),
+        Some(LostAnswer::BadGateway) => (StatusCode::BAD_GATEWAY, "Bad Gateway").into_response(),
+        Some(LostAnswer::Cut) => {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"sessionId\":")),
+                Err(std::io::Error::other("connection cut")),
+            ];
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `fields`' keys written over `target`'s (both objects).
+fn merge(target: &mut Value, fields: &Value) {
+    if let (Some(target), Some(fields)) = (target.as_object_mut(), fields.as_object()) {
+        for (key, value) in fields {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+fn error(status: u16, message: &str) -> Response {
+    json_response(status, json!({"error": message}))
+}
+
+const NOW: &str = "2026-01-05T10:00:00Z";
+
+const SNAPSHOT_FIELDS: [&str; 11] = [
+    "slug",
+    "displayName",
+    "description",
+    "instructions",
+    "model",
+    "thinkingLevel",
+    "headlessCompatible",
+    "tools",
+    "serviceTools",
+    "savedSkills",
+    "companionAgents",
+];
+
+fn new_agent(id: &str, body: &Value) -> Value {
+    let mut agent = json!({
+        "id": id,
+        "ownerUserId": "user_jane",
+        "lifecycle": "draft",
+        "visibility": "private_draft",
+        "createdAt": NOW,
+        "updatedAt": NOW,
+        "hasPublishedVersion": false,
+        "hasUnpublishedChanges": true,
+        "instructions": "",
+        "headlessCompatible": false,
+        "tools": [],
+        "serviceTools": [],
+        "savedSkills": [],
+        "companionAgents": [],
+    });
+    for key in SNAPSHOT_FIELDS {
+        if let Some(value) = body.get(key) {
+            agent[key] = value.clone();
+        }
+    }
+    agent["draft"] = snapshot(&agent);
+    agent
+}
+
+fn snapshot(agent: &Value) -> Value {
+    let mut out = json!({});
+    for key in SNAPSHOT_FIELDS {
+        if let Some(value) = agent.get(key) {
+            out[key] = value.clone();
+        }
+    }
+    out
+}
+
+/// The agent an `{idOrSlug}` path segment names.
+fn agent_key(state: &State, id_or_slug: &str) -> Option<String> {
+    if state.agents.contains_key(id_or_slug) {
+        return Some(id_or_slug.to_string());
+    }
+    state
+        .agents
+        .iter()
+        .find(|(_, agent)| agent["slug"] == id_or_slug)
+        .map(|(id, _)| id.clone())
+}
+
+fn next_object(state: &mut State, prefix: &str) -> String {
+    state.next_object += 1;
+    format!("{prefix}_{}", state.next_object)
+}
+
+fn number(params: &BTreeMap<String, String>, name: &str) -> Option<usize> {
+    params.get(name).and_then(|v| v.parse().ok())
+}
+
+/// The Hub endpoints beyond the session lifecycle the handler drives.
+fn more(
+    state: &mut State,
+    method: &str,
+    parts: &[&str],
+    params: &BTreeMap<String, String>,
+    body: Value,
+) -> Response {
+    let not_found = || json_response(404, json!({"code": "CODER_SESSION_NOT_FOUND"}));
+    let ["api", "hub", rest @ ..] = parts else {
+        return not_found();
+    };
+    let decoded: Vec<String> = rest.iter().map(|p| percent(p)).collect();
+    let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    match (method, rest.as_slice()) {
+        ("PATCH", ["session", id]) => {
+            let Some(current) = state.current.get_mut(*id) else {
+                return not_found();
+            };
+            merge(current, &body);
+            current["updatedAt"] = json!(NOW);
+            let current = current.clone();
+            // Later script steps keep what the update changed.
+            if let Some(script) = state.scripts.get_mut(*id) {
+                for step in script.iter_mut() {
+                    merge(&mut step.detail, &body);
+                }
+            }
+            let mut answer = json!({"sessionId": id});
+            for key in [
+                "label",
+                "visibility",
+                "tags",
+                "skills",
+                "defaultAgent",
+                "enabledAgents",
+                "metadata",
+            ] {
+                if let Some(value) = current.get(key) {
+                    answer[key] = value.clone();
+                }
+            }
+            json_response(200, answer)
+        }
+        ("DELETE", ["session", id]) => {
+            if state.current.remove(*id).is_none() {
+                return not_found();
+            }
+            state.scripts.remove(*id);
+            state.deleted.push(id.to_string());
+            json_response(200, json!({"sessionId": id, "status": "deleted"}))
+        }
+        ("POST", ["session", "builder"]) => {
+            if let Some(source) = body.get("sourceSessionId").and_then(Value::as_str)
+                && !state.current.contains_key(source)
+            {
+                return not_found();
+            }
+            let target = body
+                .get("targetAgentId")
+                .or_else(|| body.get("targetAgentSlug"))
+                .and_then(Value::as_str);
+            if let Some(target) = target
+                && agent_key(state, target).is_none()
+            {
+                return error(404, "custom agent not found");
+            }
+            state.next_id += 1;
+            let id = format!("codesess_{}", state.next_id);
+            let visibility = body.get("visibility").cloned().unwrap_or(json!("private"));
+            let detail = json!({
+                "sessionId": id,
+                "label": body.get("label").cloned().unwrap_or(json!("Agent builder")),
+                "status": "creating",
+                "bucket": "provisioning",
+                "mode": "sandbox",
+                "visibility": visibility,
+                "sessionKind": "agent_builder",
+                "builder": {
+                    "mode": body.get("mode").cloned().unwrap_or(json!("new")),
+                    "sourceSession": body.get("sourceSessionId").map(|s| json!({"sessionId": s})),
+                },
+                "createdAt": NOW,
+            });
+            state.current.insert(id.clone(), detail.clone());
+            state
+                .scripts
+                .insert(id.clone(), vec![Step::detail(detail)].into());
+            created(
+                state,
+                json!({"sessionId": id, "sandboxId": null, "status": "creating", "mode": "sandbox", "visibility": visibility}),
+            )
+        }
+        ("GET", ["session", id, "participants"]) => {
+            if !state.current.contains_key(*id) {
+                return not_found();
+            }
+            let all = state.participants.get(*id).cloned().unwrap_or_else(|| {
+                vec![
+                    json!({"id": "lead", "role": "lead", "transport": "sandbox", "agentRole": "lead", "connectedAt": "2026-01-05T09:00:00Z", "lastActivityAt": NOW}),
+                    json!({"id": "obs_1", "role": "observer", "transport": "websocket", "connectedAt": "2026-01-05T09:05:00Z", "disconnectedAt": "2026-01-05T09:10:00Z"}),
+                ]
+            });
+            let include_gone =
+                params.get("includeDisconnected").map(String::as_str) == Some("true");
+            let mut participants: Vec<Value> = all
+                .into_iter()
+                .filter(|p| include_gone || p.get("disconnectedAt").is_none())
+                .collect();
+            if let Some(limit) = number(params, "limit") {
+                participants.truncate(limit);
+            }
+            json_response(200, json!({"sessionId": id, "participants": participants}))
+        }
+        ("GET", ["users"]) => {
+            let search = params
+                .get("search")
+                .map(|s| s.to_lowercase())
+                .unwrap_or_default();
+            let matching: Vec<Value> = state
+                .users
+                .iter()
+                .filter(|u| {
+                    u["displayName"]
+                        .as_str()
+                        .is_some_and(|n| n.to_lowercase().contains(&search))
+                })
+                .cloned()
+                .collect();
+            let total = matching.len();
+            let offset = number(params, "offset").unwrap_or(0);
+            let limit = number(params, "limit").unwrap_or(50);
+            let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
+            json_response(
+                200,
+                json!({"users": page, "total": total, "limit": limit, "offset": offset}),
+            )
+        }
+        ("GET", ["agents"]) => {
+            let archived = params.get("includeArchived").map(String::as_str) == Some("true");
+            let agents: Vec<Value> = state
+                .agents
+                .values()
+                .filter(|a| archived || a["lifecycle"] != "archived")
+                .cloned()
+                .collect();
+            json_response(200, json!({"agents": agents}))
+        }
+        ("POST", ["agents"]) => {
+            let Some(slug) = body.get("slug").and_then(Value::as_str) else {
+                return json_response(
+                    400,
+                    json!({"success": false, "error": {"name": "ZodError", "issues": [{"code": "invalid_type", "path": ["slug"], "message": "Required"}]}}),
+                );
+            };
+            if agent_key(state, slug).is_some() {
+                return json_response(
+                    409,
+                    json!({"message": format!("a custom agent with slug {slug} exists")}),
+                );
+            }
+            let id = next_object(state, "agent");
+            let agent = new_agent(&id, &body);
+            state.agents.insert(id, agent.clone());
+            json_response(201, agent)
+        }
+        ("GET", ["agents", key]) => match agent_key(state, key) {
+            Some(id) => json_response(200, state.agents[&id].clone()),
+            None => error(404, "custom agent not found"),
+        },
+        ("PATCH", ["agents", key]) => {
+            let Some(id) = agent_key(state, key) else {
+                return error(404, "custom agent not found");
+            };
+            let agent = state.agents.get_mut(&id).expect("agent");
+            for key in SNAPSHOT_FIELDS {
+                if let Some(value) = body.get(key) {
+                    agent[key] = value.clone();
+                }
+            }
+            agent["draft"] = snapshot(agent);
+            agent["hasUnpublishedChanges"] = json!(true);
+            agent["updatedAt"] = json!(NOW);
+            json_response(200, agent.clone())
+        }
+        ("POST", ["agents", key, "publish"]) => {
+            let Some(id) = agent_key(state, key) else {
+                return error(404, "custom agent not found");
+            };
+            let versions = state.agent_versions.entry(id.clone()).or_default();
+            let number = versions.len() as u64 + 1;
+            let agent = state.agents.get_mut(&id).expect("agent");
+            let mut version = snapshot(agent);
+            merge(
+                &mut version,
+                &json!({"id": format!("{id}_v{number}"), "agentId": id, "version": number, "createdByUserId": "user_jane", "createdAt": NOW}),
+            );
+            versions.push(version.clone());
+            merge(
+                agent,
+                &json!({"lifecycle": "published", "visibility": "org", "hasPublishedVersion": true, "hasUnpublishedChanges": false, "latestPublishedVersion": number, "latestPublishedAt": NOW, "published": version}),
+            );
+            json_response(200, agent.clone())
+        }
+        ("POST", ["agents", key, "archive"]) => {
+            let Some(id) = agent_key(state, key) else {
+                return error(404, "custom agent not found");
+            };
+            let agent = state.agents.get_mut(&id).expect("agent");
+            agent["lifecycle"] = json!("archived");
+            json_response(200, agent.clone())
+        }
+        ("GET", ["agents", key, "versions"]) => match agent_key(state, key) {
+            Some(id) => json_response(
+                200,
+                json!({"versions": state.agent_versions.get(&id).cloned().unwrap_or_default()}),
+            ),
+            None => error(404, "custom agent not found"),
+        },
+        ("POST", ["workspaces"]) => {
+            let Some(name) = body.get("name").and_then(Value::as_str) else {
+                return error(400, "name is required");
+            };
+            let id = next_object(state, "ws");
+            let repos = body.get("repos").cloned().unwrap_or(json!([]));
+            let skills = body.get("savedSkillIds").cloned().unwrap_or(json!([]));
+            let buckets = body.get("skillBucketIds").cloned().unwrap_or(json!([]));
+            let selections = [&repos, &skills, &buckets]
+                .iter()
+                .map(|v| v.as_array().map_or(0, Vec::len))
+                .sum::<usize>();
+            let workspace = json!({
+                "id": id,
+                "name": name,
+                "description": body.get("description"),
+                "scope": body.get("scope").cloned().unwrap_or(json!("user")),
+                "ownerUserId": "user_jane",
+                "repoCount": repos.as_array().map_or(0, Vec::len),
+                "repos": repos,
+                "dependencies": [],
+                "setupScript": "",
+                "systemPrompt": "",
+                "systemPromptMode": "append",
+                "savedSkillIds": skills,
+                "skillBucketIds": buckets,
+                "enabledAgents": [],
+                "selectionCount": selections,
+                "createdAt": NOW,
+                "updatedAt": NOW,
+            });
+            state.workspaces.insert(id, workspace.clone());
+            json_response(201, json!({"workspace": workspace}))
+        }
+        ("GET", ["workspaces"]) => json_response(
+            200,
+            json!({"workspaces": state.workspaces.values().cloned().collect::<Vec<_>>()}),
+        ),
+        ("GET", ["workspaces", id]) => match state.workspaces.get(*id) {
+            Some(workspace) => json_response(200, json!({"workspace": workspace})),
+            None => error(404, "workspace not found"),
+        },
+        ("DELETE", ["workspaces", id]) => match state.workspaces.remove(*id) {
+            Some(_) => json_response(200, json!({"ok": true})),
+            None => error(404, "workspace not found"),
+        },
+        ("POST", ["skills", "library"]) => {
+            let (Some(repo), Some(skill_id), Some(name)) = (
+                body.get("repo").and_then(Value::as_str),
+                body.get("skillId").and_then(Value::as_str),
+                body.get("name").and_then(Value::as_str),
+            ) else {
+                return error(400, "repo, skillId and name are required");
+            };
+            let id = next_object(state, "skill");
+            let mut skill = json!({
+                "id": id,
+                "source": body.get("source").cloned().unwrap_or(json!("registry")),
+                "repo": repo,
+                "skillId": skill_id,
+                "name": name,
+                "createdAt": NOW,
+                "updatedAt": NOW,
+            });
+            for key in ["description", "url", "content"] {
+                if let Some(value) = body.get(key) {
+                    skill[key] = value.clone();
+                }
+            }
+            state.skills.insert(id, skill.clone());
+            json_response(201, json!({"skill": skill}))
+        }
+        ("GET", ["skills", "library"]) => json_response(
+            200,
+            json!({"skills": state.skills.values().cloned().collect::<Vec<_>>()}),
+        ),
+        ("DELETE", ["skills", "library", id]) => match state.skills.remove(*id) {
+            Some(_) => json_response(200, json!({"ok": true})),
+            None => error(404, "saved skill not found"),
+        },
+        ("POST", ["skills", "buckets"]) => {
+            let Some(name) = body.get("name").and_then(Value::as_str) else {
+                return error(400, "name is required");
+            };
+            let mut skills = Vec::new();
+            for id in body
+                .get("savedSkillIds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                match id.as_str().and_then(|id| state.skills.get(id)) {
+                    Some(skill) => skills.push(skill.clone()),
+                    None => return error(400, "One or more selected saved skills do not exist."),
+                }
+            }
+            let id = next_object(state, "bucket");
+            let mut bucket = json!({
+                "id": id,
+                "name": name,
+                "createdAt": NOW,
+                "updatedAt": NOW,
+                "skillCount": skills.len(),
+                "skills": skills,
+            });
+            if let Some(description) = body.get("description") {
+                bucket["description"] = description.clone();
+            }
+            state.buckets.insert(id, bucket.clone());
+            json_response(201, json!({"bucket": bucket}))
+        }
+        ("GET", ["skills", "buckets"]) => json_response(
+            200,
+            json!({"buckets": state.buckets.values().cloned().collect::<Vec<_>>()}),
+        ),
+        ("DELETE", ["skills", "buckets", id]) => match state.buckets.remove(*id) {
+            Some(_) => json_response(200, json!({"ok": true})),
+            None => error(404, "skill bucket not found"),
+        },
+        ("GET", ["github", "accounts"]) => json_response(200, state.github_accounts.clone()),
+        ("GET", ["github", "repos"]) => {
+            let Some(account) = params.get("accountId") else {
+                return error(400, "accountId is required");
+            };
+            match state.github_repos.get(account) {
+                Some(repos) => json_response(
+                    200,
+                    json!({"accountId": account, "totalCount": repos.len(), "repositories": repos}),
+                ),
+                None => error(404, "GitHub account not found"),
+            }
+        }
         _ => not_found(),
     }
 }
