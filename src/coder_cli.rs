@@ -14,8 +14,8 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::agentuity::{
-    AgentuityClient, AgentuityError, ClientSettings, ErrorClass, ListAgentSessions, ListSessions,
-    process_env,
+    AgentuityClient, AgentuityError, ClientSettings, ErrorClass, ListAgentSessions, ListAgents,
+    ListParticipants, ListSessions, ListUsers, process_env,
 };
 use crate::cli::Cli;
 use crate::config::{ConfigSources, load_unvalidated};
@@ -93,7 +93,7 @@ pub enum CoderCommand {
     },
     /// The users the Hub knows (GET /api/hub/users).
     Users {
-        /// Only users whose id, name or email contains this text (any case), among those the Hub returns.
+        /// Only users whose display name matches this text (the Hub searches).
         #[arg(long)]
         search: Option<String>,
         /// At most this many users.
@@ -118,6 +118,9 @@ pub enum CoderCommand {
 pub enum AgentsCommand {
     /// List the custom agents (GET /api/hub/agents).
     List {
+        /// Include archived agents.
+        #[arg(long)]
+        archived: bool,
         #[command(flatten)]
         view: ListView,
     },
@@ -364,7 +367,7 @@ impl CoderCommand {
             | CoderCommand::Events { view, .. }
             | CoderCommand::Participants { view, .. }
             | CoderCommand::Users { view, .. }
-            | CoderCommand::Agents(AgentsCommand::List { view })
+            | CoderCommand::Agents(AgentsCommand::List { view, .. })
             | CoderCommand::Agents(AgentsCommand::Versions { view, .. }) => Some(*view),
             _ => None,
         }
@@ -478,30 +481,6 @@ fn body_or_exit(body: &BodyFile) -> Result<Value, ExitCode> {
     })
 }
 
-/// `users` narrowed to those matching `search` (id, name or email, any case), at most `limit`.
-fn narrow_users(mut answer: Value, search: Option<&str>, limit: Option<u32>) -> Value {
-    let users = match answer.get_mut("users") {
-        Some(Value::Array(users)) => users,
-        _ => match &mut answer {
-            Value::Array(users) => users,
-            _ => return answer,
-        },
-    };
-    if let Some(search) = search.map(str::to_lowercase) {
-        users.retain(|user| {
-            ["userId", "displayName", "email"].iter().any(|field| {
-                user.get(field)
-                    .and_then(Value::as_str)
-                    .is_some_and(|text| text.to_lowercase().contains(&search))
-            })
-        });
-    }
-    if let Some(limit) = limit {
-        users.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    }
-    answer
-}
-
 /// `agh-worker coder …`.
 pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
     if let Some(code) = clashing_formats(cli, args.command.view()) {
@@ -548,7 +527,18 @@ pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
             include_disconnected,
             view,
         } => (
-            client.participants(id, *limit, *include_disconnected).await,
+            to_value(
+                client
+                    .list_participants(
+                        id,
+                        &ListParticipants {
+                            limit: *limit,
+                            include_disconnected: *include_disconnected,
+                            offset: None,
+                        },
+                    )
+                    .await,
+            ),
             table_for(cli, *view, &PARTICIPANTS),
         ),
         CoderCommand::Users {
@@ -556,17 +546,26 @@ pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
             limit,
             view,
         } => (
-            // The client sends no search or limit yet, so both narrow the Hub's answer here.
-            client
-                .list_users()
-                .await
-                .map(|users| narrow_users(users, search.as_deref(), *limit)),
+            to_value(
+                client
+                    .search_users(&ListUsers {
+                        search: search.clone(),
+                        limit: *limit,
+                        offset: None,
+                    })
+                    .await,
+            ),
             table_for(cli, *view, &USERS),
         ),
         CoderCommand::Agents(command) => match command {
-            AgentsCommand::List { view } => {
-                (client.list_agents().await, table_for(cli, *view, &AGENTS))
-            }
+            AgentsCommand::List { archived, view } => (
+                client
+                    .list_agents(&ListAgents {
+                        include_archived: *archived,
+                    })
+                    .await,
+                table_for(cli, *view, &AGENTS),
+            ),
             AgentsCommand::Show { slug } => (client.get_agent(slug).await, None),
             AgentsCommand::Create { body } => match body_or_exit(body) {
                 Ok(body) => (client.create_agent(&body).await, None),
@@ -662,33 +661,6 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("sess_1  -        -        0.5"), "{table}");
-    }
-
-    #[test]
-    fn users_are_narrowed_by_id_name_or_email_in_any_case_then_cut_to_the_limit() {
-        let answer = json!({"users": [
-            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"},
-            {"userId": "u2", "displayName": "John Doe", "email": "JOHN@example.com"},
-            {"userId": "u3", "displayName": "Ann", "email": "ann@example.org"},
-        ], "total": 3});
-        let ids = |value: &Value| -> Vec<String> {
-            value["users"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|u| u["userId"].as_str().unwrap_or_default().to_string())
-                .collect()
-        };
-        assert_eq!(
-            ids(&narrow_users(answer.clone(), Some("EXAMPLE.COM"), None)),
-            ["u1", "u2"]
-        );
-        assert_eq!(ids(&narrow_users(answer.clone(), Some("u3"), None)), ["u3"]);
-        assert_eq!(
-            ids(&narrow_users(answer.clone(), None, Some(2))),
-            ["u1", "u2"]
-        );
-        assert_eq!(narrow_users(answer.clone(), None, None), answer);
     }
 
     #[test]

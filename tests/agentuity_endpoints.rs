@@ -303,10 +303,10 @@ async fn participants_send_limit_include_disconnected_and_offset_and_decode_each
         Some("2026-01-05T09:10:00Z")
     );
     let connected = client
-        .participants("codesess_q", None, false)
+        .list_participants("codesess_q", &ListParticipants::default())
         .await
         .expect("connected only");
-    assert_eq!(connected["participants"].as_array().map(Vec::len), Some(1));
+    assert_eq!(connected.participants.len(), 1);
     assert_eq!(fake.seen().pop().expect("seen").query, "");
 }
 
@@ -332,8 +332,11 @@ async fn users_are_searched_by_display_name_with_limit_and_offset() {
     assert_eq!(names, vec!["Jane Doe", "Janet Roe"]);
     assert_eq!(page.total, Some(2));
     assert_eq!(page.users[0].user_id.as_deref(), Some("user_jane"));
-    let everyone = client.list_users().await.expect("all users");
-    assert_eq!(everyone["total"], 3);
+    let everyone = client
+        .search_users(&ListUsers::default())
+        .await
+        .expect("all users");
+    assert_eq!(everyone.total, Some(3));
     assert_eq!(fake.seen().pop().expect("seen").query, "");
 }
 
@@ -621,11 +624,14 @@ async fn listing_agents_sends_include_archived_only_when_asked() {
     fake.add_agent("code-review", json!({}));
     fake.add_agent("old-helper", json!({"lifecycle": "archived"}));
     let client = client(&fake);
-    let live = client.list_agents().await.expect("agents");
+    let live = client
+        .list_agents(&ListAgents::default())
+        .await
+        .expect("agents");
     assert_eq!(live["agents"].as_array().map(Vec::len), Some(1));
     assert_eq!(the_request(&fake, "GET", "/api/hub/agents").query, "");
     let all = client
-        .list_agents_with(&ListAgents {
+        .list_agents(&ListAgents {
             include_archived: true,
         })
         .await

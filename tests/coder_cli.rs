@@ -174,32 +174,26 @@ async fn coder_participants_sends_the_limit_and_include_disconnected() {
 }
 
 #[tokio::test]
-async fn coder_users_narrows_the_hub_answer_by_search_and_limit() {
+async fn coder_users_sends_search_and_limit_to_the_hub_and_prints_its_answer() {
     let fake = FakeAgentuity::start().await;
     canned_json(
         &fake,
         "GET",
         "/api/hub/users",
         json!({"users": [
-            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"},
-            {"userId": "u2", "displayName": "Janet Poe", "email": "janet@example.com"},
-            {"userId": "u3", "displayName": "Ann", "email": "ann@example.org"}
-        ], "total": 3}),
+            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"}
+        ], "total": 2, "limit": 1, "offset": 0}),
     );
     let ran = run(
         &fake,
-        &["coder", "users", "--search", "JAN", "--limit", "1"],
+        &["coder", "users", "--search", "Jan", "--limit", "1"],
         None,
     )
     .await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(requests(&fake), ["GET /api/hub/users"]);
-    assert_eq!(
-        ran.json["users"],
-        json!([
-            {"userId": "u1", "displayName": "Jane Roe", "email": "jane@example.com"}
-        ])
-    );
+    assert_eq!(requests(&fake), ["GET /api/hub/users?search=Jan&limit=1"]);
+    assert_eq!(ran.json["users"][0]["userId"], "u1");
+    assert_eq!(ran.json["total"], 2);
 }
 
 #[tokio::test]
@@ -283,6 +277,21 @@ async fn coder_agents_commands_call_their_hub_endpoints_and_print_the_answer() {
         );
     }
     assert_eq!(fake.seen().len(), 5, "one request per command");
+}
+
+#[tokio::test]
+async fn coder_agents_list_with_archived_asks_the_hub_for_archived_agents_too() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_agent("reviewer", json!({}));
+    fake.add_agent("old-helper", json!({"lifecycle": "archived"}));
+    let live = run(&fake, &["coder", "agents", "list"], None).await;
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert_eq!(live.json["agents"].as_array().map(Vec::len), Some(1));
+    let all = run(&fake, &["coder", "agents", "list", "--archived"], None).await;
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert_eq!(all.json["agents"].as_array().map(Vec::len), Some(2));
+    let queries: Vec<String> = fake.seen().into_iter().map(|s| s.query).collect();
+    assert_eq!(queries, ["", "includeArchived=true"]);
 }
 
 #[tokio::test]

@@ -553,28 +553,6 @@ impl AgentuityClient {
         .await
     }
 
-    /// `GET /hub/session/{id}/participants` as raw JSON (see [`Self::list_participants`]).
-    pub async fn participants(
-        &self,
-        id: &str,
-        limit: Option<u32>,
-        include_disconnected: bool,
-    ) -> Result<Value, AgentuityError> {
-        let mut query = Vec::new();
-        push_opt(&mut query, "limit", limit);
-        if include_disconnected {
-            query.push(("includeDisconnected", "true".to_string()));
-        }
-        self.hub_value(
-            Method::GET,
-            &format!("/session/{}/participants", seg(id)),
-            &query,
-            None,
-            Repeat::Safe,
-        )
-        .await
-    }
-
     /// `GET /hub/session/{id}/events/history?limit&beforeId`: events older than `before_id`.
     pub async fn event_history(
         &self,
@@ -593,12 +571,6 @@ impl AgentuityClient {
             Repeat::Safe,
         )
         .await
-    }
-
-    /// `GET /hub/users` unfiltered, as raw JSON (see [`Self::search_users`]).
-    pub async fn list_users(&self) -> Result<Value, AgentuityError> {
-        self.hub_value(Method::GET, "/users", &[], None, Repeat::Safe)
-            .await
     }
 
     /// `GET /hub/users?search&limit&offset`: `search` matches display names.
@@ -855,13 +827,8 @@ impl AgentuityClient {
 
     // ---- Coder Hub: custom agents ----
 
-    /// `GET /hub/agents` without archived agents.
-    pub async fn list_agents(&self) -> Result<Value, AgentuityError> {
-        self.list_agents_with(&ListAgents::default()).await
-    }
-
     /// `GET /hub/agents?includeArchived=true` when asked.
-    pub async fn list_agents_with(&self, params: &ListAgents) -> Result<Value, AgentuityError> {
+    pub async fn list_agents(&self, params: &ListAgents) -> Result<Value, AgentuityError> {
         let mut query = Vec::new();
         if params.include_archived {
             query.push(("includeArchived", "true".to_string()));

@@ -460,6 +460,9 @@ pub struct HubEvent {
     pub payload: Value,
     #[serde(default, deserialize_with = "lenient")]
     pub occurred_at: Option<String>,
+    /// Fields this client does not model, kept so operators see the whole answer.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `GET /hub/session/{id}/events/history`.
@@ -472,6 +475,9 @@ pub struct EventHistory {
     pub events: Vec<HubEvent>,
     #[serde(default, deserialize_with = "lenient_u64")]
     pub total: Option<u64>,
+    /// Fields this client does not model, kept so operators see the whole answer.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// One transcript entry of a replay.
@@ -500,6 +506,9 @@ pub struct Replay {
     pub entries_source: Option<String>,
     #[serde(default, deserialize_with = "lenient_vec")]
     pub entries: Vec<ConversationEntry>,
+    /// Fields this client does not model, kept so operators see the whole answer.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl Replay {
@@ -588,6 +597,9 @@ pub struct UserList {
     pub limit: Option<u64>,
     #[serde(default, deserialize_with = "lenient_u64")]
     pub offset: Option<u64>,
+    /// Fields this client does not model, kept so operators see the whole answer.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Someone or something attached to a session: the lead, a sub-agent, an observer.
@@ -618,6 +630,9 @@ pub struct ParticipantList {
     pub session_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_vec")]
     pub participants: Vec<Participant>,
+    /// Fields this client does not model, kept so operators see the whole answer.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A reusable set of repositories, skills and setup attached to sessions by `workspaceId`.
