@@ -2,8 +2,8 @@
 //!
 //! Meant for the moment after installing or changing a deployment (`systemctl`, a container, a
 //! sidecar): it loads the configuration without stopping at the first problem, shows where every
-//! effective value came from, resolves the AGH endpoint, asks AGH who this session is, and checks
-//! each handler. Exit codes match `run`'s: 64 when the configuration cannot even be loaded (syntax,
+//! effective value came from, resolves the AGH endpoint, asks AGH who this session is, checks
+//! each handler, and probes what handlers talk to (a webhook's URL, Agentuity with a coder key). Exit codes match `run`'s: 64 when the configuration cannot even be loaded (syntax,
 //! unknown keys, mistyped values), 1 when any check fails, 0 when all pass.
 
 use std::io::Write;
@@ -126,7 +126,8 @@ fn print_report(report: &Report, json: bool, out: &mut dyn Write) {
     let _ = writeln!(out, "{text}");
 }
 
-/// Runs every check on a loaded configuration; `probe` false skips the call to AGH.
+/// Runs every check on a loaded configuration; `probe` false skips the calls to AGH and to what
+/// handlers talk to.
 pub async fn inspect(loaded: &LoadedConfig, probe: bool) -> Report {
     let config = &loaded.config;
     let mut checks = Vec::new();

@@ -405,16 +405,22 @@ fn substitute(template: &str, document: &TaskDocument) -> String {
 /// What to tell a person whose key Agentuity refused (401) or denied access (403): where the key
 /// came from and what to do. Never the key itself.
 pub fn refused_key_reason(config: &CoderConfig, status: Option<u16>) -> String {
-    let source = if config.key.is_some() {
-        "handlers.coder.key".to_string()
-    } else if let Some(file) = &config.key_file {
-        format!("handlers.coder.key_file ({})", file.display())
-    } else {
-        "AGENTUITY_SDK_KEY (or handlers.coder.key)".to_string()
+    let fix = |wanted: &str| {
+        if config.key.is_some() {
+            format!("set handlers.coder.key to {wanted}")
+        } else if let Some(file) = &config.key_file {
+            format!(
+                "put {wanted} in handlers.coder.key_file ({})",
+                file.display()
+            )
+        } else {
+            format!("set AGENTUITY_SDK_KEY (or handlers.coder.key) to {wanted}")
+        }
     };
     match status {
         Some(403) => format!(
-            "Agentuity denied the key access (403): set {source} to an SDK key of an organisation with the Coder Hub{}",
+            "Agentuity denied the key access (403): {}{}",
+            fix("an SDK key with access to the Coder Hub"),
             if config.org_id.is_some() {
                 ", and check handlers.coder.org_id"
             } else {
@@ -422,8 +428,9 @@ pub fn refused_key_reason(config: &CoderConfig, status: Option<u16>) -> String {
             }
         ),
         status => format!(
-            "Agentuity refused the key ({}): set {source} to a valid SDK key",
-            status.unwrap_or(401)
+            "Agentuity refused the key ({}): {}",
+            status.unwrap_or(401),
+            fix("a valid SDK key")
         ),
     }
 }
@@ -1398,5 +1405,48 @@ async fn sleep_until_option(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_is_explained_by_where_the_key_came_from() {
+        let inline = CoderConfig {
+            key: Some("ag_inline_secret".into()),
+            ..CoderConfig::default()
+        };
+        let from_file = CoderConfig {
+            key_file: Some("agentuity-key".into()),
+            ..CoderConfig::default()
+        };
+        let from_env = CoderConfig::default();
+        assert_eq!(
+            refused_key_reason(&inline, Some(401)),
+            "Agentuity refused the key (401): set handlers.coder.key to a valid SDK key"
+        );
+        assert_eq!(
+            refused_key_reason(&from_file, Some(401)),
+            "Agentuity refused the key (401): put a valid SDK key in handlers.coder.key_file (agentuity-key)"
+        );
+        assert_eq!(
+            refused_key_reason(&from_env, Some(401)),
+            "Agentuity refused the key (401): set AGENTUITY_SDK_KEY (or handlers.coder.key) to a valid SDK key"
+        );
+        let denied = refused_key_reason(
+            &CoderConfig {
+                org_id: Some("org_1".into()),
+                ..from_env
+            },
+            Some(403),
+        );
+        assert!(
+            denied.starts_with("Agentuity denied the key access (403)")
+                && denied.contains("handlers.coder.org_id"),
+            "{denied}"
+        );
+        assert!(!refused_key_reason(&inline, Some(401)).contains("ag_inline_secret"));
     }
 }
