@@ -167,10 +167,11 @@ pub async fn run_worker(
             return ExitCode::FAILURE;
         }
     };
-    let handlers = Arc::new(SharedHandlers::new(HandlerSet::new(
-        config.handlers.clone(),
-    )));
     let status = StatusBoard::default();
+    // Handlers report into the board's health record, which `/readyz` reads; a reload keeps it.
+    let handlers = Arc::new(SharedHandlers::new(
+        HandlerSet::new(config.handlers.clone()).with_health(status.handler_health().clone()),
+    ));
     let health = match start_health(&config, &client, &status, &shutdown, api_requests).await {
         Ok(health) => health,
         Err(code) => return code,

@@ -2,8 +2,8 @@
 //!
 //! Meant for the moment after installing or changing a deployment (`systemctl`, a container, a
 //! sidecar): it loads the configuration without stopping at the first problem, shows where every
-//! effective value came from, resolves the AGH endpoint, asks AGH who this session is, and checks
-//! each handler. Exit codes match `run`'s: 64 when the configuration cannot even be loaded (syntax,
+//! effective value came from, resolves the AGH endpoint, asks AGH who this session is, checks
+//! each handler, and probes what handlers talk to (a webhook's URL, Agentuity with a coder key). Exit codes match `run`'s: 64 when the configuration cannot even be loaded (syntax,
 //! unknown keys, mistyped values), 1 when any check fails, 0 when all pass.
 
 use std::io::Write;
@@ -44,7 +44,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckLine {
     /// Stable identifier for scripts: `config`, `endpoint`, `identity`, `handlers`,
-    /// `handler:<name>`, `file:<key>`.
+    /// `handler:<name>`, `webhook:<name>`, `coder:<name>`, `file:<key>`.
     pub id: String,
     pub status: Status,
     pub summary: String,
@@ -126,7 +126,8 @@ fn print_report(report: &Report, json: bool, out: &mut dyn Write) {
     let _ = writeln!(out, "{text}");
 }
 
-/// Runs every check on a loaded configuration; `probe` false skips the call to AGH.
+/// Runs every check on a loaded configuration; `probe` false skips the calls to AGH and to what
+/// handlers talk to.
 pub async fn inspect(loaded: &LoadedConfig, probe: bool) -> Report {
     let config = &loaded.config;
     let mut checks = Vec::new();
@@ -180,6 +181,7 @@ pub async fn inspect(loaded: &LoadedConfig, probe: bool) -> Report {
     checks.extend(handler_checks(&config.handlers, loaded.origin("handlers")));
     if probe {
         checks.extend(webhook_probes(&config.handlers, config.agh.request_timeout()).await);
+        checks.extend(coder_probes(&config.handlers, config.agh.request_timeout()).await);
     }
     checks.extend(credential_file_checks(config));
 
@@ -441,6 +443,39 @@ async fn webhook_probes(
             .with_details(vec![
                 "start the sidecar, or fix handlers[].webhook.url".to_string(),
             ]),
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+/// One line per coder handler with a key: does Agentuity accept it? (A handler without one
+/// already fails its `handler:` line.)
+async fn coder_probes(handlers: &[HandlerConfig], timeout: std::time::Duration) -> Vec<CheckLine> {
+    let env = crate::agentuity::process_env();
+    let mut lines = Vec::new();
+    for handler in handlers {
+        let Some(coder) = handler
+            .coder
+            .as_ref()
+            .filter(|_| handler.kind == HandlerKind::Coder)
+            .filter(|coder| coder.client_settings().resolve_key(&env).is_ok())
+        else {
+            continue;
+        };
+        let id = format!("coder:{}", handler.name);
+        let line = match crate::handler::coder::probe(coder, &env, timeout).await {
+            Ok(answer) => CheckLine::new(
+                id,
+                Status::Pass,
+                format!("handler {:?}: {answer}", handler.name),
+            ),
+            Err(failure) => CheckLine::new(
+                id,
+                Status::Fail,
+                format!("handler {:?}: {}", handler.name, failure.problem),
+            )
+            .with_details(vec![failure.detail]),
         };
         lines.push(line);
     }

@@ -127,7 +127,8 @@ pub struct BenchArgs {
 /// `check` options (`--json` prints the checklist as JSON).
 #[derive(Debug, Args, Default)]
 pub struct CheckArgs {
-    /// Do not call AGH; check the configuration, endpoint resolution and handlers only.
+    /// Call nothing (AGH, webhook sidecars, Agentuity); check the configuration, endpoint
+    /// resolution and handler settings only.
     #[arg(long)]
     pub no_probe: bool,
 }

@@ -7,9 +7,11 @@
 //!
 //! The rules, as pure functions so they are tested without a server:
 //! - **healthy** ([`liveness`]): the loop ticked within [`HealthTimings::liveness_threshold`].
-//! - **ready** ([`readiness`]): identity valid, not draining or stopped, and AGH contact within
-//!   [`HealthTimings::contact_threshold`]. An idle worker's open long-poll claim counts as contact
-//!   when it ends with nothing to do, so an idle healthy worker stays ready.
+//! - **ready** ([`readiness`]): identity valid, not draining or stopped, AGH contact within
+//!   [`HealthTimings::contact_threshold`], and no handler unhealthy (a handler is unhealthy from a
+//!   problem only a person can fix, such as Agentuity refusing a coder handler's key, until a run
+//!   with it succeeds). An idle worker's open long-poll claim counts as contact when it ends with
+//!   nothing to do, so an idle healthy worker stays ready.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiRequestCounters, ClientOptions, Endpoint, Identity};
 use crate::config::{Config, HealthConfig};
-use crate::worker::{Shutdown, StatusBoard, WorkerSettings, WorkerState, WorkerStatus};
+use crate::worker::{
+    Shutdown, StatusBoard, UnhealthyHandler, WorkerSettings, WorkerState, WorkerStatus,
+};
 
 /// The crate version, as `/status` and `agh_worker_build_info` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -142,6 +146,32 @@ pub enum NotReady {
     Stopped,
     /// No answer from AGH within the contact threshold (or never).
     NoRecentContact,
+    /// A handler cannot work until a person acts (`unhealthy_handlers` says which and why).
+    HandlerUnhealthy,
+}
+
+/// An unhealthy handler as `/readyz` and `/status` show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandlerProblem {
+    pub name: String,
+    /// What is wrong and what to do; never a secret.
+    pub reason: String,
+    /// When it became unhealthy, in unix seconds.
+    pub since: f64,
+    pub since_seconds_ago: f64,
+}
+
+impl HandlerProblem {
+    fn new(handler: &UnhealthyHandler, now: Instant) -> Self {
+        HandlerProblem {
+            name: handler.name.clone(),
+            reason: handler.reason.clone(),
+            since: unix_seconds(handler.since),
+            since_seconds_ago: now
+                .saturating_duration_since(handler.since_instant)
+                .as_secs_f64(),
+        }
+    }
 }
 
 /// What `/readyz` answers.
@@ -154,6 +184,8 @@ pub struct Readiness {
     pub state: WorkerState,
     pub last_contact_seconds_ago: Option<f64>,
     pub contact_threshold_seconds: f64,
+    /// Handlers that cannot work until a person acts, by name; empty when all can.
+    pub unhealthy_handlers: Vec<HandlerProblem>,
 }
 
 impl Readiness {
@@ -162,7 +194,8 @@ impl Readiness {
     }
 }
 
-/// The readiness rule: identity valid, not stopping, and AGH heard from recently.
+/// The readiness rule: identity valid, not stopping, AGH heard from recently, and every handler
+/// healthy.
 /// `stopping` is the shutdown signal itself, so readiness drops the moment a drain begins,
 /// before the loop has noticed it.
 pub fn readiness(
@@ -187,6 +220,9 @@ pub fn readiness(
     if contact_age.is_none_or(|age| age > threshold) {
         reasons.push(NotReady::NoRecentContact);
     }
+    if !status.unhealthy_handlers.is_empty() {
+        reasons.push(NotReady::HandlerUnhealthy);
+    }
     Readiness {
         status: if reasons.is_empty() {
             "ready"
@@ -197,6 +233,11 @@ pub fn readiness(
         state: status.state,
         last_contact_seconds_ago: contact_age.map(|age| age.as_secs_f64()),
         contact_threshold_seconds: threshold.as_secs_f64(),
+        unhealthy_handlers: status
+            .unhealthy_handlers
+            .iter()
+            .map(|handler| HandlerProblem::new(handler, now))
+            .collect(),
     }
 }
 
@@ -303,6 +344,7 @@ impl HealthState {
             endpoint: &self.info.endpoint,
             ready: ready.is_ready(),
             not_ready_reasons: &ready.reasons,
+            unhealthy_handlers: &ready.unhealthy_handlers,
             healthy: alive.is_ok(),
             lease_seconds_left: snapshot.current.as_ref().map(|run| {
                 run.lease_deadline
@@ -342,6 +384,7 @@ struct StatusBody<'a> {
     endpoint: &'a str,
     ready: bool,
     not_ready_reasons: &'a [NotReady],
+    unhealthy_handlers: &'a [HandlerProblem],
     healthy: bool,
     lease_seconds_left: Option<f64>,
     last_contact_seconds_ago: Option<f64>,
@@ -522,6 +565,17 @@ pub fn render_metrics(state: &HealthState) -> String {
         "identity_ok",
         "1 while AGH accepts the worker's session identity",
         i64::from(snapshot.identity_ok),
+    );
+    let handlers = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    for (name, healthy) in state.status.handler_health().handlers() {
+        handlers
+            .get_or_create(&vec![("handler", name)])
+            .set(i64::from(healthy));
+    }
+    registry.register(
+        "handler_healthy",
+        "1 per configured handler that can work, 0 while it cannot until a person acts (see /readyz)",
+        handlers,
     );
     let states = Family::<Labels, Gauge>::default();
     for (value, name) in WORKER_STATES {
@@ -841,6 +895,81 @@ mod tests {
             vec![NotReady::IdentityNotValid, NotReady::NoRecentContact]
         );
         assert_eq!(answer.last_contact_seconds_ago, None);
+    }
+
+    #[test]
+    fn an_unhealthy_handler_makes_the_worker_not_ready_and_is_named_with_its_reason() {
+        let board = StatusBoard::default();
+        board.set_state(WorkerState::Idle);
+        board.contact();
+        board.update(|s| s.identity_ok = true);
+        board
+            .handler_health()
+            .configure([("coder", false), ("exec", false)]);
+        let coder = board.handler_health().reporter("coder");
+        coder.unhealthy("Agentuity refused the key (401): set AGENTUITY_SDK_KEY");
+        let status = board.snapshot();
+        let later = status.unhealthy_handlers[0].since_instant + Duration::from_secs(7);
+        let answer = readiness(&status, false, later, &timings());
+        assert_eq!(answer.reasons, vec![NotReady::HandlerUnhealthy]);
+        assert_eq!(answer.status, "not_ready");
+        assert_eq!(answer.unhealthy_handlers.len(), 1);
+        let problem = &answer.unhealthy_handlers[0];
+        assert_eq!(problem.name, "coder");
+        assert!(
+            problem.reason.contains("refused the key (401)"),
+            "{problem:?}"
+        );
+        assert_eq!(problem.since_seconds_ago, 7.0);
+        let body = serde_json::to_value(&answer).unwrap_or_default();
+        assert_eq!(body["reasons"], serde_json::json!(["handler_unhealthy"]));
+        assert_eq!(body["unhealthy_handlers"][0]["name"], "coder");
+
+        coder.healthy();
+        let answer = readiness(&board.snapshot(), false, Instant::now(), &timings());
+        assert!(answer.is_ready(), "{answer:?}");
+        assert!(answer.unhealthy_handlers.is_empty());
+    }
+
+    #[test]
+    fn the_handler_health_gauge_has_one_series_per_configured_handler() {
+        let board = StatusBoard::default();
+        board
+            .handler_health()
+            .configure([("coder", false), ("exec", false)]);
+        board
+            .handler_health()
+            .reporter("coder")
+            .unhealthy("refused");
+        let state = HealthState::new(
+            board,
+            Shutdown::default(),
+            timings(),
+            HealthInfo {
+                version: VERSION.into(),
+                session_id: "sess-1".into(),
+                agent: "worker".into(),
+                workspace_id: None,
+                endpoint: "http://127.0.0.1:1".into(),
+            },
+        );
+        let text = state.metrics_text();
+        for line in [
+            "agh_worker_handler_healthy{handler=\"coder\"} 0",
+            "agh_worker_handler_healthy{handler=\"exec\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        let status = state.status_json();
+        let reasons = status["not_ready_reasons"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(reasons.contains(&"handler_unhealthy".into()), "{status}");
+        assert_eq!(status["unhealthy_handlers"][0]["reason"], "refused");
     }
 
     #[test]

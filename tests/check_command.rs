@@ -1,5 +1,8 @@
 //! `agh-worker check`, run as the binary an operator runs: a good deployment passes with ✓ lines
-//! and exit 0, a broken configuration lists every problem, an unreachable AGH fails the probe fast.
+//! and exit 0, a broken configuration lists every problem, an unreachable AGH fails the probe fast,
+//! and a coder handler's key is tried against a fake Agentuity.
+
+mod fake_agentuity;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -7,6 +10,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use agh_worker::sim::{SimConfig, SimServer, Simulator};
+use fake_agentuity::FakeAgentuity;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::Command;
@@ -297,4 +301,130 @@ async fn a_webhook_handler_passes_when_its_sidecar_answers_and_fails_when_nothin
         text.contains("✗ handler \"down\": http://") && text.contains("does not answer"),
         "{text}"
     );
+}
+
+const AGENTUITY_KEY: &str = "ag_sdk_CheckKey0123456789abcdefXYZ";
+
+/// `check` (human, then `--json`) of a deployment whose one handler is a coder handler taking its
+/// key from AGENTUITY_SDK_KEY, with `agentuity_vars` saying where Agentuity is.
+async fn check_coder_handler(agentuity_vars: &[(&str, &str)]) -> (Output, Output) {
+    let deployment = deployment().await;
+    let session = deployment.sim.default_session().expect("default session");
+    let config = deployment.dir.path().join("worker.toml");
+    write(
+        &config,
+        &format!(
+            "[agh]\nendpoint = \"unix:{}\"\n\n\
+             [[handlers]]\nname = \"coder\"\nkind = \"coder\"\n[handlers.coder]\nworkflow_mode = \"standard\"\n",
+            deployment.socket.display(),
+        ),
+    );
+    let config_arg = config.display().to_string();
+    let mut vars = vec![
+        ("AGH_SESSION_ID", session.session_id.as_str()),
+        ("AGH_AGENT", session.agent_name.as_str()),
+        ("AGENTUITY_SDK_KEY", AGENTUITY_KEY),
+    ];
+    vars.extend_from_slice(agentuity_vars);
+    let human = agh_worker(&vars, &["--config", &config_arg, "check"]).await;
+    let json = agh_worker(&vars, &["--config", &config_arg, "--json", "check"]).await;
+    (human, json)
+}
+
+fn assert_no_key(output: &Output) {
+    let everything = describe(output);
+    assert!(
+        !everything.contains(AGENTUITY_KEY),
+        "the key leaked into check's output: {everything}"
+    );
+}
+
+fn coder_line(json: &Output) -> Value {
+    let report: Value = serde_json::from_slice(&json.stdout).expect("check --json prints JSON");
+    report["checks"]
+        .as_array()
+        .expect("a checks array")
+        .iter()
+        .find(|c| c["id"] == "coder:coder")
+        .cloned()
+        .unwrap_or_else(|| panic!("no coder:coder line in {report:#}"))
+}
+
+#[tokio::test]
+async fn a_coder_key_agentuity_refuses_fails_its_line_with_what_to_do_and_never_shows_the_key() {
+    let fake = FakeAgentuity::start().await;
+    for _ in 0..2 {
+        // The answer echoes the Authorization header, as a debugging proxy might.
+        fake.can(
+            "GET",
+            "/api/hub/sessions",
+            401,
+            vec![],
+            r#"{"message":"invalid api key: {auth}"}"#,
+        );
+    }
+    let (human, json) = check_coder_handler(&[("AGENTUITY_CATALYST_URL", &fake.url)]).await;
+    assert_eq!(human.status.code(), Some(1), "{}", describe(&human));
+    let text = stdout(&human);
+    assert!(
+        text.contains(
+            "✗ handler \"coder\": Agentuity refused the key (401): set AGENTUITY_SDK_KEY (or handlers.coder.key) to a valid SDK key"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("✓ handler \"coder\" (coder"), "{text}");
+    assert_eq!(json.status.code(), Some(1), "{}", describe(&json));
+    let line = coder_line(&json);
+    assert_eq!(line["status"], "fail", "{line:#}");
+    // The hub was found through discovery, then the key was tried on it.
+    assert_eq!(fake.count("GET", "/coder"), 2);
+    assert_eq!(fake.count("GET", "/api/hub/sessions"), 2);
+    assert_no_key(&human);
+    assert_no_key(&json);
+}
+
+#[tokio::test]
+async fn a_coder_key_agentuity_accepts_passes_naming_the_hub_it_found() {
+    let fake = FakeAgentuity::start().await;
+    let (human, json) = check_coder_handler(&[("AGENTUITY_CATALYST_URL", &fake.url)]).await;
+    assert_eq!(human.status.code(), Some(0), "{}", describe(&human));
+    let text = stdout(&human);
+    assert!(
+        text.contains(&format!(
+            "✓ handler \"coder\": Agentuity accepts the key (Coder Hub {})",
+            fake.url
+        )),
+        "{text}"
+    );
+    assert_eq!(coder_line(&json)["status"], "pass");
+    let read = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/hub/sessions")
+        .expect("a session read");
+    assert_eq!(read.query, "limit=1");
+    assert_eq!(
+        read.authorization.as_deref(),
+        Some(format!("Bearer {AGENTUITY_KEY}").as_str())
+    );
+    assert_no_key(&human);
+}
+
+#[tokio::test]
+async fn an_unreachable_coder_hub_fails_its_line_naming_the_url() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let nowhere = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let (human, _json) = check_coder_handler(&[("AGENTUITY_CODER_URL", &nowhere)]).await;
+    assert_eq!(human.status.code(), Some(1), "{}", describe(&human));
+    let text = stdout(&human);
+    assert!(
+        text.contains(&format!(
+            "✗ handler \"coder\": the Coder Hub at {nowhere} cannot be reached"
+        )),
+        "{text}"
+    );
+    assert_no_key(&human);
 }

@@ -23,9 +23,11 @@ use tokio::time::Instant;
 
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::agentuity::{
-    AgentuityClient, AgentuityError, ClientSettings, ErrorClass, HubEvent, ListSessions, LoopState,
-    LoopStatus, Session, SessionStatus, Usage, WorkflowMode, process_env,
+    AgentuityClient, AgentuityError, ClientSettings, CreatedSession, Env, ErrorClass, EventHistory,
+    HubEvent, ListSessions, LoopState, LoopStateAnswer, LoopStatus, Replay, RetryPolicy, Session,
+    SessionPage, SessionStatus, Usage, WorkflowMode, process_env,
 };
+use crate::worker::HandlerHealthReporter;
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";
 /// Milestones kept for the next progress line; older ones are dropped (the count is reported).
@@ -406,24 +408,162 @@ fn substitute(template: &str, document: &TaskDocument) -> String {
         .replace("{identifier}", &identifier)
 }
 
-/// Runs one task as a Coder session, with the key and URLs from this process's environment.
-pub async fn run(config: &CoderConfig, context: TaskContext) -> Outcome {
-    match AgentuityClient::new(&config.client_settings(), &process_env()) {
-        Ok(client) => run_with_client(config, context, &client).await,
-        Err(err) => Outcome::Fail {
-            error: format!("coder: the Agentuity client cannot be set up: {err}"),
-            metadata: None,
-        },
+/// What to tell a person whose key Agentuity refused (401) or denied access (403): where the key
+/// came from and what to do. Never the key itself.
+pub fn refused_key_reason(config: &CoderConfig, status: Option<u16>) -> String {
+    let fix = |wanted: &str| {
+        if config.key.is_some() {
+            format!("set handlers.coder.key to {wanted}")
+        } else if let Some(file) = &config.key_file {
+            format!(
+                "put {wanted} in handlers.coder.key_file ({})",
+                file.display()
+            )
+        } else {
+            format!("set AGENTUITY_SDK_KEY (or handlers.coder.key) to {wanted}")
+        }
+    };
+    match status {
+        Some(403) => format!(
+            "Agentuity denied the key access (403): {}{}",
+            fix("an SDK key with access to the Coder Hub"),
+            if config.org_id.is_some() {
+                ", and check handlers.coder.org_id"
+            } else {
+                ""
+            }
+        ),
+        status => format!(
+            "Agentuity refused the key ({}): {}",
+            status.unwrap_or(401),
+            fix("a valid SDK key")
+        ),
     }
 }
 
-/// Runs one task as a Coder session through `client`.
+/// An error as a run reports it: an account or key problem also says what to do about it.
+fn explain(config: &CoderConfig, err: &AgentuityError) -> String {
+    match err.class() {
+        Some(ErrorClass::Unauthorized) => {
+            format!("{err} — {}", refused_key_reason(config, err.status()))
+        }
+        Some(ErrorClass::PaymentRequired) => {
+            format!("{err} — the Agentuity account needs a plan or credit for Coder sessions")
+        }
+        Some(ErrorClass::UpgradeRequired) => format!(
+            "{err} — the Coder Hub no longer accepts this agh-worker version: upgrade agh-worker"
+        ),
+        _ => err.to_string(),
+    }
+}
+
+/// Why `agh-worker check`'s probe of a coder handler failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// What is wrong and what to do, naming the URL tried; never the key.
+    pub problem: String,
+    /// The error as Agentuity or the network gave it (scrubbed of the key by the client).
+    pub detail: String,
+}
+
+/// `agh-worker check`'s probe: resolves the Hub URL (the configured one, else discovery through
+/// Catalyst) and makes one cheap authenticated read (a one-session page), each within `timeout`
+/// and without retries. Answers what was found, or what is wrong and what to do.
+pub async fn probe(
+    config: &CoderConfig,
+    env: &Env,
+    timeout: Duration,
+) -> Result<String, ProbeFailure> {
+    let mut settings = config.client_settings();
+    settings.request_timeout_seconds = timeout.as_secs().max(1);
+    let retry = RetryPolicy {
+        retries: 0,
+        unavailable_budget: Duration::ZERO,
+        max_server_wait: Duration::ZERO,
+        ..RetryPolicy::default()
+    };
+    let client =
+        AgentuityClient::with_retry(&settings, env, retry).map_err(|err| ProbeFailure {
+            problem: "the Agentuity client cannot be set up".into(),
+            detail: err.to_string(),
+        })?;
+    let failed = |err: AgentuityError, what: &str| ProbeFailure {
+        problem: match (&err, err.status()) {
+            _ if err.class() == Some(ErrorClass::Unauthorized) => {
+                refused_key_reason(config, err.status())
+            }
+            (_, Some(status)) => format!("{what} answered HTTP {status}"),
+            (AgentuityError::Transport { .. }, None) => format!("{what} cannot be reached"),
+            (_, None) => format!("{what} gave an answer that is not what was expected"),
+        },
+        detail: err.to_string(),
+    };
+    let late = |what: &str| ProbeFailure {
+        problem: format!("{what} did not answer within {} s", timeout.as_secs_f64()),
+        detail: "check the network path to Agentuity, or handlers.coder.hub_url / catalyst_url"
+            .into(),
+    };
+    let discovery = format!("the Agentuity discovery at {}/coder", client.catalyst_url());
+    let hub = match tokio::time::timeout(timeout, client.hub_url()).await {
+        Ok(Ok(hub)) => hub,
+        Ok(Err(err)) => return Err(failed(err, &discovery)),
+        Err(_) => return Err(late(&discovery)),
+    };
+    let one = ListSessions {
+        limit: Some(1),
+        ..ListSessions::default()
+    };
+    let reading = format!("the Coder Hub at {hub}");
+    match tokio::time::timeout(timeout, client.list_sessions(&one)).await {
+        Ok(Ok(_)) => Ok(format!("Agentuity accepts the key (Coder Hub {hub})")),
+        Ok(Err(err)) => Err(failed(err, &reading)),
+        Err(_) => Err(late(&reading)),
+    }
+}
+
+/// Runs one task as a Coder session, with the key and URLs from this process's environment;
+/// whether Agentuity accepts the key goes to `health`.
+pub async fn run(
+    config: &CoderConfig,
+    context: TaskContext,
+    health: &HandlerHealthReporter,
+) -> Outcome {
+    match AgentuityClient::new(&config.client_settings(), &process_env()) {
+        Ok(client) => run_with_health(config, context, &client, health).await,
+        Err(err) => {
+            let error = format!("the Agentuity client cannot be set up: {err}");
+            health.unhealthy(error.clone());
+            Outcome::Fail {
+                error: format!("coder: {error}"),
+                metadata: None,
+            }
+        }
+    }
+}
+
+/// Runs one task as a Coder session through `client`, reporting health nowhere.
 pub async fn run_with_client(
     config: &CoderConfig,
     context: TaskContext,
     client: &AgentuityClient,
 ) -> Outcome {
-    let mut run = Run::new(config, &context, client);
+    run_with_health(config, context, client, &HandlerHealthReporter::default()).await
+}
+
+/// Runs one task as a Coder session through `client`. A refused key (401/403) on any call marks
+/// the handler unhealthy in `health`; any accepted call marks it healthy again.
+pub async fn run_with_health(
+    config: &CoderConfig,
+    context: TaskContext,
+    client: &AgentuityClient,
+    health: &HandlerHealthReporter,
+) -> Outcome {
+    let hub = Hub {
+        client,
+        health,
+        config,
+    };
+    let mut run = Run::new(config, &context, hub);
     let id = tokio::select! {
         biased;
         _ = context.cancel.cancelled() => return run.stopped(None).await,
@@ -446,10 +586,68 @@ enum End {
     Fail(String),
 }
 
+/// The client as a run uses it: every answer also tells the handler's health whether
+/// Agentuity accepts the key.
+struct Hub<'a> {
+    client: &'a AgentuityClient,
+    health: &'a HandlerHealthReporter,
+    config: &'a CoderConfig,
+}
+
+impl Hub<'_> {
+    fn seen<T>(&self, answer: Result<T, AgentuityError>) -> Result<T, AgentuityError> {
+        match &answer {
+            Ok(_) => self.health.healthy(),
+            Err(err) if err.class() == Some(ErrorClass::Unauthorized) => self
+                .health
+                .unhealthy(refused_key_reason(self.config, err.status())),
+            Err(_) => {}
+        }
+        answer
+    }
+
+    async fn create_session(&self, body: &Value) -> Result<CreatedSession, AgentuityError> {
+        self.seen(self.client.create_session(body).await)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Session, AgentuityError> {
+        self.seen(self.client.get_session(id).await)
+    }
+
+    async fn list_sessions(&self, params: &ListSessions) -> Result<SessionPage, AgentuityError> {
+        self.seen(self.client.list_sessions(params).await)
+    }
+
+    async fn archive_session(&self, id: &str) -> Result<Value, AgentuityError> {
+        self.seen(self.client.archive_session(id).await)
+    }
+
+    async fn resume_session(&self, id: &str) -> Result<Value, AgentuityError> {
+        self.seen(self.client.resume_session(id).await)
+    }
+
+    async fn loop_state(&self, id: &str) -> Result<LoopStateAnswer, AgentuityError> {
+        self.seen(self.client.loop_state(id).await)
+    }
+
+    async fn replay(&self, id: &str) -> Result<Replay, AgentuityError> {
+        self.seen(self.client.replay(id).await)
+    }
+
+    async fn event_history(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+        before_id: Option<i64>,
+    ) -> Result<EventHistory, AgentuityError> {
+        self.seen(self.client.event_history(id, limit, before_id).await)
+    }
+}
+
 struct Run<'a> {
     config: &'a CoderConfig,
     context: &'a TaskContext,
-    client: &'a AgentuityClient,
+    client: Hub<'a>,
     started: Instant,
     deadline: Option<Instant>,
     poll: Duration,
@@ -471,7 +669,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(config: &'a CoderConfig, context: &'a TaskContext, client: &'a AgentuityClient) -> Self {
+    fn new(config: &'a CoderConfig, context: &'a TaskContext, client: Hub<'a>) -> Self {
         let started = Instant::now();
         let deadline = context.time_limit.map(|limit| {
             let margin = seconds(config.deadline_margin_seconds, 15.0);
@@ -575,7 +773,11 @@ impl<'a> Run<'a> {
                     tracing::info!(target: LOG_TARGET, session_id = %id, "the run's recorded coder session is gone; looking further")
                 }
                 Err(err) => {
-                    return Err(early(format!("reading the run's coder session {id}"), &err));
+                    return Err(early(
+                        self.config,
+                        format!("reading the run's coder session {id}"),
+                        &err,
+                    ));
                 }
             }
         }
@@ -586,7 +788,11 @@ impl<'a> Run<'a> {
                 Ok(Some(id)) => return Ok(self.adopted(id, "its agh-run tag").await),
                 Ok(None) => {}
                 Err(err) => {
-                    return Err(early("looking for this run's coder session".into(), &err));
+                    return Err(early(
+                        self.config,
+                        "looking for this run's coder session".into(),
+                        &err,
+                    ));
                 }
             }
             match self.client.create_session(&body).await {
@@ -604,7 +810,13 @@ impl<'a> Run<'a> {
                     last_error = Some(err);
                     tokio::time::sleep(self.poll).await;
                 }
-                Err(err) => return Err(early("creating the coder session".into(), &err)),
+                Err(err) => {
+                    return Err(early(
+                        self.config,
+                        "creating the coder session".into(),
+                        &err,
+                    ));
+                }
             }
         }
         // A last look: the last create may have made the session after all.
@@ -697,7 +909,7 @@ impl<'a> Run<'a> {
             Err(err) if err.is_fatal() => {
                 return Some(End::Fail(format!(
                     "reading the session: {}",
-                    explained(&err)
+                    explain(self.config, &err)
                 )));
             }
             Err(err) => {
@@ -1159,33 +1371,15 @@ impl<'a> Run<'a> {
 
 /// The outcome of an error before any session is being followed: a setting or account problem
 /// fails the run; anything that may pass (the Hub restarting, the network) gives it back.
-fn early(context: String, err: &AgentuityError) -> Outcome {
+fn early(config: &CoderConfig, context: String, err: &AgentuityError) -> Outcome {
     if err.is_fatal() {
         Outcome::Fail {
-            error: format!("coder: {context}: {}", explained(err)),
+            error: format!("coder: {context}: {}", explain(config, err)),
             metadata: None,
         }
     } else {
         Outcome::Release(format!("coder: {context}: {err}"))
     }
-}
-
-/// The error, followed for a refused key or an account problem by what the operator must change:
-/// the status alone does not say which setting the key came from.
-fn explained(err: &AgentuityError) -> String {
-    let advice = match err.class() {
-        Some(ErrorClass::Unauthorized) => {
-            "the Agentuity API key was refused or lacks access: check the coder handler's `key`, `key_file` or AGENTUITY_SDK_KEY, and its `org_id`"
-        }
-        Some(ErrorClass::PaymentRequired) => {
-            "the Agentuity account needs a plan or credit for Coder sessions"
-        }
-        Some(ErrorClass::UpgradeRequired) => {
-            "the Coder Hub no longer accepts this agh-worker version: upgrade agh-worker"
-        }
-        _ => return err.to_string(),
-    };
-    format!("{err}; {advice}")
 }
 
 fn tasks_running(session: &Session) -> bool {
@@ -1224,5 +1418,48 @@ async fn sleep_until_option(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_is_explained_by_where_the_key_came_from() {
+        let inline = CoderConfig {
+            key: Some("ag_inline_secret".into()),
+            ..CoderConfig::default()
+        };
+        let from_file = CoderConfig {
+            key_file: Some("agentuity-key".into()),
+            ..CoderConfig::default()
+        };
+        let from_env = CoderConfig::default();
+        assert_eq!(
+            refused_key_reason(&inline, Some(401)),
+            "Agentuity refused the key (401): set handlers.coder.key to a valid SDK key"
+        );
+        assert_eq!(
+            refused_key_reason(&from_file, Some(401)),
+            "Agentuity refused the key (401): put a valid SDK key in handlers.coder.key_file (agentuity-key)"
+        );
+        assert_eq!(
+            refused_key_reason(&from_env, Some(401)),
+            "Agentuity refused the key (401): set AGENTUITY_SDK_KEY (or handlers.coder.key) to a valid SDK key"
+        );
+        let denied = refused_key_reason(
+            &CoderConfig {
+                org_id: Some("org_1".into()),
+                ..from_env
+            },
+            Some(403),
+        );
+        assert!(
+            denied.starts_with("Agentuity denied the key access (403)")
+                && denied.contains("handlers.coder.org_id"),
+            "{denied}"
+        );
+        assert!(!refused_key_reason(&inline, Some(401)).contains("ag_inline_secret"));
     }
 }

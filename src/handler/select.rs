@@ -9,7 +9,7 @@ use super::coder::{self, CoderConfig};
 use super::exec::{self, ExecConfig};
 use super::webhook::{self, WebhookConfig};
 use super::{Outcome, TaskContext, TaskDocument};
-use crate::worker::Handlers;
+use crate::worker::{HandlerHealth, Handlers};
 
 /// The kinds of handler this build has (a closed set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,11 +219,25 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
 #[derive(Clone, Debug, Default)]
 pub struct HandlerSet {
     handlers: Vec<HandlerConfig>,
+    /// Where runs report whether their handler can work (a record of its own unless
+    /// [`HandlerSet::with_health`] shares the status board's).
+    health: HandlerHealth,
 }
 
 impl HandlerSet {
     pub fn new(handlers: Vec<HandlerConfig>) -> Self {
-        HandlerSet { handlers }
+        HandlerSet {
+            handlers,
+            health: HandlerHealth::default(),
+        }
+    }
+
+    /// Reports the handlers' health into `health` (the status board's record, which `/readyz`
+    /// reads), every handler starting healthy.
+    pub fn with_health(mut self, health: HandlerHealth) -> Self {
+        health.configure(self.handlers.iter().map(|h| (h.name.clone(), false)));
+        self.health = health;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -263,7 +277,7 @@ impl Handlers for HandlerSet {
                 )),
             },
             HandlerKind::Coder => match &handler.coder {
-                Some(config) => coder::run(config, context).await,
+                Some(config) => coder::run(config, context, &self.health.reporter(name)).await,
                 None => Outcome::Release(format!(
                     "agh-worker: handler {name:?} has no coder settings"
                 )),
@@ -295,12 +309,27 @@ impl SharedHandlers {
             .clone()
     }
 
-    /// Replaces the table for runs that start from now on.
-    pub fn replace(&self, set: HandlerSet) {
-        *self
+    /// Replaces the table for runs that start from now on. The new table reports into the same
+    /// health record: a handler keeps its verdict only when its entry is unchanged and its key is
+    /// not read from a file. A changed entry (a new key, another hub) or a key file (perhaps fixed
+    /// in place: a reload is how an operator says so) starts healthy again until a run says
+    /// otherwise, and a handler no longer configured loses its record.
+    pub fn replace(&self, mut set: HandlerSet) {
+        let mut current = self
             .current
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = std::sync::Arc::new(set);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let health = current.health.clone();
+        health.configure(set.handlers.iter().map(|handler| {
+            let unchanged = current.handlers.iter().any(|old| old == handler);
+            let key_file = handler
+                .coder
+                .as_ref()
+                .is_some_and(|coder| coder.key_file.is_some());
+            (handler.name.clone(), unchanged && !key_file)
+        }));
+        set.health = health;
+        *current = std::sync::Arc::new(set);
     }
 }
 
@@ -528,6 +557,48 @@ mod tests {
             ]
         );
         assert!(problems[2].1.contains("workflow_mode"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_health_verdict_of_unchanged_handlers_only() {
+        let coder = |name: &str, key: Option<&str>, key_file: Option<&str>| HandlerConfig {
+            kind: HandlerKind::Coder,
+            coder: Some(CoderConfig {
+                key: key.map(str::to_string),
+                key_file: key_file.map(std::path::PathBuf::from),
+                ..CoderConfig::default()
+            }),
+            ..handler(name, MatchRule::default())
+        };
+        let health = HandlerHealth::default();
+        let shared = SharedHandlers::new(
+            HandlerSet::new(vec![
+                coder("same", Some("k1"), None),
+                coder("new-key", Some("k1"), None),
+                coder("key-file", None, Some("/run/credentials/key")),
+                coder("removed", Some("k1"), None),
+            ])
+            .with_health(health.clone()),
+        );
+        for name in ["same", "new-key", "key-file", "removed"] {
+            health.reporter(name).unhealthy("refused");
+        }
+        shared.replace(HandlerSet::new(vec![
+            coder("same", Some("k1"), None),
+            coder("new-key", Some("k2"), None),
+            coder("key-file", None, Some("/run/credentials/key")),
+        ]));
+        let unhealthy: Vec<String> = health.unhealthy().into_iter().map(|h| h.name).collect();
+        assert_eq!(unhealthy, vec!["same".to_string()]);
+        let configured: Vec<String> = health.handlers().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(configured, vec!["key-file", "new-key", "same"]);
+        // The new table reports into the same record.
+        shared
+            .current()
+            .health
+            .reporter("new-key")
+            .unhealthy("refused");
+        assert_eq!(health.unhealthy().len(), 2);
     }
 
     #[tokio::test]

@@ -25,7 +25,8 @@ use crate::config::{Config, OrphanPolicy};
 use crate::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 
 pub use status::{
-    CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
+    CurrentRun, HandlerHealth, HandlerHealthReporter, LeaseLostReason, RunEnd, RunHistograms,
+    StatusBoard, UnhealthyHandler, WorkerState, WorkerStatus,
 };
 
 /// How often the loop shows it is alive while it waits on a long-poll.
