@@ -96,8 +96,8 @@ pub enum Command {
     /// Measure throughput, overhead, idle footprint, latency and growth against the built-in
     /// simulator (run from a release build: `cargo run --release -- bench`).
     Bench(BenchArgs),
-    /// Agentuity Coder Hub: sessions, transcripts, participants, users and custom agents (JSON,
-    /// or a table on a terminal).
+    /// Agentuity Coder Hub: sessions, transcripts, participants, users, custom agents, workspaces,
+    /// skills and GitHub repositories (JSON, or a table on a terminal).
     Coder(crate::coder_cli::CoderArgs),
     /// The Agentuity Sessions API: `agentuity sessions list|get|logs` (JSON, or a table on a
     /// terminal).

@@ -1,6 +1,7 @@
-//! Operator commands for Agentuity: `agh-worker coder …` (Coder Hub sessions, users and custom
-//! agents) and `agh-worker agentuity sessions …` (the Sessions API). Each prints the answer as
-//! JSON; list answers print a short table instead on a terminal (`--json` and `--table` choose).
+//! Operator commands for Agentuity: `agh-worker coder …` (Coder Hub sessions, users, custom
+//! agents, workspaces, skills and GitHub) and `agh-worker agentuity sessions …` (the Sessions
+//! API). Each prints the answer as JSON; list answers print a short table instead on a terminal
+//! (`--json` and `--table` choose).
 //!
 //! The connection settings are those of a `coder` handler in the configuration (the first one,
 //! or the one named with `--handler`); without one, the environment alone (`AGENTUITY_SDK_KEY`,
@@ -9,13 +10,14 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::agentuity::{
-    AgentuityClient, AgentuityError, ClientSettings, ErrorClass, ListAgentSessions, ListAgents,
-    ListParticipants, ListSessions, ListUsers, process_env,
+    AgentuityClient, AgentuityError, ClientSettings, GitHubAccountList, ListAgentSessions,
+    ListAgents, ListConnectable, ListParticipants, ListSessions, ListUsers, Session, process_env,
 };
 use crate::cli::Cli;
 use crate::config::{ConfigSources, load_unvalidated};
@@ -29,8 +31,12 @@ use table::Column;
 pub const EXIT_AGENTUITY: u8 = 69;
 /// Exit code for a bad setting (no key, bad URL, unknown handler) or an unusable `--file`.
 pub const EXIT_BAD_CONFIG: u8 = 64;
-/// Exit code when the session (or agent session) does not exist.
+/// Exit code when the session (or agent session) does not exist, or `coder wake` finds it over.
 pub const EXIT_NOT_FOUND: u8 = 44;
+/// Exit code (`EX_TEMPFAIL`) when `coder wake` gave up waiting: a longer `--timeout` may do.
+pub const EXIT_NOT_READY: u8 = 75;
+/// How often `coder wake` reads the session while it wakes (the SDK's default).
+const WAKE_POLL: Duration = Duration::from_secs(1);
 
 /// `coder` options.
 #[derive(Debug, Args)]
@@ -51,8 +57,13 @@ pub enum CoderCommand {
         #[arg(long)]
         search: Option<String>,
         /// Include archived sessions.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "connectable")]
         archived: bool,
+        /// Only sessions a client can attach to: running sandboxes, and paused ones that are
+        /// still up or can be woken (`coder wake ID`). Filters the Hub's first page.
+        #[arg(long)]
+        connectable: bool,
+        /// At most this many sessions (with `--connectable`: connectable ones).
         #[arg(long)]
         limit: Option<u32>,
         #[command(flatten)]
@@ -109,8 +120,120 @@ pub enum CoderCommand {
     Archive { id: String },
     /// Wake a paused session.
     Resume { id: String },
+    /// Wake a paused session and wait until a client can attach to it; prints the session.
+    Wake {
+        /// The session id.
+        id: String,
+        /// Longest wait for the sandbox, in seconds; past it the command exits 75 naming the
+        /// session's last status.
+        #[arg(long, value_name = "SECS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout: u64,
+    },
     /// Delete a session permanently (transcript and usage are lost).
     Delete { id: String },
+    /// Workspaces: repositories and skills sessions start with; their ids are what
+    /// `coder.workspace_id` takes.
+    #[command(subcommand)]
+    Workspaces(WorkspacesCommand),
+    /// The skills library (saved skills) and skill buckets (named groups of saved skills).
+    #[command(subcommand)]
+    Skills(SkillsCommand),
+    /// The GitHub accounts connected to the Hub and their repositories, whose clone URLs are what
+    /// `coder.repo_url` takes.
+    #[command(subcommand)]
+    Github(GithubCommand),
+}
+
+/// `coder workspaces` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkspacesCommand {
+    /// List the workspaces (GET /api/hub/workspaces); the ID column is what
+    /// `coder.workspace_id` takes.
+    List {
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// One workspace: its repositories, saved skills and skill buckets.
+    Show {
+        /// The workspace id.
+        id: String,
+    },
+    /// Create a workspace (POST /api/hub/workspaces) from a JSON object: `name`, and optionally
+    /// `description`, `scope` (`user` or `org`), `repos`, `savedSkillIds`, `skillBucketIds`.
+    Create {
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Delete a workspace.
+    Delete {
+        /// The workspace id.
+        id: String,
+    },
+}
+
+/// `coder skills` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SkillsCommand {
+    /// List the saved skills (GET /api/hub/skills/library).
+    List {
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// Save a skill to the library (POST /api/hub/skills/library) from a JSON object: `repo`,
+    /// `skillId`, `name`, and optionally `description`, `url`, `source`, `content`.
+    Save {
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Remove a saved skill from the library.
+    Delete {
+        /// The saved skill's id (the ID column of `coder skills list`, not its skill id).
+        id: String,
+    },
+    /// Skill buckets: list, create, delete.
+    #[command(subcommand)]
+    Buckets(BucketsCommand),
+}
+
+/// `coder skills buckets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BucketsCommand {
+    /// List the skill buckets (GET /api/hub/skills/buckets).
+    List {
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// Create a skill bucket (POST /api/hub/skills/buckets) from a JSON object: `name`, and
+    /// optionally `description` and `savedSkillIds`.
+    Create {
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Delete a skill bucket (its saved skills stay in the library).
+    Delete {
+        /// The bucket id.
+        id: String,
+    },
+}
+
+/// `coder github` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GithubCommand {
+    /// The GitHub users and organisations the Hub's GitHub App reaches
+    /// (GET /api/hub/github/accounts); the ID column is what `coder github repos` takes.
+    Accounts {
+        #[command(flatten)]
+        view: ListView,
+    },
+    /// The repositories of one GitHub account (GET /api/hub/github/repos?accountId=); the
+    /// CLONE URL column is what `coder.repo_url` takes.
+    Repos {
+        /// The account id (the ID column of `coder github accounts`).
+        account_id: String,
+        #[command(flatten)]
+        view: ListView,
+    },
 }
 
 /// `coder agents` subcommands.
@@ -336,6 +459,60 @@ const VERSIONS: Layout = Layout {
     ],
 };
 
+const WORKSPACES: Layout = Layout {
+    rows: Some("workspaces"),
+    columns: &[
+        Column::new("ID", &["/id"]),
+        Column::new("NAME", &["/name"]).at_most(24),
+        Column::new("SCOPE", &["/scope"]).at_most(8),
+        Column::new("DESCRIPTION", &["/description"]).at_most(32),
+        Column::new("CREATED", &["/createdAt"]),
+    ],
+};
+
+const SKILLS: Layout = Layout {
+    rows: Some("skills"),
+    columns: &[
+        Column::new("ID", &["/id"]),
+        Column::new("NAME", &["/name"]).at_most(24),
+        Column::new("REPO", &["/repo"]).at_most(32),
+        Column::new("SKILL ID", &["/skillId"]).at_most(24),
+        Column::new("SOURCE", &["/source"]).at_most(12),
+    ],
+};
+
+const BUCKETS: Layout = Layout {
+    rows: Some("buckets"),
+    columns: &[
+        Column::new("ID", &["/id"]),
+        Column::new("NAME", &["/name"]).at_most(24),
+        Column::new("SKILLS", &["/skillCount"]),
+        Column::new("DESCRIPTION", &["/description"]).at_most(32),
+    ],
+};
+
+const GITHUB_ACCOUNTS: Layout = Layout {
+    rows: Some("accounts"),
+    columns: &[
+        Column::new("ID", &["/accountId"]),
+        Column::new("NAME", &["/accountName"]).at_most(32),
+        Column::new("TYPE", &["/accountType"]).at_most(12),
+        Column::new("INSTALLATION", &["/installationId"]),
+    ],
+};
+
+const GITHUB_REPOS: Layout = Layout {
+    rows: Some("repositories"),
+    columns: &[
+        Column::new("NAME", &["/fullName", "/name"]).at_most(40),
+        // Copied into `coder.repo_url`: never cut short.
+        Column::new("CLONE URL", &["/cloneUrl"]).at_most(200),
+        Column::new("BRANCH", &["/defaultBranch"]).at_most(24),
+        Column::new("PRIVATE", &["/private"]),
+        Column::new("ARCHIVED", &["/archived"]),
+    ],
+};
+
 const AGENT_SESSIONS: Layout = Layout {
     rows: None,
     columns: &[
@@ -368,7 +545,12 @@ impl CoderCommand {
             | CoderCommand::Participants { view, .. }
             | CoderCommand::Users { view, .. }
             | CoderCommand::Agents(AgentsCommand::List { view, .. })
-            | CoderCommand::Agents(AgentsCommand::Versions { view, .. }) => Some(*view),
+            | CoderCommand::Agents(AgentsCommand::Versions { view, .. })
+            | CoderCommand::Workspaces(WorkspacesCommand::List { view })
+            | CoderCommand::Skills(SkillsCommand::List { view })
+            | CoderCommand::Skills(SkillsCommand::Buckets(BucketsCommand::List { view }))
+            | CoderCommand::Github(GithubCommand::Accounts { view })
+            | CoderCommand::Github(GithubCommand::Repos { view, .. }) => Some(*view),
             _ => None,
         }
     }
@@ -409,19 +591,62 @@ fn print(answer: Result<Value, AgentuityError>, table: Option<&Layout>) -> ExitC
         }
         Err(err) => {
             eprintln!("agh-worker: {err}");
-            match err.class() {
-                Some(ErrorClass::Gone) => ExitCode::from(EXIT_NOT_FOUND),
-                None if !matches!(
-                    err,
-                    AgentuityError::Transport { .. } | AgentuityError::Decode { .. }
-                ) =>
-                {
-                    ExitCode::from(EXIT_BAD_CONFIG)
-                }
-                _ => ExitCode::from(EXIT_AGENTUITY),
-            }
+            ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// The exit code of a failed command. Every variant is named so that a new one is classified
+/// here rather than falling into "bad setting".
+fn exit_code(err: &AgentuityError) -> u8 {
+    match err {
+        AgentuityError::Api(_) if err.is_gone() => EXIT_NOT_FOUND,
+        AgentuityError::Api(_)
+        | AgentuityError::Transport { .. }
+        | AgentuityError::Decode { .. } => EXIT_AGENTUITY,
+        AgentuityError::NotReady { .. } => EXIT_NOT_READY,
+        AgentuityError::MissingKey
+        | AgentuityError::BothKeys
+        | AgentuityError::KeyFile { .. }
+        | AgentuityError::EmptyKeyFile { .. }
+        | AgentuityError::BadKey
+        | AgentuityError::BadUrl { .. }
+        | AgentuityError::Client(_) => EXIT_BAD_CONFIG,
+    }
+}
+
+/// Why a woken session cannot be attached to, if it cannot: it is over, and nothing wakes it.
+fn over_after_wake(id: &str, session: &Session) -> Option<String> {
+    session.is_over().then(|| {
+        format!(
+            "coder session {id} is over (status {}): there is nothing to wake",
+            session.status_str()
+        )
+    })
+}
+
+/// `coder wake`: the session as it is once ready (or over), then the exit code.
+fn print_woken(id: &str, answer: Result<Session, AgentuityError>) -> ExitCode {
+    let over = answer
+        .as_ref()
+        .ok()
+        .and_then(|session| over_after_wake(id, session));
+    let code = print(to_value(answer), None);
+    match over {
+        Some(reason) if code == ExitCode::SUCCESS => {
+            eprintln!("agh-worker: {reason}");
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        _ => code,
+    }
+}
+
+/// A word to the operator when the Hub says GitHub is not connected at all (the list is then
+/// empty, and an empty table would not say why).
+fn github_not_connected(answer: &GitHubAccountList) -> Option<&'static str> {
+    (answer.connected == Some(false)).then_some(
+        "GitHub is not connected for this key's user: connect it in the Coder Hub, then list again",
+    )
 }
 
 fn to_value<T: serde::Serialize>(
@@ -448,7 +673,7 @@ fn read_body(path: &Path) -> Result<Value, String> {
         .map_err(|err| format!("{source} does not hold valid JSON: {err}"))?;
     if !value.is_object() {
         return Err(format!(
-            "{source} must hold a JSON object (the agent's fields), not {}",
+            "{source} must hold a JSON object (the fields to send), not {}",
             match value {
                 Value::Array(_) => "an array",
                 Value::String(_) => "a string",
@@ -494,19 +719,32 @@ pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
         CoderCommand::Sessions {
             search,
             archived,
+            connectable,
             limit,
             view,
         } => (
-            to_value(
-                client
-                    .list_sessions(&ListSessions {
-                        search: search.clone(),
-                        include_archived: *archived,
-                        limit: *limit,
-                        offset: None,
-                    })
-                    .await,
-            ),
+            if *connectable {
+                to_value(
+                    client
+                        .list_connectable_sessions(&ListConnectable {
+                            search: search.clone(),
+                            limit: *limit,
+                            offset: None,
+                        })
+                        .await,
+                )
+            } else {
+                to_value(
+                    client
+                        .list_sessions(&ListSessions {
+                            search: search.clone(),
+                            include_archived: *archived,
+                            limit: *limit,
+                            offset: None,
+                        })
+                        .await,
+                )
+            },
             table_for(cli, *view, &SESSIONS),
         ),
         CoderCommand::Show { id } => (to_value(client.get_session(id).await), None),
@@ -584,7 +822,58 @@ pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
         },
         CoderCommand::Archive { id } => (client.archive_session(id).await, None),
         CoderCommand::Resume { id } => (client.resume_session(id).await, None),
+        CoderCommand::Wake { id, timeout } => {
+            let answer = client
+                .prepare_session_for_remote_attach(id, Duration::from_secs(*timeout), WAKE_POLL)
+                .await;
+            return print_woken(id, answer);
+        }
         CoderCommand::Delete { id } => (client.delete_session(id).await, None),
+        CoderCommand::Workspaces(command) => match command {
+            WorkspacesCommand::List { view } => (
+                to_value(client.list_workspaces().await),
+                table_for(cli, *view, &WORKSPACES),
+            ),
+            WorkspacesCommand::Show { id } => (to_value(client.get_workspace(id).await), None),
+            WorkspacesCommand::Create { body } => match body_or_exit(body) {
+                Ok(body) => (to_value(client.create_workspace(&body).await), None),
+                Err(code) => return code,
+            },
+            WorkspacesCommand::Delete { id } => (client.delete_workspace(id).await, None),
+        },
+        CoderCommand::Skills(command) => match command {
+            SkillsCommand::List { view } => (
+                to_value(client.list_saved_skills().await),
+                table_for(cli, *view, &SKILLS),
+            ),
+            SkillsCommand::Save { body } => match body_or_exit(body) {
+                Ok(body) => (to_value(client.save_skill(&body).await), None),
+                Err(code) => return code,
+            },
+            SkillsCommand::Delete { id } => (client.delete_saved_skill(id).await, None),
+            SkillsCommand::Buckets(BucketsCommand::List { view }) => (
+                to_value(client.list_skill_buckets().await),
+                table_for(cli, *view, &BUCKETS),
+            ),
+            SkillsCommand::Buckets(BucketsCommand::Create { body }) => match body_or_exit(body) {
+                Ok(body) => (to_value(client.create_skill_bucket(&body).await), None),
+                Err(code) => return code,
+            },
+            SkillsCommand::Buckets(BucketsCommand::Delete { id }) => {
+                (client.delete_skill_bucket(id).await, None)
+            }
+        },
+        CoderCommand::Github(GithubCommand::Accounts { view }) => {
+            let answer = client.list_github_accounts().await;
+            if let Some(note) = answer.as_ref().ok().and_then(github_not_connected) {
+                eprintln!("agh-worker: {note}");
+            }
+            (to_value(answer), table_for(cli, *view, &GITHUB_ACCOUNTS))
+        }
+        CoderCommand::Github(GithubCommand::Repos { account_id, view }) => (
+            to_value(client.list_github_repos(account_id).await),
+            table_for(cli, *view, &GITHUB_REPOS),
+        ),
     };
     print(answer, table)
 }
@@ -661,6 +950,104 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("sess_1  -        -        0.5"), "{table}");
+    }
+
+    fn api_failure(status: u16, code: Option<&str>) -> AgentuityError {
+        AgentuityError::Api(Box::new(crate::agentuity::ApiFailure {
+            method: "GET".into(),
+            path: "/api/hub/session/codesess_1".into(),
+            status,
+            code: code.map(str::to_string),
+            message: "refused".into(),
+            issues: Vec::new(),
+            trace_id: None,
+            upgrade_url: None,
+            retry_after: None,
+            rate_limited: false,
+        }))
+    }
+
+    #[test]
+    fn a_wake_that_timed_out_exits_75_and_is_not_reported_as_a_bad_setting() {
+        let timed_out = AgentuityError::NotReady {
+            id: "codesess_1".into(),
+            waited: Duration::from_secs(60),
+            state: "status paused, runtimeAvailable false, wakeAvailable true".into(),
+        };
+        assert_eq!(exit_code(&timed_out), EXIT_NOT_READY);
+        assert_ne!(EXIT_NOT_READY, EXIT_BAD_CONFIG);
+    }
+
+    #[test]
+    fn exit_codes_tell_not_found_from_agentuity_failures_and_bad_settings() {
+        assert_eq!(exit_code(&api_failure(404, None)), EXIT_NOT_FOUND);
+        assert_eq!(
+            exit_code(&api_failure(400, Some("CODER_SESSION_ARCHIVED"))),
+            EXIT_NOT_FOUND
+        );
+        assert_eq!(exit_code(&api_failure(400, None)), EXIT_AGENTUITY);
+        assert_eq!(exit_code(&api_failure(401, None)), EXIT_AGENTUITY);
+        let transport = AgentuityError::Transport {
+            method: "GET".into(),
+            path: "/api/hub/workspaces".into(),
+            message: "connection refused".into(),
+            timeout: false,
+        };
+        assert_eq!(exit_code(&transport), EXIT_AGENTUITY);
+        assert_eq!(exit_code(&AgentuityError::MissingKey), EXIT_BAD_CONFIG);
+        let bad_url = AgentuityError::BadUrl {
+            what: "hub_url",
+            value: "ftp://x".into(),
+            why: "is not http(s)".into(),
+        };
+        assert_eq!(exit_code(&bad_url), EXIT_BAD_CONFIG);
+    }
+
+    #[test]
+    fn a_woken_session_that_is_over_is_reported_with_its_status() {
+        let archived: Session =
+            serde_json::from_value(json!({"status": "archived", "bucket": "history"}))
+                .expect("session");
+        let reason = over_after_wake("codesess_1", &archived).expect("over");
+        assert!(
+            reason.contains("codesess_1") && reason.contains("archived"),
+            "{reason}"
+        );
+        let live: Session = serde_json::from_value(
+            json!({"status": "active", "bucket": "running", "runtimeAvailable": true}),
+        )
+        .expect("session");
+        assert_eq!(over_after_wake("codesess_1", &live), None);
+    }
+
+    #[test]
+    fn only_a_hub_that_says_github_is_not_connected_gets_the_hint() {
+        let list = |value| serde_json::from_value::<GitHubAccountList>(value).expect("list");
+        assert!(github_not_connected(&list(json!({"connected": false, "accounts": []}))).is_some());
+        assert_eq!(
+            github_not_connected(&list(json!({"connected": true}))),
+            None
+        );
+        assert_eq!(github_not_connected(&list(json!({"accounts": []}))), None);
+    }
+
+    #[test]
+    fn the_repositories_table_keeps_a_long_clone_url_whole() {
+        let url =
+            "https://github.com/a-rather-long-organisation-name/a-rather-long-repository-name.git";
+        let table = GITHUB_REPOS
+            .render(&json!({"repositories": [
+                {"fullName": "org/repo", "cloneUrl": url, "defaultBranch": "main", "private": true}
+            ]}))
+            .expect("rows");
+        assert!(table.contains(url), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .is_some_and(|line| line.ends_with("main    true     -")),
+            "{table}"
+        );
     }
 
     #[test]

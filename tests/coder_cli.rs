@@ -489,10 +489,374 @@ async fn json_and_table_together_are_refused_before_any_request() {
         &["coder", "sessions", "--json", "--table"][..],
         &["--json", "coder", "users", "--table"],
         &["--json", "agentuity", "sessions", "list", "--table"],
+        &["--json", "coder", "workspaces", "list", "--table"],
+        &["--json", "coder", "skills", "buckets", "list", "--table"],
+        &["--json", "coder", "github", "repos", "12345", "--table"],
     ] {
         let ran = run(&fake, args, None).await;
         assert_eq!(ran.code, 2, "{args:?}: {}", ran.stderr);
         assert!(ran.stderr.contains("--table"), "{args:?}: {}", ran.stderr);
     }
     assert!(fake.seen().is_empty(), "{:?}", requests(&fake));
+}
+
+#[tokio::test]
+async fn coder_workspaces_create_list_show_and_delete_call_the_hub_workspace_routes() {
+    let fake = FakeAgentuity::start().await;
+    let created = run(
+        &fake,
+        &["coder", "workspaces", "create", "--file", "-"],
+        Some(r#"{"name": "app", "scope": "org", "repos": [{"url": "https://github.com/acme/app.git"}]}"#),
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert_eq!(
+        fake.seen()[0].body,
+        json!({"name": "app", "scope": "org", "repos": [{"url": "https://github.com/acme/app.git"}]})
+    );
+    let id = created.json["id"]
+        .as_str()
+        .expect("the workspace's id")
+        .to_string();
+    assert_eq!(created.json["name"], "app", "unwrapped from {{workspace}}");
+    let listed = run(&fake, &["coder", "workspaces", "list"], None).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json["workspaces"][0]["id"], id.as_str());
+    assert_eq!(listed.json["workspaces"][0]["scope"], "org");
+    let shown = run(&fake, &["coder", "workspaces", "show", &id], None).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert_eq!(
+        shown.json["repos"][0]["url"],
+        "https://github.com/acme/app.git"
+    );
+    let deleted = run(&fake, &["coder", "workspaces", "delete", &id], None).await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert_eq!(deleted.json, json!({"ok": true}));
+    assert_eq!(
+        requests(&fake),
+        [
+            "POST /api/hub/workspaces".to_string(),
+            "GET /api/hub/workspaces".to_string(),
+            format!("GET /api/hub/workspaces/{id}"),
+            format!("DELETE /api/hub/workspaces/{id}"),
+        ]
+    );
+    let gone = run(&fake, &["coder", "workspaces", "show", &id], None).await;
+    assert_eq!(gone.code, 44, "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains("workspace not found"),
+        "{}",
+        gone.stderr
+    );
+}
+
+#[tokio::test]
+async fn coder_workspaces_list_table_shows_the_id_coder_workspace_id_takes() {
+    let fake = FakeAgentuity::start().await;
+    let created = run(
+        &fake,
+        &["coder", "workspaces", "create", "--file", "-"],
+        Some(r#"{"name": "app", "description": "the app and its docs"}"#),
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let ran = run(&fake, &["coder", "workspaces", "list", "--table"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout,
+        "ID    NAME  SCOPE  DESCRIPTION           CREATED\n\
+         ws_1  app   user   the app and its docs  2026-01-05T10:00:00Z\n"
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_file_that_is_not_an_object_exits_64_and_sends_nothing() {
+    let fake = FakeAgentuity::start().await;
+    let ran = run(
+        &fake,
+        &["coder", "workspaces", "create", "--file", "-"],
+        Some(r#""app""#),
+    )
+    .await;
+    assert_eq!(ran.code, 64, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("stdin") && ran.stderr.contains("a string"),
+        "{}",
+        ran.stderr
+    );
+    assert!(fake.seen().is_empty(), "{:?}", requests(&fake));
+}
+
+#[tokio::test]
+async fn coder_skills_save_list_and_delete_call_the_skills_library() {
+    let fake = FakeAgentuity::start().await;
+    let body = json!({"repo": "acme/skills", "skillId": "review", "name": "Review", "description": "Reviews diffs"});
+    let saved = run(
+        &fake,
+        &["coder", "skills", "save", "--file", "-"],
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    assert_eq!(fake.seen()[0].body, body);
+    let id = saved.json["id"]
+        .as_str()
+        .expect("the saved skill's id")
+        .to_string();
+    assert_eq!(saved.json["skillId"], "review", "unwrapped from {{skill}}");
+    let listed = run(&fake, &["coder", "skills", "list"], None).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json["skills"][0]["id"], id.as_str());
+    assert_eq!(listed.json["skills"][0]["repo"], "acme/skills");
+    let table = run(&fake, &["coder", "skills", "list", "--table"], None).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert_eq!(
+        table.stdout,
+        format!(
+            "ID       NAME    REPO         SKILL ID  SOURCE\n\
+             {id}  Review  acme/skills  review    registry\n"
+        )
+    );
+    let deleted = run(&fake, &["coder", "skills", "delete", &id], None).await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert_eq!(deleted.json, json!({"ok": true}));
+    assert_eq!(
+        requests(&fake),
+        [
+            "POST /api/hub/skills/library".to_string(),
+            "GET /api/hub/skills/library".to_string(),
+            "GET /api/hub/skills/library".to_string(),
+            format!("DELETE /api/hub/skills/library/{id}"),
+        ]
+    );
+    let again = run(&fake, &["coder", "skills", "delete", &id], None).await;
+    assert_eq!(again.code, 44, "{}", again.stderr);
+}
+
+#[tokio::test]
+async fn coder_skills_buckets_create_list_and_delete_call_the_skill_bucket_routes() {
+    let fake = FakeAgentuity::start().await;
+    let saved = run(
+        &fake,
+        &["coder", "skills", "save", "--file", "-"],
+        Some(r#"{"repo": "acme/skills", "skillId": "review", "name": "Review"}"#),
+    )
+    .await;
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    let skill = saved.json["id"].as_str().expect("skill id").to_string();
+    let body = json!({"name": "reviewing", "description": "for reviews", "savedSkillIds": [skill]});
+    let created = run(
+        &fake,
+        &["coder", "skills", "buckets", "create", "--file", "-"],
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert_eq!(fake.seen()[1].body, body);
+    let bucket = created.json["id"].as_str().expect("bucket id").to_string();
+    assert_eq!(created.json["skillCount"], 1, "unwrapped from {{bucket}}");
+    let listed = run(&fake, &["coder", "skills", "buckets", "list"], None).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json["buckets"][0]["id"], bucket.as_str());
+    assert_eq!(listed.json["buckets"][0]["skills"][0]["id"], skill.as_str());
+    let deleted = run(
+        &fake,
+        &["coder", "skills", "buckets", "delete", &bucket],
+        None,
+    )
+    .await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert_eq!(deleted.json, json!({"ok": true}));
+    assert_eq!(
+        requests(&fake)[1..],
+        [
+            "POST /api/hub/skills/buckets".to_string(),
+            "GET /api/hub/skills/buckets".to_string(),
+            format!("DELETE /api/hub/skills/buckets/{bucket}"),
+        ]
+    );
+    let refused = run(
+        &fake,
+        &["coder", "skills", "buckets", "create", "--file", "-"],
+        Some(r#"{"name": "x", "savedSkillIds": ["skill_nope"]}"#),
+    )
+    .await;
+    assert_eq!(refused.code, 69, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("do not exist"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn coder_github_accounts_and_repos_show_the_clone_urls_coder_repo_url_takes() {
+    let fake = FakeAgentuity::start().await;
+    let accounts = run(&fake, &["coder", "github", "accounts"], None).await;
+    assert_eq!(accounts.code, 0, "{}", accounts.stderr);
+    assert_eq!(accounts.json["connected"], true);
+    assert_eq!(accounts.json["accounts"][0]["accountId"], "12345");
+    let table = run(&fake, &["coder", "github", "accounts", "--table"], None).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert_eq!(
+        table.stdout,
+        "ID      NAME     TYPE          INSTALLATION\n\
+         12345   acme     Organization  5100\n\
+         583231  octocat  User          5101\n"
+    );
+    let repos = run(&fake, &["coder", "github", "repos", "12345"], None).await;
+    assert_eq!(repos.code, 0, "{}", repos.stderr);
+    assert_eq!(
+        repos.json["repositories"][0]["cloneUrl"],
+        "https://github.com/acme/app.git"
+    );
+    assert_eq!(repos.json["totalCount"], 2);
+    let table = run(
+        &fake,
+        &["coder", "github", "repos", "12345", "--table"],
+        None,
+    )
+    .await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert_eq!(
+        table.stdout,
+        "NAME       CLONE URL                         BRANCH  PRIVATE  ARCHIVED\n\
+         acme/app   https://github.com/acme/app.git   main    true     false\n\
+         acme/docs  https://github.com/acme/docs.git  main    false    true\n"
+    );
+    assert_eq!(
+        requests(&fake),
+        [
+            "GET /api/hub/github/accounts",
+            "GET /api/hub/github/accounts",
+            "GET /api/hub/github/repos?accountId=12345",
+            "GET /api/hub/github/repos?accountId=12345",
+        ]
+    );
+    let unknown = run(&fake, &["coder", "github", "repos", "999"], None).await;
+    assert_eq!(unknown.code, 44, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("GitHub account not found"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[tokio::test]
+async fn coder_github_accounts_says_so_when_github_is_not_connected() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().github_accounts = json!({"connected": false, "accounts": []});
+    let ran = run(&fake, &["coder", "github", "accounts"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.json["connected"], false);
+    assert!(ran.stderr.contains("not connected"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn coder_sessions_connectable_lists_only_live_or_wakeable_sandbox_sessions() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_live", vec![Step::active()]);
+    fake.add_session("codesess_asleep", vec![Step::paused()]);
+    fake.add_session("codesess_done", vec![Step::history()]);
+    fake.add_session("codesess_starting", vec![Step::provisioning()]);
+    let ran = run(
+        &fake,
+        &["coder", "sessions", "--connectable", "--search", "codesess"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        requests(&fake),
+        ["GET /api/hub/sessions?search=codesess&includeArchived=true"]
+    );
+    let ids: Vec<&str> = ran.json["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["sessionId"].as_str())
+        .collect();
+    assert_eq!(ids, ["codesess_asleep", "codesess_live"], "{}", ran.stdout);
+    assert_eq!(ran.json["total"], 2);
+    let limited = run(
+        &fake,
+        &["coder", "sessions", "--connectable", "--limit", "1"],
+        None,
+    )
+    .await;
+    assert_eq!(limited.code, 0, "{}", limited.stderr);
+    assert_eq!(
+        requests(&fake)[1],
+        "GET /api/hub/sessions?includeArchived=true",
+        "the limit applies to the connectable sessions, not the Hub's page"
+    );
+    assert_eq!(limited.json["sessions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(limited.json["total"], 2);
+    let clash = run(
+        &fake,
+        &["coder", "sessions", "--connectable", "--archived"],
+        None,
+    )
+    .await;
+    assert_eq!(clash.code, 2, "{}", clash.stderr);
+    assert_eq!(fake.seen().len(), 2, "{:?}", requests(&fake));
+}
+
+#[tokio::test]
+async fn coder_wake_resumes_a_paused_session_and_prints_it_once_ready() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_9", vec![Step::paused(), Step::active()]);
+    let ran = run(&fake, &["coder", "wake", "codesess_9"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        requests(&fake),
+        [
+            "GET /api/hub/session/codesess_9",
+            "POST /api/hub/session/codesess_9/resume",
+            "GET /api/hub/session/codesess_9",
+        ]
+    );
+    assert_eq!(ran.json["sessionId"], "codesess_9");
+    assert_eq!(ran.json["runtimeAvailable"], true);
+    assert_eq!(ran.json["status"], "active");
+}
+
+#[tokio::test]
+async fn coder_wake_past_its_timeout_exits_75_naming_the_last_status() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_9", vec![Step::paused()]);
+    let ran = run(
+        &fake,
+        &["coder", "wake", "codesess_9", "--timeout", "1"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.code, 75, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("codesess_9") && ran.stderr.contains("status paused"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(fake.count("POST", "/api/hub/session/codesess_9/resume"), 1);
+    assert!(ran.stdout.is_empty(), "{}", ran.stdout);
+}
+
+#[tokio::test]
+async fn coder_wake_of_an_archived_session_prints_it_and_exits_44_without_resuming() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_9", vec![Step::history()]);
+    let ran = run(&fake, &["coder", "wake", "codesess_9"], None).await;
+    assert_eq!(ran.code, 44, "{}", ran.stderr);
+    assert_eq!(ran.json["status"], "archived");
+    assert!(ran.stderr.contains("nothing to wake"), "{}", ran.stderr);
+    assert_eq!(requests(&fake), ["GET /api/hub/session/codesess_9"]);
+    let missing = run(&fake, &["coder", "wake", "codesess_nope"], None).await;
+    assert_eq!(missing.code, 44, "{}", missing.stderr);
+    let zero = run(
+        &fake,
+        &["coder", "wake", "codesess_9", "--timeout", "0"],
+        None,
+    )
+    .await;
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
 }
