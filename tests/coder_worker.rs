@@ -3,6 +3,7 @@
 //! loop states, lease loss, shutdown policies, lost create answers, a refused key, rate limits
 //! and restarts of the Hub, and session milestones on the run's coordination channel.
 //!
+//! The worker reaches the simulator over TCP, and over a Unix socket for the standard-mode run.
 //! Real sockets on both sides rule out paused tokio time, so the handler's cadences (poll, quiet
 //! period, grace) are tiny and every wait is bounded by a generous timeout.
 
@@ -53,26 +54,50 @@ const RUN_WITHIN: Duration = Duration::from_secs(20);
 
 // ----- the rig ----------------------------------------------------------------------------------
 
+/// How the worker reaches the simulator.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Tcp,
+    Unix,
+}
+
 struct Rig {
     sim: Simulator,
     server: SimServer,
     fake: FakeAgentuity,
+    _dir: tempfile::TempDir,
 }
 
 impl Rig {
     async fn new() -> Rig {
+        Rig::via(Via::Tcp).await
+    }
+
+    async fn via(via: Via) -> Rig {
         // `RUST_LOG=agh_worker=debug` shows the worker's and the handler's side of a failure.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
+        let dir = tempfile::tempdir().expect("temporary directory");
         let sim = Simulator::new(SimConfig::default());
-        let server = sim
-            .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
-            .await
-            .expect("serve over tcp");
+        let server = match via {
+            Via::Tcp => sim
+                .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
+                .await
+                .expect("serve over tcp"),
+            Via::Unix => sim
+                .serve_unix(&dir.path().join("agh.sock"))
+                .await
+                .expect("serve over a unix socket"),
+        };
         let fake = FakeAgentuity::start().await;
-        Rig { sim, server, fake }
+        Rig {
+            sim,
+            server,
+            fake,
+            _dir: dir,
+        }
     }
 
     fn default_session(&self) -> SessionInfo {
@@ -107,7 +132,10 @@ impl Rig {
                 terminal_budget: Duration::from_secs(3),
             },
         };
-        let endpoint = Endpoint::parse(&self.server.base_url()).expect("endpoint");
+        let endpoint = match self.server.socket_path() {
+            Some(path) => Endpoint::Unix(path.to_path_buf()),
+            None => Endpoint::parse(&self.server.base_url()).expect("endpoint"),
+        };
         AghClient::new(endpoint, identity, options).expect("client")
     }
 
@@ -493,7 +521,17 @@ async fn forward(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_task_completes_with_the_leads_last_message_its_cost_and_its_duration() {
-    let rig = Rig::new().await;
+    a_standard_task_completes_with_its_result(Via::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_task_claimed_over_a_unix_socket_completes_with_the_leads_last_message_and_cost()
+{
+    a_standard_task_completes_with_its_result(Via::Unix).await;
+}
+
+async fn a_standard_task_completes_with_its_result(via: Via) {
+    let rig = Rig::via(via).await;
     let usage =
         json!({"costUsd": 0.42, "inputTokens": 1200, "outputTokens": 300, "reasoningTokens": 50});
     rig.fake.lock().on_create = vec![
