@@ -687,15 +687,17 @@ fn read_body(path: &Path) -> Result<Value, String> {
 }
 
 fn read_capped(reader: impl Read) -> std::io::Result<String> {
-    let mut text = String::new();
-    reader.take(MAX_BODY_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_BODY_BYTES {
+    // Bytes first: a cap that cuts a multi-byte character must still read as "too large".
+    let mut bytes = Vec::new();
+    reader.take(MAX_BODY_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_BODY_BYTES {
         return Err(std::io::Error::other(format!(
             "larger than {} KiB",
             MAX_BODY_BYTES / 1024
         )));
     }
-    Ok(text)
+    String::from_utf8(bytes)
+        .map_err(|err| std::io::Error::other(format!("not UTF-8 text: {}", err.utf8_error())))
 }
 
 /// The body of `--file`, or the exit for a file that cannot be used.
@@ -1078,5 +1080,15 @@ mod tests {
         let err = read_capped(big.as_slice()).expect_err("too big");
         assert!(err.to_string().contains("1024 KiB"), "{err}");
         assert!(read_capped(&b"{}"[..]).is_ok());
+    }
+
+    #[test]
+    fn a_large_body_cut_inside_a_character_is_still_reported_as_too_large() {
+        // 'é' is two bytes: the cap falls in the middle of one.
+        let big = "é".repeat(usize::try_from(MAX_BODY_BYTES).unwrap_or(0) / 2 + 1);
+        let err = read_capped(big.as_bytes()).expect_err("too big");
+        assert!(err.to_string().contains("1024 KiB"), "{err}");
+        let err = read_capped(&[0xff, 0xfe][..]).expect_err("not text");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 }

@@ -578,6 +578,73 @@ async fn a_session_that_never_wakes_fails_with_a_timeout_naming_its_last_status(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hub_that_never_answers_does_not_hold_the_wait_past_its_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a silent hub");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let silent = axum::Router::new().fallback(std::future::pending::<&'static str>);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, silent).await;
+    });
+    let settings = ClientSettings {
+        key: Some(KEY.into()),
+        hub_url: Some(url.clone()),
+        catalyst_url: Some(url),
+        ..Default::default()
+    };
+    let client =
+        AgentuityClient::with_retry(&settings, &Env::new(), quick_retry()).expect("client");
+    let started = tokio::time::Instant::now();
+    let err = client
+        .prepare_session_for_remote_attach(
+            "codesess_mute",
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect_err("no answer, no session");
+    assert!(matches!(err, AgentuityError::NotReady { .. }), "{err:?}");
+    assert!(err.to_string().contains("was not read"), "{err}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_resume_is_tried_again_and_does_not_end_the_wait() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(
+        "codesess_r",
+        vec![
+            Step::paused(),
+            Step::paused(),
+            Step::paused(),
+            Step::active(),
+        ],
+    );
+    fake.can(
+        "POST",
+        "/api/hub/session/codesess_r/resume",
+        409,
+        vec![],
+        r#"{"code": "CODER_SESSION_CONFLICT", "message": "already resuming"}"#,
+    );
+    let session = client(&fake)
+        .prepare_session_for_remote_attach(
+            "codesess_r",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("ready after all");
+    assert!(session.runtime_ready(), "{session:?}");
+    assert_eq!(fake.count("POST", "/api/hub/session/codesess_r/resume"), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_session_that_becomes_wakeable_while_starting_is_resumed_once_then() {
     let fake = FakeAgentuity::start().await;
     fake.add_session(

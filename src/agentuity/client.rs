@@ -635,11 +635,14 @@ impl AgentuityClient {
 
     /// Makes a session attachable (SDK `prepareSessionForRemoteAttach`): reads it; answers it at
     /// once when its runtime is up ([`Session::runtime_ready`]) or when it is over (history only:
-    /// nothing to wake, the caller sees [`Session::is_over`]); otherwise resumes it (once) as soon
-    /// as the Hub says it can be woken, and reads it every `poll_interval` until the runtime is up. A read
-    /// that fails while waiting is logged and polling goes on (the Hub answers 404 for a moment
-    /// while a sandbox wakes). Past `timeout` it fails with [`AgentuityError::NotReady`], which
-    /// names the last status seen. Waits on tokio time.
+    /// nothing to wake, the caller sees [`Session::is_over`]); otherwise resumes it as soon as the
+    /// Hub says it can be woken, and reads it every `poll_interval` until the runtime is up.
+    /// `timeout` bounds the whole wait, each call included: past it the answer is
+    /// [`AgentuityError::NotReady`], naming the last status seen. A read that fails while waiting
+    /// is logged and polling goes on (the Hub answers 404 for a moment while a sandbox wakes); so
+    /// does a refused resume (the session may be waking already), which is tried again on the next
+    /// read that still says it can be woken. Only a refused key or account ends the wait early.
+    /// Waits on tokio time.
     pub async fn prepare_session_for_remote_attach(
         &self,
         id: &str,
@@ -648,48 +651,69 @@ impl AgentuityClient {
     ) -> Result<Session, AgentuityError> {
         let started = tokio::time::Instant::now();
         let deadline = started + timeout;
-        let mut session = self.get_session(id).await?;
+        let not_ready = |session: Option<&Session>, last_error: Option<&str>| {
+            let mut state = match session {
+                Some(session) => format!(
+                    "status {}, runtimeAvailable {}, wakeAvailable {}",
+                    session.status_str(),
+                    flag(session.runtime_available),
+                    flag(session.wake_available),
+                ),
+                None => "the session was not read".to_string(),
+            };
+            if let Some(error) = last_error {
+                state.push_str(&format!("; the last call failed: {error}"));
+            }
+            AgentuityError::NotReady {
+                id: id.to_string(),
+                waited: tokio::time::Instant::now() - started,
+                state,
+            }
+        };
+        let mut session = match tokio::time::timeout_at(deadline, self.get_session(id)).await {
+            Ok(read) => read?,
+            Err(_) => return Err(not_ready(None, Some("no answer within the timeout"))),
+        };
         if session.is_over() || session.runtime_ready() {
             return Ok(session);
         }
         let mut resumed = false;
         let mut last_error: Option<String> = None;
         loop {
-            // A session still starting may only become wakeable later; wake it once when it does.
+            // A session still starting may only become wakeable later; wake it when it does.
             if !resumed && session.wake_available == Some(true) {
-                self.resume_session(id).await?;
-                resumed = true;
+                match tokio::time::timeout_at(deadline, self.resume_session(id)).await {
+                    Ok(Ok(_)) => resumed = true,
+                    // A 400 may only say the session is waking already.
+                    Ok(Err(err)) if err.is_fatal() && err.class() != Some(ErrorClass::Invalid) => {
+                        return Err(err);
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(session = id, error = %err, "agentuity: a resume while waiting to attach failed; polling on");
+                        last_error = Some(format!("resume: {err}"));
+                    }
+                    Err(_) => {}
+                }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                let mut state = format!(
-                    "status {}, runtimeAvailable {}, wakeAvailable {}",
-                    session.status_str(),
-                    flag(session.runtime_available),
-                    flag(session.wake_available),
-                );
-                if let Some(error) = last_error {
-                    state.push_str(&format!("; the last read failed: {error}"));
-                }
-                return Err(AgentuityError::NotReady {
-                    id: id.to_string(),
-                    waited: now - started,
-                    state,
-                });
+                return Err(not_ready(Some(&session), last_error.as_deref()));
             }
             tokio::time::sleep(poll_interval.min(deadline - now)).await;
-            match self.get_session(id).await {
-                Ok(read) => {
+            match tokio::time::timeout_at(deadline, self.get_session(id)).await {
+                Ok(Ok(read)) => {
                     session = read;
                     last_error = None;
                     if session.is_over() || session.runtime_ready() {
                         return Ok(session);
                     }
                 }
-                Err(err) => {
+                Ok(Err(err)) if err.is_fatal() => return Err(err),
+                Ok(Err(err)) => {
                     tracing::debug!(session = id, error = %err, "agentuity: a read while waiting to attach failed; polling on");
                     last_error = Some(err.to_string());
                 }
+                Err(_) => last_error = Some("a read did not answer within the timeout".into()),
             }
         }
     }
