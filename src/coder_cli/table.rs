@@ -87,18 +87,53 @@ fn cell(column: &Column, row: &Value) -> String {
     truncate(one_line.trim(), column.max_width)
 }
 
-/// `text` cut to `max` characters, the last one an ellipsis when anything was cut.
+/// `text` cut to `max` terminal columns, the last one an ellipsis when anything was cut.
 fn truncate(text: &str, max: usize) -> String {
     if width(text) <= max {
         return text.to_string();
     }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    let room = max.saturating_sub(1);
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = char_width(c);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        cut.push(c);
+    }
     cut.push('…');
     cut
 }
 
+/// Terminal columns `text` takes.
 fn width(text: &str) -> usize {
-    text.chars().count()
+    text.chars().map(char_width).sum()
+}
+
+/// Terminal columns of one character: 2 for East Asian wide and most emoji, 0 for combining
+/// marks and zero-width characters, else 1. The common ranges, not the full Unicode tables: this
+/// only lines up an operator's table.
+fn char_width(c: char) -> usize {
+    match u32::from(c) {
+        0x0300..=0x036F | 0x200B..=0x200F | 0x20D0..=0x20FF | 0xFE00..=0xFE0F => 0,
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +159,23 @@ mod tests {
              codesess_1  active    fix\n\
              c2          archived  docs\n"
         );
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns_so_later_columns_still_line_up() {
+        let rows = [
+            json!({"id": "修复登录", "status": "active", "label": "x"}),
+            json!({"id": "c2", "status": "paused", "label": "y"}),
+        ];
+        assert_eq!(
+            render(COLUMNS, &rows),
+            "ID        STATUS  LABEL\n\
+             修复登录  active  x\n\
+             c2        paused  y\n"
+        );
+        // Cut by columns, not characters: in four, one wide character and the ellipsis fit, two do not.
+        assert_eq!(truncate("修复登录", 4), "修…");
+        assert_eq!(truncate("e\u{301}tude", 6), "e\u{301}tude");
     }
 
     #[test]
