@@ -542,3 +542,78 @@ fn the_config_rejects_unknown_keys_and_never_prints_the_key_or_env_values() {
         "{problems:?}"
     );
 }
+
+/// The history reads of each poll: a read without `beforeId` starts a poll; the reads with it
+/// that follow page back within the same poll.
+fn history_reads_per_poll(fake: &FakeAgentuity, id: &str) -> Vec<usize> {
+    let mut polls: Vec<usize> = Vec::new();
+    for read in fake.requests("GET", &format!("/api/hub/session/{id}/events/history")) {
+        match polls.last_mut() {
+            Some(reads) if read.query.contains("beforeId") => *reads += 1,
+            _ => polls.push(1),
+        }
+    }
+    polls
+}
+
+/// Events for one step of a script: `count` tool calls, then whatever `last` is.
+fn busy_events(count: usize, last: Option<Value>) -> Vec<Value> {
+    let mut events: Vec<Value> = (0..count)
+        .map(|_| json!({"event": "tool_execution_start", "agent": "lead"}))
+        .collect();
+    events.extend(last);
+    events
+}
+
+#[tokio::test]
+async fn a_hub_that_ignores_before_id_does_not_make_a_poll_page_back_forever() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().ignore_before_id = true;
+    fake.lock().on_create = vec![
+        Step::active().with_events(busy_events(3, None)),
+        // Far more new events than a page holds arrive between two polls.
+        Step::active().with_events(busy_events(150, None)),
+        Step::active().with_events(busy_events(30, Some(json!({"event": "session_complete"})))),
+    ];
+    let mut config = config(&fake);
+    config.event_page_size = 20;
+    let harness = harness(None);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_with_client(&config, harness.context, &client(&config)),
+    )
+    .await
+    .expect("the run finishes although every page back brings the same page");
+    assert_eq!(result(&outcome)["status"], "session_complete");
+    let polls = history_reads_per_poll(&fake, "codesess_1");
+    assert!(
+        polls.iter().all(|&reads| reads <= 2),
+        "a page that did not move back ends the poll's reading: {polls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_poll_pages_back_through_at_most_ten_pages_of_new_events() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![
+        Step::active().with_events(busy_events(3, None)),
+        Step::active().with_events(busy_events(400, None)),
+        Step::active().with_events(vec![json!({"event": "session_complete"})]),
+    ];
+    let mut config = config(&fake);
+    config.event_page_size = 10;
+    let harness = harness(None);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_with_client(&config, harness.context, &client(&config)),
+    )
+    .await
+    .expect("the run finishes");
+    assert_eq!(result(&outcome)["status"], "session_complete");
+    let polls = history_reads_per_poll(&fake, "codesess_1");
+    assert_eq!(
+        polls.iter().max(),
+        Some(&10),
+        "40 pages of new events are read at most 10 pages a poll: {polls:?}"
+    );
+}

@@ -48,6 +48,9 @@ const STOP_READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// for an ordinary stop, it left the session running under `leave_running` although a run failed
 /// on its time limit is never claimed again.
 const TIME_LIMIT_SLACK: Duration = Duration::from_secs(1);
+/// Event history pages read in one poll: more new events than this many pages hold between two
+/// polls are not news any more, and a bound keeps a Hub that pages wrongly from holding a poll.
+const MAX_EVENT_PAGES: u32 = 10;
 /// The longest progress line sent.
 const MAX_PROGRESS_CHARS: usize = 600;
 
@@ -958,11 +961,13 @@ impl<'a> Run<'a> {
         end
     }
 
-    /// Reads events newer than the last seen, paging back with `beforeId` when a whole page is new.
+    /// Reads events newer than the last seen, paging back with `beforeId` when a whole page is new,
+    /// at most [`MAX_EVENT_PAGES`] pages a poll.
     async fn read_events(&mut self, id: &str) {
         let limit = self.config.event_page_size.max(1);
         let mut fresh: Vec<HubEvent> = Vec::new();
         let mut before = None;
+        let mut pages = 0;
         loop {
             let page = match self.client.event_history(id, Some(limit), before).await {
                 Ok(page) => page,
@@ -971,6 +976,7 @@ impl<'a> Run<'a> {
                     return;
                 }
             };
+            pages += 1;
             let count = page.events.len();
             let mut new: Vec<HubEvent> = page
                 .events
@@ -983,14 +989,24 @@ impl<'a> Run<'a> {
                 .collect();
             let all_new = !new.is_empty() && new.len() == count;
             let oldest = new.iter().filter_map(|e| e.id).min();
+            // A Hub that ignores `beforeId` answers the same page again: paging on would never end.
+            if let Some(before) = before
+                && oldest.is_none_or(|oldest| oldest >= before)
+            {
+                tracing::debug!(target: LOG_TARGET, before, pages, "the event history did not page back past the oldest event read; older new events of this poll are skipped");
+                break;
+            }
             fresh.append(&mut new);
             // A first read takes one page only: older history is not news.
-            if all_new && self.last_event_id.is_some() && count as u32 >= limit && oldest.is_some()
-            {
-                before = oldest;
-                continue;
+            if !(all_new && self.last_event_id.is_some() && count as u32 >= limit) {
+                break;
             }
-            break;
+            let Some(oldest) = oldest else { break };
+            if pages >= MAX_EVENT_PAGES {
+                tracing::debug!(target: LOG_TARGET, pages, oldest, "read the most event pages a poll reads; older new events of this poll are skipped");
+                break;
+            }
+            before = Some(oldest);
         }
         fresh.sort_by_key(|e| e.id.unwrap_or(i64::MIN));
         fresh.dedup_by_key(|e| e.id);
