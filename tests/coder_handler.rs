@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use agh_worker::agentuity::{AgentuityClient, ClientSettings, Env, RetryPolicy};
 use agh_worker::api::types::{Claim, TaskBundle};
-use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client};
+use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client, run_with_health};
 use agh_worker::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
+use agh_worker::worker::HandlerHealth;
 use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -615,5 +616,122 @@ async fn a_poll_pages_back_through_at_most_ten_pages_of_new_events() {
         polls.iter().max(),
         Some(&10),
         "40 pages of new events are read at most 10 pages a poll: {polls:?}"
+    );
+}
+
+/// A context whose run metadata names `session` as the run's coder session.
+fn remembering(session: &str) -> Harness {
+    let claim: Claim = serde_json::from_value(json!({
+        "task": {"id": "task-1", "title": "t"},
+        "run": {"id": "run-1", "metadata": {"coder_session_id": session}},
+    }))
+    .expect("claim");
+    let mut harness = harness(None);
+    harness.context.document = Arc::new(TaskDocument::new(claim, None, None));
+    harness
+}
+
+fn health_record() -> HandlerHealth {
+    let health = HandlerHealth::default();
+    health.configure([("coder", true)]);
+    health
+}
+
+#[tokio::test]
+async fn a_403_on_one_sessions_call_fails_nothing_but_its_run_and_leaves_the_handler_healthy() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_theirs", vec![Step::active()]);
+    let denied = r#"{"message":"not your session"}"#;
+    fake.can(
+        "GET",
+        "/api/hub/session/codesess_theirs",
+        403,
+        vec![],
+        denied,
+    );
+    let config = config(&fake);
+    let health = health_record();
+    let outcome = run_with_health(
+        &config,
+        remembering("codesess_theirs").context,
+        &client(&config),
+        &health.reporter("coder"),
+    )
+    .await;
+    assert!(
+        matches!(&outcome, Outcome::Fail { error, .. } if error.contains("403")),
+        "{outcome:?}"
+    );
+    assert!(health.unhealthy().is_empty(), "{:?}", health.unhealthy());
+
+    // The last call of a stopped run is the archive: its 403 is not the key's either.
+    fake.lock().on_create = vec![Step::active()];
+    fake.answer_always("POST", "/api/hub/session/codesess_1/archive", 403, denied);
+    let mut stopped = harness(None);
+    let cancel = stopped.cancel.clone();
+    let client = client(&config);
+    let reporter = health.reporter("coder");
+    let run = run_with_health(&config, stopped.context, &client, &reporter);
+    let stop = async {
+        while let Some(event) = stopped.events.recv().await {
+            if matches!(&event, HandlerEvent::Progress(line) if line.contains("created")) {
+                break;
+            }
+        }
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(run, stop);
+    assert!(matches!(&outcome, Outcome::Release(_)), "{outcome:?}");
+    assert_eq!(fake.count("POST", "/api/hub/session/codesess_1/archive"), 1);
+    assert!(health.unhealthy().is_empty(), "{:?}", health.unhealthy());
+}
+
+#[tokio::test]
+async fn a_401_on_a_session_read_or_a_403_on_listing_marks_the_handler_unhealthy() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_mine", vec![Step::active()]);
+    fake.refuse_key("GET", "/api/hub/session/codesess_mine");
+    let config = config(&fake);
+    let health = health_record();
+    let outcome = run_with_health(
+        &config,
+        remembering("codesess_mine").context,
+        &client(&config),
+        &health.reporter("coder"),
+    )
+    .await;
+    assert!(matches!(&outcome, Outcome::Fail { .. }), "{outcome:?}");
+    let unhealthy = health.unhealthy();
+    assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
+    assert!(
+        unhealthy[0]
+            .reason
+            .starts_with("Agentuity refused the key (401)"),
+        "{unhealthy:?}"
+    );
+
+    let health = health_record();
+    fake.can(
+        "GET",
+        "/api/hub/sessions",
+        403,
+        vec![],
+        r#"{"message":"forbidden"}"#,
+    );
+    let outcome = run_with_health(
+        &config,
+        harness(None).context,
+        &client(&config),
+        &health.reporter("coder"),
+    )
+    .await;
+    assert!(matches!(&outcome, Outcome::Fail { .. }), "{outcome:?}");
+    let unhealthy = health.unhealthy();
+    assert!(
+        unhealthy.len() == 1
+            && unhealthy[0]
+                .reason
+                .starts_with("Agentuity denied the key access (403)"),
+        "{unhealthy:?}"
     );
 }

@@ -553,8 +553,9 @@ pub async fn run_with_client(
     run_with_health(config, context, client, &HandlerHealthReporter::default()).await
 }
 
-/// Runs one task as a Coder session through `client`. A refused key (401/403) on any call marks
-/// the handler unhealthy in `health`; any accepted call marks it healthy again.
+/// Runs one task as a Coder session through `client`. A refused key marks the handler unhealthy
+/// in `health`: a 401 on any call, a 403 on discovery, listing or creating (a 403 on one
+/// session's call does not); any accepted call marks it healthy again.
 pub async fn run_with_health(
     config: &CoderConfig,
     context: TaskContext,
@@ -597,11 +598,42 @@ struct Hub<'a> {
     config: &'a CoderConfig,
 }
 
+/// What a call's refusal says about: the key itself, or one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallScope {
+    /// Calls every run makes whatever session it works on: discovery, listing, creating.
+    Key,
+    /// Calls on one session (read, archive, resume, loop, replay, events).
+    Session,
+}
+
+/// The path of Catalyst's Hub discovery, which any call may make first.
+const DISCOVERY_PATH: &str = "/coder";
+
+/// Whether `err` says Agentuity refuses the key: any 401, and a 403 on a key-level call. A 403
+/// on one session's call (a session the key may not touch) says nothing of the key as a whole,
+/// so it fails the run (when fatal) without marking the handler unhealthy.
+fn refuses_key(scope: CallScope, err: &AgentuityError) -> bool {
+    if err.class() != Some(ErrorClass::Unauthorized) {
+        return false;
+    }
+    match err.status() {
+        Some(403) => {
+            scope == CallScope::Key || err.failure().is_some_and(|f| f.path == DISCOVERY_PATH)
+        }
+        _ => true,
+    }
+}
+
 impl Hub<'_> {
-    fn seen<T>(&self, answer: Result<T, AgentuityError>) -> Result<T, AgentuityError> {
+    fn seen<T>(
+        &self,
+        scope: CallScope,
+        answer: Result<T, AgentuityError>,
+    ) -> Result<T, AgentuityError> {
         match &answer {
             Ok(_) => self.health.healthy(),
-            Err(err) if err.class() == Some(ErrorClass::Unauthorized) => self
+            Err(err) if refuses_key(scope, err) => self
                 .health
                 .unhealthy(refused_key_reason(self.config, err.status())),
             Err(_) => {}
@@ -610,31 +642,31 @@ impl Hub<'_> {
     }
 
     async fn create_session(&self, body: &Value) -> Result<CreatedSession, AgentuityError> {
-        self.seen(self.client.create_session(body).await)
+        self.seen(CallScope::Key, self.client.create_session(body).await)
     }
 
     async fn get_session(&self, id: &str) -> Result<Session, AgentuityError> {
-        self.seen(self.client.get_session(id).await)
+        self.seen(CallScope::Session, self.client.get_session(id).await)
     }
 
     async fn list_sessions(&self, params: &ListSessions) -> Result<SessionPage, AgentuityError> {
-        self.seen(self.client.list_sessions(params).await)
+        self.seen(CallScope::Key, self.client.list_sessions(params).await)
     }
 
     async fn archive_session(&self, id: &str) -> Result<Value, AgentuityError> {
-        self.seen(self.client.archive_session(id).await)
+        self.seen(CallScope::Session, self.client.archive_session(id).await)
     }
 
     async fn resume_session(&self, id: &str) -> Result<Value, AgentuityError> {
-        self.seen(self.client.resume_session(id).await)
+        self.seen(CallScope::Session, self.client.resume_session(id).await)
     }
 
     async fn loop_state(&self, id: &str) -> Result<LoopStateAnswer, AgentuityError> {
-        self.seen(self.client.loop_state(id).await)
+        self.seen(CallScope::Session, self.client.loop_state(id).await)
     }
 
     async fn replay(&self, id: &str) -> Result<Replay, AgentuityError> {
-        self.seen(self.client.replay(id).await)
+        self.seen(CallScope::Session, self.client.replay(id).await)
     }
 
     async fn event_history(
@@ -643,7 +675,10 @@ impl Hub<'_> {
         limit: Option<u32>,
         before_id: Option<i64>,
     ) -> Result<EventHistory, AgentuityError> {
-        self.seen(self.client.event_history(id, limit, before_id).await)
+        self.seen(
+            CallScope::Session,
+            self.client.event_history(id, limit, before_id).await,
+        )
     }
 }
 
@@ -1440,6 +1475,42 @@ async fn sleep_until_option(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agentuity::ApiFailure;
+
+    fn answered(status: u16, path: &str) -> AgentuityError {
+        AgentuityError::Api(Box::new(ApiFailure {
+            method: "GET".into(),
+            path: path.into(),
+            status,
+            code: None,
+            message: "no".into(),
+            issues: Vec::new(),
+            trace_id: None,
+            upgrade_url: None,
+            retry_after: None,
+            rate_limited: false,
+        }))
+    }
+
+    #[test]
+    fn only_key_level_refusals_say_the_key_is_refused() {
+        let session = "/api/hub/session/codesess_1/archive";
+        assert!(refuses_key(CallScope::Session, &answered(401, session)));
+        assert!(!refuses_key(CallScope::Session, &answered(403, session)));
+        assert!(refuses_key(
+            CallScope::Key,
+            &answered(403, "/api/hub/sessions")
+        ));
+        // A session call that had to discover the Hub first was refused by the discovery.
+        assert!(refuses_key(
+            CallScope::Session,
+            &answered(403, DISCOVERY_PATH)
+        ));
+        assert!(!refuses_key(
+            CallScope::Key,
+            &answered(500, "/api/hub/sessions")
+        ));
+    }
 
     #[test]
     fn a_refused_key_is_explained_by_where_the_key_came_from() {
