@@ -735,3 +735,168 @@ async fn a_401_on_a_session_read_or_a_403_on_listing_marks_the_handler_unhealthy
         "{unhealthy:?}"
     );
 }
+
+/// A session that completes on its second read with no summary of its own; its last task result
+/// is the answer known before the final reads.
+fn completing_with_a_task_result() -> Vec<Step> {
+    vec![
+        Step::detail(json!({"status": "active",
+            "tasks": [{"taskId": "t1", "agent": "lead", "status": "running"}]})),
+        Step::detail(json!({"status": "active",
+            "tasks": [{"taskId": "t1", "agent": "lead", "status": "completed", "result": "Fixed it in auth.rs."}]}))
+        .with_usage(0.25, 900, 100, 0)
+        .with_events(vec![json!({"event": "session_complete"})]),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finish_whose_final_reads_stall_reports_within_its_budget_with_the_summary_known() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = completing_with_a_task_result();
+    // The two polls' reads are answered; everything read after the session completed stalls.
+    fake.hold_after("GET", "/api/hub/session/codesess_1", 2);
+    fake.hold_after("GET", "/api/hub/session/codesess_1/replay", 0);
+    let config = config(&fake);
+    let time_limit = Duration::from_secs(8);
+    let harness = harness(Some(time_limit));
+    let started = tokio::time::Instant::now();
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    let took = started.elapsed();
+    assert!(
+        took <= time_limit,
+        "finishing is bounded by the time left to the deadline: {took:?}"
+    );
+    let result = result(&outcome);
+    assert_eq!(result["summary"], "Fixed it in auth.rs.");
+    assert_eq!(result["usage"]["cost_usd"], 0.25);
+    assert_eq!(result["archived"], true);
+    assert_eq!(fake.count("GET", "/api/hub/session/codesess_1/replay"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_while_finishing_still_reports_the_completion_it_decided() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = completing_with_a_task_result();
+    fake.hold_after("GET", "/api/hub/session/codesess_1", 2);
+    fake.hold_after("GET", "/api/hub/session/codesess_1/replay", 0);
+    let config = config(&fake);
+    let harness = harness(None);
+    let cancel = harness.cancel.clone();
+    let client = client(&config);
+    let run = run_with_client(&config, harness.context, &client);
+    let stop = async {
+        // The worker's time limit arrives while the final reads stall.
+        while fake.count("GET", "/api/hub/session/codesess_1/replay") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        tokio::time::Instant::now()
+    };
+    let (outcome, cancelled_at) = tokio::join!(run, stop);
+    let after_cancel = cancelled_at.elapsed();
+    assert!(
+        after_cancel < Duration::from_secs(1),
+        "the outcome comes back at once: {after_cancel:?}"
+    );
+    let result = result(&outcome);
+    assert_eq!(result["summary"], "Fixed it in auth.rs.");
+    assert_eq!(result["archived"], true);
+}
+
+#[tokio::test]
+async fn an_archive_the_hub_refuses_is_reported_as_not_archived() {
+    let error = r#"{"message":"internal error"}"#;
+    let archive = "/api/hub/session/codesess_1/archive";
+
+    let completed = FakeAgentuity::start().await;
+    completed.answer_always("POST", archive, 500, error);
+    completed.lock().on_create =
+        vec![Step::active().with_events(vec![json!({"event": "session_complete"})])];
+    let settings = config(&completed);
+    let outcome = run_with_client(&settings, harness(None).context, &client(&settings)).await;
+    assert_eq!(result(&outcome)["archived"], false, "{outcome:?}");
+    assert_eq!(completed.count("POST", archive), 1);
+
+    let timed_out = FakeAgentuity::start().await;
+    timed_out.answer_always("POST", archive, 500, error);
+    timed_out.lock().on_create = vec![Step::active()];
+    let settings = config(&timed_out);
+    let limited = harness(Some(Duration::from_millis(200)));
+    let outcome = run_with_client(&settings, limited.context, &client(&settings)).await;
+    match &outcome {
+        Outcome::Fail { error, metadata } => {
+            assert!(error.contains("time limit"), "{error}");
+            assert!(error.contains("archiving the session failed"), "{error}");
+            assert!(!error.contains("was archived"), "{error}");
+            assert_eq!(metadata.as_ref().expect("metadata")["archived"], false);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+
+    let stopped = FakeAgentuity::start().await;
+    stopped.answer_always("POST", archive, 500, error);
+    stopped.lock().on_create = vec![Step::active()];
+    let config = config(&stopped);
+    let mut harness = harness(None);
+    let cancel = harness.cancel.clone();
+    let client = client(&config);
+    let run = run_with_client(&config, harness.context, &client);
+    let stop = async {
+        while let Some(event) = harness.events.recv().await {
+            if matches!(&event, HandlerEvent::Progress(line) if line.contains("created")) {
+                break;
+            }
+        }
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(run, stop);
+    match &outcome {
+        Outcome::Release(reason) => {
+            assert!(
+                reason.contains("archiving coder session codesess_1 failed"),
+                "{reason}"
+            );
+            assert!(!reason.contains("was archived"), "{reason}");
+        }
+        other => panic!("expected a release, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_time_limit_the_archive_goes_first_and_the_stop_fits_in_the_cancel_grace() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![Step::active().with_usage(0.5, 10, 10, 0)];
+    // The archive never answers.
+    fake.hold_after("POST", "/api/hub/session/codesess_1/archive", 0);
+    let mut config = config(&fake);
+    config.poll_seconds = 0.5;
+    let time_limit = Duration::from_secs(2);
+    let harness = harness(Some(time_limit));
+    let started = tokio::time::Instant::now();
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    let stopping = started.elapsed() - time_limit;
+    assert!(
+        stopping <= Duration::from_secs(8),
+        "the stop fits in the worker's 10 s grace with room to report: {stopping:?}"
+    );
+    match &outcome {
+        Outcome::Fail { error, metadata } => {
+            assert!(error.contains("time limit"), "{error}");
+            assert!(!error.contains("was archived"), "{error}");
+            let metadata = metadata.as_ref().expect("metadata");
+            assert_eq!(metadata["archived"], false);
+            assert_eq!(metadata["usage"]["cost_usd"], 0.5, "the last poll's usage");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let seen = fake.seen();
+    let archive = seen
+        .iter()
+        .position(|s| s.method == "POST" && s.path.ends_with("/archive"))
+        .expect("an archive");
+    assert!(
+        seen[archive - 1].path.ends_with("/events/history"),
+        "the stop archives before it reads anything: {:?}",
+        &seen[archive - 1]
+    );
+}

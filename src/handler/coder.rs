@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::agentuity::{
@@ -27,7 +28,8 @@ use crate::agentuity::{
     HubEvent, ListSessions, LoopState, LoopStateAnswer, LoopStatus, Replay, RetryPolicy, Session,
     SessionPage, SessionStatus, Usage, WorkflowMode, process_env,
 };
-use crate::worker::HandlerHealthReporter;
+use crate::worker::lease::FORCED_STOP_GRACE;
+use crate::worker::{CANCEL_GRACE, HandlerHealthReporter};
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";
 /// Milestones kept for the next progress line; older ones are dropped (the count is reported).
@@ -36,12 +38,34 @@ const MAX_PENDING_MILESTONES: usize = 20;
 const MAX_READ_FAILURES: u32 = 10;
 /// Creates attempted when each one's fate was unknown (each preceded by a lookup).
 const CREATE_ATTEMPTS: u32 = 3;
-/// How long a stopped run spends looking for a session whose create was interrupted.
-const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a stopped run spends archiving (and reading the final usage): the lease task
-/// abandons a cancelled handler after its grace (10 s by default), and the archive must come first.
-const STOP_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(6);
+/// Everything a stopped run does (find an interrupted create's session, archive, read the final
+/// usage) shares this budget. The lease task abandons a cancelled handler after
+/// [`CANCEL_GRACE`] (10 s), and after a forced stop (a second `SIGTERM`) after
+/// [`FORCED_STOP_GRACE`] (3 s); 8 s leaves 2 s of the grace to report the outcome. The archive
+/// is sent first, at once when the session is known, so a forced stop still archives whenever
+/// the Hub answers within its 3 s; the usage read only gets what the archive left.
+const STOP_BUDGET: Duration = Duration::from_secs(8);
+/// The part of [`STOP_BUDGET`] spent looking for a session whose create was interrupted; short
+/// of a forced stop's grace, so the archive can follow.
+const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most of [`STOP_BUDGET`] the final usage read takes, after the archive.
 const STOP_READ_TIMEOUT: Duration = Duration::from_secs(2);
+// The stop path's arithmetic, checked where the constants live.
+const _: () = assert!(
+    STOP_BUDGET.as_millis() + 2000 <= CANCEL_GRACE.as_millis()
+        && STOP_LOOKUP_TIMEOUT.as_millis() < FORCED_STOP_GRACE.as_millis()
+        && STOP_LOOKUP_TIMEOUT.as_millis() + STOP_READ_TIMEOUT.as_millis()
+            < STOP_BUDGET.as_millis()
+        && FINISH_ARCHIVE_AFTER_CANCEL.as_millis() < FORCED_STOP_GRACE.as_millis()
+);
+/// The longest a finished run spends archiving and reading its final usage and answer.
+const FINISH_BUDGET_MAX: Duration = Duration::from_secs(20);
+/// The least a finished run gets for that, even at its deadline: the worker's own limit comes
+/// later (the deadline margin, then the cancel grace), and its cancellation cuts the reads.
+const FINISH_BUDGET_MIN: Duration = Duration::from_secs(5);
+/// How long an archive already sent may still take once the worker cancels a finishing run;
+/// within the forced stop's grace.
+const FINISH_ARCHIVE_AFTER_CANCEL: Duration = Duration::from_secs(2);
 /// A stop this close to the run's time limit is the time limit. The worker's clock for it starts
 /// a moment before the handler's, so when the handler keeps no margin (or the margin is longer
 /// than the limit) the worker's cancellation arrives just before the handler's own deadline; taken
@@ -1271,23 +1295,66 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Reads the final usage, archives when configured, and builds the outcome.
+    /// How long finishing may take: the time left to the deadline, within
+    /// [`FINISH_BUDGET_MIN`]..[`FINISH_BUDGET_MAX`].
+    fn finish_budget(&self) -> Duration {
+        finish_budget(self.deadline, Instant::now())
+    }
+
+    /// Archives when configured, reads the final usage and answer, and builds the outcome, all
+    /// within [`Self::finish_budget`]. The outcome is decided: a cancellation meanwhile (the
+    /// worker's time limit, a shutdown) cuts the reads short and the outcome is reported with
+    /// what is known, which the lease task keeps for a completed run.
     async fn finish(&mut self, id: &str, end: End) -> Outcome {
-        let before = self.client.get_session(id).await.ok();
-        let archive = self.config.archive_on_finish;
-        let after = if archive {
-            self.archive(id).await
+        let until = Instant::now() + self.finish_budget();
+        let cancel = self.context.cancel.clone();
+        let archived = if self.config.archive_on_finish {
+            self.archive_while_finishing(id, until, &cancel).await
         } else {
-            None
+            false
         };
-        let summary = match &end {
+        let known = match &end {
             End::Complete {
                 summary: Some(s), ..
             } if !s.trim().is_empty() => Some(s.clone()),
-            _ => self.final_text(id, before.as_ref()).await,
+            _ => self.last_loop.as_ref().and_then(|l| l.summary.clone()),
         };
-        self.flush_progress().await;
-        let usage = best_usage([before.as_ref(), after.as_ref(), self.last_session.as_ref()]);
+        let mut after = None;
+        let mut replayed = None;
+        if !cancel.is_cancelled() {
+            let client = &self.client;
+            let (after_slot, replayed_slot) = (&mut after, &mut replayed);
+            let reads = async {
+                tokio::join!(
+                    async { *after_slot = client.get_session(id).await.ok() },
+                    async {
+                        if known.is_none() {
+                            *replayed_slot = final_message(client, id).await;
+                        }
+                    },
+                )
+            };
+            tokio::select! {
+                biased;
+                _ = reads => {}
+                _ = cancel.cancelled() => {
+                    tracing::info!(target: LOG_TARGET, session_id = %id, "the run was stopped while finishing; reporting its outcome with what is known");
+                }
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::warn!(target: LOG_TARGET, session_id = %id, "the final reads of the coder session took too long; reporting with what is known");
+                }
+            }
+        }
+        let summary = known.or(replayed).or_else(|| {
+            after
+                .as_ref()
+                .or(self.last_session.as_ref())
+                .and_then(|s| s.tasks.iter().rev().find_map(|t| t.result.clone()))
+        });
+        if !cancel.is_cancelled() {
+            let _ = tokio::time::timeout_at(until, self.flush_progress()).await;
+        }
+        let usage = best_usage([after.as_ref(), self.last_session.as_ref()]);
         match end {
             End::Complete { status, .. } => Outcome::Complete(json!({
                 "summary": summary.unwrap_or_default(),
@@ -1295,7 +1362,7 @@ impl<'a> Run<'a> {
                 "coder_session_id": id,
                 "usage": usage_json(usage.as_ref()),
                 "duration_ms": self.duration_ms(),
-                "archived": archive,
+                "archived": archived,
             })),
             End::Fail(error) => Outcome::Fail {
                 error: format!("coder session {id}: {error}"),
@@ -1304,14 +1371,41 @@ impl<'a> Run<'a> {
                     "summary": summary,
                     "usage": usage_json(usage.as_ref()),
                     "duration_ms": self.duration_ms(),
-                    "archived": archive,
+                    "archived": archived,
                 })),
             },
         }
     }
 
+    /// Archives by `until`; once `cancel` fires, an archive under way gets at most
+    /// [`FINISH_ARCHIVE_AFTER_CANCEL`] more. Whether the session is archived.
+    async fn archive_while_finishing(
+        &self,
+        id: &str,
+        until: Instant,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let archiving = self.archive(id);
+        tokio::pin!(archiving);
+        let until = tokio::select! {
+            biased;
+            archived = &mut archiving => return archived,
+            _ = tokio::time::sleep_until(until) => until,
+            _ = cancel.cancelled() => until.min(Instant::now() + FINISH_ARCHIVE_AFTER_CANCEL),
+        };
+        match tokio::time::timeout_at(until, archiving).await {
+            Ok(archived) => archived,
+            Err(_) => {
+                tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
+                false
+            }
+        }
+    }
+
     /// The run was stopped (cancel token or deadline). `id` is `None` before a session exists.
+    /// Everything here fits in [`STOP_BUDGET`], the archive first.
     async fn stopped(&mut self, id: Option<&str>) -> Outcome {
+        let until = Instant::now() + STOP_BUDGET;
         let mut id = id.map(str::to_string).or_else(|| self.session_id.clone());
         if id.is_none() {
             // Stopped mid-create: the session may exist anyway; find it so it is not orphaned.
@@ -1338,39 +1432,40 @@ impl<'a> Run<'a> {
         };
         if past_deadline {
             tracing::warn!(target: LOG_TARGET, session_id = %id, "the run reached its time limit; archiving the coder session");
-            let before = tokio::time::timeout(STOP_READ_TIMEOUT, self.client.get_session(&id))
+            let archived = self.archive_by(&id, until).await;
+            let read_until = until.min(Instant::now() + STOP_READ_TIMEOUT);
+            let after = tokio::time::timeout_at(read_until, self.client.get_session(&id))
                 .await
                 .ok()
                 .and_then(Result::ok);
-            let after = tokio::time::timeout(STOP_ARCHIVE_TIMEOUT, self.archive(&id))
-                .await
-                .ok()
-                .flatten();
-            let usage = best_usage([before.as_ref(), after.as_ref(), self.last_session.as_ref()]);
+            let usage = best_usage([after.as_ref(), self.last_session.as_ref()]);
             return Outcome::Fail {
                 error: format!(
-                    "coder session {id}: the time limit passed; the session was archived"
+                    "coder session {id}: the time limit passed; {}",
+                    if archived {
+                        "the session was archived"
+                    } else {
+                        "archiving the session failed (its sandbox timeouts bound it)"
+                    }
                 ),
                 metadata: Some(json!({
                     "coder_session_id": id,
                     "usage": usage_json(usage.as_ref()),
                     "duration_ms": self.duration_ms(),
-                    "archived": true,
+                    "archived": archived,
                 })),
             };
         }
         match self.config.on_stop {
             StopPolicy::Archive => {
                 tracing::info!(target: LOG_TARGET, session_id = %id, "the run was stopped; archiving the coder session");
-                if tokio::time::timeout(STOP_ARCHIVE_TIMEOUT, self.archive(&id))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
-                }
-                Outcome::Release(format!(
-                    "coder: the run was stopped; coder session {id} was archived"
-                ))
+                Outcome::Release(if self.archive_by(&id, until).await {
+                    format!("coder: the run was stopped; coder session {id} was archived")
+                } else {
+                    format!(
+                        "coder: the run was stopped; archiving coder session {id} failed (its sandbox timeouts bound it)"
+                    )
+                })
             }
             StopPolicy::LeaveRunning => {
                 tracing::warn!(target: LOG_TARGET, session_id = %id, "the run was stopped; the coder session is left running for the next claim to adopt");
@@ -1382,41 +1477,50 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Archives (gone counts as done) and reads the session once more for its final usage.
-    async fn archive(&self, id: &str) -> Option<Session> {
-        match self.client.archive_session(id).await {
-            Ok(_) => {}
-            Err(err) if err.is_gone() => {}
-            Err(err) => {
-                tracing::warn!(target: LOG_TARGET, session_id = %id, error = %err, "archiving the coder session failed; its sandbox timeouts bound it");
+    /// Archives, giving up at `until`. Whether the session is archived.
+    async fn archive_by(&self, id: &str, until: Instant) -> bool {
+        match tokio::time::timeout_at(until, self.archive(id)).await {
+            Ok(archived) => archived,
+            Err(_) => {
+                tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
+                false
             }
         }
-        self.client.get_session(id).await.ok()
     }
 
-    /// The session's answer: the loop summary, the lead's last message, the last task result.
-    async fn final_text(&self, id: &str, session: Option<&Session>) -> Option<String> {
-        if let Some(summary) = self.last_loop.as_ref().and_then(|l| l.summary.clone()) {
-            return Some(summary);
-        }
-        match self.client.replay(id).await {
-            Ok(replay) => {
-                if let Some(message) = replay.final_message() {
-                    return Some(message);
-                }
-            }
+    /// Archives the session: whether it is archived now (already gone counts as archived).
+    async fn archive(&self, id: &str) -> bool {
+        match self.client.archive_session(id).await {
+            Ok(_) => true,
+            Err(err) if err.is_gone() => true,
             Err(err) => {
-                tracing::debug!(target: LOG_TARGET, error = %err, "reading the replay failed")
+                tracing::warn!(target: LOG_TARGET, session_id = %id, error = %err, "archiving the coder session failed; its sandbox timeouts bound it");
+                false
             }
         }
-        session
-            .or(self.last_session.as_ref())
-            .and_then(|s| s.tasks.iter().rev().find_map(|t| t.result.clone()))
     }
 
     fn duration_ms(&self) -> u64 {
         let from = self.created_at.unwrap_or(self.started);
         u64::try_from(from.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How long finishing at `now` may take with the run's `deadline`.
+fn finish_budget(deadline: Option<Instant>, now: Instant) -> Duration {
+    deadline
+        .map_or(FINISH_BUDGET_MAX, |d| d.saturating_duration_since(now))
+        .clamp(FINISH_BUDGET_MIN, FINISH_BUDGET_MAX)
+}
+
+/// The lead's last message in the session's replay.
+async fn final_message(client: &Hub<'_>, id: &str) -> Option<String> {
+    match client.replay(id).await {
+        Ok(replay) => replay.final_message(),
+        Err(err) => {
+            tracing::debug!(target: LOG_TARGET, error = %err, "reading the replay failed");
+            None
+        }
     }
 }
 
@@ -1490,6 +1594,21 @@ mod tests {
             retry_after: None,
             rate_limited: false,
         }))
+    }
+
+    #[test]
+    fn finishing_takes_the_time_left_to_the_deadline_within_bounds() {
+        let now = Instant::now();
+        assert_eq!(finish_budget(None, now), FINISH_BUDGET_MAX);
+        let left = Duration::from_secs(12);
+        assert_eq!(finish_budget(Some(now + left), now), left);
+        assert_eq!(
+            finish_budget(Some(now + Duration::from_secs(3600)), now),
+            FINISH_BUDGET_MAX
+        );
+        // At or past the deadline there is still time to archive: the worker's limit is later.
+        assert_eq!(finish_budget(Some(now), now), FINISH_BUDGET_MIN);
+        assert!(FINISH_BUDGET_MIN + FINISH_ARCHIVE_AFTER_CANCEL < CANCEL_GRACE);
     }
 
     #[test]
