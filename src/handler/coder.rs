@@ -28,6 +28,7 @@ use crate::agentuity::{
     HubEvent, ListSessions, LoopState, LoopStateAnswer, LoopStatus, Replay, RetryPolicy, Session,
     SessionPage, SessionStatus, Usage, WorkflowMode, process_env,
 };
+use crate::redact::without_userinfo;
 use crate::worker::lease::FORCED_STOP_GRACE;
 use crate::worker::{CANCEL_GRACE, HandlerHealthReporter};
 
@@ -220,8 +221,11 @@ impl fmt::Debug for CoderConfig {
             .field("key_file", &self.key_file)
             .field("org_id", &self.org_id)
             .field("region", &self.region)
-            .field("hub_url", &self.hub_url)
-            .field("catalyst_url", &self.catalyst_url)
+            .field("hub_url", &self.hub_url.as_deref().map(without_userinfo))
+            .field(
+                "catalyst_url",
+                &self.catalyst_url.as_deref().map(without_userinfo),
+            )
             .field("workflow_mode", &self.workflow_mode)
             .field("agent", &self.agent)
             .field("workspace_id", &self.workspace_id)
@@ -512,7 +516,7 @@ pub async fn probe(
     let client =
         AgentuityClient::with_retry(&settings, env, retry).map_err(|err| ProbeFailure {
             problem: "the Agentuity client cannot be set up".into(),
-            detail: err.to_string(),
+            detail: without_userinfo(&err.to_string()),
         })?;
     let failed = |err: AgentuityError, what: &str| ProbeFailure {
         problem: match (&err, err.status()) {
@@ -523,16 +527,20 @@ pub async fn probe(
             (AgentuityError::Transport { .. }, None) => format!("{what} cannot be reached"),
             (_, None) => format!("{what} gave an answer that is not what was expected"),
         },
-        detail: err.to_string(),
+        detail: without_userinfo(&err.to_string()),
     };
     let late = |what: &str| ProbeFailure {
         problem: format!("{what} did not answer within {} s", timeout.as_secs_f64()),
         detail: "check the network path to Agentuity, or handlers.coder.hub_url / catalyst_url"
             .into(),
     };
-    let discovery = format!("the Agentuity discovery at {}/coder", client.catalyst_url());
+    // A URL configured with `user:password@` is shown without it.
+    let discovery = format!(
+        "the Agentuity discovery at {}/coder",
+        without_userinfo(client.catalyst_url())
+    );
     let hub = match tokio::time::timeout(timeout, client.hub_url()).await {
-        Ok(Ok(hub)) => hub,
+        Ok(Ok(hub)) => without_userinfo(&hub),
         Ok(Err(err)) => return Err(failed(err, &discovery)),
         Err(_) => return Err(late(&discovery)),
     };
@@ -558,7 +566,7 @@ pub async fn run(
     match AgentuityClient::new(&config.client_settings(), &process_env()) {
         Ok(client) => run_with_health(config, context, &client, health).await,
         Err(err) => {
-            let error = format!("the Agentuity client cannot be set up: {err}");
+            let error = without_userinfo(&format!("the Agentuity client cannot be set up: {err}"));
             health.unhealthy(error.clone());
             Outcome::Fail {
                 error: format!("coder: {error}"),
@@ -1609,6 +1617,32 @@ mod tests {
         // At or past the deadline there is still time to archive: the worker's limit is later.
         assert_eq!(finish_budget(Some(now), now), FINISH_BUDGET_MIN);
         assert!(FINISH_BUDGET_MIN + FINISH_ARCHIVE_AFTER_CANCEL < CANCEL_GRACE);
+    }
+
+    #[tokio::test]
+    async fn the_probe_never_shows_credentials_written_into_a_hub_url() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = closed.local_addr().expect("address");
+        drop(closed);
+        let config = CoderConfig {
+            key: Some("ag_probe_key".into()),
+            hub_url: Some(format!("http://op:hub-s3cret@{address}")),
+            catalyst_url: Some(format!("http://op:cat-s3cret@{address}")),
+            ..CoderConfig::default()
+        };
+        let failure = probe(&config, &Env::new(), Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(
+            failure.problem,
+            format!("the Coder Hub at http://[REDACTED]@{address} cannot be reached")
+        );
+        let debug = format!("{config:?}");
+        for shown in [&failure.problem, &failure.detail, &debug] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
     }
 
     #[test]
