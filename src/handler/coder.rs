@@ -148,7 +148,7 @@ pub struct CoderConfig {
     pub poll_seconds: f64,
     /// Longest wait for a session to leave `creating`/`provisioning`, in seconds.
     pub provisioning_timeout_seconds: f64,
-    /// Events read per poll of the history.
+    /// Events per page of the history; a poll reads up to 10 pages of new events.
     pub event_page_size: u32,
     /// Shortest pause between two progress lines, in seconds.
     pub progress_interval_seconds: f64,
