@@ -779,8 +779,9 @@ async fn a_run_stopped_while_finishing_still_reports_the_completion_it_decided()
     fake.lock().on_create = completing_with_a_task_result();
     fake.hold_after("GET", "/api/hub/session/codesess_1", 2);
     fake.hold_after("GET", "/api/hub/session/codesess_1/replay", 0);
-    let config = config(&fake);
-    let harness = harness(None);
+    let mut config = config(&fake);
+    config.progress_interval_seconds = 3600.0;
+    let mut harness = harness(None);
     let cancel = harness.cancel.clone();
     let client = client(&config);
     let run = run_with_client(&config, harness.context, &client);
@@ -801,6 +802,11 @@ async fn a_run_stopped_while_finishing_still_reports_the_completion_it_decided()
     let result = result(&outcome);
     assert_eq!(result["summary"], "Fixed it in auth.rs.");
     assert_eq!(result["archived"], true);
+    let all = progress_lines(&mut harness.events).join("\n");
+    assert!(
+        all.contains("session complete"),
+        "the last milestones still go out: {all}"
+    );
 }
 
 #[tokio::test]

@@ -1359,9 +1359,14 @@ impl<'a> Run<'a> {
                 .or(self.last_session.as_ref())
                 .and_then(|s| s.tasks.iter().rev().find_map(|t| t.result.clone()))
         });
-        if !cancel.is_cancelled() {
-            let _ = tokio::time::timeout_at(until, self.flush_progress()).await;
-        }
+        // The last milestones ("session complete") still go out, but a stopped run does not
+        // wait long on a full event channel.
+        let flush_until = if cancel.is_cancelled() {
+            until.min(Instant::now() + Duration::from_secs(1))
+        } else {
+            until
+        };
+        let _ = tokio::time::timeout_at(flush_until, self.flush_progress()).await;
         let usage = best_usage([after.as_ref(), self.last_session.as_ref()]);
         match end {
             End::Complete { status, .. } => Outcome::Complete(json!({
