@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiRequestCounters, ClientOptions, Endpoint, Identity};
 use crate::config::{Config, HealthConfig};
+use crate::redact::without_userinfo;
 use crate::worker::{
     Shutdown, StatusBoard, UnhealthyHandler, WorkerSettings, WorkerState, WorkerStatus,
 };
@@ -260,19 +261,6 @@ impl HealthInfo {
             workspace_id: identity.workspace_id.clone(),
             endpoint: without_userinfo(&endpoint.to_string()),
         }
-    }
-}
-
-/// Drops `user:password@` from an `http://` endpoint: AGH uses none, but a URL pasted with
-/// credentials must not be served back.
-fn without_userinfo(endpoint: &str) -> String {
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return endpoint.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("http://[REDACTED]@{}", &rest[at + 1..]),
-        None => endpoint.to_string(),
     }
 }
 

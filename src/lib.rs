@@ -33,6 +33,7 @@ pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod oneshot;
+pub mod redact;
 pub mod shutdown;
 pub mod sim;
 pub mod sim_cli;

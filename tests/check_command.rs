@@ -411,6 +411,27 @@ async fn a_coder_key_agentuity_accepts_passes_naming_the_hub_it_found() {
 }
 
 #[tokio::test]
+async fn credentials_written_into_agentuity_urls_are_not_shown_by_check() {
+    let fake = FakeAgentuity::start().await;
+    let address = fake.url.trim_start_matches("http://").to_string();
+    fake.lock().discovery_url = Some(format!("http://hub:hub-s3cret@{address}/"));
+    let catalyst = format!("http://op:cat-s3cret@{address}");
+    let (human, json) = check_coder_handler(&[("AGENTUITY_CATALYST_URL", &catalyst)]).await;
+    assert_eq!(human.status.code(), Some(0), "{}", describe(&human));
+    let text = stdout(&human);
+    assert!(
+        text.contains(&format!(
+            "✓ handler \"coder\": Agentuity accepts the key (Coder Hub http://[REDACTED]@{address})"
+        )),
+        "{text}"
+    );
+    for output in [&human, &json] {
+        let everything = describe(output);
+        assert!(!everything.contains("s3cret"), "{everything}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_coder_hub_fails_its_line_naming_the_url() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

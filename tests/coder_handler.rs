@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use agh_worker::agentuity::{AgentuityClient, ClientSettings, Env, RetryPolicy};
 use agh_worker::api::types::{Claim, TaskBundle};
-use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client};
+use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client, run_with_health};
 use agh_worker::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
+use agh_worker::worker::HandlerHealth;
 use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -540,5 +541,368 @@ fn the_config_rejects_unknown_keys_and_never_prints_the_key_or_env_values() {
     assert!(
         problems.iter().any(|p| p.contains("poll_seconds")),
         "{problems:?}"
+    );
+}
+
+/// The history reads of each poll: a read without `beforeId` starts a poll; the reads with it
+/// that follow page back within the same poll.
+fn history_reads_per_poll(fake: &FakeAgentuity, id: &str) -> Vec<usize> {
+    let mut polls: Vec<usize> = Vec::new();
+    for read in fake.requests("GET", &format!("/api/hub/session/{id}/events/history")) {
+        match polls.last_mut() {
+            Some(reads) if read.query.contains("beforeId") => *reads += 1,
+            _ => polls.push(1),
+        }
+    }
+    polls
+}
+
+/// Events for one step of a script: `count` tool calls, then whatever `last` is.
+fn busy_events(count: usize, last: Option<Value>) -> Vec<Value> {
+    let mut events: Vec<Value> = (0..count)
+        .map(|_| json!({"event": "tool_execution_start", "agent": "lead"}))
+        .collect();
+    events.extend(last);
+    events
+}
+
+#[tokio::test]
+async fn a_hub_that_ignores_before_id_does_not_make_a_poll_page_back_forever() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().ignore_before_id = true;
+    fake.lock().on_create = vec![
+        Step::active().with_events(busy_events(3, None)),
+        // Far more new events than a page holds arrive between two polls.
+        Step::active().with_events(busy_events(150, None)),
+        Step::active().with_events(busy_events(30, Some(json!({"event": "session_complete"})))),
+    ];
+    let mut config = config(&fake);
+    config.event_page_size = 20;
+    let harness = harness(None);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_with_client(&config, harness.context, &client(&config)),
+    )
+    .await
+    .expect("the run finishes although every page back brings the same page");
+    assert_eq!(result(&outcome)["status"], "session_complete");
+    let polls = history_reads_per_poll(&fake, "codesess_1");
+    assert!(
+        polls.iter().all(|&reads| reads <= 2),
+        "a page that did not move back ends the poll's reading: {polls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_poll_pages_back_through_at_most_ten_pages_of_new_events() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![
+        Step::active().with_events(busy_events(3, None)),
+        Step::active().with_events(busy_events(400, None)),
+        Step::active().with_events(vec![json!({"event": "session_complete"})]),
+    ];
+    let mut config = config(&fake);
+    config.event_page_size = 10;
+    let harness = harness(None);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_with_client(&config, harness.context, &client(&config)),
+    )
+    .await
+    .expect("the run finishes");
+    assert_eq!(result(&outcome)["status"], "session_complete");
+    let polls = history_reads_per_poll(&fake, "codesess_1");
+    assert_eq!(
+        polls.iter().max(),
+        Some(&10),
+        "40 pages of new events are read at most 10 pages a poll: {polls:?}"
+    );
+}
+
+/// A context whose run metadata names `session` as the run's coder session.
+fn remembering(session: &str) -> Harness {
+    let claim: Claim = serde_json::from_value(json!({
+        "task": {"id": "task-1", "title": "t"},
+        "run": {"id": "run-1", "metadata": {"coder_session_id": session}},
+    }))
+    .expect("claim");
+    let mut harness = harness(None);
+    harness.context.document = Arc::new(TaskDocument::new(claim, None, None));
+    harness
+}
+
+fn health_record() -> HandlerHealth {
+    let health = HandlerHealth::default();
+    health.configure([("coder", true)]);
+    health
+}
+
+#[tokio::test]
+async fn a_403_on_one_sessions_call_fails_nothing_but_its_run_and_leaves_the_handler_healthy() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_theirs", vec![Step::active()]);
+    let denied = r#"{"message":"not your session"}"#;
+    fake.can(
+        "GET",
+        "/api/hub/session/codesess_theirs",
+        403,
+        vec![],
+        denied,
+    );
+    let config = config(&fake);
+    let health = health_record();
+    let outcome = run_with_health(
+        &config,
+        remembering("codesess_theirs").context,
+        &client(&config),
+        &health.reporter("coder"),
+    )
+    .await;
+    assert!(
+        matches!(&outcome, Outcome::Fail { error, .. } if error.contains("403")),
+        "{outcome:?}"
+    );
+    assert!(health.unhealthy().is_empty(), "{:?}", health.unhealthy());
+
+    // The last call of a stopped run is the archive: its 403 is not the key's either.
+    fake.lock().on_create = vec![Step::active()];
+    fake.answer_always("POST", "/api/hub/session/codesess_1/archive", 403, denied);
+    let mut stopped = harness(None);
+    let cancel = stopped.cancel.clone();
+    let client = client(&config);
+    let reporter = health.reporter("coder");
+    let run = run_with_health(&config, stopped.context, &client, &reporter);
+    let stop = async {
+        while let Some(event) = stopped.events.recv().await {
+            if matches!(&event, HandlerEvent::Progress(line) if line.contains("created")) {
+                break;
+            }
+        }
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(run, stop);
+    assert!(matches!(&outcome, Outcome::Release(_)), "{outcome:?}");
+    assert_eq!(fake.count("POST", "/api/hub/session/codesess_1/archive"), 1);
+    assert!(health.unhealthy().is_empty(), "{:?}", health.unhealthy());
+}
+
+#[tokio::test]
+async fn a_401_on_a_session_read_or_a_403_on_listing_marks_the_handler_unhealthy() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_mine", vec![Step::active()]);
+    fake.refuse_key("GET", "/api/hub/session/codesess_mine");
+    let config = config(&fake);
+    let health = health_record();
+    let outcome = run_with_health(
+        &config,
+        remembering("codesess_mine").context,
+        &client(&config),
+        &health.reporter("coder"),
+    )
+    .await;
+    assert!(matches!(&outcome, Outcome::Fail { .. }), "{outcome:?}");
+    let unhealthy = health.unhealthy();
+    assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
+    assert!(
+        unhealthy[0]
+            .reason
+            .starts_with("Agentuity refused the key (401)"),
+        "{unhealthy:?}"
+    );
+
+    let health = health_record();
+    fake.can(
+        "GET",
+        "/api/hub/sessions",
+        403,
+        vec![],
+        r#"{"message":"forbidden"}"#,
+    );
+    let outcome = run_with_health(
+        &config,
+        harness(None).context,
+        &client(&config),
+        &health.reporter("coder"),
+    )
+    .await;
+    assert!(matches!(&outcome, Outcome::Fail { .. }), "{outcome:?}");
+    let unhealthy = health.unhealthy();
+    assert!(
+        unhealthy.len() == 1
+            && unhealthy[0]
+                .reason
+                .starts_with("Agentuity denied the key access (403)"),
+        "{unhealthy:?}"
+    );
+}
+
+/// A session that completes on its second read with no summary of its own; its last task result
+/// is the answer known before the final reads.
+fn completing_with_a_task_result() -> Vec<Step> {
+    vec![
+        Step::detail(json!({"status": "active",
+            "tasks": [{"taskId": "t1", "agent": "lead", "status": "running"}]})),
+        Step::detail(json!({"status": "active",
+            "tasks": [{"taskId": "t1", "agent": "lead", "status": "completed", "result": "Fixed it in auth.rs."}]}))
+        .with_usage(0.25, 900, 100, 0)
+        .with_events(vec![json!({"event": "session_complete"})]),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finish_whose_final_reads_stall_reports_within_its_budget_with_the_summary_known() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = completing_with_a_task_result();
+    // The two polls' reads are answered; everything read after the session completed stalls.
+    fake.hold_after("GET", "/api/hub/session/codesess_1", 2);
+    fake.hold_after("GET", "/api/hub/session/codesess_1/replay", 0);
+    let config = config(&fake);
+    let time_limit = Duration::from_secs(8);
+    let harness = harness(Some(time_limit));
+    let started = tokio::time::Instant::now();
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    let took = started.elapsed();
+    assert!(
+        took <= time_limit,
+        "finishing is bounded by the time left to the deadline: {took:?}"
+    );
+    let result = result(&outcome);
+    assert_eq!(result["summary"], "Fixed it in auth.rs.");
+    assert_eq!(result["usage"]["cost_usd"], 0.25);
+    assert_eq!(result["archived"], true);
+    assert_eq!(fake.count("GET", "/api/hub/session/codesess_1/replay"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_while_finishing_still_reports_the_completion_it_decided() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = completing_with_a_task_result();
+    fake.hold_after("GET", "/api/hub/session/codesess_1", 2);
+    fake.hold_after("GET", "/api/hub/session/codesess_1/replay", 0);
+    let mut config = config(&fake);
+    config.progress_interval_seconds = 3600.0;
+    let mut harness = harness(None);
+    let cancel = harness.cancel.clone();
+    let client = client(&config);
+    let run = run_with_client(&config, harness.context, &client);
+    let stop = async {
+        // The worker's time limit arrives while the final reads stall.
+        while fake.count("GET", "/api/hub/session/codesess_1/replay") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        tokio::time::Instant::now()
+    };
+    let (outcome, cancelled_at) = tokio::join!(run, stop);
+    let after_cancel = cancelled_at.elapsed();
+    assert!(
+        after_cancel < Duration::from_secs(1),
+        "the outcome comes back at once: {after_cancel:?}"
+    );
+    let result = result(&outcome);
+    assert_eq!(result["summary"], "Fixed it in auth.rs.");
+    assert_eq!(result["archived"], true);
+    let all = progress_lines(&mut harness.events).join("\n");
+    assert!(
+        all.contains("session complete"),
+        "the last milestones still go out: {all}"
+    );
+}
+
+#[tokio::test]
+async fn an_archive_the_hub_refuses_is_reported_as_not_archived() {
+    let error = r#"{"message":"internal error"}"#;
+    let archive = "/api/hub/session/codesess_1/archive";
+
+    let completed = FakeAgentuity::start().await;
+    completed.answer_always("POST", archive, 500, error);
+    completed.lock().on_create =
+        vec![Step::active().with_events(vec![json!({"event": "session_complete"})])];
+    let settings = config(&completed);
+    let outcome = run_with_client(&settings, harness(None).context, &client(&settings)).await;
+    assert_eq!(result(&outcome)["archived"], false, "{outcome:?}");
+    assert_eq!(completed.count("POST", archive), 1);
+
+    let timed_out = FakeAgentuity::start().await;
+    timed_out.answer_always("POST", archive, 500, error);
+    timed_out.lock().on_create = vec![Step::active()];
+    let settings = config(&timed_out);
+    let limited = harness(Some(Duration::from_millis(200)));
+    let outcome = run_with_client(&settings, limited.context, &client(&settings)).await;
+    match &outcome {
+        Outcome::Fail { error, metadata } => {
+            assert!(error.contains("time limit"), "{error}");
+            assert!(error.contains("archiving the session failed"), "{error}");
+            assert!(!error.contains("was archived"), "{error}");
+            assert_eq!(metadata.as_ref().expect("metadata")["archived"], false);
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+
+    let stopped = FakeAgentuity::start().await;
+    stopped.answer_always("POST", archive, 500, error);
+    stopped.lock().on_create = vec![Step::active()];
+    let config = config(&stopped);
+    let mut harness = harness(None);
+    let cancel = harness.cancel.clone();
+    let client = client(&config);
+    let run = run_with_client(&config, harness.context, &client);
+    let stop = async {
+        while let Some(event) = harness.events.recv().await {
+            if matches!(&event, HandlerEvent::Progress(line) if line.contains("created")) {
+                break;
+            }
+        }
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(run, stop);
+    match &outcome {
+        Outcome::Release(reason) => {
+            assert!(
+                reason.contains("archiving coder session codesess_1 failed"),
+                "{reason}"
+            );
+            assert!(!reason.contains("was archived"), "{reason}");
+        }
+        other => panic!("expected a release, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_time_limit_the_archive_goes_first_and_the_stop_fits_in_the_cancel_grace() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().on_create = vec![Step::active().with_usage(0.5, 10, 10, 0)];
+    // The archive never answers.
+    fake.hold_after("POST", "/api/hub/session/codesess_1/archive", 0);
+    let mut config = config(&fake);
+    config.poll_seconds = 0.5;
+    let time_limit = Duration::from_secs(2);
+    let harness = harness(Some(time_limit));
+    let started = tokio::time::Instant::now();
+    let outcome = run_with_client(&config, harness.context, &client(&config)).await;
+    let stopping = started.elapsed() - time_limit;
+    assert!(
+        stopping <= Duration::from_secs(8),
+        "the stop fits in the worker's 10 s grace with room to report: {stopping:?}"
+    );
+    match &outcome {
+        Outcome::Fail { error, metadata } => {
+            assert!(error.contains("time limit"), "{error}");
+            assert!(!error.contains("was archived"), "{error}");
+            let metadata = metadata.as_ref().expect("metadata");
+            assert_eq!(metadata["archived"], false);
+            assert_eq!(metadata["usage"]["cost_usd"], 0.5, "the last poll's usage");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let seen = fake.seen();
+    let archive = seen
+        .iter()
+        .position(|s| s.method == "POST" && s.path.ends_with("/archive"))
+        .expect("an archive");
+    assert!(
+        seen[archive - 1].path.ends_with("/events/history"),
+        "the stop archives before it reads anything: {:?}",
+        &seen[archive - 1]
     );
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::agentuity::{
@@ -27,7 +28,9 @@ use crate::agentuity::{
     HubEvent, ListSessions, LoopState, LoopStateAnswer, LoopStatus, Replay, RetryPolicy, Session,
     SessionPage, SessionStatus, Usage, WorkflowMode, process_env,
 };
-use crate::worker::HandlerHealthReporter;
+use crate::redact::without_userinfo;
+use crate::worker::lease::FORCED_STOP_GRACE;
+use crate::worker::{CANCEL_GRACE, HandlerHealthReporter};
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";
 /// Milestones kept for the next progress line; older ones are dropped (the count is reported).
@@ -36,18 +39,43 @@ const MAX_PENDING_MILESTONES: usize = 20;
 const MAX_READ_FAILURES: u32 = 10;
 /// Creates attempted when each one's fate was unknown (each preceded by a lookup).
 const CREATE_ATTEMPTS: u32 = 3;
-/// How long a stopped run spends looking for a session whose create was interrupted.
-const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a stopped run spends archiving (and reading the final usage): the lease task
-/// abandons a cancelled handler after its grace (10 s by default), and the archive must come first.
-const STOP_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(6);
+/// Everything a stopped run does (find an interrupted create's session, archive, read the final
+/// usage) shares this budget. The lease task abandons a cancelled handler after
+/// [`CANCEL_GRACE`] (10 s), and after a forced stop (a second `SIGTERM`) after
+/// [`FORCED_STOP_GRACE`] (3 s); 8 s leaves 2 s of the grace to report the outcome. The archive
+/// is sent first, at once when the session is known, so a forced stop still archives whenever
+/// the Hub answers within its 3 s; the usage read only gets what the archive left.
+const STOP_BUDGET: Duration = Duration::from_secs(8);
+/// The part of [`STOP_BUDGET`] spent looking for a session whose create was interrupted; short
+/// of a forced stop's grace, so the archive can follow.
+const STOP_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most of [`STOP_BUDGET`] the final usage read takes, after the archive.
 const STOP_READ_TIMEOUT: Duration = Duration::from_secs(2);
+// The stop path's arithmetic, checked where the constants live.
+const _: () = assert!(
+    STOP_BUDGET.as_millis() + 2000 <= CANCEL_GRACE.as_millis()
+        && STOP_LOOKUP_TIMEOUT.as_millis() < FORCED_STOP_GRACE.as_millis()
+        && STOP_LOOKUP_TIMEOUT.as_millis() + STOP_READ_TIMEOUT.as_millis()
+            < STOP_BUDGET.as_millis()
+        && FINISH_ARCHIVE_AFTER_CANCEL.as_millis() < FORCED_STOP_GRACE.as_millis()
+);
+/// The longest a finished run spends archiving and reading its final usage and answer.
+const FINISH_BUDGET_MAX: Duration = Duration::from_secs(20);
+/// The least a finished run gets for that, even at its deadline: the worker's own limit comes
+/// later (the deadline margin, then the cancel grace), and its cancellation cuts the reads.
+const FINISH_BUDGET_MIN: Duration = Duration::from_secs(5);
+/// How long an archive already sent may still take once the worker cancels a finishing run;
+/// within the forced stop's grace.
+const FINISH_ARCHIVE_AFTER_CANCEL: Duration = Duration::from_secs(2);
 /// A stop this close to the run's time limit is the time limit. The worker's clock for it starts
 /// a moment before the handler's, so when the handler keeps no margin (or the margin is longer
 /// than the limit) the worker's cancellation arrives just before the handler's own deadline; taken
 /// for an ordinary stop, it left the session running under `leave_running` although a run failed
 /// on its time limit is never claimed again.
 const TIME_LIMIT_SLACK: Duration = Duration::from_secs(1);
+/// Event history pages read in one poll: more new events than this many pages hold between two
+/// polls are not news any more, and a bound keeps a Hub that pages wrongly from holding a poll.
+const MAX_EVENT_PAGES: u32 = 10;
 /// The longest progress line sent.
 const MAX_PROGRESS_CHARS: usize = 600;
 
@@ -120,7 +148,7 @@ pub struct CoderConfig {
     pub poll_seconds: f64,
     /// Longest wait for a session to leave `creating`/`provisioning`, in seconds.
     pub provisioning_timeout_seconds: f64,
-    /// Events read per poll of the history.
+    /// Events per page of the history; a poll reads up to 10 pages of new events.
     pub event_page_size: u32,
     /// Shortest pause between two progress lines, in seconds.
     pub progress_interval_seconds: f64,
@@ -193,8 +221,11 @@ impl fmt::Debug for CoderConfig {
             .field("key_file", &self.key_file)
             .field("org_id", &self.org_id)
             .field("region", &self.region)
-            .field("hub_url", &self.hub_url)
-            .field("catalyst_url", &self.catalyst_url)
+            .field("hub_url", &self.hub_url.as_deref().map(without_userinfo))
+            .field(
+                "catalyst_url",
+                &self.catalyst_url.as_deref().map(without_userinfo),
+            )
             .field("workflow_mode", &self.workflow_mode)
             .field("agent", &self.agent)
             .field("workspace_id", &self.workspace_id)
@@ -485,7 +516,7 @@ pub async fn probe(
     let client =
         AgentuityClient::with_retry(&settings, env, retry).map_err(|err| ProbeFailure {
             problem: "the Agentuity client cannot be set up".into(),
-            detail: err.to_string(),
+            detail: without_userinfo(&err.to_string()),
         })?;
     let failed = |err: AgentuityError, what: &str| ProbeFailure {
         problem: match (&err, err.status()) {
@@ -496,16 +527,20 @@ pub async fn probe(
             (AgentuityError::Transport { .. }, None) => format!("{what} cannot be reached"),
             (_, None) => format!("{what} gave an answer that is not what was expected"),
         },
-        detail: err.to_string(),
+        detail: without_userinfo(&err.to_string()),
     };
     let late = |what: &str| ProbeFailure {
         problem: format!("{what} did not answer within {} s", timeout.as_secs_f64()),
         detail: "check the network path to Agentuity, or handlers.coder.hub_url / catalyst_url"
             .into(),
     };
-    let discovery = format!("the Agentuity discovery at {}/coder", client.catalyst_url());
+    // A URL configured with `user:password@` is shown without it.
+    let discovery = format!(
+        "the Agentuity discovery at {}/coder",
+        without_userinfo(client.catalyst_url())
+    );
     let hub = match tokio::time::timeout(timeout, client.hub_url()).await {
-        Ok(Ok(hub)) => hub,
+        Ok(Ok(hub)) => without_userinfo(&hub),
         Ok(Err(err)) => return Err(failed(err, &discovery)),
         Err(_) => return Err(late(&discovery)),
     };
@@ -531,7 +566,7 @@ pub async fn run(
     match AgentuityClient::new(&config.client_settings(), &process_env()) {
         Ok(client) => run_with_health(config, context, &client, health).await,
         Err(err) => {
-            let error = format!("the Agentuity client cannot be set up: {err}");
+            let error = without_userinfo(&format!("the Agentuity client cannot be set up: {err}"));
             health.unhealthy(error.clone());
             Outcome::Fail {
                 error: format!("coder: {error}"),
@@ -550,8 +585,9 @@ pub async fn run_with_client(
     run_with_health(config, context, client, &HandlerHealthReporter::default()).await
 }
 
-/// Runs one task as a Coder session through `client`. A refused key (401/403) on any call marks
-/// the handler unhealthy in `health`; any accepted call marks it healthy again.
+/// Runs one task as a Coder session through `client`. A refused key marks the handler unhealthy
+/// in `health`: a 401 on any call, a 403 on discovery, listing or creating (a 403 on one
+/// session's call does not); any accepted call marks it healthy again.
 pub async fn run_with_health(
     config: &CoderConfig,
     context: TaskContext,
@@ -594,11 +630,42 @@ struct Hub<'a> {
     config: &'a CoderConfig,
 }
 
+/// What a call's refusal says about: the key itself, or one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallScope {
+    /// Calls every run makes whatever session it works on: discovery, listing, creating.
+    Key,
+    /// Calls on one session (read, archive, resume, loop, replay, events).
+    Session,
+}
+
+/// The path of Catalyst's Hub discovery, which any call may make first.
+const DISCOVERY_PATH: &str = "/coder";
+
+/// Whether `err` says Agentuity refuses the key: any 401, and a 403 on a key-level call. A 403
+/// on one session's call (a session the key may not touch) says nothing of the key as a whole,
+/// so it fails the run (when fatal) without marking the handler unhealthy.
+fn refuses_key(scope: CallScope, err: &AgentuityError) -> bool {
+    if err.class() != Some(ErrorClass::Unauthorized) {
+        return false;
+    }
+    match err.status() {
+        Some(403) => {
+            scope == CallScope::Key || err.failure().is_some_and(|f| f.path == DISCOVERY_PATH)
+        }
+        _ => true,
+    }
+}
+
 impl Hub<'_> {
-    fn seen<T>(&self, answer: Result<T, AgentuityError>) -> Result<T, AgentuityError> {
+    fn seen<T>(
+        &self,
+        scope: CallScope,
+        answer: Result<T, AgentuityError>,
+    ) -> Result<T, AgentuityError> {
         match &answer {
             Ok(_) => self.health.healthy(),
-            Err(err) if err.class() == Some(ErrorClass::Unauthorized) => self
+            Err(err) if refuses_key(scope, err) => self
                 .health
                 .unhealthy(refused_key_reason(self.config, err.status())),
             Err(_) => {}
@@ -607,31 +674,31 @@ impl Hub<'_> {
     }
 
     async fn create_session(&self, body: &Value) -> Result<CreatedSession, AgentuityError> {
-        self.seen(self.client.create_session(body).await)
+        self.seen(CallScope::Key, self.client.create_session(body).await)
     }
 
     async fn get_session(&self, id: &str) -> Result<Session, AgentuityError> {
-        self.seen(self.client.get_session(id).await)
+        self.seen(CallScope::Session, self.client.get_session(id).await)
     }
 
     async fn list_sessions(&self, params: &ListSessions) -> Result<SessionPage, AgentuityError> {
-        self.seen(self.client.list_sessions(params).await)
+        self.seen(CallScope::Key, self.client.list_sessions(params).await)
     }
 
     async fn archive_session(&self, id: &str) -> Result<Value, AgentuityError> {
-        self.seen(self.client.archive_session(id).await)
+        self.seen(CallScope::Session, self.client.archive_session(id).await)
     }
 
     async fn resume_session(&self, id: &str) -> Result<Value, AgentuityError> {
-        self.seen(self.client.resume_session(id).await)
+        self.seen(CallScope::Session, self.client.resume_session(id).await)
     }
 
     async fn loop_state(&self, id: &str) -> Result<LoopStateAnswer, AgentuityError> {
-        self.seen(self.client.loop_state(id).await)
+        self.seen(CallScope::Session, self.client.loop_state(id).await)
     }
 
     async fn replay(&self, id: &str) -> Result<Replay, AgentuityError> {
-        self.seen(self.client.replay(id).await)
+        self.seen(CallScope::Session, self.client.replay(id).await)
     }
 
     async fn event_history(
@@ -640,7 +707,10 @@ impl Hub<'_> {
         limit: Option<u32>,
         before_id: Option<i64>,
     ) -> Result<EventHistory, AgentuityError> {
-        self.seen(self.client.event_history(id, limit, before_id).await)
+        self.seen(
+            CallScope::Session,
+            self.client.event_history(id, limit, before_id).await,
+        )
     }
 }
 
@@ -958,11 +1028,13 @@ impl<'a> Run<'a> {
         end
     }
 
-    /// Reads events newer than the last seen, paging back with `beforeId` when a whole page is new.
+    /// Reads events newer than the last seen, paging back with `beforeId` when a whole page is new,
+    /// at most [`MAX_EVENT_PAGES`] pages a poll.
     async fn read_events(&mut self, id: &str) {
         let limit = self.config.event_page_size.max(1);
         let mut fresh: Vec<HubEvent> = Vec::new();
         let mut before = None;
+        let mut pages = 0;
         loop {
             let page = match self.client.event_history(id, Some(limit), before).await {
                 Ok(page) => page,
@@ -971,6 +1043,7 @@ impl<'a> Run<'a> {
                     return;
                 }
             };
+            pages += 1;
             let count = page.events.len();
             let mut new: Vec<HubEvent> = page
                 .events
@@ -983,14 +1056,24 @@ impl<'a> Run<'a> {
                 .collect();
             let all_new = !new.is_empty() && new.len() == count;
             let oldest = new.iter().filter_map(|e| e.id).min();
+            // A Hub that ignores `beforeId` answers the same page again: paging on would never end.
+            if let Some(before) = before
+                && oldest.is_none_or(|oldest| oldest >= before)
+            {
+                tracing::debug!(target: LOG_TARGET, before, pages, "the event history did not page back past the oldest event read; older new events of this poll are skipped");
+                break;
+            }
             fresh.append(&mut new);
             // A first read takes one page only: older history is not news.
-            if all_new && self.last_event_id.is_some() && count as u32 >= limit && oldest.is_some()
-            {
-                before = oldest;
-                continue;
+            if !(all_new && self.last_event_id.is_some() && count as u32 >= limit) {
+                break;
             }
-            break;
+            let Some(oldest) = oldest else { break };
+            if pages >= MAX_EVENT_PAGES {
+                tracing::debug!(target: LOG_TARGET, pages, oldest, "read the most event pages a poll reads; older new events of this poll are skipped");
+                break;
+            }
+            before = Some(oldest);
         }
         fresh.sort_by_key(|e| e.id.unwrap_or(i64::MIN));
         fresh.dedup_by_key(|e| e.id);
@@ -1220,23 +1303,71 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Reads the final usage, archives when configured, and builds the outcome.
+    /// How long finishing may take: the time left to the deadline, within
+    /// [`FINISH_BUDGET_MIN`]..[`FINISH_BUDGET_MAX`].
+    fn finish_budget(&self) -> Duration {
+        finish_budget(self.deadline, Instant::now())
+    }
+
+    /// Archives when configured, reads the final usage and answer, and builds the outcome, all
+    /// within [`Self::finish_budget`]. The outcome is decided: a cancellation meanwhile (the
+    /// worker's time limit, a shutdown) cuts the reads short and the outcome is reported with
+    /// what is known, which the lease task keeps for a completed run.
     async fn finish(&mut self, id: &str, end: End) -> Outcome {
-        let before = self.client.get_session(id).await.ok();
-        let archive = self.config.archive_on_finish;
-        let after = if archive {
-            self.archive(id).await
+        let until = Instant::now() + self.finish_budget();
+        let cancel = self.context.cancel.clone();
+        let archived = if self.config.archive_on_finish {
+            self.archive_while_finishing(id, until, &cancel).await
         } else {
-            None
+            false
         };
-        let summary = match &end {
+        let known = match &end {
             End::Complete {
                 summary: Some(s), ..
             } if !s.trim().is_empty() => Some(s.clone()),
-            _ => self.final_text(id, before.as_ref()).await,
+            _ => self.last_loop.as_ref().and_then(|l| l.summary.clone()),
         };
-        self.flush_progress().await;
-        let usage = best_usage([before.as_ref(), after.as_ref(), self.last_session.as_ref()]);
+        let mut after = None;
+        let mut replayed = None;
+        if !cancel.is_cancelled() {
+            let client = &self.client;
+            let (after_slot, replayed_slot) = (&mut after, &mut replayed);
+            let reads = async {
+                tokio::join!(
+                    async { *after_slot = client.get_session(id).await.ok() },
+                    async {
+                        if known.is_none() {
+                            *replayed_slot = final_message(client, id).await;
+                        }
+                    },
+                )
+            };
+            tokio::select! {
+                biased;
+                _ = reads => {}
+                _ = cancel.cancelled() => {
+                    tracing::info!(target: LOG_TARGET, session_id = %id, "the run was stopped while finishing; reporting its outcome with what is known");
+                }
+                _ = tokio::time::sleep_until(until) => {
+                    tracing::warn!(target: LOG_TARGET, session_id = %id, "the final reads of the coder session took too long; reporting with what is known");
+                }
+            }
+        }
+        let summary = known.or(replayed).or_else(|| {
+            after
+                .as_ref()
+                .or(self.last_session.as_ref())
+                .and_then(|s| s.tasks.iter().rev().find_map(|t| t.result.clone()))
+        });
+        // The last milestones ("session complete") still go out, but a stopped run does not
+        // wait long on a full event channel.
+        let flush_until = if cancel.is_cancelled() {
+            until.min(Instant::now() + Duration::from_secs(1))
+        } else {
+            until
+        };
+        let _ = tokio::time::timeout_at(flush_until, self.flush_progress()).await;
+        let usage = best_usage([after.as_ref(), self.last_session.as_ref()]);
         match end {
             End::Complete { status, .. } => Outcome::Complete(json!({
                 "summary": summary.unwrap_or_default(),
@@ -1244,7 +1375,7 @@ impl<'a> Run<'a> {
                 "coder_session_id": id,
                 "usage": usage_json(usage.as_ref()),
                 "duration_ms": self.duration_ms(),
-                "archived": archive,
+                "archived": archived,
             })),
             End::Fail(error) => Outcome::Fail {
                 error: format!("coder session {id}: {error}"),
@@ -1253,14 +1384,41 @@ impl<'a> Run<'a> {
                     "summary": summary,
                     "usage": usage_json(usage.as_ref()),
                     "duration_ms": self.duration_ms(),
-                    "archived": archive,
+                    "archived": archived,
                 })),
             },
         }
     }
 
+    /// Archives by `until`; once `cancel` fires, an archive under way gets at most
+    /// [`FINISH_ARCHIVE_AFTER_CANCEL`] more. Whether the session is archived.
+    async fn archive_while_finishing(
+        &self,
+        id: &str,
+        until: Instant,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let archiving = self.archive(id);
+        tokio::pin!(archiving);
+        let until = tokio::select! {
+            biased;
+            archived = &mut archiving => return archived,
+            _ = tokio::time::sleep_until(until) => until,
+            _ = cancel.cancelled() => until.min(Instant::now() + FINISH_ARCHIVE_AFTER_CANCEL),
+        };
+        match tokio::time::timeout_at(until, archiving).await {
+            Ok(archived) => archived,
+            Err(_) => {
+                tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
+                false
+            }
+        }
+    }
+
     /// The run was stopped (cancel token or deadline). `id` is `None` before a session exists.
+    /// Everything here fits in [`STOP_BUDGET`], the archive first.
     async fn stopped(&mut self, id: Option<&str>) -> Outcome {
+        let until = Instant::now() + STOP_BUDGET;
         let mut id = id.map(str::to_string).or_else(|| self.session_id.clone());
         if id.is_none() {
             // Stopped mid-create: the session may exist anyway; find it so it is not orphaned.
@@ -1287,39 +1445,40 @@ impl<'a> Run<'a> {
         };
         if past_deadline {
             tracing::warn!(target: LOG_TARGET, session_id = %id, "the run reached its time limit; archiving the coder session");
-            let before = tokio::time::timeout(STOP_READ_TIMEOUT, self.client.get_session(&id))
+            let archived = self.archive_by(&id, until).await;
+            let read_until = until.min(Instant::now() + STOP_READ_TIMEOUT);
+            let after = tokio::time::timeout_at(read_until, self.client.get_session(&id))
                 .await
                 .ok()
                 .and_then(Result::ok);
-            let after = tokio::time::timeout(STOP_ARCHIVE_TIMEOUT, self.archive(&id))
-                .await
-                .ok()
-                .flatten();
-            let usage = best_usage([before.as_ref(), after.as_ref(), self.last_session.as_ref()]);
+            let usage = best_usage([after.as_ref(), self.last_session.as_ref()]);
             return Outcome::Fail {
                 error: format!(
-                    "coder session {id}: the time limit passed; the session was archived"
+                    "coder session {id}: the time limit passed; {}",
+                    if archived {
+                        "the session was archived"
+                    } else {
+                        "archiving the session failed (its sandbox timeouts bound it)"
+                    }
                 ),
                 metadata: Some(json!({
                     "coder_session_id": id,
                     "usage": usage_json(usage.as_ref()),
                     "duration_ms": self.duration_ms(),
-                    "archived": true,
+                    "archived": archived,
                 })),
             };
         }
         match self.config.on_stop {
             StopPolicy::Archive => {
                 tracing::info!(target: LOG_TARGET, session_id = %id, "the run was stopped; archiving the coder session");
-                if tokio::time::timeout(STOP_ARCHIVE_TIMEOUT, self.archive(&id))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
-                }
-                Outcome::Release(format!(
-                    "coder: the run was stopped; coder session {id} was archived"
-                ))
+                Outcome::Release(if self.archive_by(&id, until).await {
+                    format!("coder: the run was stopped; coder session {id} was archived")
+                } else {
+                    format!(
+                        "coder: the run was stopped; archiving coder session {id} failed (its sandbox timeouts bound it)"
+                    )
+                })
             }
             StopPolicy::LeaveRunning => {
                 tracing::warn!(target: LOG_TARGET, session_id = %id, "the run was stopped; the coder session is left running for the next claim to adopt");
@@ -1331,41 +1490,50 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Archives (gone counts as done) and reads the session once more for its final usage.
-    async fn archive(&self, id: &str) -> Option<Session> {
-        match self.client.archive_session(id).await {
-            Ok(_) => {}
-            Err(err) if err.is_gone() => {}
-            Err(err) => {
-                tracing::warn!(target: LOG_TARGET, session_id = %id, error = %err, "archiving the coder session failed; its sandbox timeouts bound it");
+    /// Archives, giving up at `until`. Whether the session is archived.
+    async fn archive_by(&self, id: &str, until: Instant) -> bool {
+        match tokio::time::timeout_at(until, self.archive(id)).await {
+            Ok(archived) => archived,
+            Err(_) => {
+                tracing::warn!(target: LOG_TARGET, session_id = %id, "archiving the coder session took too long; its sandbox timeouts bound it");
+                false
             }
         }
-        self.client.get_session(id).await.ok()
     }
 
-    /// The session's answer: the loop summary, the lead's last message, the last task result.
-    async fn final_text(&self, id: &str, session: Option<&Session>) -> Option<String> {
-        if let Some(summary) = self.last_loop.as_ref().and_then(|l| l.summary.clone()) {
-            return Some(summary);
-        }
-        match self.client.replay(id).await {
-            Ok(replay) => {
-                if let Some(message) = replay.final_message() {
-                    return Some(message);
-                }
-            }
+    /// Archives the session: whether it is archived now (already gone counts as archived).
+    async fn archive(&self, id: &str) -> bool {
+        match self.client.archive_session(id).await {
+            Ok(_) => true,
+            Err(err) if err.is_gone() => true,
             Err(err) => {
-                tracing::debug!(target: LOG_TARGET, error = %err, "reading the replay failed")
+                tracing::warn!(target: LOG_TARGET, session_id = %id, error = %err, "archiving the coder session failed; its sandbox timeouts bound it");
+                false
             }
         }
-        session
-            .or(self.last_session.as_ref())
-            .and_then(|s| s.tasks.iter().rev().find_map(|t| t.result.clone()))
     }
 
     fn duration_ms(&self) -> u64 {
         let from = self.created_at.unwrap_or(self.started);
         u64::try_from(from.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How long finishing at `now` may take with the run's `deadline`.
+fn finish_budget(deadline: Option<Instant>, now: Instant) -> Duration {
+    deadline
+        .map_or(FINISH_BUDGET_MAX, |d| d.saturating_duration_since(now))
+        .clamp(FINISH_BUDGET_MIN, FINISH_BUDGET_MAX)
+}
+
+/// The lead's last message in the session's replay.
+async fn final_message(client: &Hub<'_>, id: &str) -> Option<String> {
+    match client.replay(id).await {
+        Ok(replay) => replay.final_message(),
+        Err(err) => {
+            tracing::debug!(target: LOG_TARGET, error = %err, "reading the replay failed");
+            None
+        }
     }
 }
 
@@ -1424,6 +1592,83 @@ async fn sleep_until_option(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agentuity::ApiFailure;
+
+    fn answered(status: u16, path: &str) -> AgentuityError {
+        AgentuityError::Api(Box::new(ApiFailure {
+            method: "GET".into(),
+            path: path.into(),
+            status,
+            code: None,
+            message: "no".into(),
+            issues: Vec::new(),
+            trace_id: None,
+            upgrade_url: None,
+            retry_after: None,
+            rate_limited: false,
+        }))
+    }
+
+    #[test]
+    fn finishing_takes_the_time_left_to_the_deadline_within_bounds() {
+        let now = Instant::now();
+        assert_eq!(finish_budget(None, now), FINISH_BUDGET_MAX);
+        let left = Duration::from_secs(12);
+        assert_eq!(finish_budget(Some(now + left), now), left);
+        assert_eq!(
+            finish_budget(Some(now + Duration::from_secs(3600)), now),
+            FINISH_BUDGET_MAX
+        );
+        // At or past the deadline there is still time to archive: the worker's limit is later.
+        assert_eq!(finish_budget(Some(now), now), FINISH_BUDGET_MIN);
+        assert!(FINISH_BUDGET_MIN + FINISH_ARCHIVE_AFTER_CANCEL < CANCEL_GRACE);
+    }
+
+    #[tokio::test]
+    async fn the_probe_never_shows_credentials_written_into_a_hub_url() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = closed.local_addr().expect("address");
+        drop(closed);
+        let config = CoderConfig {
+            key: Some("ag_probe_key".into()),
+            hub_url: Some(format!("http://op:hub-s3cret@{address}")),
+            catalyst_url: Some(format!("http://op:cat-s3cret@{address}")),
+            ..CoderConfig::default()
+        };
+        let failure = probe(&config, &Env::new(), Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(
+            failure.problem,
+            format!("the Coder Hub at http://[REDACTED]@{address} cannot be reached")
+        );
+        let debug = format!("{config:?}");
+        for shown in [&failure.problem, &failure.detail, &debug] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn only_key_level_refusals_say_the_key_is_refused() {
+        let session = "/api/hub/session/codesess_1/archive";
+        assert!(refuses_key(CallScope::Session, &answered(401, session)));
+        assert!(!refuses_key(CallScope::Session, &answered(403, session)));
+        assert!(refuses_key(
+            CallScope::Key,
+            &answered(403, "/api/hub/sessions")
+        ));
+        // A session call that had to discover the Hub first was refused by the discovery.
+        assert!(refuses_key(
+            CallScope::Session,
+            &answered(403, DISCOVERY_PATH)
+        ));
+        assert!(!refuses_key(
+            CallScope::Key,
+            &answered(500, "/api/hub/sessions")
+        ));
+    }
 
     #[test]
     fn a_refused_key_is_explained_by_where_the_key_came_from() {

@@ -376,7 +376,7 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
                 tracing::warn!("stopping now: cancelling the handler and releasing the run");
                 stop_reason = Some(StopReason::Shutdown);
                 cancel.cancel();
-                abandon_at = Some(Instant::now() + settings.cancel_grace.min(Duration::from_secs(3)));
+                abandon_at = Some(Instant::now() + settings.cancel_grace.min(FORCED_STOP_GRACE));
             }
             _ = sleep_until_option(abandon_at) => {
                 task.abort();
@@ -403,6 +403,9 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
         }
     }
 }
+
+/// The most a handler gets to return after a forced stop (a second `SIGTERM`).
+pub const FORCED_STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StopReason {

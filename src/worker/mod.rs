@@ -209,6 +209,9 @@ pub struct WorkerSettings {
     pub priority_min: Option<i64>,
 }
 
+/// How long a cancelled handler gets to return before it is abandoned.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 impl WorkerSettings {
     /// Settings from the configuration.
     pub fn from_config(config: &Config) -> Self {
@@ -226,7 +229,7 @@ impl WorkerSettings {
             identity_probe: worker.identity_probe(),
             initial_backoff: config.retry.initial_backoff(),
             max_backoff: config.retry.max_backoff(),
-            cancel_grace: Duration::from_secs(10),
+            cancel_grace: CANCEL_GRACE,
             poll_interval: Duration::from_secs(1),
             required_capabilities: worker.required_capabilities.clone(),
             priority_min: (worker.priority_min > 0).then_some(worker.priority_min as i64),

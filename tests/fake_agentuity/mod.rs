@@ -8,7 +8,8 @@
 //! session update and delete, builder sessions, participants, users, custom agents, workspaces,
 //! saved skills, skill buckets and GitHub. Fault helpers script lost create answers, slow
 //! provisioning and the error answers the client has rules for (401, 409/429 with waits, 502
-//! bursts, 421).
+//! bursts, 421), answers repeated for every call, requests that are never answered, and an
+//! event history that ignores `beforeId`.
 
 #![allow(dead_code)]
 
@@ -180,6 +181,20 @@ pub struct State {
     pub github_repos: BTreeMap<String, Vec<Value>>,
     /// Counter behind the ids of agents, workspaces, skills and buckets.
     pub next_object: u64,
+    /// Answers given to every matching request, after any one-off canned answer.
+    pub always: Vec<Canned>,
+    /// Requests that are recorded and then never answered.
+    pub held: Vec<Held>,
+    /// The event history answers the newest page whatever `beforeId` asks for.
+    pub ignore_before_id: bool,
+}
+
+/// Requests to `method` `path` after the first `skip` are held: seen, never answered.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub method: &'static str,
+    pub path: String,
+    pub skip: usize,
 }
 
 #[derive(Clone)]
@@ -224,7 +239,12 @@ impl FakeAgentuity {
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = shared.clone();
                 let own_url = own_url.clone();
-                async move { answer(&state, &own_url, method, uri, headers, body) }
+                async move {
+                    if held(&state, &method, &uri) {
+                        std::future::pending::<()>().await;
+                    }
+                    answer(&state, &own_url, method, uri, headers, body)
+                }
             },
         );
         tokio::spawn(async move {
@@ -271,6 +291,28 @@ impl FakeAgentuity {
             status,
             headers,
             body: body.into(),
+            skip,
+        });
+    }
+
+    /// Every call to `method` `path` from now on answers `status` with `body`.
+    pub fn answer_always(&self, method: &'static str, path: &str, status: u16, body: &str) {
+        self.lock().always.push(Canned {
+            method,
+            path: path.into(),
+            status,
+            headers: vec![],
+            body: body.into(),
+            skip: 0,
+        });
+    }
+
+    /// Calls to `method` `path` after the next `skip` ones are seen but never answered, as by a
+    /// Hub that stalls.
+    pub fn hold_after(&self, method: &'static str, path: &str, skip: usize) {
+        self.lock().held.push(Held {
+            method,
+            path: path.into(),
             skip,
         });
     }
@@ -372,6 +414,33 @@ impl FakeAgentuity {
     }
 }
 
+/// Whether the request is one to hold; a held request is recorded as seen.
+fn held(state: &Mutex<State>, method: &Method, uri: &Uri) -> bool {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let path = uri.path();
+    let Some(hold) = state
+        .held
+        .iter_mut()
+        .find(|h| h.method == method.as_str() && h.path == path)
+    else {
+        return false;
+    };
+    if hold.skip > 0 {
+        hold.skip -= 1;
+        return false;
+    }
+    state.seen.push(Seen {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: uri.query().unwrap_or("").to_string(),
+        authorization: None,
+        org: None,
+        user_agent: None,
+        body: Value::Null,
+    });
+    true
+}
+
 fn with_id(mut detail: Value, id: &str) -> Value {
     if let Some(object) = detail.as_object_mut() {
         object.entry("sessionId").or_insert(json!(id));
@@ -444,6 +513,17 @@ fn answer(
                 .insert(name, value.parse().expect("header value"));
         }
         return response;
+    }
+    if let Some(always) = state
+        .always
+        .iter()
+        .find(|c| c.method == method.as_str() && c.path == path)
+    {
+        return (
+            StatusCode::from_u16(always.status).unwrap_or(StatusCode::OK),
+            always.body.clone(),
+        )
+            .into_response();
     }
     let params: BTreeMap<String, String> = query
         .split('&')
@@ -556,7 +636,10 @@ fn answer(
                 .get("limit")
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(100);
-            let before: Option<i64> = params.get("beforeId").and_then(|b| b.parse().ok());
+            let before: Option<i64> = params
+                .get("beforeId")
+                .and_then(|b| b.parse().ok())
+                .filter(|_| !state.ignore_before_id);
             let mut events: Vec<Value> = state
                 .events
                 .get(*id)
