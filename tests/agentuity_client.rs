@@ -129,6 +129,23 @@ async fn a_hub_url_that_is_neither_http_nor_https_is_refused() {
 }
 
 #[tokio::test]
+async fn a_hub_url_with_credentials_in_it_is_refused_without_showing_them() {
+    for field in ["hub", "catalyst"] {
+        let url = Some("https://ops:hunter2@hub.example".to_string());
+        let settings = ClientSettings {
+            key: Some(KEY.into()),
+            hub_url: if field == "hub" { url.clone() } else { None },
+            catalyst_url: if field == "catalyst" { url } else { None },
+            ..Default::default()
+        };
+        let err = AgentuityClient::new(&settings, &Env::new()).expect_err("credentials in a url");
+        let text = err.to_string();
+        assert!(text.contains("must not carry credentials"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn a_missing_key_is_a_clear_error_and_the_key_never_shows_in_debug() {
     let err = AgentuityClient::new(&ClientSettings::default(), &Env::new()).expect_err("no key");
     assert!(matches!(err, AgentuityError::MissingKey));

@@ -411,20 +411,23 @@ async fn a_coder_key_agentuity_accepts_passes_naming_the_hub_it_found() {
 }
 
 #[tokio::test]
-async fn credentials_written_into_agentuity_urls_are_not_shown_by_check() {
+async fn credentials_written_into_agentuity_urls_are_refused_and_never_shown_by_check() {
     let fake = FakeAgentuity::start().await;
     let address = fake.url.trim_start_matches("http://").to_string();
-    fake.lock().discovery_url = Some(format!("http://hub:hub-s3cret@{address}/"));
+    // Written into the configured Catalyst URL: the setting is wrong.
     let catalyst = format!("http://op:cat-s3cret@{address}");
     let (human, json) = check_coder_handler(&[("AGENTUITY_CATALYST_URL", &catalyst)]).await;
-    assert_eq!(human.status.code(), Some(0), "{}", describe(&human));
-    let text = stdout(&human);
-    assert!(
-        text.contains(&format!(
-            "✓ handler \"coder\": Agentuity accepts the key (Coder Hub http://[REDACTED]@{address})"
-        )),
-        "{text}"
-    );
+    assert_eq!(human.status.code(), Some(1), "{}", describe(&human));
+    let text = describe(&human);
+    assert!(text.contains("must not carry credentials"), "{text}");
+    for output in [&human, &json] {
+        let everything = describe(output);
+        assert!(!everything.contains("s3cret"), "{everything}");
+    }
+    // Answered by discovery: the answer is refused, and not shown either.
+    fake.lock().discovery_url = Some(format!("http://hub:hub-s3cret@{address}/"));
+    let (human, json) = check_coder_handler(&[("AGENTUITY_CATALYST_URL", &fake.url)]).await;
+    assert_eq!(human.status.code(), Some(1), "{}", describe(&human));
     for output in [&human, &json] {
         let everything = describe(output);
         assert!(!everything.contains("s3cret"), "{everything}");

@@ -97,12 +97,17 @@ impl fmt::Debug for ClientSettings {
             .field("key_file", &self.key_file)
             .field("org_id", &self.org_id)
             .field("region", &self.region)
-            .field("hub_url", &self.hub_url)
-            .field("catalyst_url", &self.catalyst_url)
-            .field("api_url", &self.api_url)
+            .field("hub_url", &shown_url(self.hub_url.as_deref()))
+            .field("catalyst_url", &shown_url(self.catalyst_url.as_deref()))
+            .field("api_url", &shown_url(self.api_url.as_deref()))
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .finish()
     }
+}
+
+/// A configured URL as `Debug` shows it: credentials written into it are not shown.
+fn shown_url(url: Option<&str>) -> Option<String> {
+    url.map(crate::redact::without_userinfo)
 }
 
 impl ClientSettings {
@@ -187,10 +192,17 @@ pub fn catalyst_url_for_region(region: &str) -> String {
 fn normalize_url(what: &'static str, value: &str) -> Result<String, AgentuityError> {
     let bad = |why: &str| AgentuityError::BadUrl {
         what,
-        value: value.to_string(),
+        // The value is echoed to say which one is wrong, but never with credentials in it.
+        value: crate::redact::without_userinfo(value),
         why: why.to_string(),
     };
     let url = Url::parse(value.trim()).map_err(|err| bad(&format!("is not a URL: {err}")))?;
+    // reqwest would send them as basic auth beside the key, to whoever the URL names.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "must not carry credentials (user:password@): the key goes in key, key_file or AGENTUITY_SDK_KEY",
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad(
             "must start with https:// (or http:// for a local proxy)",

@@ -1625,7 +1625,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_probe_never_shows_credentials_written_into_a_hub_url() {
+    async fn the_probe_refuses_credentials_written_into_a_hub_url_without_showing_them() {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1639,12 +1639,14 @@ mod tests {
         };
         let failure = probe(&config, &Env::new(), Duration::from_secs(5))
             .await
-            .expect_err("nothing listens there");
-        assert_eq!(
-            failure.problem,
-            format!("the Coder Hub at http://[REDACTED]@{address} cannot be reached")
+            .expect_err("credentials in the urls");
+        assert_eq!(failure.problem, "the Agentuity client cannot be set up");
+        assert!(
+            failure.detail.contains("must not carry credentials"),
+            "{}",
+            failure.detail
         );
-        let debug = format!("{config:?}");
+        let debug = format!("{config:?} {:?}", config.client_settings());
         for shown in [&failure.problem, &failure.detail, &debug] {
             assert!(!shown.contains("s3cret"), "{shown}");
         }
