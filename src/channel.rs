@@ -316,10 +316,42 @@ impl<A: CoordinationApi> Listener<A> {
         }
     }
 
+    /// The session's channel as AGH reports it (`me.session.channel`), for a worker whose
+    /// configuration names none: AGH exports `AGH_SESSION_CHANNEL` only to processes it starts,
+    /// so a worker started some other way would otherwise never hear its session's messages.
+    /// Asked once; without an answer the listener follows its runs' channels only.
+    async fn channel_of_session(&self) -> Option<String> {
+        let me = tokio::select! {
+            biased;
+            _ = self.shutdown.force.cancelled() => return None,
+            me = self.api.me() => me,
+        };
+        match me {
+            Ok(me) => {
+                let channel = me
+                    .session
+                    .and_then(|session| session.channel)
+                    .map(|channel| channel.trim().to_string())
+                    .filter(|channel| !channel.is_empty());
+                if let Some(channel) = &channel {
+                    tracing::info!(channel = %channel, "listening on the session's channel as AGH reports it (agh.session_channel is not set)");
+                }
+                channel
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the session's channel could not be read from AGH; listening on the runs' channels only (set agh.session_channel to name it)");
+                None
+            }
+        }
+    }
+
     /// Runs until stop-now, or until a drain has begun and no run is left in hand: the session
     /// channel is dropped at the drain (no new work is taken), a run's channel only when the
     /// run ends, so a draining handler still gets its messages.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        if self.settings.session_channel.is_none() {
+            self.settings.session_channel = self.channel_of_session().await;
+        }
         let context = Arc::new(PollerContext {
             api: self.api,
             routes: self.routes.clone(),

@@ -291,6 +291,32 @@ async fn a_message_for_the_run_in_hand_reaches_its_handler_exactly_once_although
 }
 
 #[tokio::test]
+async fn without_a_configured_session_channel_the_listener_follows_the_one_agh_reports() {
+    let env = Env::start().await;
+    let builder = env.session("builder", Some(CHANNEL));
+    let client = env.client(&builder, Duration::from_secs(2));
+    let sink = Coordination::new(
+        Arc::new(client),
+        StatusBoard::default(),
+        settings(Duration::from_secs(1)),
+    );
+    let shutdown = Shutdown::default();
+    let listener = tokio::spawn(
+        sink.listener(listener_settings(None), shutdown.clone())
+            .run(),
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        env.sim.wait_for_waiters(Route::ChannelRecv, 1),
+    )
+    .await
+    .expect("the listener waits on the session's channel");
+    assert_eq!(env.all_requests(Route::Me), 1);
+    shutdown.force.cancel();
+    listener.await.expect("listener ends");
+}
+
+#[tokio::test]
 async fn a_message_that_arrives_before_its_run_starts_is_handed_over_when_it_starts() {
     let env = Env::start().await;
     let builder = env.session("builder", Some(CHANNEL));
