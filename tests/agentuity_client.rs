@@ -7,23 +7,12 @@ use std::time::Duration;
 
 use agh_worker::agentuity::{
     AgentuityClient, AgentuityError, ClientSettings, Env, ErrorClass, ListSessions, LoopStatus,
-    RetryPolicy, SessionStatus,
+    SessionStatus,
 };
-use fake_agentuity::{FakeAgentuity, Step};
+use fake_agentuity::{FakeAgentuity, Step, quick_retry};
 use serde_json::json;
 
 const KEY: &str = "ag_secret_key_123";
-
-fn quick_retry() -> RetryPolicy {
-    RetryPolicy {
-        retries: 3,
-        base_delay: Duration::from_millis(5),
-        unavailable_budget: Duration::from_secs(2),
-        unavailable_delay: Duration::from_millis(10),
-        unavailable_cap: Duration::from_millis(20),
-        max_server_wait: Duration::from_secs(5),
-    }
-}
 
 fn client(fake: &FakeAgentuity) -> AgentuityClient {
     let settings = ClientSettings {

@@ -9,24 +9,12 @@ use std::time::Duration;
 
 use agh_worker::agentuity::{
     AgentuityClient, AgentuityError, Bucket, ClientSettings, Env, ErrorClass, ListAgents,
-    ListConnectable, ListParticipants, ListSessions, ListUsers, RetryPolicy, SessionMode,
-    SessionStatus,
+    ListConnectable, ListParticipants, ListSessions, ListUsers, SessionMode, SessionStatus,
 };
-use fake_agentuity::{FakeAgentuity, LostAnswer, Seen, Step};
+use fake_agentuity::{FakeAgentuity, LostAnswer, Seen, Step, quick_retry};
 use serde_json::{Value, json};
 
 const KEY: &str = "ag_endpoints_key_789";
-
-fn quick_retry() -> RetryPolicy {
-    RetryPolicy {
-        retries: 3,
-        base_delay: Duration::from_millis(5),
-        unavailable_budget: Duration::from_secs(2),
-        unavailable_delay: Duration::from_millis(10),
-        unavailable_cap: Duration::from_millis(20),
-        max_server_wait: Duration::from_secs(5),
-    }
-}
 
 fn client(fake: &FakeAgentuity) -> AgentuityClient {
     let settings = ClientSettings {

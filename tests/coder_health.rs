@@ -3,11 +3,13 @@
 //! say the same; a later run the hub accepts makes the worker ready again; and the key shows up in
 //! none of them, nor in the run's error, nor in the logs.
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
+
 mod fake_agentuity;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use agh_worker::api::types::Claim;
 use agh_worker::config::Config;
@@ -18,48 +20,14 @@ use agh_worker::handler::{
 use agh_worker::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
 use agh_worker::worker::{Handlers, Shutdown, StatusBoard, WorkerState};
 use fake_agentuity::{FakeAgentuity, Step};
+use log_capture::Capture;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 const KEY: &str = "ag_sdk_HealthKey0123456789abcdefXYZ";
 const HANDLER: &str = "coder-main";
-
-/// Log lines as the JSON layer writes them.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = CaptureWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        CaptureWriter(self.0.clone())
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
 
 fn handlers(fake: &FakeAgentuity) -> Vec<HandlerConfig> {
     vec![

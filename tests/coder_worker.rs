@@ -7,6 +7,9 @@
 //! Real sockets on both sides rule out paused tokio time, so the handler's cadences (poll, quiet
 //! period, grace) are tiny and every wait is bounded by a generous timeout.
 
+#[path = "support/sim_transport.rs"]
+mod sim_transport;
+
 mod fake_agentuity;
 
 use std::collections::VecDeque;
@@ -43,6 +46,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
+use sim_transport::Via;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -54,16 +58,11 @@ const RUN_WITHIN: Duration = Duration::from_secs(20);
 
 // ----- the rig ----------------------------------------------------------------------------------
 
-/// How the worker reaches the simulator.
-#[derive(Clone, Copy, Debug)]
-enum Via {
-    Tcp,
-    Unix,
-}
-
 struct Rig {
     sim: Simulator,
-    server: SimServer,
+    /// Kept so the simulator keeps serving for the rig's life.
+    _server: SimServer,
+    endpoint: Endpoint,
     fake: FakeAgentuity,
     _dir: tempfile::TempDir,
 }
@@ -81,20 +80,12 @@ impl Rig {
             .try_init();
         let dir = tempfile::tempdir().expect("temporary directory");
         let sim = Simulator::new(SimConfig::default());
-        let server = match via {
-            Via::Tcp => sim
-                .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
-                .await
-                .expect("serve over tcp"),
-            Via::Unix => sim
-                .serve_unix(&dir.path().join("agh.sock"))
-                .await
-                .expect("serve over a unix socket"),
-        };
+        let (server, endpoint) = sim_transport::serve(&sim, via, dir.path()).await;
         let fake = FakeAgentuity::start().await;
         Rig {
             sim,
-            server,
+            _server: server,
+            endpoint,
             fake,
             _dir: dir,
         }
@@ -132,10 +123,7 @@ impl Rig {
                 terminal_budget: Duration::from_secs(3),
             },
         };
-        let endpoint = match self.server.socket_path() {
-            Some(path) => Endpoint::Unix(path.to_path_buf()),
-            None => Endpoint::parse(&self.server.base_url()).expect("endpoint"),
-        };
+        let endpoint = self.endpoint.clone();
         AghClient::new(endpoint, identity, options).expect("client")
     }
 

@@ -7,11 +7,13 @@
 //! One test in this file: it sets process environment variables and installs the global log
 //! subscriber, which only one test per binary may do.
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agh_worker::api::ApiRequestCounters;
@@ -20,8 +22,8 @@ use agh_worker::handler::{HandlerSet, SharedHandlers};
 use agh_worker::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
 use agh_worker::sim::{SimConfig, Simulator, TaskSpec};
 use agh_worker::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
+use log_capture::Capture;
 use serde_json::{Value, json};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -68,40 +70,6 @@ esac
 env_dump=$(env | sed 's/[\\"]/_/g' | tr '\n' ';')
 printf '{"type":"result","result":{"env":"%s","echo":"agh_claim_ResultToken0123456789abcdef"}}\n' "$env_dump"
 "#;
-
-/// Log lines as the JSON layer writes them.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = CaptureWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        CaptureWriter(self.0.clone())
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
 
 /// Every `agh_claim_` in `text` is followed by `[REDACTED]`.
 fn assert_no_raw_claim_token(place: &str, text: &str) {

@@ -4,6 +4,9 @@
 //! Every test ends with a ledger check: no invariant violation, no run left claimed, and the
 //! runs' claim counts add up to the claim transitions and to the ends those claims had.
 
+#[path = "support/sim_transport.rs"]
+mod sim_transport;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -31,17 +34,12 @@ use agh_worker::worker::{
     WorkerState,
 };
 use serde_json::{Value, json};
+use sim_transport::Via;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 // ----- the rig ----------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug)]
-enum Via {
-    Tcp,
-    Unix,
-}
 
 struct Rig {
     sim: Simulator,
@@ -60,20 +58,7 @@ impl Rig {
             .try_init();
         let dir = tempfile::tempdir().expect("temporary directory");
         let sim = Simulator::new(SimConfig::default());
-        let server = match via {
-            Via::Tcp => sim
-                .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
-                .await
-                .expect("serve over tcp"),
-            Via::Unix => sim
-                .serve_unix(&dir.path().join("agh.sock"))
-                .await
-                .expect("serve over a unix socket"),
-        };
-        let endpoint = match server.socket_path() {
-            Some(path) => Endpoint::Unix(path.to_path_buf()),
-            None => Endpoint::parse(&server.base_url()).expect("endpoint"),
-        };
+        let (server, endpoint) = sim_transport::serve(&sim, via, dir.path()).await;
         let session = sim.default_session().expect("default session");
         Rig {
             sim,

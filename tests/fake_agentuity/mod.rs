@@ -441,6 +441,18 @@ fn held(state: &Mutex<State>, method: &Method, uri: &Uri) -> bool {
     true
 }
 
+/// Retries as the client's rules say, with pauses short enough for tests.
+pub fn quick_retry() -> agh_worker::agentuity::RetryPolicy {
+    agh_worker::agentuity::RetryPolicy {
+        retries: 3,
+        base_delay: std::time::Duration::from_millis(5),
+        unavailable_budget: std::time::Duration::from_secs(2),
+        unavailable_delay: std::time::Duration::from_millis(10),
+        unavailable_cap: std::time::Duration::from_millis(20),
+        max_server_wait: std::time::Duration::from_secs(5),
+    }
+}
+
 fn with_id(mut detail: Value, id: &str) -> Value {
     if let Some(object) = detail.as_object_mut() {
         object.entry("sessionId").or_insert(json!(id));
