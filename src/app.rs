@@ -8,34 +8,16 @@ use clap::Parser;
 
 use std::sync::Arc;
 
-use crate::api::{AghClient, ClientOptions, RetryOptions};
-use crate::channel::ListenerSettings;
+use crate::api::AghClient;
 use crate::cli::{Cli, Command, RunArgs, parse_duration};
+use crate::commands::oneshot::{self, Output};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::coordination::listener::ListenerSettings;
 use crate::coordination::{Coordination, CoordinationSettings};
+use crate::exit;
 use crate::handler::{HandlerSet, SharedHandlers};
-use crate::logging::LogControl;
-use crate::oneshot::{self, Output};
+use crate::ops::logging::LogControl;
 use crate::worker::{SharedSettings, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
-
-/// Exit code for a configuration a person must fix (EX_USAGE).
-pub const EXIT_BAD_CONFIG: u8 = 64;
-
-/// The client options the configuration asks for.
-pub fn client_options(config: &Config) -> ClientOptions {
-    ClientOptions {
-        connect_timeout: config.agh.connect_timeout(),
-        request_timeout: config.agh.request_timeout(),
-        long_poll_timeout: config.agh.long_poll_timeout(),
-        max_response_bytes: config.agh.max_response_bytes(),
-        retry: RetryOptions {
-            initial_backoff: config.retry.initial_backoff(),
-            max_backoff: config.retry.max_backoff(),
-            read_budget: config.retry.read_budget(),
-            terminal_budget: config.retry.terminal_budget(),
-        },
-    }
-}
 
 /// A client for the configured endpoint and identity.
 pub fn build_client(config: &Config) -> anyhow::Result<AghClient> {
@@ -45,7 +27,7 @@ pub fn build_client(config: &Config) -> anyhow::Result<AghClient> {
     Ok(AghClient::new(
         endpoint,
         config.identity(),
-        client_options(config),
+        config.client_options(),
     )?)
 }
 
@@ -54,7 +36,7 @@ pub fn load_config(cli: &Cli) -> Result<LoadedConfig, ExitCode> {
     let sources = ConfigSources::from_process(cli.config.clone(), cli.overrides());
     config::load(&sources).map_err(|err| {
         eprintln!("agh-worker: the configuration cannot be used:\n{err}");
-        ExitCode::from(EXIT_BAD_CONFIG)
+        ExitCode::from(exit::BAD_CONFIG)
     })
 }
 
@@ -77,23 +59,23 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
-        Command::Sim(args) => return crate::sim_cli::serve(args).await,
-        Command::Demo(args) => return crate::demo::run(args).await,
-        Command::Soak(args) => return crate::soak::run(args).await,
+        Command::Sim(args) => return crate::dev::serve::serve(args).await,
+        Command::Demo(args) => return crate::dev::demo::run(args).await,
+        Command::Soak(args) => return crate::dev::soak::run(args).await,
         // Before the validated load below: `check` reports an invalid configuration itself,
         // and completions and the man page need no configuration at all.
-        Command::Check(args) => return crate::check::run(&cli, args).await,
-        Command::Completions(args) => return crate::cli_docs::completions(args),
-        Command::Man(args) => return crate::cli_docs::man(args),
-        Command::Bench(args) => return crate::bench::run(args).await,
+        Command::Check(args) => return crate::commands::check::run(&cli, args).await,
+        Command::Completions(args) => return crate::commands::docs::completions(args),
+        Command::Man(args) => return crate::commands::docs::man(args),
+        Command::Bench(args) => return crate::dev::bench::run(args).await,
         // Agentuity commands need no AGH identity, so no validated configuration either.
         Command::Coder(args) => {
-            let _log = crate::logging::init("warn", crate::config::LogFormat::Text);
-            return crate::coder_cli::coder(&cli, args).await;
+            let _log = crate::ops::logging::init("warn", crate::config::LogFormat::Text);
+            return crate::commands::coder::coder(&cli, args).await;
         }
         Command::Agentuity(args) => {
-            let _log = crate::logging::init("warn", crate::config::LogFormat::Text);
-            return crate::coder_cli::agentuity(&cli, args).await;
+            let _log = crate::ops::logging::init("warn", crate::config::LogFormat::Text);
+            return crate::commands::coder::agentuity(&cli, args).await;
         }
         _ => {}
     }
@@ -102,7 +84,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Err(code) => return code,
     };
     let config = loaded.config;
-    let log = crate::logging::init(&config.log.level, config.log.format);
+    let log = crate::ops::logging::init(&config.log.level, config.log.format);
     if let Command::Run(args) = &cli.command {
         let sources = ConfigSources::from_process(cli.config.clone(), cli.overrides());
         return run_worker(sources, config, args, log).await;
@@ -111,7 +93,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Ok(client) => client,
         Err(err) => {
             eprintln!("agh-worker: {err:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
+            return ExitCode::from(exit::BAD_CONFIG);
         }
     };
     let output = if cli.json || !std::io::stdout().is_terminal() {
@@ -124,7 +106,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             oneshot::report_error(&err, output, &mut stdout);
-            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
+            ExitCode::from(err.exit_code())
         }
     }
 }
@@ -140,7 +122,7 @@ pub async fn run_worker(
         Ok(settings) => SharedSettings::new(settings),
         Err(err) => {
             eprintln!("agh-worker run: {err}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
+            return ExitCode::from(exit::BAD_CONFIG);
         }
     };
     if config.handlers.is_empty() {
@@ -148,19 +130,19 @@ pub async fn run_worker(
             "agh-worker run: no handlers are configured: add a [[handlers]] entry to the config file \
              or set AGH_WORKER__HANDLERS (see config/agh-worker.toml)"
         );
-        return ExitCode::from(EXIT_BAD_CONFIG);
+        return ExitCode::from(exit::BAD_CONFIG);
     }
     let client = match build_client(&config) {
         Ok(client) => client,
         Err(err) => {
             eprintln!("agh-worker run: {err:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
+            return ExitCode::from(exit::BAD_CONFIG);
         }
     };
     let api_requests = Arc::new(crate::api::ApiRequestCounters::default());
     let client = client.with_request_counters(api_requests.clone());
     let shutdown = Shutdown::default();
-    let mut reloads = match crate::shutdown::install(shutdown.clone()) {
+    let mut reloads = match crate::ops::signals::install(shutdown.clone()) {
         Ok(reloads) => reloads,
         Err(err) => {
             eprintln!("agh-worker run: cannot listen for signals: {err}");
@@ -208,7 +190,7 @@ pub async fn run_worker(
             }
         }
     });
-    let notifier = crate::notify::spawn(status.clone(), shutdown.clone());
+    let notifier = crate::ops::notify::spawn(status.clone(), shutdown.clone());
     let api = Arc::new(client);
     let coordination = Arc::new(Coordination::new(
         api.clone(),
@@ -299,14 +281,14 @@ async fn start_health(
     status: &StatusBoard,
     shutdown: &Shutdown,
     api_requests: Arc<crate::api::ApiRequestCounters>,
-) -> Result<Option<crate::health::HealthServer>, ExitCode> {
-    use crate::health::{HealthInfo, HealthListen, HealthState, HealthTimings};
+) -> Result<Option<crate::ops::health::HealthServer>, ExitCode> {
+    use crate::ops::health::{HealthInfo, HealthListen, HealthState, HealthTimings};
     let listen = match HealthListen::from_config(&config.health) {
         Ok(Some(listen)) => listen,
         Ok(None) => return Ok(None),
         Err(err) => {
             eprintln!("agh-worker run: {err}");
-            return Err(ExitCode::from(EXIT_BAD_CONFIG));
+            return Err(ExitCode::from(exit::BAD_CONFIG));
         }
     };
     let state = HealthState::new(
@@ -316,7 +298,7 @@ async fn start_health(
         HealthInfo::new(client.identity(), client.endpoint()),
     )
     .with_api_requests(api_requests);
-    match crate::health::start(&listen, state).await {
+    match crate::ops::health::start(&listen, state).await {
         Ok(server) => {
             // The bound address, not the configured one: `:0` picks a free port.
             let serving = server
@@ -332,7 +314,7 @@ async fn start_health(
                 listen.config_key(),
                 listen.config_key()
             );
-            Err(ExitCode::from(EXIT_BAD_CONFIG))
+            Err(ExitCode::from(exit::BAD_CONFIG))
         }
     }
 }

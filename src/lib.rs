@@ -3,9 +3,9 @@
 //! The flow, one way: configuration and signals come in; the worker loop claims a task run,
 //! hands the lease to its own task, which heartbeats while a handler does the work and then
 //! makes exactly one terminal call (complete, fail or release). Beside the loop, the channel
-//! listener ([`channel`]) long-polls the session's and the run's coordination channels and hands
+//! listener ([`coordination::listener`]) long-polls the session's and the run's coordination channels and hands
 //! new messages to the run they name; the event sink ([`coordination`]) sends what handlers report
-//! as channel messages, and the spawner ([`spawner`]) creates child sessions within the budget.
+//! as channel messages, and the spawner ([`coordination::spawner`]) creates child sessions within the budget.
 //!
 //! Glossary:
 //! - **session**: an AGH agent session; its id and agent name are the worker's identity.
@@ -19,24 +19,13 @@
 pub mod agentuity;
 pub mod api;
 pub mod app;
-pub mod bench;
-pub mod channel;
-pub mod check;
 pub mod cli;
-pub mod cli_docs;
-pub mod coder_cli;
+pub mod commands;
 pub mod config;
 pub mod coordination;
-pub mod demo;
+pub mod dev;
+pub mod exit;
 pub mod handler;
-pub mod health;
-pub mod logging;
-pub mod notify;
-pub mod oneshot;
-pub mod redact;
-pub mod shutdown;
-pub mod sim;
-pub mod sim_cli;
-pub mod soak;
-pub mod spawner;
+pub mod ops;
+pub mod util;
 pub mod worker;

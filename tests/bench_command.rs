@@ -19,7 +19,7 @@ fn the_bench_command_runs_every_section_and_prints_its_table() {
         "bench failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    for section in agh_worker::bench::SECTIONS {
+    for section in agh_worker::dev::bench::SECTIONS {
         assert!(
             stdout.contains(&format!("## {section}")),
             "no {section:?} section in:\n{stdout}"

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use agh_worker::sim::{SimConfig, SimServer, Simulator};
+use agh_worker::dev::sim::{SimConfig, SimServer, Simulator};
 use fake_agentuity::FakeAgentuity;
 use serde_json::Value;
 use tempfile::TempDir;

@@ -5,7 +5,9 @@ mod client_rig;
 
 use std::process::Stdio;
 
-use agh_worker::sim::{Fault, FaultKind, MessageSpec, Route, SessionInfo, SessionState, TaskSpec};
+use agh_worker::dev::sim::{
+    Fault, FaultKind, MessageSpec, Route, SessionInfo, SessionState, TaskSpec,
+};
 use client_rig::{Rig, Transport, short_tempdir};
 use serde_json::{Value, json};
 use tempfile::TempDir;

@@ -9,7 +9,7 @@ use agh_worker::api::types::*;
 // The wire enum of session states, named apart from the simulator's.
 use agh_worker::api::types::SessionState as SessionState_;
 use agh_worker::api::{AghClient, ApiError, ClaimOutcome, ErrorKind, Identity, RecvOptions};
-use agh_worker::sim::{
+use agh_worker::dev::sim::{
     Fault, FaultKind, MessageSpec, Route, SessionInfo, SessionSpec, SessionState, TaskSpec,
 };
 use client_rig::{CannedServer, Rig, Transport, quick_options};

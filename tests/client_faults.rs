@@ -9,7 +9,7 @@ use agh_worker::api::types::*;
 use agh_worker::api::{
     AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, ErrorKind, Identity,
 };
-use agh_worker::sim::{Fault, FaultKind, Route, TaskSpec};
+use agh_worker::dev::sim::{Fault, FaultKind, Route, TaskSpec};
 use client_rig::{CannedServer, Rig, Transport, quick_options, short_tempdir};
 use serde_json::{Value, json};
 

@@ -17,7 +17,7 @@ use agh_worker::handler::coder::CoderConfig;
 use agh_worker::handler::{
     HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext, TaskDocument,
 };
-use agh_worker::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
+use agh_worker::ops::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
 use agh_worker::worker::{Handlers, Shutdown, StatusBoard, WorkerState};
 use fake_agentuity::{FakeAgentuity, Step};
 use log_capture::Capture;
@@ -126,7 +126,7 @@ async fn a_refused_key_makes_readyz_name_the_handler_until_a_run_the_hub_accepts
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("debug"))
-        .with(agh_worker::logging::json_layer(capture.clone()));
+        .with(agh_worker::ops::logging::json_layer(capture.clone()));
     // This test's runtime runs every task on this thread, so the default subscriber sees them all.
     let _logs = tracing::subscriber::set_default(subscriber);
 

@@ -25,17 +25,17 @@ use agh_worker::api::{
     AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, Identity, RecvOptions, RetryOptions,
 };
 use agh_worker::config::OrphanPolicy;
+use agh_worker::coordination::spawner::SpawnSettings;
 use agh_worker::coordination::{Coordination, CoordinationSettings};
+use agh_worker::dev::sim::{
+    DEFAULT_WORKSPACE, EnqueuedRun, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
+    Simulator, TaskSpec, TransitionKind,
+};
 use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client};
 use agh_worker::handler::{
     HandlerConfig, HandlerEvent, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext,
     TaskDocument,
 };
-use agh_worker::sim::{
-    DEFAULT_WORKSPACE, EnqueuedRun, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
-    Simulator, TaskSpec, TransitionKind,
-};
-use agh_worker::spawner::SpawnSettings;
 use agh_worker::worker::{
     AghApi, EventSink, Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit,
     WorkerSettings,

@@ -14,16 +14,16 @@ use agh_worker::api::types::{
 use agh_worker::api::{
     AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, Identity, RecvOptions,
 };
-use agh_worker::channel::ListenerSettings;
+use agh_worker::coordination::listener::ListenerSettings;
+use agh_worker::coordination::spawner::SpawnSettings;
 use agh_worker::coordination::{Coordination, CoordinationApi, CoordinationSettings};
-use agh_worker::handler::{
-    HandlerEvent, Outcome, SpawnAnswer, SpawnAsk, TaskContext, TaskDocument,
-};
-use agh_worker::sim::{
+use agh_worker::dev::sim::{
     Fault, FaultKind, MessageSpec, PermissionPolicy, Route, SessionInfo, SessionSpec, SimConfig,
     SimServer, Simulator, SpawnBudget, TaskSpec,
 };
-use agh_worker::spawner::SpawnSettings;
+use agh_worker::handler::{
+    HandlerEvent, Outcome, SpawnAnswer, SpawnAsk, TaskContext, TaskDocument,
+};
 use agh_worker::worker::{EventSink, Handlers, Shutdown, StatusBoard, Worker, WorkerSettings};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};

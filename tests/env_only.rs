@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use agh_worker::sim::{SimConfig, SimServer, Simulator, TaskSpec};
+use agh_worker::dev::sim::{SimConfig, SimServer, Simulator, TaskSpec};
 use tokio::process::Command;
 
 /// Generous bound so a hung worker fails the test instead of hanging it.

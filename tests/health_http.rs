@@ -11,11 +11,11 @@ use agh_worker::api::{
     AghClient, ApiRequestCounters, ClientOptions, Endpoint, Identity, RetryOptions,
 };
 use agh_worker::config::OrphanPolicy;
+use agh_worker::dev::sim::{Route, SessionState, SimConfig, SimServer, Simulator, TaskSpec};
 use agh_worker::handler::{Outcome, TaskContext, TaskDocument};
-use agh_worker::health::{
+use agh_worker::ops::health::{
     self, HealthInfo, HealthListen, HealthServer, HealthState, HealthTimings,
 };
-use agh_worker::sim::{Route, SessionState, SimConfig, SimServer, Simulator, TaskSpec};
 use agh_worker::worker::{
     Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings, WorkerState,
 };

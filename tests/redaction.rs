@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use agh_worker::api::ApiRequestCounters;
 use agh_worker::config::{self, ConfigSources};
+use agh_worker::dev::sim::{SimConfig, Simulator, TaskSpec};
 use agh_worker::handler::{HandlerSet, SharedHandlers};
-use agh_worker::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
-use agh_worker::sim::{SimConfig, Simulator, TaskSpec};
+use agh_worker::ops::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
 use agh_worker::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
 use log_capture::Capture;
 use serde_json::{Value, json};
@@ -109,7 +109,7 @@ fn no_claim_token_or_worker_secret_reaches_logs_status_or_the_handler_environmen
     let capture = Capture::default();
     tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("debug"))
-        .with(agh_worker::logging::json_layer(capture.clone()))
+        .with(agh_worker::ops::logging::json_layer(capture.clone()))
         .init();
     for (name, value) in WORKER_SECRETS {
         // SAFETY: this is the only test of this binary and no runtime or other thread of it

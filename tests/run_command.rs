@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use agh_worker::sim::{EnqueuedRun, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind};
+use agh_worker::dev::sim::{
+    EnqueuedRun, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use agh_worker::sim::{
+use agh_worker::dev::sim::{
     Fault, FaultKind, MessageSpec, Priority, Route, SessionInfo, SessionSpec, SessionState,
     SimConfig, SimServer, Simulator, TaskSpec,
 };
@@ -990,7 +990,7 @@ async fn run_standalone_serves_both_transports_until_the_shutdown_future_resolve
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("daemon.sock");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(agh_worker::sim::run_standalone(
+    let serving = tokio::spawn(agh_worker::dev::sim::run_standalone(
         Some("127.0.0.1:0".parse().expect("address")),
         Some(socket.clone()),
         SimConfig::default(),
@@ -1168,7 +1168,7 @@ async fn the_background_sweep_requeues_expired_leases_on_the_sim_clock() {
     );
     let ledger = harness.sim.ledger();
     assert_eq!(
-        ledger.transitions_of(agh_worker::sim::TransitionKind::RequeuedBySweep),
+        ledger.transitions_of(agh_worker::dev::sim::TransitionKind::RequeuedBySweep),
         1
     );
     assert_eq!(ledger.violations_total, 0);
@@ -1507,11 +1507,11 @@ async fn the_ledger_counts_requests_and_transitions_of_a_normal_cycle_without_vi
     assert_eq!(ledger.requests_for(Route::Complete, 200), 1);
     assert_eq!(ledger.runs_in_status("completed"), 1);
     assert_eq!(
-        ledger.transitions_of(agh_worker::sim::TransitionKind::Claimed),
+        ledger.transitions_of(agh_worker::dev::sim::TransitionKind::Claimed),
         1
     );
     assert_eq!(
-        ledger.transitions_of(agh_worker::sim::TransitionKind::Heartbeat),
+        ledger.transitions_of(agh_worker::dev::sim::TransitionKind::Heartbeat),
         1
     );
 }

@@ -21,13 +21,13 @@ use agh_worker::api::{
     AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, ErrorKind, Identity, RetryOptions,
 };
 use agh_worker::config::OrphanPolicy;
+use agh_worker::dev::sim::{
+    EnqueuedRun, Fault, FaultKind, Route, SessionInfo, SessionState, SimConfig, SimServer,
+    Simulator, TaskSpec, Timestamp, TransitionKind,
+};
 use agh_worker::handler::exec::ExecConfig;
 use agh_worker::handler::{
     HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext, TaskDocument,
-};
-use agh_worker::sim::{
-    EnqueuedRun, Fault, FaultKind, Route, SessionInfo, SessionState, SimConfig, SimServer,
-    Simulator, TaskSpec, Timestamp, TransitionKind,
 };
 use agh_worker::worker::{
     AghApi, Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,

@@ -107,7 +107,7 @@ impl fmt::Debug for ClientSettings {
 
 /// A configured URL as `Debug` shows it: credentials written into it are not shown.
 fn shown_url(url: Option<&str>) -> Option<String> {
-    url.map(crate::redact::without_userinfo)
+    url.map(crate::util::redact::without_userinfo)
 }
 
 impl ClientSettings {
@@ -193,7 +193,7 @@ fn normalize_url(what: &'static str, value: &str) -> Result<String, AgentuityErr
     let bad = |why: &str| AgentuityError::BadUrl {
         what,
         // The value is echoed to say which one is wrong, but never with credentials in it.
-        value: crate::redact::without_userinfo(value),
+        value: crate::util::redact::without_userinfo(value),
         why: why.to_string(),
     };
     let url = Url::parse(value.trim()).map_err(|err| bad(&format!("is not a URL: {err}")))?;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::error::ApiError;
+use crate::util::sync::lock;
 
 /// Class of a request that got the answer its call expects.
 pub const CLASS_OK: &str = "ok";
@@ -25,10 +26,7 @@ pub struct ApiRequestCounters {
 impl ApiRequestCounters {
     /// Counts one request of `call` that ended in `class`.
     pub fn record(&self, call: &'static str, class: &'static str) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = lock(&self.counts);
         *counts.entry((call, class)).or_insert(0) += 1;
     }
 
@@ -39,9 +37,7 @@ impl ApiRequestCounters {
 
     /// Every (call, class, count) seen so far, sorted.
     pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
-        self.counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.counts)
             .iter()
             .map(|(&(call, class), &count)| (call, class, count))
             .collect()

@@ -7,6 +7,8 @@
 use std::fmt;
 
 use super::types::{Diagnostic, ErrorBody};
+use crate::exit;
+use crate::util::redact::redact_claim_tokens;
 
 /// What kind of failure a call met; decides retry, exit code and the worker's reaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,26 +130,30 @@ impl ErrorKind {
     }
 
     /// The process exit code the one-shot commands use for this kind (documented in the README).
-    pub fn exit_code(self) -> i32 {
+    pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::IdentityRequired
             | ErrorKind::IdentityMismatch
-            | ErrorKind::IdentityUnauthorized => 10,
-            ErrorKind::IdentityStale => 11,
-            ErrorKind::LeaseExpired | ErrorKind::NoActiveLease | ErrorKind::ForeignRun => 20,
-            ErrorKind::LeaseAlreadyHeld | ErrorKind::Conflict => 21,
-            ErrorKind::Validation | ErrorKind::PayloadTooLarge => 30,
-            ErrorKind::SpawnLimit | ErrorKind::SpawnPermission | ErrorKind::SpawnValidation => 40,
-            ErrorKind::PermissionDenied => 43,
-            ErrorKind::NotFound | ErrorKind::RouteNotFound => 44,
+            | ErrorKind::IdentityUnauthorized => exit::IDENTITY,
+            ErrorKind::IdentityStale => exit::IDENTITY_STALE,
+            ErrorKind::LeaseExpired | ErrorKind::NoActiveLease | ErrorKind::ForeignRun => {
+                exit::LEASE
+            }
+            ErrorKind::LeaseAlreadyHeld | ErrorKind::Conflict => exit::CONFLICT,
+            ErrorKind::Validation | ErrorKind::PayloadTooLarge => exit::VALIDATION,
+            ErrorKind::SpawnLimit | ErrorKind::SpawnPermission | ErrorKind::SpawnValidation => {
+                exit::SPAWN
+            }
+            ErrorKind::PermissionDenied => exit::PERMISSION,
+            ErrorKind::NotFound | ErrorKind::RouteNotFound => exit::NOT_FOUND,
             ErrorKind::IdentityLookupUnavailable
             | ErrorKind::ServiceUnavailable
             | ErrorKind::Server
             | ErrorKind::Transport
-            | ErrorKind::Timeout => 69,
+            | ErrorKind::Timeout => exit::UNAVAILABLE,
             ErrorKind::MalformedBody
             | ErrorKind::ResponseTooLarge
-            | ErrorKind::UnexpectedStatus => 76,
+            | ErrorKind::UnexpectedStatus => exit::PROTOCOL,
         }
     }
 
@@ -342,31 +348,6 @@ pub fn classify(
         500..=599 => ErrorKind::Server,
         _ => ErrorKind::UnexpectedStatus,
     }
-}
-
-/// Replaces raw claim tokens (`agh_claim_` + base64url) by `agh_claim_[REDACTED]`.
-pub fn redact_claim_tokens(text: &str) -> String {
-    const PREFIX: &str = "agh_claim_";
-    if !text.contains(PREFIX) {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(PREFIX) {
-        out.push_str(&rest[..at]);
-        out.push_str("agh_claim_[REDACTED]");
-        let after = &rest[at + PREFIX.len()..];
-        let token_len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(after.len());
-        rest = &after[token_len..];
-        // `[REDACTED]` left by the daemon itself is not a token; skip it so it is not doubled.
-        if let Some(stripped) = rest.strip_prefix("[REDACTED]") {
-            rest = stripped;
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// A printable, bounded excerpt of a non-JSON body.

@@ -12,4 +12,4 @@ pub use client::{
 };
 pub use counters::{ApiRequestCounters, CLASS_DEADLINE, CLASS_OK};
 pub use endpoint::{Endpoint, EndpointParseError, Identity};
-pub use error::{ApiError, ErrorKind, classify, redact_claim_tokens};
+pub use error::{ApiError, ErrorKind, classify};

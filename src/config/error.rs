@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::load::{Origin, env_var_for};
+use super::origin::{Origin, env_var_for};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@
 //! name the key and its origin instead of surfacing as a serde message about the whole config.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -14,14 +13,12 @@ use config::{Format, ValueKind};
 use serde_json::Value;
 
 use super::error::ConfigError;
+use super::origin::{ENV_PREFIX, Origin};
 use super::suggest::closest;
 use super::{Config, LogFormat, OrphanPolicy};
 
 /// Read when no `--config` is given, and only if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/agh-worker/agh-worker.toml";
-
-/// Environment variables `AGH_WORKER__SECTION__KEY` override the file.
-pub const ENV_PREFIX: &str = "AGH_WORKER__";
 
 /// AGH's own variables, in the order they are tried, for the keys they fill when nothing set them.
 const AGH_CONVENTIONS: &[(&str, &[&str])] = &[
@@ -92,47 +89,6 @@ fn handler_entry_problem(key: String, message: &str, origin: Origin) -> ConfigEr
         expected: "a handler table as documented in config/agh-worker.toml".to_string(),
         found: message.to_string(),
         origin,
-    }
-}
-
-/// The environment variable that sets `key` (`worker.lease_seconds` → `AGH_WORKER__WORKER__LEASE_SECONDS`).
-pub fn env_var_for(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}",
-        key.replace('.', "__").to_ascii_uppercase()
-    )
-}
-
-/// Where a value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Default,
-    File(PathBuf),
-    /// The variable's name: `AGH_WORKER__…` or one of AGH's own (`AGH_SESSION_ID`, …).
-    Env(String),
-    Flag,
-}
-
-impl Origin {
-    /// "in config file …", "from environment variable …": reads after a key path.
-    pub(crate) fn described_as_source(&self) -> String {
-        match self {
-            Origin::Default => "from the built-in defaults".to_string(),
-            Origin::File(path) => format!("in config file {}", path.display()),
-            Origin::Env(name) => format!("from environment variable {name}"),
-            Origin::Flag => "from a command-line override".to_string(),
-        }
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Default => f.write_str("default"),
-            Origin::File(path) => write!(f, "file {}", path.display()),
-            Origin::Env(name) => write!(f, "env {name}"),
-            Origin::Flag => f.write_str("flag"),
-        }
     }
 }
 
@@ -684,6 +640,7 @@ fn tilde_rest(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::env_var_for;
     use crate::config::{LogFormat, OrphanPolicy};
 
     struct Fixture {

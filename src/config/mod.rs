@@ -11,6 +11,7 @@
 mod endpoint;
 mod error;
 mod load;
+mod origin;
 mod suggest;
 mod validate;
 
@@ -18,16 +19,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Endpoint, Identity};
+use crate::api::{ClientOptions, Endpoint, Identity, RetryOptions};
 
 pub use endpoint::{
     DEFAULT_TCP_PORT, EndpointSource, ResolveEndpointError, ResolvedEndpoint, resolve_endpoint,
 };
 pub use error::{ConfigError, ValidationError, ValidationErrors};
-pub use load::{
-    ConfigSources, DEFAULT_CONFIG_PATH, ENV_PREFIX, Entry, LoadedConfig, Origin, env_var_for, load,
-    load_unvalidated,
-};
+pub use load::{ConfigSources, DEFAULT_CONFIG_PATH, Entry, LoadedConfig, load, load_unvalidated};
+pub use origin::{ENV_PREFIX, Origin, env_var_for};
 
 /// The whole configuration, one struct per TOML section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -259,6 +258,22 @@ impl Default for HealthConfig {
 }
 
 impl Config {
+    /// The client options the configuration asks for.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: self.agh.connect_timeout(),
+            request_timeout: self.agh.request_timeout(),
+            long_poll_timeout: self.agh.long_poll_timeout(),
+            max_response_bytes: self.agh.max_response_bytes(),
+            retry: RetryOptions {
+                initial_backoff: self.retry.initial_backoff(),
+                max_backoff: self.retry.max_backoff(),
+                read_budget: self.retry.read_budget(),
+                terminal_budget: self.retry.terminal_budget(),
+            },
+        }
+    }
+
     /// The identity headers for every AGH call; values are trimmed as the daemon trims them.
     pub fn identity(&self) -> Identity {
         let workspace = self.agh.workspace_id.trim();

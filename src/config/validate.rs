@@ -2,7 +2,7 @@
 
 use super::endpoint::DEFAULT_TCP_PORT;
 use super::error::ValidationErrors;
-use super::load::env_var_for;
+use super::origin::env_var_for;
 use super::{
     AghConfig, Config, CoordinationConfig, HealthConfig, LogConfig, RetryConfig, WorkerConfig,
 };

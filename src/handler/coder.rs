@@ -22,15 +22,16 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::health::HandlerHealthReporter;
+use super::{CANCEL_GRACE, FORCED_STOP_GRACE};
 use super::{Outcome, TaskContext, TaskDocument};
 use crate::agentuity::{
     AgentuityClient, AgentuityError, ClientSettings, CreatedSession, Env, ErrorClass, EventHistory,
     HubEvent, ListSessions, LoopState, LoopStateAnswer, LoopStatus, Replay, RetryPolicy, Session,
     SessionPage, SessionStatus, Usage, WorkflowMode, process_env,
 };
-use crate::redact::without_userinfo;
-use crate::worker::lease::FORCED_STOP_GRACE;
-use crate::worker::{CANCEL_GRACE, HandlerHealthReporter};
+use crate::util::redact::without_userinfo;
+use crate::util::time::sleep_until_option;
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";
 /// Milestones kept for the next progress line; older ones are dropped (the count is reported).
@@ -1580,13 +1581,6 @@ fn usage_json(usage: Option<&Usage>) -> Value {
         "output_tokens": usage.output_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
     })
-}
-
-async fn sleep_until_option(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

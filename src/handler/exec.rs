@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{HandlerEvent, Outcome, SpawnAnswer, SpawnAsk, TaskContext};
 use crate::api::types::{ChannelMessage, MessageKind, Permissions};
+use crate::util::sync::lock;
 
 /// Exit status a program uses to say "temporary failure, give the run back" (sysexits.h).
 pub const EX_TEMPFAIL: i32 = 75;
@@ -339,11 +340,6 @@ struct Captured {
 }
 
 type Shared = Arc<Mutex<Captured>>;
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Captured> {
-    // A reader never panics while holding the lock, but a poisoned tail is still a good tail.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Reads one line of at most `max` bytes (without the newline) into `line`.
 /// Returns `Ok(None)` at end of input, else whether the line was longer and got cut.

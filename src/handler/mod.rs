@@ -4,6 +4,7 @@
 //! cancellation token, a deadline, a way to report, and the inbound channel messages of its run)
 //! and returns an [`Outcome`]; the lease task turns that outcome into exactly one terminal call.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +17,25 @@ use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBun
 
 pub mod coder;
 pub mod exec;
+pub mod health;
 pub mod select;
 pub mod webhook;
 
 pub use select::{HandlerConfig, HandlerKind, HandlerSet, MatchRule, SharedHandlers};
+
+/// How long a cancelled handler gets to return before it is abandoned.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// The most a handler gets to return after a forced stop (a second `SIGTERM`).
+pub const FORCED_STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Picks and runs handlers. Production uses the configured handler table; tests script their own.
+pub trait Handlers: Send + Sync + 'static {
+    /// The name of the handler for this run, or `None` when no handler matches (the run is released).
+    fn select(&self, document: &TaskDocument) -> Option<String>;
+    /// Runs the named handler to its outcome.
+    fn run(&self, name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send;
+}
 
 /// Everything known about the run when the handler starts: the claim and the context bundle.
 /// Serialised, it is the first stdin line of an exec handler.

@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::Handlers;
 use super::coder::{self, CoderConfig};
 use super::exec::{self, ExecConfig};
+use super::health::HandlerHealth;
 use super::webhook::{self, WebhookConfig};
 use super::{Outcome, TaskContext, TaskDocument};
-use crate::worker::{HandlerHealth, Handlers};
 
 /// The kinds of handler this build has (a closed set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

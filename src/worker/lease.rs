@@ -18,7 +18,9 @@ use crate::api::types::{
     ReleaseRequest, TaskBundle, TaskRef, TaskRun,
 };
 use crate::api::{ApiError, ErrorKind};
+use crate::handler::FORCED_STOP_GRACE;
 use crate::handler::{Outcome, TaskContext, TaskDocument};
+use crate::util::time::sleep_until_option;
 
 /// How the worker came to hold the lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,9 +406,6 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
     }
 }
 
-/// The most a handler gets to return after a forced stop (a second `SIGTERM`).
-pub const FORCED_STOP_GRACE: Duration = Duration::from_secs(3);
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StopReason {
     TimeLimit,
@@ -690,13 +689,6 @@ fn to_system_time(deadline: Instant) -> SystemTime {
         SystemTime::now() + (deadline - now)
     } else {
         SystemTime::now() - (now - deadline)
-    }
-}
-
-async fn sleep_until_option(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

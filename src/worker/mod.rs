@@ -22,11 +22,13 @@ use crate::api::types::{
 };
 use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use crate::config::{Config, OrphanPolicy};
-use crate::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
+use crate::handler::{HandlerEvent, TaskDocument};
+use crate::util::time::sleep_until_option;
 
+pub use crate::handler::health::{HandlerHealth, HandlerHealthReporter, UnhealthyHandler};
+pub use crate::handler::{CANCEL_GRACE, Handlers};
 pub use status::{
-    CurrentRun, HandlerHealth, HandlerHealthReporter, LeaseLostReason, RunEnd, RunHistograms,
-    StatusBoard, UnhealthyHandler, WorkerState, WorkerStatus,
+    CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
 };
 
 /// How often the loop shows it is alive while it waits on a long-poll.
@@ -104,14 +106,6 @@ impl AghApi for AghClient {
     ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
         AghClient::release(self, run_id, request)
     }
-}
-
-/// Picks and runs handlers. Production uses the configured handler table; tests script their own.
-pub trait Handlers: Send + Sync + 'static {
-    /// The name of the handler for this run, or `None` when no handler matches (the run is released).
-    fn select(&self, document: &TaskDocument) -> Option<String>;
-    /// Runs the named handler to its outcome.
-    fn run(&self, name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send;
 }
 
 /// Receives what handlers report while they run. The coordination layer sends progress as
@@ -208,9 +202,6 @@ pub struct WorkerSettings {
     pub required_capabilities: Vec<String>,
     pub priority_min: Option<i64>,
 }
-
-/// How long a cancelled handler gets to return before it is abandoned.
-pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 impl WorkerSettings {
     /// Settings from the configuration.
@@ -643,13 +634,6 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             _ = tokio::time::sleep_until(wake) => self.shutdown.is_stopping(),
             _ = self.shutdown.stopping() => true,
         }
-    }
-}
-
-async fn sleep_until_option(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

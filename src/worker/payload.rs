@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::redact_claim_tokens;
+use crate::util::redact::redact_claim_tokens;
 
 /// The daemon's cap for a `complete` result and for `fail` metadata, in bytes of JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;

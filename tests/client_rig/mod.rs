@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agh_worker::api::{AghClient, ClientOptions, Endpoint, Identity, RetryOptions};
-use agh_worker::sim::{SessionInfo, SessionSpec, SimConfig, SimServer, Simulator};
+use agh_worker::dev::sim::{SessionInfo, SessionSpec, SimConfig, SimServer, Simulator};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

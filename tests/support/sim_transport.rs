@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use agh_worker::api::Endpoint;
-use agh_worker::sim::{SimServer, Simulator};
+use agh_worker::dev::sim::{SimServer, Simulator};
 
 /// How the worker reaches the simulator.
 #[derive(Clone, Copy, Debug)]

@@ -8,11 +8,10 @@
 //! `AGENTUITY_CODER_URL`, …) is used. No AGH identity is needed: these commands never call AGH.
 
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::agentuity::{
@@ -20,323 +19,17 @@ use crate::agentuity::{
     ListAgents, ListConnectable, ListParticipants, ListSessions, ListUsers, Session, process_env,
 };
 use crate::cli::Cli;
+use crate::cli::coder::*;
 use crate::config::{ConfigSources, load_unvalidated};
+use crate::exit;
 use crate::handler::HandlerKind;
 
 mod table;
 
 use table::Column;
 
-/// Exit code when Agentuity answered with an error or could not be reached.
-pub const EXIT_AGENTUITY: u8 = 69;
-/// Exit code for a bad setting (no key, bad URL, unknown handler) or an unusable `--file`.
-pub const EXIT_BAD_CONFIG: u8 = 64;
-/// Exit code when the session (or agent session) does not exist, or `coder wake` finds it over.
-pub const EXIT_NOT_FOUND: u8 = 44;
-/// Exit code (`EX_TEMPFAIL`) when `coder wake` gave up waiting: a longer `--timeout` may do.
-pub const EXIT_NOT_READY: u8 = 75;
 /// How often `coder wake` reads the session while it wakes (the SDK's default).
 const WAKE_POLL: Duration = Duration::from_secs(1);
-
-/// `coder` options.
-#[derive(Debug, Args)]
-pub struct CoderArgs {
-    /// The coder handler whose settings are used (default: the first coder handler, else the environment).
-    #[arg(long, global = true, value_name = "NAME")]
-    pub handler: Option<String>,
-    #[command(subcommand)]
-    pub command: CoderCommand,
-}
-
-/// `coder` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum CoderCommand {
-    /// List Coder sessions (GET /api/hub/sessions).
-    Sessions {
-        /// Search title, task and metadata, e.g. `agh-run:RUN_ID`.
-        #[arg(long)]
-        search: Option<String>,
-        /// Include archived sessions.
-        #[arg(long, conflicts_with = "connectable")]
-        archived: bool,
-        /// Only sessions a client can attach to: running sandboxes, and paused ones that are
-        /// still up or can be woken (`coder wake ID`). Filters the Hub's first page.
-        #[arg(long)]
-        connectable: bool,
-        /// At most this many sessions (with `--connectable`: connectable ones).
-        #[arg(long)]
-        limit: Option<u32>,
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// One session's detail, including usage when the Hub reports it.
-    Show { id: String },
-    /// A loop-mode session's loop state.
-    Loop { id: String },
-    /// A session's transcript: the lead's and the sub-agents' messages (GET …/replay).
-    Replay {
-        /// The session id.
-        id: String,
-    },
-    /// A session's event history, newest first.
-    Events {
-        id: String,
-        /// Only events older than this event id.
-        #[arg(long, value_name = "EVENT_ID")]
-        before: Option<i64>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// Who is or was attached to a session: people, observers, agents (GET …/participants).
-    Participants {
-        /// The session id.
-        id: String,
-        /// At most this many participants.
-        #[arg(long)]
-        limit: Option<u32>,
-        /// Include participants that have disconnected.
-        #[arg(long)]
-        include_disconnected: bool,
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// The users the Hub knows (GET /api/hub/users).
-    Users {
-        /// Only users whose display name matches this text (the Hub searches).
-        #[arg(long)]
-        search: Option<String>,
-        /// At most this many users.
-        #[arg(long)]
-        limit: Option<u32>,
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// Custom agents: list, show, create, update, publish, archive, versions.
-    #[command(subcommand)]
-    Agents(AgentsCommand),
-    /// Archive a session: the sandbox stops, the transcript stays.
-    Archive { id: String },
-    /// Wake a paused session.
-    Resume { id: String },
-    /// Wake a paused session and wait until a client can attach to it; prints the session.
-    Wake {
-        /// The session id.
-        id: String,
-        /// Longest wait for the sandbox, in seconds; past it the command exits 75 naming the
-        /// session's last status.
-        #[arg(long, value_name = "SECS", default_value_t = 60,
-              value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        timeout: u64,
-    },
-    /// Delete a session permanently (transcript and usage are lost).
-    Delete { id: String },
-    /// Workspaces: repositories and skills sessions start with; their ids are what
-    /// `coder.workspace_id` takes.
-    #[command(subcommand)]
-    Workspaces(WorkspacesCommand),
-    /// The skills library (saved skills) and skill buckets (named groups of saved skills).
-    #[command(subcommand)]
-    Skills(SkillsCommand),
-    /// The GitHub accounts connected to the Hub and their repositories, whose clone URLs are what
-    /// `coder.repo_url` takes.
-    #[command(subcommand)]
-    Github(GithubCommand),
-}
-
-/// `coder workspaces` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum WorkspacesCommand {
-    /// List the workspaces (GET /api/hub/workspaces); the ID column is what
-    /// `coder.workspace_id` takes.
-    List {
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// One workspace: its repositories, saved skills and skill buckets.
-    Show {
-        /// The workspace id.
-        id: String,
-    },
-    /// Create a workspace (POST /api/hub/workspaces) from a JSON object: `name`, and optionally
-    /// `description`, `scope` (`user` or `org`), `repos`, `savedSkillIds`, `skillBucketIds`.
-    Create {
-        #[command(flatten)]
-        body: BodyFile,
-    },
-    /// Delete a workspace.
-    Delete {
-        /// The workspace id.
-        id: String,
-    },
-}
-
-/// `coder skills` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum SkillsCommand {
-    /// List the saved skills (GET /api/hub/skills/library).
-    List {
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// Save a skill to the library (POST /api/hub/skills/library) from a JSON object: `repo`,
-    /// `skillId`, `name`, and optionally `description`, `url`, `source`, `content`.
-    Save {
-        #[command(flatten)]
-        body: BodyFile,
-    },
-    /// Remove a saved skill from the library.
-    Delete {
-        /// The saved skill's id (the ID column of `coder skills list`, not its skill id).
-        id: String,
-    },
-    /// Skill buckets: list, create, delete.
-    #[command(subcommand)]
-    Buckets(BucketsCommand),
-}
-
-/// `coder skills buckets` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum BucketsCommand {
-    /// List the skill buckets (GET /api/hub/skills/buckets).
-    List {
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// Create a skill bucket (POST /api/hub/skills/buckets) from a JSON object: `name`, and
-    /// optionally `description` and `savedSkillIds`.
-    Create {
-        #[command(flatten)]
-        body: BodyFile,
-    },
-    /// Delete a skill bucket (its saved skills stay in the library).
-    Delete {
-        /// The bucket id.
-        id: String,
-    },
-}
-
-/// `coder github` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum GithubCommand {
-    /// The GitHub users and organisations the Hub's GitHub App reaches
-    /// (GET /api/hub/github/accounts); the ID column is what `coder github repos` takes.
-    Accounts {
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// The repositories of one GitHub account (GET /api/hub/github/repos?accountId=); the
-    /// CLONE URL column is what `coder.repo_url` takes.
-    Repos {
-        /// The account id (the ID column of `coder github accounts`).
-        account_id: String,
-        #[command(flatten)]
-        view: ListView,
-    },
-}
-
-/// `coder agents` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum AgentsCommand {
-    /// List the custom agents (GET /api/hub/agents).
-    List {
-        /// Include archived agents.
-        #[arg(long)]
-        archived: bool,
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// One custom agent: its draft and its latest published version.
-    Show {
-        /// The agent's slug (or id).
-        slug: String,
-    },
-    /// Create a custom-agent draft (POST /api/hub/agents) from a JSON object.
-    Create {
-        #[command(flatten)]
-        body: BodyFile,
-    },
-    /// Change a custom agent's draft (PATCH /api/hub/agents/{slug}) with a JSON object.
-    Update {
-        /// The agent's slug (or id).
-        slug: String,
-        #[command(flatten)]
-        body: BodyFile,
-    },
-    /// Publish the draft as the agent's next version.
-    Publish {
-        /// The agent's slug (or id).
-        slug: String,
-    },
-    /// Archive a custom agent.
-    Archive {
-        /// The agent's slug (or id).
-        slug: String,
-    },
-    /// A custom agent's published versions.
-    Versions {
-        /// The agent's slug (or id).
-        slug: String,
-        #[command(flatten)]
-        view: ListView,
-    },
-}
-
-/// How a list answer is printed.
-#[derive(Clone, Copy, Debug, Default, Args)]
-pub struct ListView {
-    /// Print a short table even when stdout is not a terminal (a terminal gets one unless `--json`).
-    #[arg(long, conflicts_with = "json")]
-    pub table: bool,
-}
-
-/// Where a request body comes from.
-#[derive(Debug, Args)]
-pub struct BodyFile {
-    /// A file holding the JSON object to send, or `-` for stdin.
-    #[arg(long, value_name = "PATH|-")]
-    pub file: PathBuf,
-}
-
-/// `agentuity` options.
-#[derive(Debug, Args)]
-pub struct AgentuityArgs {
-    /// The coder handler whose settings are used (default: the first coder handler, else the environment).
-    #[arg(long, global = true, value_name = "NAME")]
-    pub handler: Option<String>,
-    #[command(subcommand)]
-    pub command: AgentuityCommand,
-}
-
-/// `agentuity` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum AgentuityCommand {
-    /// The Sessions API (agent executions, with cost and tokens).
-    #[command(subcommand)]
-    Sessions(AgentSessionsCommand),
-}
-
-/// `agentuity sessions` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum AgentSessionsCommand {
-    /// GET /session on Catalyst.
-    List {
-        #[arg(long, default_value_t = 10)]
-        limit: u32,
-        #[arg(long)]
-        offset: Option<u32>,
-        /// Any other filter the API takes, e.g. `--filter trigger=api`; repeatable.
-        #[arg(long = "filter", value_name = "NAME=VALUE")]
-        filters: Vec<String>,
-        #[command(flatten)]
-        view: ListView,
-    },
-    /// GET /session/{id} on Catalyst.
-    Get { id: String },
-    /// GET /cli/session/{id}/logs on the App API.
-    Logs { id: String },
-}
 
 /// The client settings for `handler` (or the first coder handler), else empty (environment only).
 fn settings(cli: &Cli, handler: Option<&str>) -> Result<ClientSettings, String> {
@@ -370,11 +63,11 @@ fn settings(cli: &Cli, handler: Option<&str>) -> Result<ClientSettings, String> 
 fn client(cli: &Cli, handler: Option<&str>) -> Result<AgentuityClient, ExitCode> {
     let settings = settings(cli, handler).map_err(|err| {
         eprintln!("agh-worker: {err}");
-        ExitCode::from(EXIT_BAD_CONFIG)
+        ExitCode::from(exit::BAD_CONFIG)
     })?;
     AgentuityClient::new(&settings, &process_env()).map_err(|err| {
         eprintln!("agh-worker: {err}");
-        ExitCode::from(EXIT_BAD_CONFIG)
+        ExitCode::from(exit::BAD_CONFIG)
     })
 }
 
@@ -600,18 +293,18 @@ fn print(answer: Result<Value, AgentuityError>, table: Option<&Layout>) -> ExitC
 /// here rather than falling into "bad setting".
 fn exit_code(err: &AgentuityError) -> u8 {
     match err {
-        AgentuityError::Api(_) if err.is_gone() => EXIT_NOT_FOUND,
+        AgentuityError::Api(_) if err.is_gone() => exit::NOT_FOUND,
         AgentuityError::Api(_)
         | AgentuityError::Transport { .. }
-        | AgentuityError::Decode { .. } => EXIT_AGENTUITY,
-        AgentuityError::NotReady { .. } => EXIT_NOT_READY,
+        | AgentuityError::Decode { .. } => exit::UNAVAILABLE,
+        AgentuityError::NotReady { .. } => exit::NOT_READY,
         AgentuityError::MissingKey
         | AgentuityError::BothKeys
         | AgentuityError::KeyFile { .. }
         | AgentuityError::EmptyKeyFile { .. }
         | AgentuityError::BadKey
         | AgentuityError::BadUrl { .. }
-        | AgentuityError::Client(_) => EXIT_BAD_CONFIG,
+        | AgentuityError::Client(_) => exit::BAD_CONFIG,
     }
 }
 
@@ -635,7 +328,7 @@ fn print_woken(id: &str, answer: Result<Session, AgentuityError>) -> ExitCode {
     match over {
         Some(reason) if code == ExitCode::SUCCESS => {
             eprintln!("agh-worker: {reason}");
-            ExitCode::from(EXIT_NOT_FOUND)
+            ExitCode::from(exit::NOT_FOUND)
         }
         _ => code,
     }
@@ -704,7 +397,7 @@ fn read_capped(reader: impl Read) -> std::io::Result<String> {
 fn body_or_exit(body: &BodyFile) -> Result<Value, ExitCode> {
     read_body(&body.file).map_err(|err| {
         eprintln!("agh-worker: --file: {err}");
-        ExitCode::from(EXIT_BAD_CONFIG)
+        ExitCode::from(exit::BAD_CONFIG)
     })
 }
 
@@ -976,33 +669,33 @@ mod tests {
             waited: Duration::from_secs(60),
             state: "status paused, runtimeAvailable false, wakeAvailable true".into(),
         };
-        assert_eq!(exit_code(&timed_out), EXIT_NOT_READY);
-        assert_ne!(EXIT_NOT_READY, EXIT_BAD_CONFIG);
+        assert_eq!(exit_code(&timed_out), exit::NOT_READY);
+        assert_ne!(exit::NOT_READY, exit::BAD_CONFIG);
     }
 
     #[test]
     fn exit_codes_tell_not_found_from_agentuity_failures_and_bad_settings() {
-        assert_eq!(exit_code(&api_failure(404, None)), EXIT_NOT_FOUND);
+        assert_eq!(exit_code(&api_failure(404, None)), exit::NOT_FOUND);
         assert_eq!(
             exit_code(&api_failure(400, Some("CODER_SESSION_ARCHIVED"))),
-            EXIT_NOT_FOUND
+            exit::NOT_FOUND
         );
-        assert_eq!(exit_code(&api_failure(400, None)), EXIT_AGENTUITY);
-        assert_eq!(exit_code(&api_failure(401, None)), EXIT_AGENTUITY);
+        assert_eq!(exit_code(&api_failure(400, None)), exit::UNAVAILABLE);
+        assert_eq!(exit_code(&api_failure(401, None)), exit::UNAVAILABLE);
         let transport = AgentuityError::Transport {
             method: "GET".into(),
             path: "/api/hub/workspaces".into(),
             message: "connection refused".into(),
             timeout: false,
         };
-        assert_eq!(exit_code(&transport), EXIT_AGENTUITY);
-        assert_eq!(exit_code(&AgentuityError::MissingKey), EXIT_BAD_CONFIG);
+        assert_eq!(exit_code(&transport), exit::UNAVAILABLE);
+        assert_eq!(exit_code(&AgentuityError::MissingKey), exit::BAD_CONFIG);
         let bad_url = AgentuityError::BadUrl {
             what: "hub_url",
             value: "ftp://x".into(),
             why: "is not http(s)".into(),
         };
-        assert_eq!(exit_code(&bad_url), EXIT_BAD_CONFIG);
+        assert_eq!(exit_code(&bad_url), exit::BAD_CONFIG);
     }
 
     #[test]

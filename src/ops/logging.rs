@@ -104,7 +104,7 @@ impl<W: Write> Write for RedactingWriter<W> {
         if !buf.windows(PREFIX.len()).any(|w| w == PREFIX) {
             return self.0.write(buf);
         }
-        let redacted = crate::api::redact_claim_tokens(&String::from_utf8_lossy(buf));
+        let redacted = crate::util::redact::redact_claim_tokens(&String::from_utf8_lossy(buf));
         self.0.write_all(redacted.as_bytes())?;
         // The whole input was taken, though the output length differs.
         Ok(buf.len())

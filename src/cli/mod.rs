@@ -1,5 +1,7 @@
 //! The command line: `run`, `demo`, `sim`, and one operator one-shot per AGH agent endpoint.
 
+pub mod coder;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -98,10 +100,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Agentuity Coder Hub: sessions, transcripts, participants, users, custom agents, workspaces,
     /// skills and GitHub repositories (JSON, or a table on a terminal).
-    Coder(crate::coder_cli::CoderArgs),
+    Coder(coder::CoderArgs),
     /// The Agentuity Sessions API: `agentuity sessions list|get|logs` (JSON, or a table on a
     /// terminal).
-    Agentuity(crate::coder_cli::AgentuityArgs),
+    Agentuity(coder::AgentuityArgs),
 }
 
 /// `bench` options.

@@ -2,6 +2,9 @@
 
 use serde_json::{Value, json};
 
+// The daemon redacts claim tokens in its error messages exactly as the client does.
+pub(crate) use crate::util::redact::redact_claim_tokens;
+
 /// Which transport a request came in on; decides 5xx masking and the body cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transport {
@@ -187,11 +190,6 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Error",
     }
-}
-
-/// Replaces every `agh_claim_<token>` with `agh_claim_[REDACTED]`, as the daemon does.
-pub(crate) fn redact_claim_tokens(text: &str) -> String {
-    crate::api::redact_claim_tokens(text)
 }
 
 #[cfg(test)]

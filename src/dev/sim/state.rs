@@ -2090,7 +2090,7 @@ pub(crate) enum Finish {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::types::Priority;
+    use crate::dev::sim::types::Priority;
 
     const T0: Timestamp = Timestamp(1_700_000_000_000_000_000);
 

@@ -37,7 +37,7 @@ pub enum OneShotError {
 
 impl OneShotError {
     /// The process exit code: 2 for usage, the class code of the API error otherwise.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
             OneShotError::Usage(_) => 2,
             OneShotError::Api(err) => err.kind.exit_code(),

@@ -1,4 +1,5 @@
-//! Taking credentials out of text that is shown: the `user:password@` a URL may carry.
+//! Taking secrets out of text that is shown: the `user:password@` a URL may carry, and AGH claim
+//! tokens.
 
 /// `text` with the userinfo (`user:password@`) of every URL in it replaced by `[REDACTED]@`. A
 /// URL pasted into a setting with credentials must not be printed, logged or served back.
@@ -17,6 +18,31 @@ pub fn without_userinfo(text: &str) -> String {
         if let Some(at) = rest[..authority_end].rfind('@') {
             out.push_str("[REDACTED]");
             rest = &rest[at..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Replaces raw claim tokens (`agh_claim_` + base64url) by `agh_claim_[REDACTED]`.
+pub fn redact_claim_tokens(text: &str) -> String {
+    const PREFIX: &str = "agh_claim_";
+    if !text.contains(PREFIX) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at]);
+        out.push_str("agh_claim_[REDACTED]");
+        let after = &rest[at + PREFIX.len()..];
+        let token_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[token_len..];
+        // `[REDACTED]` left by the daemon itself is not a token; skip it so it is not doubled.
+        if let Some(stripped) = rest.strip_prefix("[REDACTED]") {
+            rest = stripped;
         }
     }
     out.push_str(rest);
@@ -56,3 +82,5 @@ mod tests {
         }
     }
 }
+
+

@@ -26,16 +26,18 @@ use crate::api::types::{ClaimRequest, CompleteRequest};
 use crate::api::{AghClient, ClaimOutcome, ClientOptions, Endpoint, Identity};
 use crate::cli::BenchArgs;
 use crate::config::OrphanPolicy;
+use crate::dev::sim::{
+    Route, SessionInfo, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind,
+};
 use crate::handler::TaskDocument;
 use crate::handler::exec::ExecConfig;
 use crate::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext};
-use crate::sim::{Route, SessionInfo, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind};
 use crate::worker::{
     Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,
 };
 
 /// The hand-written loop the exec worker is compared with, embedded so the bench runs anywhere.
-const CURL_LOOP: &str = include_str!("../benches/curl-loop.sh");
+const CURL_LOOP: &str = include_str!("../../benches/curl-loop.sh");
 
 /// The section titles, printed as they are (the smoke test looks for them).
 pub const SECTIONS: [&str; 5] = [
@@ -149,7 +151,7 @@ pub async fn run(args: &BenchArgs) -> ExitCode {
     // Warnings only: the worker under test logs at info per run, and a subscriber writing those
     // lines would measure the terminal, not the worker (the growth section runs the binary with
     // its default info logging to /dev/null instead).
-    crate::logging::init("warn", crate::config::LogFormat::Text);
+    crate::ops::logging::init("warn", crate::config::LogFormat::Text);
     let plan = Plan::from_args(args);
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,

@@ -18,10 +18,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::api::CoordinationApi;
 use crate::api::types::ChannelMessage;
 use crate::api::{ApiError, ErrorKind};
 use crate::config::Config;
-use crate::coordination::CoordinationApi;
+use crate::util::sync::lock;
 use crate::worker::{Backoff, Shutdown, StatusBoard};
 
 /// How many message ids the listener remembers. The daemon's queue holds at most 100 messages
@@ -212,9 +213,7 @@ impl Default for Routes {
 
 impl Routes {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, RunRoute>> {
-        self.runs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.runs)
     }
 
     /// A run starts: messages naming it go to `inbound`; its channel is listened to.
@@ -537,7 +536,7 @@ fn take_answer<A>(
 }
 
 fn lock_ids(ids: &Mutex<SeenIds>) -> MutexGuard<'_, SeenIds> {
-    ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(ids)
 }
 
 fn log_message(channel: &str, message: &ChannelMessage, what: &str) {
@@ -576,7 +575,7 @@ fn dispatch<A>(context: &PollerContext<A>, channel: &str, message: &ChannelMessa
 mod tests {
     use super::*;
     use crate::api::types::{MessageKind, MessageMetadata};
-    use crate::coordination::fake::FakeApi;
+    use crate::coordination::api::fake::FakeApi;
 
     #[test]
     fn seen_ids_report_news_once_and_forget_the_oldest_beyond_the_cap() {
@@ -721,9 +720,7 @@ mod tests {
     }
 
     fn lock_queue(api: &FakeApi) -> MutexGuard<'_, Vec<ChannelMessage>> {
-        api.queued
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&api.queued)
     }
 
     fn message(id: &str, run_id: &str) -> ChannelMessage {

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{AghClient, ClientOptions, Endpoint, Identity};
-use crate::channel::ListenerSettings;
 use crate::cli::DemoArgs;
 use crate::config::OrphanPolicy;
+use crate::coordination::listener::ListenerSettings;
 use crate::coordination::{Coordination, CoordinationSettings};
+use crate::dev::sim::{DEFAULT_WORKSPACE, SessionSpec, SimConfig, Simulator, TaskSpec};
 use crate::handler::exec::ExecConfig;
 use crate::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
-use crate::sim::{DEFAULT_WORKSPACE, SessionSpec, SimConfig, Simulator, TaskSpec};
 use crate::worker::{Shutdown, StatusBoard, Worker, WorkerSettings};
 
 /// The network channel of the demo's session and tasks, so progress lines become real channel
@@ -24,7 +24,7 @@ use crate::worker::{Shutdown, StatusBoard, Worker, WorkerSettings};
 const DEMO_CHANNEL: &str = "demo";
 
 /// The example handler, embedded so the demo works from any directory.
-const EXAMPLE_HANDLER: &str = include_str!("../examples/exec-handler.sh");
+const EXAMPLE_HANDLER: &str = include_str!("../../examples/exec-handler.sh");
 
 const TITLES: &[&str] = &[
     "Summarise the build log",
@@ -50,7 +50,7 @@ pub async fn run(args: &DemoArgs) -> ExitCode {
 
 async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     // Warnings only, so the progress and summary stay readable; RUST_LOG shows more.
-    crate::logging::init("warn", crate::config::LogFormat::Text);
+    crate::ops::logging::init("warn", crate::config::LogFormat::Text);
     let workdir = tempfile_dir()?;
     let handler = match &args.handler {
         Some(path) => path.clone(),
@@ -130,7 +130,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             .listener(
                 ListenerSettings {
                     session_channel: Some(DEMO_CHANNEL.into()),
-                    idle_backoff_initial: crate::channel::IDLE_BACKOFF_INITIAL,
+                    idle_backoff_initial: crate::coordination::listener::IDLE_BACKOFF_INITIAL,
                     idle_backoff_max: Duration::from_secs(5),
                     error_backoff_initial: Duration::from_millis(100),
                     error_backoff_max: Duration::from_secs(2),

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiRequestCounters, ClientOptions, Endpoint, Identity};
 use crate::config::{Config, HealthConfig};
-use crate::redact::without_userinfo;
+use crate::util::redact::without_userinfo;
 use crate::worker::{
     Shutdown, StatusBoard, UnhealthyHandler, WorkerSettings, WorkerState, WorkerStatus,
 };

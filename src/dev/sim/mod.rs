@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::util::sync::lock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -102,15 +103,11 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, FaultTable> {
-        self.faults
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.faults)
     }
 
     pub(crate) fn now(&self) -> Timestamp {

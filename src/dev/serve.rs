@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
 use crate::cli::SimArgs;
-use crate::sim::{SimConfig, run_standalone};
+use crate::dev::sim::{SimConfig, run_standalone};
 
 /// Serves the simulator as the flags ask (TCP 127.0.0.1:2123 when neither flag is given).
 pub async fn serve(args: &SimArgs) -> ExitCode {

@@ -5,15 +5,16 @@
 //!
 //! Budget exhaustion is an ordinary answer ([`SpawnAnswer::Refused`]), never an error of the run.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::api::CoordinationApi;
 use crate::api::types::{CoordinatorConfig, Me, SpawnRequest};
 use crate::api::{ApiError, ErrorKind};
-use crate::coordination::CoordinationApi;
 use crate::handler::{SpawnAnswer, SpawnAsk};
+use crate::util::sync::lock;
 use crate::worker::StatusBoard;
 use crate::worker::status::ChildSession;
 
@@ -186,12 +187,6 @@ impl<A> std::fmt::Debug for Spawner<A> {
             .field("budget", &*lock(&self.budget))
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<A: CoordinationApi> Spawner<A> {

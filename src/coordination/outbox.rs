@@ -1,6 +1,6 @@
-//! The coordination layer as the worker sees it: [`Coordination`] is the [`EventSink`] that turns
+//! The outbox: [`Coordination`] is the [`EventSink`] that turns
 //! what handlers report into channel messages and spawns, and registers each run's inbound queue
-//! with the channel listener ([`crate::channel`]).
+//! with the channel listener ([`super::listener`]).
 //!
 //! - `Progress` → a `send` of `message_kind: status`, throttled and coalesced per run (at most one
 //!   per `coordination.progress_interval_ms`; the latest text wins; the last pending progress of a
@@ -15,9 +15,8 @@
 //! run, and the rest of that run's messages go only to the log.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -25,88 +24,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::api::types::{
-    ChannelMessage, CoordinatorConfig, Me, MessageKind, MessageMetadata, ReplyRequest, SendRequest,
-    SpawnRequest, Spawned,
-};
-use crate::api::{AghClient, ApiError, ErrorKind, RecvOptions};
-use crate::channel::{Listener, ListenerSettings, Routes};
+use super::api::CoordinationApi;
+use super::listener::{Listener, ListenerSettings, Routes};
+use super::spawner::{RunClock, SpawnSettings, Spawner};
+use crate::api::types::{ChannelMessage, MessageKind, MessageMetadata, ReplyRequest, SendRequest};
+use crate::api::{ApiError, ErrorKind};
 use crate::config::Config;
 use crate::handler::{HandlerEvent, TaskDocument};
-use crate::spawner::{RunClock, SpawnSettings, Spawner};
+use crate::util::sync::lock;
+use crate::util::time::sleep_until_option;
 use crate::worker::{EventSink, Shutdown, StatusBoard};
-
-/// The AGH calls the coordination layer makes. The real client implements it; unit tests use
-/// fakes, as the worker does with [`crate::worker::AghApi`].
-pub trait CoordinationApi: Send + Sync + 'static {
-    /// `recv?wait=true` under the client's long-poll deadline; the deadline answers `[]`.
-    fn recv_wait(
-        &self,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<ChannelMessage>, ApiError>> + Send;
-    fn send(
-        &self,
-        channel: &str,
-        request: &SendRequest,
-    ) -> impl Future<Output = Result<ChannelMessage, ApiError>> + Send;
-    fn reply(
-        &self,
-        request: &ReplyRequest,
-    ) -> impl Future<Output = Result<ChannelMessage, ApiError>> + Send;
-    fn spawn(
-        &self,
-        request: &SpawnRequest,
-    ) -> impl Future<Output = Result<Spawned, ApiError>> + Send;
-    fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send;
-    fn coordinator_config(
-        &self,
-    ) -> impl Future<Output = Result<CoordinatorConfig, ApiError>> + Send;
-}
-
-impl CoordinationApi for AghClient {
-    fn recv_wait(
-        &self,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<ChannelMessage>, ApiError>> + Send {
-        // No limit: the queue is bounded (100) by the daemon, and a limit would hide newer
-        // messages behind stuck older ones (recv answers oldest first).
-        AghClient::recv(
-            self,
-            channel,
-            RecvOptions {
-                wait: true,
-                limit: None,
-            },
-        )
-    }
-    fn send(
-        &self,
-        channel: &str,
-        request: &SendRequest,
-    ) -> impl Future<Output = Result<ChannelMessage, ApiError>> + Send {
-        AghClient::send(self, channel, request)
-    }
-    fn reply(
-        &self,
-        request: &ReplyRequest,
-    ) -> impl Future<Output = Result<ChannelMessage, ApiError>> + Send {
-        AghClient::reply(self, request)
-    }
-    fn spawn(
-        &self,
-        request: &SpawnRequest,
-    ) -> impl Future<Output = Result<Spawned, ApiError>> + Send {
-        AghClient::spawn(self, request)
-    }
-    fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send {
-        AghClient::me(self)
-    }
-    fn coordinator_config(
-        &self,
-    ) -> impl Future<Output = Result<CoordinatorConfig, ApiError>> + Send {
-        AghClient::coordinator_config(self)
-    }
-}
 
 /// How many messages and replies of one run may wait to be sent; more are dropped with a
 /// warning (a handler cannot stall on a slow daemon, and memory stays bounded).
@@ -211,12 +138,6 @@ impl<A> std::fmt::Debug for Coordination<A> {
             .field("routes", &self.routes)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<A: CoordinationApi> Coordination<A> {
@@ -425,13 +346,6 @@ async fn run_outbox<A: CoordinationApi>(
     }
 }
 
-async fn sleep_until_option(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Sends for one run.
 struct RunSender<A> {
     shared: Arc<Shared<A>>,
@@ -532,84 +446,11 @@ impl<A: CoordinationApi> RunSender<A> {
     }
 }
 
-/// An in-memory [`CoordinationApi`] for unit tests on paused time.
-#[cfg(test)]
-pub(crate) mod fake {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use super::*;
-
-    /// Answers every recv with `queued` (at once when something is queued, after `long_poll`
-    /// with `[]` otherwise, like a waiting recv that reaches the client's deadline) and records
-    /// every send.
-    #[derive(Default)]
-    pub(crate) struct FakeApi {
-        pub queued: Mutex<Vec<ChannelMessage>>,
-        pub long_poll: Duration,
-        pub recvs: AtomicUsize,
-        pub sends: Mutex<Vec<SendRequest>>,
-        pub send_error: Mutex<Option<ApiError>>,
-    }
-
-    impl FakeApi {
-        pub fn recv_count(&self) -> usize {
-            self.recvs.load(Ordering::SeqCst)
-        }
-
-        pub fn sent_texts(&self) -> Vec<String> {
-            lock(&self.sends)
-                .iter()
-                .filter_map(|s| s.body["text"].as_str().map(str::to_string))
-                .collect()
-        }
-    }
-
-    impl CoordinationApi for FakeApi {
-        async fn recv_wait(&self, _channel: &str) -> Result<Vec<ChannelMessage>, ApiError> {
-            self.recvs.fetch_add(1, Ordering::SeqCst);
-            let queued = lock(&self.queued).clone();
-            if queued.is_empty() {
-                tokio::time::sleep(self.long_poll).await;
-            }
-            Ok(queued)
-        }
-        async fn send(
-            &self,
-            _channel: &str,
-            request: &SendRequest,
-        ) -> Result<ChannelMessage, ApiError> {
-            if let Some(err) = lock(&self.send_error).clone() {
-                return Err(err);
-            }
-            lock(&self.sends).push(request.clone());
-            Ok(ChannelMessage::default())
-        }
-        async fn reply(&self, _request: &ReplyRequest) -> Result<ChannelMessage, ApiError> {
-            Ok(ChannelMessage::default())
-        }
-        async fn spawn(&self, _request: &SpawnRequest) -> Result<Spawned, ApiError> {
-            Err(ApiError::local(
-                "spawn",
-                ErrorKind::Transport,
-                "not in this fake",
-            ))
-        }
-        async fn me(&self) -> Result<Me, ApiError> {
-            Ok(Me::default())
-        }
-        async fn coordinator_config(&self) -> Result<CoordinatorConfig, ApiError> {
-            Ok(CoordinatorConfig::default())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::fake::FakeApi;
     use super::*;
     use crate::api::types::{Claim, TaskRun};
+    use crate::coordination::api::fake::FakeApi;
 
     fn document(channel: Option<&str>) -> TaskDocument {
         TaskDocument::new(

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -26,10 +26,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::cli::SoakArgs;
-use crate::sim::{
+use crate::dev::sim::{
     DEFAULT_WORKSPACE, Fault, FaultKind, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
     Simulator, TaskSpec, TransitionKind,
 };
+use crate::util::sync::lock;
 
 /// Worker timing: short enough that losses and recoveries happen many times in a soak.
 const LEASE_SECONDS: u64 = 4;
@@ -127,7 +128,7 @@ impl Plan {
 }
 
 pub async fn run(args: &SoakArgs) -> ExitCode {
-    crate::logging::init("warn", crate::config::LogFormat::Text);
+    crate::ops::logging::init("warn", crate::config::LogFormat::Text);
     let plan = Plan::from_args(args);
     match soak(&plan).await {
         Ok(report) => {
@@ -578,7 +579,7 @@ impl Rig {
                     if first_tx.borrow().is_none() && line.contains("run in hand") {
                         first_tx.send_replace(Some(Instant::now()));
                     }
-                    let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut tail = lock(&tail);
                     if tail.len() == 40 {
                         tail.pop_front();
                     }
@@ -683,7 +684,7 @@ impl Rig {
 
     /// Ends the lease of a run in hand: preferably one whose exec handler is working (so the
     /// worker must stop it), otherwise one claimed recently.
-    fn expire_one(&mut self, recent: &[crate::sim::TransitionEvent]) -> bool {
+    fn expire_one(&mut self, recent: &[crate::dev::sim::TransitionEvent]) -> bool {
         let mut candidates: Vec<String> = read_markers(&self.markers)
             .into_iter()
             .map(|marker| marker.run_id)
@@ -954,7 +955,7 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
-    let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+    let tail = lock(tail);
     tail.iter()
         .map(|line| format!("      {line}"))
         .collect::<Vec<_>>()

@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::AghClient;
-use crate::app::{EXIT_BAD_CONFIG, client_options};
 use crate::cli::{CheckArgs, Cli};
 use crate::config::{self, ConfigSources, LoadedConfig, Origin, resolve_endpoint};
+use crate::exit;
 use crate::handler::exec::ExecConfig;
 use crate::handler::{HandlerConfig, HandlerKind};
 
@@ -102,13 +102,13 @@ pub async fn run(cli: &Cli, args: &CheckArgs) -> ExitCode {
                 .with_details(problems);
             let report = Report {
                 ok: false,
-                exit_code: EXIT_BAD_CONFIG,
+                exit_code: exit::BAD_CONFIG,
                 config_file: sources.file.clone(),
                 settings: Vec::new(),
                 checks: vec![line],
             };
             print_report(&report, cli.json, &mut stdout);
-            return ExitCode::from(EXIT_BAD_CONFIG);
+            return ExitCode::from(exit::BAD_CONFIG);
         }
     };
     let report = inspect(&loaded, !args.no_probe).await;
@@ -236,7 +236,7 @@ async fn identity_check(
     if identity.session_id.is_empty() || identity.agent.is_empty() {
         return skip("not probed: agh.session_id and agh.agent must both be set");
     }
-    let client = match AghClient::new(endpoint.clone(), identity.clone(), client_options(config)) {
+    let client = match AghClient::new(endpoint.clone(), identity.clone(), config.client_options()) {
         Ok(client) => client,
         Err(err) => {
             return CheckLine::new(
