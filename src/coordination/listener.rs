@@ -22,8 +22,9 @@ use super::api::CoordinationApi;
 use crate::api::types::ChannelMessage;
 use crate::api::{ApiError, ErrorKind};
 use crate::config::Config;
+use crate::util::backoff::Backoff;
 use crate::util::sync::lock;
-use crate::worker::{Backoff, Shutdown, StatusBoard};
+use crate::worker::{Shutdown, StatusBoard};
 
 /// How many message ids the listener remembers. The daemon's queue holds at most 100 messages
 /// per session, so 4096 covers every id that can still be returned, with memory bounded.
@@ -109,35 +110,6 @@ impl SeenIds {
 
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
-    }
-}
-
-/// The pause after answers with nothing new: `initial`, doubling up to `max`; reset by news.
-#[derive(Debug, Clone)]
-pub struct IdleBackoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl IdleBackoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        IdleBackoff {
-            initial,
-            max: max.max(initial),
-            next: initial,
-        }
-    }
-
-    /// The pause to take now; the following one is twice as long (up to the cap).
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial;
     }
 }
 
@@ -422,8 +394,10 @@ async fn poll_channel<A: CoordinationApi>(
     stop: CancellationToken,
 ) {
     let settings = &context.settings;
-    let mut idle = IdleBackoff::new(settings.idle_backoff_initial, settings.idle_backoff_max);
-    let mut errors = Backoff::new(settings.error_backoff_initial, settings.error_backoff_max);
+    // Without jitter: an idle listener settles on exactly `recv_backoff_max_ms`.
+    let mut idle = Backoff::new(settings.idle_backoff_initial, settings.idle_backoff_max);
+    let mut errors = Backoff::new(settings.error_backoff_initial, settings.error_backoff_max)
+        .with_jitter(0.75, 1.25);
     let mut unavailable = false;
     let mut changes = context.routes.subscribe();
     // Messages of the last answer naming a run not (yet) in hand: handed over without another
@@ -593,7 +567,7 @@ mod tests {
 
     #[test]
     fn idle_backoff_doubles_to_its_cap_and_resets_on_news() {
-        let mut idle = IdleBackoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let mut idle = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         let delays: Vec<u64> = (0..7)
             .map(|_| idle.next_delay().as_millis() as u64)
             .collect();

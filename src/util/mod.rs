@@ -1,6 +1,7 @@
 //! Small pieces every layer uses: backoff, poison-tolerant locking, redaction, timers. They depend
 //! on nothing else in the crate.
 
+pub mod backoff;
 pub mod redact;
 pub mod sync;
 pub mod time;

@@ -20,6 +20,7 @@ use crate::api::types::{
 use crate::api::{ApiError, ErrorKind};
 use crate::handler::FORCED_STOP_GRACE;
 use crate::handler::{Outcome, TaskContext, TaskDocument};
+use crate::util::backoff::Backoff;
 use crate::util::time::sleep_until_option;
 
 /// How the worker came to hold the lease.
@@ -642,8 +643,9 @@ fn lease_rejected(err: &ApiError) -> bool {
 
 /// After `failures` failed renewals: 1 s, 2 s, 4 s … but never later than the regular interval.
 fn heartbeat_retry_delay(failures: u32, every: Duration) -> Duration {
-    let exponential = Duration::from_secs(1u64 << failures.saturating_sub(1).min(6));
-    exponential.min(every)
+    Backoff::new(Duration::from_secs(1), every)
+        .delay_after(failures.saturating_sub(1))
+        .min(every)
 }
 
 /// Reads the context bundle of `run_id`; `None` when it cannot be read or is about another run.

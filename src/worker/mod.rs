@@ -23,6 +23,7 @@ use crate::api::types::{
 use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use crate::config::{Config, OrphanPolicy};
 use crate::handler::{HandlerEvent, TaskDocument};
+use crate::util::backoff::Backoff;
 use crate::util::time::sleep_until_option;
 
 pub use crate::handler::health::{HandlerHealth, HandlerHealthReporter, UnhealthyHandler};
@@ -301,9 +302,11 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
 
     async fn run_loop(&self) -> WorkerExit {
         let mut settings = self.settings.get();
-        let mut backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
+        let mut backoff =
+            Backoff::new(settings.initial_backoff, settings.max_backoff).with_jitter(0.75, 1.25);
         // Grows with each run in a row that ended released (see `after_run`).
-        let mut release_backoff = Backoff::new(settings.initial_backoff, settings.max_backoff);
+        let mut release_backoff =
+            Backoff::new(settings.initial_backoff, settings.max_backoff).with_jitter(0.75, 1.25);
         let mut runs_done: u64 = 0;
         let mut idle_since = Instant::now();
         // Start-up: a previous process may have died holding a lease.
@@ -634,52 +637,5 @@ impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
             _ = tokio::time::sleep_until(wake) => self.shutdown.is_stopping(),
             _ = self.shutdown.stopping() => true,
         }
-    }
-}
-
-/// Jittered exponential backoff for the loop (the client has its own for retries inside a call).
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            current: initial,
-        }
-    }
-
-    /// The next delay: grows ×2 up to the cap, with ±25 % jitter so many workers do not retry in step.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = 0.75 + fastrand::f64() * 0.5;
-        base.mul_f64(jitter).min(self.max)
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.initial;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] <= Duration::from_millis(125));
-        assert!(delays[0] >= Duration::from_millis(75));
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
-        assert!(delays[7] >= Duration::from_millis(750));
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(125));
     }
 }
