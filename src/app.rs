@@ -2,22 +2,19 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 
-use std::sync::Arc;
-
 use crate::api::AghClient;
+use crate::assembly::{Worker, WorkerBuilder};
 use crate::cli::{Cli, Command, RunArgs, parse_duration};
 use crate::commands::oneshot::{self, Output};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
-use crate::coordination::listener::ListenerSettings;
-use crate::coordination::{Coordination, CoordinationSettings};
 use crate::exit;
-use crate::handler::{HandlerSet, SharedHandlers};
 use crate::ops::logging::LogControl;
-use crate::worker::{SharedSettings, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
+use crate::worker::{Shutdown, WorkerExit, WorkerSettings};
 
 /// A client for the configured endpoint and identity.
 pub fn build_client(config: &Config) -> anyhow::Result<AghClient> {
@@ -119,28 +116,22 @@ pub async fn run_worker(
     log: LogControl,
 ) -> ExitCode {
     let settings = match worker_settings(&config, args) {
-        Ok(settings) => SharedSettings::new(settings),
+        Ok(settings) => settings,
         Err(err) => {
             eprintln!("agh-worker run: {err}");
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
-    if config.handlers.is_empty() {
-        eprintln!(
-            "agh-worker run: no handlers are configured: add a [[handlers]] entry to the config file \
-             or set AGH_WORKER__HANDLERS (see config/agh-worker.toml)"
-        );
-        return ExitCode::from(exit::BAD_CONFIG);
-    }
-    let client = match build_client(&config) {
-        Ok(client) => client,
+    let worker = match WorkerBuilder::new(config.clone())
+        .settings(settings)
+        .build()
+    {
+        Ok(worker) => worker,
         Err(err) => {
-            eprintln!("agh-worker run: {err:#}");
+            eprintln!("agh-worker run: {err}");
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
-    let api_requests = Arc::new(crate::api::ApiRequestCounters::default());
-    let client = client.with_request_counters(api_requests.clone());
     let shutdown = Shutdown::default();
     let mut reloads = match crate::ops::signals::install(shutdown.clone()) {
         Ok(reloads) => reloads,
@@ -149,15 +140,11 @@ pub async fn run_worker(
             return ExitCode::FAILURE;
         }
     };
-    let status = StatusBoard::default();
-    // Handlers report into the board's health record, which `/readyz` reads; a reload keeps it.
-    let handlers = Arc::new(SharedHandlers::new(
-        HandlerSet::new(config.handlers.clone()).with_health(status.handler_health().clone()),
-    ));
-    let health = match start_health(&config, &client, &status, &shutdown, api_requests).await {
+    let health = match start_health(&config, &worker, &shutdown).await {
         Ok(health) => health,
         Err(code) => return code,
     };
+    let client = worker.client();
     tracing::info!(
         endpoint = %client.endpoint(),
         session_id = %client.identity().session_id,
@@ -165,75 +152,16 @@ pub async fn run_worker(
         handlers = config.handlers.len(),
         "agh-worker starting"
     );
-    let reload_handlers = handlers.clone();
-    let reload_settings = settings.clone();
+    let worker = Arc::new(worker);
+    let reloading = worker.clone();
     let reload_args = args.clone();
     tokio::spawn(async move {
         while reloads.recv().await.is_some() {
-            match config::load(&sources) {
-                Ok(loaded) => {
-                    reload_handlers.replace(HandlerSet::new(loaded.config.handlers.clone()));
-                    if let Ok(settings) = worker_settings(&loaded.config, &reload_args) {
-                        reload_settings.replace(settings);
-                    }
-                    let level_applied = log.set_level(&loaded.config.log.level);
-                    tracing::info!(
-                        handlers = loaded.config.handlers.len(),
-                        log_level = %loaded.config.log.level,
-                        level_applied,
-                        "configuration reloaded: handler table, log level and worker timeouts (the run in hand keeps its settings; [agh] keys apply at restart)"
-                    );
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "reload refused; the running configuration stays in force");
-                }
-            }
+            reload(&reloading, &sources, &reload_args, &log);
         }
     });
-    let notifier = crate::ops::notify::spawn(status.clone(), shutdown.clone());
-    let api = Arc::new(client);
-    let coordination = Arc::new(Coordination::new(
-        api.clone(),
-        status.clone(),
-        CoordinationSettings::from_config(&config),
-    ));
-    // The listener follows the process's shutdown, and also stops when the loop ends on its own
-    // (max runs, idleness), which cancels nothing else.
-    let listener_shutdown = Shutdown {
-        drain: shutdown.drain.child_token(),
-        force: shutdown.force.child_token(),
-    };
-    let listener = config.coordination.listen.then(|| {
-        tokio::spawn(
-            coordination
-                .listener(
-                    ListenerSettings::from_config(&config),
-                    listener_shutdown.clone(),
-                )
-                .run(),
-        )
-    });
-    {
-        // Read the spawn budget at start, so the first spawn is checked without waiting.
-        let spawner = coordination.spawner().clone();
-        tokio::spawn(async move {
-            spawner.refresh().await;
-        });
-    }
-    let worker = Worker {
-        api,
-        handlers,
-        events: coordination.clone(),
-        settings,
-        status: status.clone(),
-        shutdown,
-    };
-    let exit = worker.run().await;
-    listener_shutdown.force.cancel();
-    if let Some(listener) = listener {
-        let _ = listener.await;
-    }
-    coordination.flush(std::time::Duration::from_secs(5)).await;
+    let notifier = crate::ops::notify::spawn(worker.status_board().clone(), shutdown.clone());
+    let exit = worker.run(shutdown).await;
     // The notifier sends nothing once the loop has stopped and only sleeps between its ticks (a
     // second apart without a watchdog); waiting for its next tick delayed every exit by up to a
     // second. Aborting it is safe: its only await point is that sleep.
@@ -242,7 +170,7 @@ pub async fn run_worker(
     if let Some(health) = health {
         health.stop().await;
     }
-    let counters = status.snapshot().counters;
+    let counters = worker.status().counters;
     tracing::info!(
         reason = ?exit,
         completed = counters.runs_completed,
@@ -253,6 +181,32 @@ pub async fn run_worker(
     );
     match exit {
         WorkerExit::Shutdown | WorkerExit::MaxRuns | WorkerExit::Idle => ExitCode::SUCCESS,
+    }
+}
+
+/// SIGHUP: the handler table, the log level and the worker's timeouts, from the same sources.
+fn reload(worker: &Worker, sources: &ConfigSources, args: &RunArgs, log: &LogControl) {
+    match config::load(sources) {
+        Ok(loaded) => {
+            let settings = match worker_settings(&loaded.config, args) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    tracing::error!(error = %err, "reload refused; the running configuration stays in force");
+                    return;
+                }
+            };
+            worker.reload(loaded.config.handlers.clone(), settings);
+            let level_applied = log.set_level(&loaded.config.log.level);
+            tracing::info!(
+                handlers = loaded.config.handlers.len(),
+                log_level = %loaded.config.log.level,
+                level_applied,
+                "configuration reloaded: handler table, log level and worker timeouts (the run in hand keeps its settings; [agh] keys apply at restart)"
+            );
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "reload refused; the running configuration stays in force");
+        }
     }
 }
 
@@ -277,10 +231,8 @@ pub fn worker_settings(config: &Config, args: &RunArgs) -> Result<WorkerSettings
 /// configuration to fix (exit 64), named by its key, before any work is claimed.
 async fn start_health(
     config: &Config,
-    client: &AghClient,
-    status: &StatusBoard,
+    worker: &Worker,
     shutdown: &Shutdown,
-    api_requests: Arc<crate::api::ApiRequestCounters>,
 ) -> Result<Option<crate::ops::health::HealthServer>, ExitCode> {
     use crate::ops::health::{HealthInfo, HealthListen, HealthState, HealthTimings};
     let listen = match HealthListen::from_config(&config.health) {
@@ -291,13 +243,14 @@ async fn start_health(
             return Err(ExitCode::from(exit::BAD_CONFIG));
         }
     };
+    let client = worker.client();
     let state = HealthState::new(
-        status.clone(),
+        worker.status_board().clone(),
         shutdown.clone(),
         HealthTimings::from_config(config),
         HealthInfo::new(client.identity(), client.endpoint()),
     )
-    .with_api_requests(api_requests);
+    .with_api_requests(worker.request_counters().clone());
     match crate::ops::health::start(&listen, state).await {
         Ok(server) => {
             // The bound address, not the configured one: `:0` picks a free port.

@@ -32,13 +32,13 @@ use agh_worker::dev::sim::{
     Simulator, TaskSpec, TransitionKind,
 };
 use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client};
+use agh_worker::handler::{Handler, SharedHandlers};
 use agh_worker::handler::{
     HandlerConfig, HandlerEvent, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext,
     TaskDocument,
 };
 use agh_worker::worker::{
-    AghApi, EventSink, Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit,
-    WorkerSettings,
+    AghApi, ClaimLoop, EventSink, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -128,16 +128,16 @@ impl Rig {
     }
 
     /// A worker of session `who` running `handlers`, its events going to `events`.
-    fn worker<H: Handlers, E: EventSink>(
+    fn worker<E: EventSink>(
         &self,
         who: &SessionInfo,
-        handlers: H,
+        handlers: impl Into<HandlerSet>,
         events: Arc<E>,
         settings: WorkerSettings,
-    ) -> Rigged<H, E> {
-        Arc::new(Worker {
+    ) -> Rigged<E> {
+        Arc::new(ClaimLoop {
             api: Arc::new(Recorded::new(self.client(who))),
-            handlers: Arc::new(handlers),
+            handlers: Arc::new(SharedHandlers::from(handlers.into())),
             events: Arc::new(Watched::new(events)),
             settings: settings.into(),
             status: StatusBoard::default(),
@@ -146,7 +146,7 @@ impl Rig {
     }
 
     /// A worker of the default session running the coder handler `config`.
-    fn coder_worker(&self, config: CoderConfig) -> Rigged<HandlerSet, LogEvents> {
+    fn coder_worker(&self, config: CoderConfig) -> Rigged<LogEvents> {
         self.worker(
             &self.default_session(),
             coder_handlers(config),
@@ -199,7 +199,7 @@ impl Rig {
     }
 }
 
-type Rigged<H, E> = Arc<Worker<Recorded, H, Watched<E>>>;
+type Rigged<E> = Arc<ClaimLoop<Recorded, Watched<E>>>;
 
 fn settings() -> WorkerSettings {
     WorkerSettings {
@@ -248,7 +248,7 @@ fn coder_handlers(config: CoderConfig) -> HandlerSet {
     }])
 }
 
-fn start<H: Handlers, E: EventSink>(worker: &Rigged<H, E>) -> JoinHandle<WorkerExit> {
+fn start<E: EventSink>(worker: &Rigged<E>) -> JoinHandle<WorkerExit> {
     let worker = worker.clone();
     tokio::spawn(async move { worker.run().await })
 }
@@ -972,12 +972,8 @@ struct CoderThrough {
     client: AgentuityClient,
 }
 
-impl Handlers for CoderThrough {
-    fn select(&self, _document: &TaskDocument) -> Option<String> {
-        Some("coder".into())
-    }
-
-    async fn run(&self, _name: &str, context: TaskContext) -> Outcome {
+impl Handler for CoderThrough {
+    async fn run(&self, context: TaskContext) -> Outcome {
         run_with_client(&self.config, context, &self.client).await
     }
 }

@@ -21,10 +21,11 @@ use agh_worker::dev::sim::{
     Fault, FaultKind, MessageSpec, PermissionPolicy, Route, SessionInfo, SessionSpec, SimConfig,
     SimServer, Simulator, SpawnBudget, TaskSpec,
 };
+use agh_worker::handler::{Handler, HandlerSet, SharedHandlers};
 use agh_worker::handler::{
     HandlerEvent, Outcome, SpawnAnswer, SpawnAsk, TaskContext, TaskDocument,
 };
-use agh_worker::worker::{EventSink, Handlers, Shutdown, StatusBoard, Worker, WorkerSettings};
+use agh_worker::worker::{ClaimLoop, EventSink, Shutdown, StatusBoard, WorkerSettings};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -936,12 +937,8 @@ struct Conversing {
     ready: mpsc::UnboundedSender<String>,
 }
 
-impl Handlers for Conversing {
-    fn select(&self, _document: &TaskDocument) -> Option<String> {
-        Some("conversing".into())
-    }
-
-    async fn run(&self, _name: &str, mut context: TaskContext) -> Outcome {
+impl Handler for Conversing {
+    async fn run(&self, mut context: TaskContext) -> Outcome {
         let _ = self.ready.send(context.document.run_id.clone());
         let Some(message) = context.inbound.recv().await else {
             return Outcome::Fail {
@@ -990,9 +987,11 @@ async fn a_handler_hears_a_peer_replies_reports_and_spawns_through_the_worker() 
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
     let mut worker_settings = WorkerSettings::from_config(&agh_worker::config::Config::default());
     worker_settings.max_runs = Some(1);
-    let worker = Worker {
+    let worker = ClaimLoop {
         api,
-        handlers: Arc::new(Conversing { ready: ready_tx }),
+        handlers: Arc::new(SharedHandlers::from(HandlerSet::from(Conversing {
+            ready: ready_tx,
+        }))),
         events: sink.clone(),
         settings: worker_settings.into(),
         status: status.clone(),
@@ -1087,9 +1086,9 @@ async fn an_exec_program_reads_messages_and_writes_replies_and_spawns_through_th
     );
     let mut worker_settings = WorkerSettings::from_config(&agh_worker::config::Config::default());
     worker_settings.max_runs = Some(1);
-    let worker = Worker {
+    let worker = ClaimLoop {
         api,
-        handlers: Arc::new(HandlerSet::new(vec![HandlerConfig {
+        handlers: Arc::new(SharedHandlers::from(HandlerSet::new(vec![HandlerConfig {
             name: "converse".into(),
             kind: HandlerKind::Exec,
             matches: MatchRule::default(),
@@ -1099,7 +1098,7 @@ async fn an_exec_program_reads_messages_and_writes_replies_and_spawns_through_th
             }),
             webhook: None,
             coder: None,
-        }])),
+        }]))),
         events: sink.clone(),
         settings: worker_settings.into(),
         status: status.clone(),

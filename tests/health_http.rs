@@ -12,12 +12,13 @@ use agh_worker::api::{
 };
 use agh_worker::config::OrphanPolicy;
 use agh_worker::dev::sim::{Route, SessionState, SimConfig, SimServer, Simulator, TaskSpec};
-use agh_worker::handler::{Outcome, TaskContext, TaskDocument};
+use agh_worker::handler::{Handler, HandlerSet, MatchRule, SharedHandlers};
+use agh_worker::handler::{Outcome, TaskContext};
 use agh_worker::ops::health::{
     self, HealthInfo, HealthListen, HealthServer, HealthState, HealthTimings,
 };
 use agh_worker::worker::{
-    Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings, WorkerState,
+    ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
 };
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -33,12 +34,8 @@ struct TestHandlers {
     release: CancellationToken,
 }
 
-impl Handlers for TestHandlers {
-    fn select(&self, _document: &TaskDocument) -> Option<String> {
-        Some("test".into())
-    }
-
-    fn run(&self, _name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send {
+impl Handler for TestHandlers {
+    fn run(&self, context: TaskContext) -> impl Future<Output = Outcome> + Send {
         let release = self.release.clone();
         async move {
             if context.document.title.starts_with("slow") {
@@ -155,11 +152,15 @@ impl Rig {
                 "http://localhost".to_string(),
             ),
         };
-        let worker = Worker {
+        let worker = ClaimLoop {
             api: Arc::new(client),
-            handlers: Arc::new(TestHandlers {
-                release: release.clone(),
-            }),
+            handlers: Arc::new(SharedHandlers::from(HandlerSet::default().with_in_process(
+                "test",
+                MatchRule::default(),
+                TestHandlers {
+                    release: release.clone(),
+                },
+            ))),
             events: Arc::new(LogEvents),
             settings: settings.into(),
             status: status.clone(),

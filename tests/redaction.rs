@@ -21,7 +21,7 @@ use agh_worker::config::{self, ConfigSources};
 use agh_worker::dev::sim::{SimConfig, Simulator, TaskSpec};
 use agh_worker::handler::{HandlerSet, SharedHandlers};
 use agh_worker::ops::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
-use agh_worker::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
+use agh_worker::worker::{ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings};
 use log_capture::Capture;
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
@@ -240,7 +240,7 @@ async fn scenario(capture: Capture) {
         ..TaskSpec::default()
     });
 
-    let worker = Worker {
+    let worker = ClaimLoop {
         api: Arc::new(client),
         handlers: Arc::new(SharedHandlers::new(HandlerSet::new(
             config.handlers.clone(),

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agh_worker::config::OrphanPolicy;
+use agh_worker::handler::{Handler, HandlerSet, MatchRule, SharedHandlers};
 use agh_worker::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 use agh_worker::worker::{
-    EventSink, Handlers, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings, WorkerState,
+    ClaimLoop, EventSink, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
 };
 use serde_json::{Value, json};
 use support::fake_agh::*;
@@ -53,12 +54,8 @@ struct Script {
     start: Instant,
 }
 
-impl Handlers for Script {
-    fn select(&self, _document: &TaskDocument) -> Option<String> {
-        self.select.clone()
-    }
-
-    fn run(&self, _name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send {
+impl Handler for Script {
+    fn run(&self, context: TaskContext) -> impl Future<Output = Outcome> + Send {
         let start = self.start;
         let seen = self.seen.clone();
         let invocation = {
@@ -176,7 +173,7 @@ fn settings() -> WorkerSettings {
     }
 }
 
-type TestWorker = Worker<FakeAgh, Script, Events>;
+type TestWorker = ClaimLoop<FakeAgh, Events>;
 
 struct Rig {
     fake: FakeAgh,
@@ -195,9 +192,15 @@ impl Rig {
         // runtime runs everything on this thread, so seeding it makes the timings repeatable.
         fastrand::seed(0x00a9_4ee1);
         let events = Events::default();
-        let worker = Arc::new(Worker {
+        let worker = Arc::new(ClaimLoop {
             api: Arc::new(fake.clone()),
-            handlers: Arc::new(handlers),
+            // A script without a name takes no task.
+            handlers: Arc::new(SharedHandlers::from(match handlers.select.clone() {
+                Some(name) => {
+                    HandlerSet::default().with_in_process(name, MatchRule::default(), handlers)
+                }
+                None => HandlerSet::default(),
+            })),
             events: Arc::new(events.clone()),
             settings: settings.into(),
             status: StatusBoard::default(),

@@ -26,12 +26,12 @@ use agh_worker::dev::sim::{
     Simulator, TaskSpec, Timestamp, TransitionKind,
 };
 use agh_worker::handler::exec::ExecConfig;
+use agh_worker::handler::{Handler, SharedHandlers};
 use agh_worker::handler::{
-    HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext, TaskDocument,
+    HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext,
 };
 use agh_worker::worker::{
-    AghApi, Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,
-    WorkerState,
+    AghApi, ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
 };
 use serde_json::{Value, json};
 use sim_transport::Via;
@@ -90,11 +90,11 @@ impl Rig {
         AghClient::new(self.endpoint.clone(), identity, options).expect("client")
     }
 
-    fn worker<H: Handlers>(&self, handlers: H, settings: WorkerSettings) -> Rigged<H> {
+    fn worker(&self, handlers: impl Into<HandlerSet>, settings: WorkerSettings) -> Rigged {
         let spy = Arc::new(Spy::new(self.client()));
-        Arc::new(Worker {
+        Arc::new(ClaimLoop {
             api: spy,
-            handlers: Arc::new(handlers),
+            handlers: Arc::new(SharedHandlers::from(handlers.into())),
             events: Arc::new(LogEvents),
             settings: settings.into(),
             status: StatusBoard::default(),
@@ -164,7 +164,7 @@ impl Rig {
     }
 }
 
-type Rigged<H> = Arc<Worker<Spy, H, LogEvents>>;
+type Rigged = Arc<ClaimLoop<Spy, LogEvents>>;
 
 fn settings() -> WorkerSettings {
     WorkerSettings {
@@ -194,7 +194,7 @@ fn max_runs(n: u64) -> WorkerSettings {
     }
 }
 
-fn start<H: Handlers>(worker: &Rigged<H>) -> JoinHandle<WorkerExit> {
+fn start(worker: &Rigged) -> JoinHandle<WorkerExit> {
     let worker = worker.clone();
     tokio::spawn(async move { worker.run().await })
 }
@@ -392,12 +392,8 @@ fn completes() -> Script {
     .0
 }
 
-impl Handlers for Script {
-    fn select(&self, _document: &TaskDocument) -> Option<String> {
-        Some("script".into())
-    }
-
-    fn run(&self, _name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send {
+impl Handler for Script {
+    fn run(&self, context: TaskContext) -> impl Future<Output = Outcome> + Send {
         let invocation = {
             let mut count = self.invocations.lock().expect("lock");
             *count += 1;

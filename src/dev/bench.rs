@@ -24,17 +24,15 @@ use tokio::sync::mpsc;
 
 use crate::api::types::{ClaimRequest, CompleteRequest};
 use crate::api::{AghClient, ClaimOutcome, ClientOptions, Endpoint, Identity};
+use crate::assembly::{Worker, WorkerBuilder};
 use crate::cli::BenchArgs;
-use crate::config::OrphanPolicy;
+use crate::config::{Config, OrphanPolicy};
 use crate::dev::sim::{
     Route, SessionInfo, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind,
 };
-use crate::handler::TaskDocument;
 use crate::handler::exec::ExecConfig;
-use crate::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext};
-use crate::worker::{
-    Handlers, LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings,
-};
+use crate::handler::{Handler, HandlerConfig, HandlerKind, MatchRule, Outcome, TaskContext};
+use crate::worker::{Shutdown, WorkerExit, WorkerSettings};
 
 /// The hand-written loop the exec worker is compared with, embedded so the bench runs anywhere.
 const CURL_LOOP: &str = include_str!("../../benches/curl-loop.sh");
@@ -289,8 +287,8 @@ async fn throughput(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-fn noop_handlers() -> HandlerSet {
-    HandlerSet::new(vec![HandlerConfig {
+fn noop_handlers() -> WorkerBuilder {
+    builder(vec![HandlerConfig {
         name: "noop".into(),
         kind: HandlerKind::Noop,
         matches: MatchRule::default(),
@@ -300,8 +298,8 @@ fn noop_handlers() -> HandlerSet {
     }])
 }
 
-fn exec_true_handlers() -> HandlerSet {
-    HandlerSet::new(vec![HandlerConfig {
+fn exec_true_handlers() -> WorkerBuilder {
+    builder(vec![HandlerConfig {
         name: "true".into(),
         kind: HandlerKind::Exec,
         matches: MatchRule::default(),
@@ -391,23 +389,29 @@ fn settings(max_runs: Option<u64>, lease: Duration, heartbeat: Duration) -> Work
     }
 }
 
-fn in_process_worker<H: Handlers>(
-    rig: &Rig,
-    handlers: H,
-    settings: WorkerSettings,
-) -> anyhow::Result<Worker<AghClient, H, LogEvents>> {
-    Ok(Worker {
-        api: Arc::new(rig.client()?),
-        handlers: Arc::new(handlers),
-        events: Arc::new(LogEvents),
-        settings: settings.into(),
-        status: StatusBoard::default(),
-        shutdown: Shutdown::default(),
+/// A builder for the configured `handlers` (and no others).
+fn builder(handlers: Vec<HandlerConfig>) -> WorkerBuilder {
+    WorkerBuilder::new(Config {
+        handlers,
+        ..Config::default()
     })
 }
 
+/// A worker of `builder` against the rig's simulator, without coordination: the bare loop.
+fn in_process_worker(
+    rig: &Rig,
+    builder: WorkerBuilder,
+    settings: WorkerSettings,
+) -> anyhow::Result<Worker> {
+    Ok(builder
+        .client(rig.client()?)
+        .settings(settings)
+        .log_events_only()
+        .build()?)
+}
+
 /// Runs/s of the worker loop through `runs` queued runs.
-async fn worker_rate<H: Handlers>(handlers: H, runs: u64) -> anyhow::Result<f64> {
+async fn worker_rate(handlers: WorkerBuilder, runs: u64) -> anyhow::Result<f64> {
     let rig = Rig::start().await?;
     rig.enqueue(runs);
     let worker = in_process_worker(
@@ -416,7 +420,7 @@ async fn worker_rate<H: Handlers>(handlers: H, runs: u64) -> anyhow::Result<f64>
         settings(Some(runs), Duration::from_secs(60), Duration::from_secs(20)),
     )?;
     let started = Instant::now();
-    let exit = tokio::time::timeout(Duration::from_secs(600), worker.run())
+    let exit = tokio::time::timeout(Duration::from_secs(600), worker.run(Shutdown::default()))
         .await
         .context("the worker did not finish its runs within 10 minutes")?;
     let elapsed = started.elapsed();
@@ -801,12 +805,8 @@ struct Probe {
     block: bool,
 }
 
-impl Handlers for Probe {
-    fn select(&self, _document: &TaskDocument) -> Option<String> {
-        Some("probe".into())
-    }
-
-    async fn run(&self, _name: &str, context: TaskContext) -> Outcome {
+impl Handler for Probe {
+    async fn run(&self, context: TaskContext) -> Outcome {
         let run_id = context.document.run_id.clone();
         let _ = self.starts.send((run_id.clone(), Instant::now()));
         if self.block {
@@ -897,18 +897,21 @@ async fn start_latencies(samples: usize) -> anyhow::Result<Vec<f64>> {
     let rig = Rig::start().await?;
     let (starts_tx, mut starts) = mpsc::unbounded_channel();
     let (cancels_tx, _cancels) = mpsc::unbounded_channel();
+    let probe = Probe {
+        starts: starts_tx,
+        cancels: cancels_tx,
+        block: false,
+    };
     let worker = Arc::new(in_process_worker(
         &rig,
-        Probe {
-            starts: starts_tx,
-            cancels: cancels_tx,
-            block: false,
-        },
+        builder(Vec::new()).handler("probe", MatchRule::default(), probe),
         settings(None, Duration::from_secs(60), Duration::from_secs(20)),
     )?);
+    let shutdown = Shutdown::default();
     let running = {
         let worker = worker.clone();
-        tokio::spawn(async move { worker.run().await })
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
     };
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -928,7 +931,7 @@ async fn start_latencies(samples: usize) -> anyhow::Result<Vec<f64>> {
             .context("the worker stopped")?;
         latencies.push(ms(started.saturating_duration_since(enqueued)));
     }
-    worker.shutdown.drain.cancel();
+    shutdown.drain.cancel();
     let _ = running.await;
     rig.stop().await;
     latencies.sort_by(f64::total_cmp);
@@ -963,18 +966,21 @@ async fn lease_loss(samples: usize) -> anyhow::Result<Vec<f64>> {
     let rig = Rig::start().await?;
     let (starts_tx, mut starts) = mpsc::unbounded_channel();
     let (cancels_tx, mut cancels) = mpsc::unbounded_channel();
+    let probe = Probe {
+        starts: starts_tx,
+        cancels: cancels_tx,
+        block: true,
+    };
     let worker = Arc::new(in_process_worker(
         &rig,
-        Probe {
-            starts: starts_tx,
-            cancels: cancels_tx,
-            block: true,
-        },
+        builder(Vec::new()).handler("probe", MatchRule::default(), probe),
         settings(None, Duration::from_secs(6), Duration::from_secs(1)),
     )?);
+    let shutdown = Shutdown::default();
     let running = {
         let worker = worker.clone();
-        tokio::spawn(async move { worker.run().await })
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
     };
     let mut losses = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -1008,7 +1014,7 @@ async fn lease_loss(samples: usize) -> anyhow::Result<Vec<f64>> {
         );
         losses.push(ms(seen.saturating_duration_since(lost)));
     }
-    worker.shutdown.force.cancel();
+    shutdown.force.cancel();
     let _ = running.await;
     rig.stop().await;
     Ok(losses)

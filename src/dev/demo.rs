@@ -9,15 +9,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{AghClient, ClientOptions, Endpoint, Identity};
+use crate::assembly::WorkerBuilder;
 use crate::cli::DemoArgs;
-use crate::config::OrphanPolicy;
+use crate::config::{Config, OrphanPolicy};
+use crate::coordination::CoordinationSettings;
 use crate::coordination::listener::ListenerSettings;
-use crate::coordination::{Coordination, CoordinationSettings};
 use crate::dev::sim::{DEFAULT_WORKSPACE, SessionSpec, SimConfig, Simulator, TaskSpec};
 use crate::handler::exec::ExecConfig;
-use crate::handler::{HandlerConfig, HandlerKind, HandlerSet, MatchRule};
-use crate::worker::{Shutdown, StatusBoard, Worker, WorkerSettings};
+use crate::handler::{HandlerConfig, HandlerKind, MatchRule};
+use crate::worker::{Shutdown, WorkerSettings};
 
 /// The network channel of the demo's session and tasks, so progress lines become real channel
 /// messages (a session can only send on its own channel).
@@ -74,14 +74,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             ..TaskSpec::titled(&format!("{title} ({})", index + 1))
         });
     }
-    let endpoint = Endpoint::parse(&server.base_url())?;
-    let identity = Identity {
-        session_id: session.session_id.clone(),
-        agent: session.agent_name.clone(),
-        workspace_id: None,
-    };
-    let client = AghClient::new(endpoint, identity, ClientOptions::default())?;
-    let handlers = HandlerSet::new(vec![HandlerConfig {
+    let mut config = Config::default();
+    config.agh.session_id = session.session_id.clone();
+    config.agh.agent = session.agent_name.clone();
+    config.handlers = vec![HandlerConfig {
         name: "example".into(),
         kind: HandlerKind::Exec,
         matches: MatchRule::default(),
@@ -91,7 +87,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         }),
         webhook: None,
         coder: None,
-    }]);
+    }];
     let settings = WorkerSettings {
         lease: Duration::from_secs(60),
         heartbeat_every: Duration::from_secs(20),
@@ -110,44 +106,25 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         required_capabilities: Vec::new(),
         priority_min: None,
     };
-    let shutdown = Shutdown::default();
-    let status = StatusBoard::default();
-    let api = Arc::new(client);
-    let coordination = Arc::new(Coordination::new(
-        api.clone(),
-        status.clone(),
-        CoordinationSettings {
-            progress_interval: Duration::from_millis(200),
-            ..CoordinationSettings::default()
-        },
-    ));
-    let listener_shutdown = Shutdown {
-        drain: shutdown.drain.child_token(),
-        force: shutdown.force.child_token(),
-    };
-    let listener = tokio::spawn(
-        coordination
-            .listener(
-                ListenerSettings {
-                    session_channel: Some(DEMO_CHANNEL.into()),
-                    idle_backoff_initial: crate::coordination::listener::IDLE_BACKOFF_INITIAL,
-                    idle_backoff_max: Duration::from_secs(5),
-                    error_backoff_initial: Duration::from_millis(100),
-                    error_backoff_max: Duration::from_secs(2),
-                    disabled_probe: Duration::from_secs(60),
-                },
-                listener_shutdown.clone(),
-            )
-            .run(),
+    let worker = Arc::new(
+        WorkerBuilder::new(config)
+            .endpoint(&server.base_url())?
+            .settings(settings)
+            .coordination(CoordinationSettings {
+                progress_interval: Duration::from_millis(200),
+                ..CoordinationSettings::default()
+            })
+            .listener(Some(ListenerSettings {
+                session_channel: Some(DEMO_CHANNEL.into()),
+                idle_backoff_initial: crate::coordination::listener::IDLE_BACKOFF_INITIAL,
+                idle_backoff_max: Duration::from_secs(5),
+                error_backoff_initial: Duration::from_millis(100),
+                error_backoff_max: Duration::from_secs(2),
+                disabled_probe: Duration::from_secs(60),
+            }))
+            .build()?,
     );
-    let worker = Arc::new(Worker {
-        api,
-        handlers: Arc::new(handlers),
-        events: coordination.clone(),
-        settings: settings.into(),
-        status: status.clone(),
-        shutdown: shutdown.clone(),
-    });
+    let shutdown = Shutdown::default();
     println!(
         "agh-worker demo: {total} tasks on the built-in AGH simulator at {}, handler {}",
         server.base_url(),
@@ -156,7 +133,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let running = {
         let worker = worker.clone();
-        tokio::spawn(async move { worker.run().await })
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run(shutdown).await })
     };
     let terminal = std::io::stdout().is_terminal();
     let mut shown = 0u64;
@@ -181,13 +159,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
     shutdown.drain.cancel();
     let _ = running.await;
-    listener_shutdown.force.cancel();
-    let _ = listener.await;
-    coordination.flush(Duration::from_secs(5)).await;
     server.shutdown().await;
 
     let ledger = simulator.ledger();
-    let snapshot = status.snapshot();
+    let snapshot = worker.status();
     let mut latencies: Vec<u64> = snapshot.start_latencies_us.iter().copied().collect();
     latencies.sort_unstable();
     let counters = &snapshot.counters;

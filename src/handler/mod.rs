@@ -21,7 +21,9 @@ pub mod health;
 pub mod select;
 pub mod webhook;
 
-pub use select::{HandlerConfig, HandlerKind, HandlerSet, MatchRule, SharedHandlers};
+pub use select::{
+    ChosenHandler, HandlerConfig, HandlerKind, HandlerSet, MatchRule, SharedHandlers,
+};
 
 /// How long a cancelled handler gets to return before it is abandoned.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
@@ -29,12 +31,15 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// The most a handler gets to return after a forced stop (a second `SIGTERM`).
 pub const FORCED_STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// Picks and runs handlers. Production uses the configured handler table; tests script their own.
-pub trait Handlers: Send + Sync + 'static {
-    /// The name of the handler for this run, or `None` when no handler matches (the run is released).
-    fn select(&self, document: &TaskDocument) -> Option<String>;
-    /// Runs the named handler to its outcome.
-    fn run(&self, name: &str, context: TaskContext) -> impl Future<Output = Outcome> + Send;
+/// A handler that runs in this process: the way a Rust program that embeds the worker does its
+/// own work. It gets the same [`TaskContext`] as the built-in kinds and returns an [`Outcome`];
+/// the worker keeps the lease alive meanwhile and makes the one terminal call.
+///
+/// A handler must return soon after `context.cancel` fires (lease lost, time limit, shutdown):
+/// after [`CANCEL_GRACE`] the run is given up without it.
+pub trait Handler: Send + Sync + 'static {
+    /// Works on one run to its outcome.
+    fn run(&self, context: TaskContext) -> impl Future<Output = Outcome> + Send;
 }
 
 /// Everything known about the run when the handler starts: the claim and the context bundle.

@@ -1,16 +1,21 @@
-//! The handler table: which handler runs which task (first match wins), and the `noop` kind.
+//! The handler table: which handler runs which task (first match wins), the handler chosen for
+//! one run, and the `noop` kind.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Handlers;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use super::coder::{self, CoderConfig};
 use super::exec::{self, ExecConfig};
-use super::health::HandlerHealth;
+use super::health::{HandlerHealth, HandlerHealthReporter};
 use super::webhook::{self, WebhookConfig};
-use super::{Outcome, TaskContext, TaskDocument};
+use super::{Handler, Outcome, TaskContext, TaskDocument};
+use crate::util::sync::Swap;
 
 /// The kinds of handler this build has (a closed set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,69 +221,189 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
     problems
 }
 
-/// The configured handlers, tried in order.
+/// The handlers a worker has: in-process handlers added in code, tried first in the order they
+/// were added, then the configured `[[handlers]]` table, in order. First match wins.
 #[derive(Clone, Debug, Default)]
 pub struct HandlerSet {
-    handlers: Vec<HandlerConfig>,
+    in_process: Vec<InProcess>,
+    configured: Vec<Arc<HandlerConfig>>,
     /// Where runs report whether their handler can work (a record of its own unless
     /// [`HandlerSet::with_health`] shares the status board's).
     health: HandlerHealth,
 }
 
+/// An in-process handler with the tasks it takes.
+#[derive(Clone)]
+struct InProcess {
+    name: String,
+    matches: MatchRule,
+    handler: Arc<dyn RunBoxed>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("name", &self.name)
+            .field("matches", &self.matches)
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxedOutcome<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// [`Handler`] behind a pointer: its future boxed, once per run.
+trait RunBoxed: Send + Sync + 'static {
+    fn run_boxed(&self, context: TaskContext) -> BoxedOutcome<'_>;
+}
+
+impl<T: Handler> RunBoxed for T {
+    fn run_boxed(&self, context: TaskContext) -> BoxedOutcome<'_> {
+        Box::pin(self.run(context))
+    }
+}
+
+/// One in-process handler that takes every task.
+impl<T: Handler> From<T> for HandlerSet {
+    fn from(handler: T) -> Self {
+        let name = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("in-process");
+        HandlerSet::default().with_in_process(name, MatchRule::default(), handler)
+    }
+}
+
 impl HandlerSet {
+    /// The configured table (each entry's kind runs it).
     pub fn new(handlers: Vec<HandlerConfig>) -> Self {
         HandlerSet {
-            handlers,
+            in_process: Vec::new(),
+            configured: handlers.into_iter().map(Arc::new).collect(),
             health: HandlerHealth::default(),
         }
+    }
+
+    /// Adds an in-process handler named `name` for the tasks `matches` accepts (a default
+    /// [`MatchRule`] accepts every task), tried before the configured table.
+    pub fn with_in_process(
+        mut self,
+        name: impl Into<String>,
+        matches: MatchRule,
+        handler: impl Handler,
+    ) -> Self {
+        self.in_process.push(InProcess {
+            name: name.into(),
+            matches,
+            handler: Arc::new(handler),
+        });
+        self
     }
 
     /// Reports the handlers' health into `health` (the status board's record, which `/readyz`
     /// reads), every handler starting healthy.
     pub fn with_health(mut self, health: HandlerHealth) -> Self {
-        health.configure(self.handlers.iter().map(|h| (h.name.clone(), false)));
+        health.configure(self.configured.iter().map(|h| (h.name.clone(), false)));
         self.health = health;
         self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.handlers.is_empty()
+        self.in_process.is_empty() && self.configured.is_empty()
     }
 
-    pub fn configs(&self) -> &[HandlerConfig] {
-        &self.handlers
+    /// The configured entries.
+    pub fn configs(&self) -> impl Iterator<Item = &HandlerConfig> {
+        self.configured.iter().map(|config| config.as_ref())
+    }
+
+    /// The configured handler named `name`, whatever tasks it takes.
+    pub fn by_name(&self, name: &str) -> Option<ChosenHandler> {
+        let config = self.configured.iter().find(|h| h.name == name)?;
+        Some(self.chosen(config))
+    }
+
+    fn chosen(&self, config: &Arc<HandlerConfig>) -> ChosenHandler {
+        ChosenHandler {
+            name: config.name.clone(),
+            runner: Runner::Configured {
+                config: config.clone(),
+                health: self.health.reporter(&config.name),
+            },
+        }
+    }
+
+    /// The handler for `document`, frozen for its run: a reload after this cannot change it.
+    /// `None` when no handler takes the task (the run is released).
+    pub fn select(&self, document: &TaskDocument) -> Option<ChosenHandler> {
+        if let Some(entry) = self
+            .in_process
+            .iter()
+            .find(|entry| entry.matches.accepts(document))
+        {
+            return Some(ChosenHandler {
+                name: entry.name.clone(),
+                runner: Runner::InProcess(entry.handler.clone()),
+            });
+        }
+        let config = self
+            .configured
+            .iter()
+            .find(|h| h.matches.accepts(document))?;
+        Some(self.chosen(config))
     }
 }
 
-impl Handlers for HandlerSet {
-    fn select(&self, document: &TaskDocument) -> Option<String> {
-        self.handlers
-            .iter()
-            .find(|h| h.matches.accepts(document))
-            .map(|h| h.name.clone())
+/// The handler chosen for one run, with everything it needs to run: a configured entry as it
+/// was at the claim, or an in-process handler.
+pub struct ChosenHandler {
+    name: String,
+    runner: Runner,
+}
+
+enum Runner {
+    Configured {
+        config: Arc<HandlerConfig>,
+        health: HandlerHealthReporter,
+    },
+    InProcess(Arc<dyn RunBoxed>),
+}
+
+impl std::fmt::Debug for ChosenHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChosenHandler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChosenHandler {
+    /// The handler's name, as logs and `/status` show it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    async fn run(&self, name: &str, context: TaskContext) -> Outcome {
-        let Some(handler) = self.handlers.iter().find(|h| h.name == name) else {
-            return Outcome::Release(format!(
-                "agh-worker: handler {name:?} is no longer configured"
-            ));
+    /// Runs the handler to its outcome.
+    pub async fn run(self, context: TaskContext) -> Outcome {
+        let (config, health) = match self.runner {
+            Runner::InProcess(handler) => return handler.run_boxed(context).await,
+            Runner::Configured { config, health } => (config, health),
         };
-        match handler.kind {
-            HandlerKind::Exec => match &handler.exec {
-                Some(config) => exec::run(config, context).await,
+        let name = &config.name;
+        match config.kind {
+            HandlerKind::Exec => match &config.exec {
+                Some(exec) => exec::run(exec, context).await,
                 None => {
                     Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
                 }
             },
-            HandlerKind::Webhook => match &handler.webhook {
-                Some(config) => webhook::run(config, context).await,
+            HandlerKind::Webhook => match &config.webhook {
+                Some(webhook) => webhook::run(webhook, context).await,
                 None => Outcome::Release(format!(
                     "agh-worker: handler {name:?} has no webhook settings"
                 )),
             },
-            HandlerKind::Coder => match &handler.coder {
-                Some(config) => coder::run(config, context, &self.health.reporter(name)).await,
+            HandlerKind::Coder => match &config.coder {
+                Some(coder) => coder::run(coder, context, &health).await,
                 None => Outcome::Release(format!(
                     "agh-worker: handler {name:?} has no coder settings"
                 )),
@@ -288,60 +413,59 @@ impl Handlers for HandlerSet {
     }
 }
 
-/// The handler table behind a lock, so SIGHUP can replace it while the worker runs.
-/// A run keeps the table it started with.
+/// The handler table in force, replaceable while the worker runs (SIGHUP). A run keeps the
+/// handler chosen for it ([`ChosenHandler`]).
 #[derive(Debug, Default)]
 pub struct SharedHandlers {
-    current: std::sync::RwLock<std::sync::Arc<HandlerSet>>,
+    current: Swap<HandlerSet>,
+}
+
+impl From<HandlerSet> for SharedHandlers {
+    fn from(set: HandlerSet) -> Self {
+        SharedHandlers::new(set)
+    }
 }
 
 impl SharedHandlers {
     pub fn new(set: HandlerSet) -> Self {
         SharedHandlers {
-            current: std::sync::RwLock::new(std::sync::Arc::new(set)),
+            current: Swap::new(set),
         }
     }
 
     /// The table in force.
-    pub fn current(&self) -> std::sync::Arc<HandlerSet> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    pub fn current(&self) -> Arc<HandlerSet> {
+        self.current.get()
     }
 
-    /// Replaces the table for runs that start from now on. The new table reports into the same
-    /// health record: a handler keeps its verdict only when its entry is unchanged and its key is
-    /// not read from a file. A changed entry (a new key, another hub) or a key file (perhaps fixed
-    /// in place: a reload is how an operator says so) starts healthy again until a run says
-    /// otherwise, and a handler no longer configured loses its record.
-    pub fn replace(&self, mut set: HandlerSet) {
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let health = current.health.clone();
-        health.configure(set.handlers.iter().map(|handler| {
-            let unchanged = current.handlers.iter().any(|old| old == handler);
-            let key_file = handler
-                .coder
-                .as_ref()
-                .is_some_and(|coder| coder.key_file.is_some());
-            (handler.name.clone(), unchanged && !key_file)
-        }));
-        set.health = health;
-        *current = std::sync::Arc::new(set);
-    }
-}
-
-impl Handlers for SharedHandlers {
-    fn select(&self, document: &TaskDocument) -> Option<String> {
+    /// The handler for `document` from the table in force.
+    pub fn select(&self, document: &TaskDocument) -> Option<ChosenHandler> {
         self.current().select(document)
     }
 
-    async fn run(&self, name: &str, context: TaskContext) -> Outcome {
-        let set = self.current();
-        set.run(name, context).await
+    /// Replaces the configured table for runs that start from now on; in-process handlers stay.
+    /// The new table reports into the same health record: a handler keeps its verdict only when
+    /// its entry is unchanged and its key is not read from a file. A changed entry (a new key,
+    /// another hub) or a key file (perhaps fixed in place: a reload is how an operator says so)
+    /// starts healthy again until a run says otherwise, and a handler no longer configured loses
+    /// its record.
+    pub fn replace(&self, handlers: Vec<HandlerConfig>) {
+        self.current.replace_with(|current| {
+            let health = current.health.clone();
+            health.configure(handlers.iter().map(|handler| {
+                let unchanged = current.configured.iter().any(|old| **old == *handler);
+                let key_file = handler
+                    .coder
+                    .as_ref()
+                    .is_some_and(|coder| coder.key_file.is_some());
+                (handler.name.clone(), unchanged && !key_file)
+            }));
+            HandlerSet {
+                in_process: current.in_process.clone(),
+                configured: handlers.into_iter().map(Arc::new).collect(),
+                health,
+            }
+        });
     }
 }
 
@@ -443,7 +567,10 @@ mod tests {
             ),
             handler("default", MatchRule::default()),
         ]);
-        let pick = |title, priority, metadata| set.select(&document(title, priority, metadata));
+        let pick = |title, priority, metadata| {
+            set.select(&document(title, priority, metadata))
+                .map(|chosen| chosen.name().to_string())
+        };
         assert_eq!(
             pick("deploy api", Priority::Urgent, json!({})),
             Some("deploys".into())
@@ -471,7 +598,10 @@ mod tests {
                 ..Default::default()
             },
         )]);
-        assert_eq!(set.select(&document("fix", Priority::Low, json!({}))), None);
+        assert!(
+            set.select(&document("fix", Priority::Low, json!({})))
+                .is_none()
+        );
     }
 
     #[test]
@@ -584,11 +714,11 @@ mod tests {
         for name in ["same", "new-key", "key-file", "removed"] {
             health.reporter(name).unhealthy("refused");
         }
-        shared.replace(HandlerSet::new(vec![
+        shared.replace(vec![
             coder("same", Some("k1"), None),
             coder("new-key", Some("k2"), None),
             coder("key-file", None, Some("/run/credentials/key")),
-        ]));
+        ]);
         let unhealthy: Vec<String> = health.unhealthy().into_iter().map(|h| h.name).collect();
         assert_eq!(unhealthy, vec!["same".to_string()]);
         let configured: Vec<String> = health.handlers().into_iter().map(|(n, _)| n).collect();
@@ -616,10 +746,74 @@ mod tests {
             events,
             inbound,
         };
-        let outcome = set.run("hook", context).await;
+        let Some(chosen) = set.select(&document("t", Priority::Low, json!({}))) else {
+            panic!("the entry takes every task");
+        };
+        let outcome = chosen.run(context).await;
         assert!(
             matches!(&outcome, Outcome::Release(reason) if reason.contains("no webhook settings")),
             "{outcome:?}"
+        );
+    }
+
+    struct Echo;
+
+    impl Handler for Echo {
+        async fn run(&self, context: TaskContext) -> Outcome {
+            Outcome::Complete(json!({"title": context.document.title}))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_process_handler_is_tried_before_the_table_and_survives_a_reload() {
+        let shared = SharedHandlers::new(
+            HandlerSet::new(vec![handler("default", MatchRule::default())]).with_in_process(
+                "echo",
+                MatchRule {
+                    title: Some("echo *".into()),
+                    ..Default::default()
+                },
+                Echo,
+            ),
+        );
+        shared.replace(vec![handler("reloaded", MatchRule::default())]);
+        let name = |title: &str| {
+            shared
+                .select(&document(title, Priority::Low, json!({})))
+                .map(|chosen| chosen.name().to_string())
+        };
+        assert_eq!(name("echo hello").as_deref(), Some("echo"));
+        assert_eq!(name("other").as_deref(), Some("reloaded"));
+        let Some(chosen) = shared.select(&document("echo hi", Priority::Low, json!({}))) else {
+            panic!("echo takes it");
+        };
+        let (events, _events) = tokio::sync::mpsc::channel(1);
+        let (_inbound, inbound) = tokio::sync::mpsc::channel(1);
+        let context = TaskContext {
+            document: Arc::new(document("echo hi", Priority::Low, json!({}))),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            time_limit: None,
+            events,
+            inbound,
+        };
+        assert_eq!(
+            chosen.run(context).await,
+            Outcome::Complete(json!({"title": "echo hi"}))
+        );
+    }
+
+    #[test]
+    fn a_handler_chosen_before_a_reload_keeps_its_entry() {
+        let shared = SharedHandlers::new(HandlerSet::new(vec![handler("a", MatchRule::default())]));
+        let Some(chosen) = shared.select(&document("t", Priority::Low, json!({}))) else {
+            panic!("a takes every task");
+        };
+        shared.replace(Vec::new());
+        assert_eq!(chosen.name(), "a");
+        assert!(
+            shared
+                .select(&document("t", Priority::Low, json!({})))
+                .is_none()
         );
     }
 }

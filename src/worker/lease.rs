@@ -12,14 +12,14 @@ use tracing::Instrument;
 
 use super::payload::{MAX_PAYLOAD_BYTES, cap, failure_message};
 use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
-use super::{AghApi, EventSink, Handlers, Worker, WorkerSettings};
+use super::{AghApi, ClaimLoop, EventSink, WorkerSettings};
 use crate::api::types::{
     ChannelMessage, Claim, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary,
     ReleaseRequest, TaskBundle, TaskRef, TaskRun,
 };
 use crate::api::{ApiError, ErrorKind};
 use crate::handler::FORCED_STOP_GRACE;
-use crate::handler::{Outcome, TaskContext, TaskDocument};
+use crate::handler::{ChosenHandler, Outcome, TaskContext, TaskDocument};
 use crate::util::backoff::Backoff;
 use crate::util::time::sleep_until_option;
 
@@ -97,8 +97,8 @@ pub async fn claim_from_orphan<A: AghApi>(api: &A, lease: LeaseSummary) -> Claim
 }
 
 /// Drives one lease to its end and answers how it ended. Never returns while the handler still runs.
-pub async fn run_lease<A: AghApi, H: Handlers, E: EventSink>(
-    worker: &Worker<A, H, E>,
+pub async fn run_lease<A: AghApi, E: EventSink>(
+    worker: &ClaimLoop<A, E>,
     claim: Claim,
     claim_sent: Instant,
     origin: Origin,
@@ -114,14 +114,17 @@ pub async fn run_lease<A: AghApi, H: Handlers, E: EventSink>(
         .await
 }
 
-async fn drive<A: AghApi, H: Handlers, E: EventSink>(
-    worker: &Worker<A, H, E>,
+async fn drive<A: AghApi, E: EventSink>(
+    worker: &ClaimLoop<A, E>,
     claim: Claim,
     claim_sent: Instant,
     origin: Origin,
 ) -> RunEnd {
     let claim_answered = Instant::now();
-    let settings = &worker.settings.get();
+    // The run's frozen snapshot: the settings and the handler table in force at the claim. A
+    // reload from now on changes neither for this run.
+    let settings = worker.settings.get();
+    let handlers = worker.handlers.current();
     let run_id = claim.run.id.clone();
     tracing::info!(
         ?origin,
@@ -166,6 +169,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
     let mut keeper = KeeperHandle {
         loss: Some(loss_rx),
         reported: None,
+        deadline: deadline_rx,
     };
     let keeper = &mut keeper;
     let run = async move {
@@ -185,7 +189,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
         let time_limit = time_limit(bundle.as_ref(), settings.max_runtime);
         let document = Arc::new(TaskDocument::new(claim, bundle, time_limit));
 
-        let outcome = match worker.handlers.select(&document) {
+        let outcome = match handlers.select(&document) {
             None => {
                 tracing::warn!("no handler matches this run; releasing it");
                 Ended::Outcome(Outcome::Release(
@@ -195,7 +199,7 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
             Some(handler) => {
                 worker.status.update(|s| {
                     if let Some(current) = s.current.as_mut() {
-                        current.handler = handler.clone();
+                        current.handler = handler.name().to_string();
                     }
                 });
                 worker.status.record_start_latency(claim_answered.elapsed());
@@ -204,11 +208,11 @@ async fn drive<A: AghApi, H: Handlers, E: EventSink>(
                 worker.events.run_started(&document, inbound_tx);
                 let ended = supervise(
                     worker,
+                    &settings,
                     &document,
-                    &handler,
+                    handler,
                     time_limit,
                     keeper,
-                    deadline_rx.clone(),
                     inbound_rx,
                 )
                 .await;
@@ -243,11 +247,13 @@ enum Ended {
     Lost(LeaseLoss),
 }
 
-/// The supervisor's side of the keeper: the loss it reports, once.
+/// The supervisor's side of the keeper: the loss it reports, once, and the lease deadline as
+/// each renewal moves it.
 struct KeeperHandle {
     loss: Option<oneshot::Receiver<LeaseLoss>>,
     /// A loss seen by [`KeeperHandle::has_ended`] and not yet taken by [`KeeperHandle::lost`].
     reported: Option<LeaseLoss>,
+    deadline: watch::Receiver<Instant>,
 }
 
 impl KeeperHandle {
@@ -292,16 +298,17 @@ impl KeeperHandle {
 }
 
 /// Runs the handler while watching the lease, the time limit and shutdown.
-async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
-    worker: &Worker<A, H, E>,
+async fn supervise<A: AghApi, E: EventSink>(
+    worker: &ClaimLoop<A, E>,
+    settings: &WorkerSettings,
     document: &Arc<TaskDocument>,
-    handler: &str,
+    handler: ChosenHandler,
     time_limit: Option<Duration>,
     keeper: &mut KeeperHandle,
-    mut deadline_rx: watch::Receiver<Instant>,
     inbound_rx: mpsc::Receiver<ChannelMessage>,
 ) -> Ended {
-    let settings = &worker.settings.get();
+    // Its own receiver, polled beside `keeper.lost()` in the loop below.
+    let mut deadline_rx = keeper.deadline.clone();
     let cancel = CancellationToken::new();
     let (events_tx, mut events_rx) = mpsc::channel(64);
     let context = TaskContext {
@@ -311,13 +318,11 @@ async fn supervise<A: AghApi, H: Handlers, E: EventSink>(
         events: events_tx,
         inbound: inbound_rx,
     };
-    let handlers = worker.handlers.clone();
-    let name = handler.to_string();
+    let name = handler.name().to_string();
     // In the run's span, so the handler's own log lines carry run_id, task_id and attempt.
-    let mut task =
-        tokio::spawn(async move { handlers.run(&name, context).await }.in_current_span());
+    let mut task = tokio::spawn(handler.run(context).in_current_span());
     tracing::info!(
-        handler,
+        handler = %name,
         time_limit_s = time_limit.map(|d| d.as_secs()),
         "handler started"
     );
@@ -456,8 +461,8 @@ fn time_limit_message(limit: Option<Duration>) -> String {
 }
 
 /// Makes the single terminal call for `outcome`.
-async fn finish<A: AghApi, H: Handlers, E: EventSink>(
-    worker: &Worker<A, H, E>,
+async fn finish<A: AghApi, E: EventSink>(
+    worker: &ClaimLoop<A, E>,
     run_id: &str,
     outcome: Outcome,
     keeper: &mut KeeperHandle,
@@ -575,7 +580,7 @@ impl Terminal {
 async fn keep_lease<A: AghApi>(
     api: Arc<A>,
     run_id: String,
-    settings: WorkerSettings,
+    settings: Arc<WorkerSettings>,
     status: super::StatusBoard,
     deadline_tx: watch::Sender<Instant>,
     renew_at_once: bool,

@@ -22,12 +22,14 @@ use crate::api::types::{
 };
 use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use crate::config::{Config, OrphanPolicy};
+use crate::handler::SharedHandlers;
 use crate::handler::{HandlerEvent, TaskDocument};
 use crate::util::backoff::Backoff;
+use crate::util::sync::Swap;
 use crate::util::time::sleep_until_option;
 
+pub use crate::handler::CANCEL_GRACE;
 pub use crate::handler::health::{HandlerHealth, HandlerHealthReporter, UnhealthyHandler};
-pub use crate::handler::{CANCEL_GRACE, Handlers};
 pub use status::{
     CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
 };
@@ -235,33 +237,27 @@ impl WorkerSettings {
 }
 
 /// The settings in force, replaceable while the worker runs (SIGHUP reload). The loop reads
-/// them at each claim; a run keeps the settings it started with.
+/// them at each claim; a run keeps the settings it started with (the `Arc` it was handed).
 #[derive(Clone, Debug)]
 pub struct SharedSettings {
-    current: Arc<std::sync::RwLock<WorkerSettings>>,
+    current: Arc<Swap<WorkerSettings>>,
 }
 
 impl SharedSettings {
     pub fn new(settings: WorkerSettings) -> Self {
         SharedSettings {
-            current: Arc::new(std::sync::RwLock::new(settings)),
+            current: Arc::new(Swap::new(settings)),
         }
     }
 
-    /// A copy of the settings in force.
-    pub fn get(&self) -> WorkerSettings {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    /// The settings in force, frozen: a later reload does not change what this returned.
+    pub fn get(&self) -> Arc<WorkerSettings> {
+        self.current.get()
     }
 
     /// Replaces the settings for what starts from now on.
     pub fn replace(&self, settings: WorkerSettings) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        self.current.replace(settings);
     }
 }
 
@@ -283,16 +279,16 @@ pub enum WorkerExit {
 }
 
 /// Everything the loop and its lease tasks share.
-pub struct Worker<A, H, E> {
+pub struct ClaimLoop<A, E> {
     pub api: Arc<A>,
-    pub handlers: Arc<H>,
+    pub handlers: Arc<SharedHandlers>,
     pub events: Arc<E>,
     pub settings: SharedSettings,
     pub status: StatusBoard,
     pub shutdown: Shutdown,
 }
 
-impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
+impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
     /// Runs until shutdown, max runs or idleness. Never returns while a lease is held.
     pub async fn run(&self) -> WorkerExit {
         let exit = self.run_loop().await;
