@@ -134,7 +134,7 @@ async fn a_refused_key_makes_readyz_name_the_handler_until_a_run_the_hub_accepts
     let board = StatusBoard::default();
     board.set_state(WorkerState::Idle);
     board.contact();
-    board.update(|s| s.identity_ok = true);
+    board.identity_confirmed();
     let set = HandlerSet::new(handlers(&fake)).with_health(board.handler_health().clone());
     let config = Config::default();
     let state = HealthState::new(

@@ -527,7 +527,7 @@ fn dispatch<A>(context: &PollerContext<A>, channel: &str, message: &ChannelMessa
     let delivery = context.routes.deliver(message);
     match &delivery {
         Delivery::Routed(_) => {
-            context.status.update(|s| s.counters.messages_received += 1);
+            context.status.message_received();
             log_message(channel, message, "channel message for the run in hand");
         }
         Delivery::Full(run_id) => {

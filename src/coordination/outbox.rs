@@ -206,9 +206,7 @@ impl<A: CoordinationApi> Coordination<A> {
         match sent {
             Some(Ok(())) => {}
             Some(Err(mpsc::error::TrySendError::Full(item))) => {
-                self.shared
-                    .status
-                    .update(|s| s.counters.message_send_failures += 1);
+                self.shared.status.message_send_failed();
                 tracing::warn!(run_id = %document.run_id, ?item, capacity = OUTBOX_CAPACITY, "too many channel messages waiting to be sent; dropped one");
             }
             Some(Err(mpsc::error::TrySendError::Closed(_))) | None => {
@@ -386,11 +384,9 @@ impl<A: CoordinationApi> RunSender<A> {
             idempotency_key: Some(self.next_key()),
         };
         match self.shared.api.send(&channel, &request).await {
-            Ok(_) => self.shared.status.update(|s| s.counters.messages_sent += 1),
+            Ok(_) => self.shared.status.message_sent(),
             Err(err) => {
-                self.shared
-                    .status
-                    .update(|s| s.counters.message_send_failures += 1);
+                self.shared.status.message_send_failed();
                 self.after_send_error(&channel, &kind, &err);
             }
         }
@@ -433,13 +429,11 @@ impl<A: CoordinationApi> RunSender<A> {
             idempotency_key: Some(self.next_key()),
         };
         match self.shared.api.reply(&request).await {
-            Ok(_) => self.shared.status.update(|s| s.counters.messages_sent += 1),
+            Ok(_) => self.shared.status.message_sent(),
             Err(err) => {
                 // A 404 here is about the source message or its sender, not the run: replies to
                 // other messages may still work, so nothing is muted.
-                self.shared
-                    .status
-                    .update(|s| s.counters.message_send_failures += 1);
+                self.shared.status.message_send_failed();
                 tracing::warn!(run_id = %self.run.run_id, to = %to_message_id, error = %err, "a reply could not be sent");
             }
         }

@@ -162,12 +162,6 @@ impl Default for SpawnSettings {
     }
 }
 
-#[derive(Clone, Debug)]
-struct LiveChild {
-    session_id: String,
-    expires_at: Instant,
-}
-
 /// Creates child sessions for handlers, within the budget.
 pub struct Spawner<A> {
     api: Arc<A>,
@@ -175,7 +169,6 @@ pub struct Spawner<A> {
     settings: SpawnSettings,
     /// `None` until read, and again after a 409 says it may have changed.
     budget: Mutex<Option<Budget>>,
-    children: Arc<Mutex<Vec<LiveChild>>>,
     /// One spawn at a time: two concurrent asks must not both pass the local check.
     gate: tokio::sync::Mutex<()>,
 }
@@ -196,7 +189,6 @@ impl<A: CoordinationApi> Spawner<A> {
             status,
             settings,
             budget: Mutex::new(None),
-            children: Arc::new(Mutex::new(Vec::new())),
             gate: tokio::sync::Mutex::new(()),
         }
     }
@@ -227,12 +219,9 @@ impl<A: CoordinationApi> Spawner<A> {
         }
     }
 
-    /// Live children this worker created (their TTL has not passed).
+    /// Live children this worker created (their TTL has not passed): the status board keeps them.
     pub fn live_children(&self) -> usize {
-        let now = Instant::now();
-        let mut children = lock(&self.children);
-        children.retain(|child| child.expires_at > now);
-        children.len()
+        self.status.live_children().len()
     }
 
     /// Answers one ask: a local budget check, then at most one `spawn` call.
@@ -245,11 +234,10 @@ impl<A: CoordinationApi> Spawner<A> {
                 agent_name,
                 ttl_seconds,
             } => {
-                self.status.update(|s| s.counters.spawns_created += 1);
                 tracing::info!(run_id, child = %session_id, agent = %agent_name, ttl_s = ttl_seconds, "child session spawned");
             }
             SpawnAnswer::Refused { reason } => {
-                self.status.update(|s| s.counters.spawns_refused += 1);
+                self.status.spawn_refused();
                 tracing::info!(run_id, reason = %reason, "spawn refused");
             }
         }
@@ -323,32 +311,18 @@ impl<A: CoordinationApi> Spawner<A> {
         }
     }
 
-    /// Adds a child to the ledger and the status, and drops it from both at its TTL.
+    /// Records a child on the status board until its TTL: children outlive their run until the
+    /// daemon reaps them, so they count against the budget until then, not until the run ends.
     fn track(&self, session_id: &str, agent_name: &str, run_id: &str, ttl: Duration) {
-        let expires_at = Instant::now() + ttl;
-        lock(&self.children).push(LiveChild {
-            session_id: session_id.to_string(),
-            expires_at,
-        });
-        self.status.update(|s| {
-            s.children.push(ChildSession {
+        self.status.child_spawned(
+            ChildSession {
                 session_id: session_id.to_string(),
                 agent_name: agent_name.to_string(),
                 run_id: run_id.to_string(),
                 ttl_expires_at: SystemTime::now() + ttl,
-            });
-        });
-        // Children outlive their run until their TTL (the daemon reaps them then), so they are
-        // counted against the budget until then, not until the run ends.
-        let children = self.children.clone();
-        let status = self.status.clone();
-        let id = session_id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(expires_at).await;
-            lock(&children).retain(|child| child.session_id != id);
-            status.update(|s| s.children.retain(|child| child.session_id != id));
-            tracing::debug!(child = %id, "child session reached its TTL");
-        });
+            },
+            Instant::now() + ttl,
+        );
     }
 }
 

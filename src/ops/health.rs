@@ -811,7 +811,7 @@ mod tests {
         let board = StatusBoard::default();
         board.set_state(WorkerState::Idle);
         board.contact();
-        board.update(|s| s.identity_ok = true);
+        board.identity_confirmed();
         board.snapshot()
     }
 
@@ -890,7 +890,7 @@ mod tests {
         let board = StatusBoard::default();
         board.set_state(WorkerState::Idle);
         board.contact();
-        board.update(|s| s.identity_ok = true);
+        board.identity_confirmed();
         board
             .handler_health()
             .configure([("coder", false), ("exec", false)]);

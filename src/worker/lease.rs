@@ -173,16 +173,13 @@ async fn drive<A: AghApi, E: EventSink>(
     };
     let keeper = &mut keeper;
     let run = async move {
-        worker.status.update(|s| {
-            s.state = WorkerState::Running;
-            s.current = Some(CurrentRun {
-                run_id: run_id.clone(),
-                task_id: claim.task.id.clone(),
-                attempt: claim.run.attempt.unwrap_or(1),
-                handler: String::new(),
-                started_at: SystemTime::now(),
-                lease_deadline: to_system_time(first_deadline),
-            });
+        worker.status.run_started(CurrentRun {
+            run_id: run_id.clone(),
+            task_id: claim.task.id.clone(),
+            attempt: claim.run.attempt.unwrap_or(1),
+            handler: String::new(),
+            started_at: SystemTime::now(),
+            lease_deadline: to_system_time(first_deadline),
         });
 
         let bundle = read_bundle(worker.api.as_ref(), &run_id).await;
@@ -197,23 +194,13 @@ async fn drive<A: AghApi, E: EventSink>(
                 ))
             }
             Some(handler) => {
-                worker.status.update(|s| {
-                    if let Some(current) = s.current.as_mut() {
-                        current.handler = handler.name().to_string();
-                    }
-                });
+                worker.status.run_handler(&run_id, handler.name());
                 worker.status.record_start_latency(claim_answered.elapsed());
                 // The coordination layer routes channel messages for this run into `inbound`.
                 let (inbound_tx, inbound_rx) = mpsc::channel(64);
                 worker.events.run_started(&document, inbound_tx);
                 let ended = supervise(
-                    worker,
-                    &settings,
-                    &document,
-                    handler,
-                    time_limit,
-                    keeper,
-                    inbound_rx,
+                    worker, &settings, &document, handler, time_limit, keeper, inbound_rx,
                 )
                 .await;
                 worker.events.run_ended(&document.run_id);
@@ -401,11 +388,9 @@ async fn supervise<A: AghApi, E: EventSink>(
             changed = deadline_rx.changed() => {
                 if changed.is_ok() {
                     let deadline = *deadline_rx.borrow();
-                    worker.status.update(|s| {
-                        if let Some(current) = s.current.as_mut() {
-                            current.lease_deadline = to_system_time(deadline);
-                        }
-                    });
+                    worker
+                        .status
+                        .lease_deadline(&document.run_id, to_system_time(deadline));
                 }
             }
         }
@@ -611,28 +596,21 @@ async fn keep_lease<A: AghApi>(
                 deadline = sent + settings.lease;
                 let _ = deadline_tx.send(deadline);
                 next_beat = sent + settings.heartbeat_every;
-                status.update(|s| s.counters.heartbeats_ok += 1);
-                status.contact();
+                status.heartbeat_ok();
             }
             Ok(Err(err)) if lease_rejected(&err) => {
-                status.update(|s| s.counters.heartbeats_failed += 1);
+                status.heartbeat_failed(true);
                 return LeaseLoss::Rejected(err);
             }
             Ok(Err(err)) => {
                 failures += 1;
-                status.update(|s| s.counters.heartbeats_failed += 1);
-                if err.status.is_some() {
-                    status.contact();
-                } else {
-                    // The keeper is alive and retrying: /healthz must not call it wedged.
-                    status.tick();
-                }
+                status.heartbeat_failed(err.status.is_some());
                 let retry_in = heartbeat_retry_delay(failures, settings.heartbeat_every);
                 tracing::warn!(error = %err, failures, retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed");
                 next_beat = Instant::now() + retry_in;
             }
             Err(_) => {
-                status.update(|s| s.counters.heartbeats_failed += 1);
+                status.heartbeat_failed(false);
                 return LeaseLoss::DeadlineNear;
             }
         }

@@ -397,12 +397,8 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
             match answer {
                 Ok(ClaimOutcome::Claimed(claim)) => {
                     held_conflicts = 0;
-                    self.status.contact();
+                    self.status.run_claimed();
                     backoff.reset();
-                    self.status.update(|s| {
-                        s.counters.runs_claimed += 1;
-                        s.identity_ok = true;
-                    });
                     let end =
                         lease::run_lease(self, *claim, claim_sent, lease::Origin::Claimed).await;
                     runs_done += 1;
@@ -412,8 +408,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
                 Ok(ClaimOutcome::NothingToDo) => {
                     held_conflicts = 0;
                     release_backoff.reset();
-                    self.status.contact();
-                    self.status.update(|s| s.identity_ok = true);
+                    self.status.identity_confirmed();
                     backoff.reset();
                     if settings.once {
                         return WorkerExit::Idle;
@@ -442,10 +437,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
                     }
                 }
                 Err(err) => {
-                    self.status.update(|s| s.counters.claim_errors += 1);
-                    if err.status.is_some() {
-                        self.status.contact();
-                    }
+                    self.status.claim_failed(err.status.is_some());
                     match err.kind {
                         ErrorKind::LeaseAlreadyHeld => {
                             tracing::warn!(
@@ -527,18 +519,14 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
     /// answers again. Never a tight loop, never an exit (systemd would only restart into the same state).
     async fn wait_for_identity(&self, first: &ApiError) -> Option<WorkerExit> {
         tracing::error!(error = %first, probe_every_s = self.settings.get().identity_probe.as_secs(), "identity rejected; not claiming until the session is active again");
-        self.status.update(|s| {
-            s.identity_ok = false;
-            s.state = WorkerState::IdentityStale;
-        });
+        self.status.identity_rejected();
         loop {
             if self.pause(self.settings.get().identity_probe, None).await {
                 return Some(WorkerExit::Shutdown);
             }
             match self.api.me().await {
                 Ok(_) => {
-                    self.status.contact();
-                    self.status.update(|s| s.identity_ok = true);
+                    self.status.identity_confirmed();
                     tracing::info!("identity accepted again; resuming");
                     return None;
                 }
@@ -558,8 +546,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
     /// and `Some(Some(end))` when it was adopted and run to `end`.
     async fn recover_orphans(&self) -> Result<Option<Option<RunEnd>>, ApiError> {
         let me = self.api.me().await?;
-        self.status.contact();
-        self.status.update(|s| s.identity_ok = true);
+        self.status.identity_confirmed();
         if let Some(limits) = &me.limits
             && limits.max_active_task_leases > 1
         {
@@ -595,7 +582,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
             OrphanPolicy::Adopt => {
                 tracing::warn!(run_id = %orphan.run_id, "adopting a lease this session held without a worker on it");
                 let claim = lease::claim_from_orphan(self.api.as_ref(), orphan).await;
-                self.status.update(|s| s.counters.runs_adopted += 1);
+                self.status.run_adopted();
                 let end =
                     lease::run_lease(self, claim, Instant::now(), lease::Origin::Adopted).await;
                 Ok(Some(Some(end)))

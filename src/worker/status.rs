@@ -1,6 +1,9 @@
-//! The worker's live state as others read it: health, readiness, `/status`, the demo's progress.
-//! Only the worker loop and its lease tasks write it; the handlers those tasks run write one part
-//! of it, their own health record ([`HandlerHealth`]), and never read anything back.
+//! The worker's live state as others read it: health, readiness, `/status`, `/metrics`, the
+//! demo's progress. It is written only through the [`StatusBoard`]'s named methods, one per
+//! fact (a claim, a renewal, a message sent, a child spawned…), so each fact is recorded in one
+//! place: the claim loop and lease tasks, the listener, the outbox and the spawner call them and
+//! never touch the state itself. Handlers write one part, their own health record
+//! ([`HandlerHealth`]), and read nothing back.
 
 use crate::handler::health::{HandlerHealth, UnhealthyHandler};
 use crate::util::sync::lock;
@@ -156,7 +159,7 @@ pub struct WorkerStatus {
     #[serde(with = "unix_seconds_option")]
     pub last_contact: Option<SystemTime>,
     pub counters: Counters,
-    /// Live child sessions (kept by the spawner).
+    /// Live child sessions (from the board's ledger, which the spawner writes).
     pub children: Vec<ChildSession>,
     #[serde(skip)]
     pub last_tick: Instant,
@@ -183,6 +186,9 @@ pub struct StatusBoard {
     inner: Arc<Mutex<WorkerStatus>>,
     histograms: RunHistograms,
     handler_health: HandlerHealth,
+    /// The child sessions this worker created, with when each reaches its TTL: kept here once;
+    /// the spawner counts them against the budget, `/status` lists them.
+    children: Arc<Mutex<Vec<(ChildSession, Instant)>>>,
 }
 
 impl Default for StatusBoard {
@@ -203,6 +209,7 @@ impl Default for StatusBoard {
             })),
             histograms: RunHistograms::default(),
             handler_health: HandlerHealth::default(),
+            children: Arc::default(),
         }
     }
 }
@@ -216,6 +223,7 @@ impl StatusBoard {
     /// A copy of the current status.
     pub fn snapshot(&self) -> WorkerStatus {
         let mut snapshot = self.lock().clone();
+        snapshot.children = self.live_children();
         snapshot.unhealthy_handlers = self.handler_health.unhealthy();
         snapshot
     }
@@ -225,9 +233,121 @@ impl StatusBoard {
         &self.handler_health
     }
 
-    /// Applies a change.
-    pub fn update(&self, change: impl FnOnce(&mut WorkerStatus)) {
+    /// Applies a change. Private: every fact has its method below, so each is written in one place.
+    fn update(&self, change: impl FnOnce(&mut WorkerStatus)) {
         change(&mut self.lock());
+    }
+
+    /// The daemon accepted the identity (any successful call as the session).
+    pub fn identity_confirmed(&self) {
+        self.contact();
+        self.update(|s| s.identity_ok = true);
+    }
+
+    /// The daemon refused the identity: no claims until it is accepted again.
+    pub fn identity_rejected(&self) {
+        self.update(|s| {
+            s.identity_ok = false;
+            s.state = WorkerState::IdentityStale;
+            s.last_tick = Instant::now();
+        });
+    }
+
+    /// A claim answered with a run.
+    pub fn run_claimed(&self) {
+        self.identity_confirmed();
+        self.update(|s| s.counters.runs_claimed += 1);
+    }
+
+    /// An orphaned lease was adopted.
+    pub fn run_adopted(&self) {
+        self.update(|s| s.counters.runs_adopted += 1);
+    }
+
+    /// A claim failed; `answered` when the daemon answered it (it is reachable).
+    pub fn claim_failed(&self, answered: bool) {
+        if answered {
+            self.contact();
+        }
+        self.update(|s| s.counters.claim_errors += 1);
+    }
+
+    /// A run is in hand.
+    pub fn run_started(&self, run: CurrentRun) {
+        self.update(|s| {
+            s.state = WorkerState::Running;
+            s.current = Some(run);
+            s.last_tick = Instant::now();
+        });
+    }
+
+    /// The handler chosen for the run `run_id`.
+    pub fn run_handler(&self, run_id: &str, handler: &str) {
+        self.update(|s| {
+            if let Some(current) = s.current.as_mut().filter(|c| c.run_id == run_id) {
+                current.handler = handler.to_string();
+            }
+        });
+    }
+
+    /// A renewal moved the lease deadline of `run_id`.
+    pub fn lease_deadline(&self, run_id: &str, deadline: SystemTime) {
+        self.update(|s| {
+            if let Some(current) = s.current.as_mut().filter(|c| c.run_id == run_id) {
+                current.lease_deadline = deadline;
+            }
+        });
+    }
+
+    /// A heartbeat renewed the lease.
+    pub fn heartbeat_ok(&self) {
+        self.contact();
+        self.update(|s| s.counters.heartbeats_ok += 1);
+    }
+
+    /// A heartbeat failed; `answered` when the daemon answered it (else the keeper is still alive
+    /// and retrying, which `/healthz` must not call wedged).
+    pub fn heartbeat_failed(&self, answered: bool) {
+        if answered {
+            self.contact();
+        } else {
+            self.tick();
+        }
+        self.update(|s| s.counters.heartbeats_failed += 1);
+    }
+
+    /// A channel message was handed to a run.
+    pub fn message_received(&self) {
+        self.update(|s| s.counters.messages_received += 1);
+    }
+
+    /// A message or reply was sent for a handler.
+    pub fn message_sent(&self) {
+        self.update(|s| s.counters.messages_sent += 1);
+    }
+
+    /// A message or reply for a handler could not be sent.
+    pub fn message_send_failed(&self) {
+        self.update(|s| s.counters.message_send_failures += 1);
+    }
+
+    /// A child session was created; it counts as live until its TTL passes.
+    pub fn child_spawned(&self, child: ChildSession, expires_at: Instant) {
+        self.update(|s| s.counters.spawns_created += 1);
+        lock(&self.children).push((child, expires_at));
+    }
+
+    /// A spawn was refused, locally or by the daemon.
+    pub fn spawn_refused(&self) {
+        self.update(|s| s.counters.spawns_refused += 1);
+    }
+
+    /// Child sessions whose TTL has not passed.
+    pub fn live_children(&self) -> Vec<ChildSession> {
+        let now = Instant::now();
+        let mut children = lock(&self.children);
+        children.retain(|(_, expires_at)| *expires_at > now);
+        children.iter().map(|(child, _)| child.clone()).collect()
     }
 
     /// Sets the state and ticks.
