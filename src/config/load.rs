@@ -1276,7 +1276,7 @@ mod tests {
 
     #[test]
     fn the_configuration_docs_list_every_key_and_variable() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for key in schema_keys() {

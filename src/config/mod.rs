@@ -5,8 +5,8 @@
 //! an AGH session needs no file at all. Unknown keys and mistyped values are errors naming the key
 //! path and where it came from; [`Config::validate`] reports every remaining problem at once.
 //!
-//! Every key is documented in `config/agh-worker.toml` and the README; tests keep
-//! both in step with the structs below.
+//! Every key is documented in `config/agh-worker.toml` and `docs/configuration.md`;
+//! `tests/config_docs.rs` keeps both in step with the structs below.
 
 mod endpoint;
 mod error;
