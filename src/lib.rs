@@ -7,14 +7,9 @@
 //! new messages to the run they name; the event sink ([`coordination`]) sends what handlers report
 //! as channel messages, and the spawner ([`coordination::spawner`]) creates child sessions within the budget.
 //!
-//! Glossary:
-//! - **session**: an AGH agent session; its id and agent name are the worker's identity.
-//! - **run**: one attempt at a task; a session holds at most one run's lease at a time.
-//! - **lease**: the right to work on a run until `lease_until`; renewed by heartbeats.
-//! - **terminal call**: complete, fail or release; exactly one per claimed run.
-//! - **coordination channel**: the network channel of a run, where its status and messages go;
-//!   a session can only send on its own channel.
-//! - **child session**: a session spawned by this one, within its lineage budget, until its TTL.
+//! The words used here (session, run, lease, terminal call, coordination channel, child session,
+//! handler, `Outcome`, `RunEnd`, `WorkerExit`…), the flow of one run through the code and who owns
+//! what are in `ARCHITECTURE.md` at the repository root.
 
 pub mod agentuity;
 pub mod api;
