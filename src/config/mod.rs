@@ -10,6 +10,7 @@
 
 mod endpoint;
 mod error;
+mod keys;
 mod load;
 mod origin;
 mod suggest;
@@ -25,7 +26,11 @@ pub use endpoint::{
     DEFAULT_TCP_PORT, EndpointSource, ResolveEndpointError, ResolvedEndpoint, resolve_endpoint,
 };
 pub use error::{ConfigError, ValidationError, ValidationErrors};
-pub use load::{ConfigSources, DEFAULT_CONFIG_PATH, Entry, LoadedConfig, load, load_unvalidated};
+pub use keys::{HANDLER_KEY_PREFIX, handler_keys, section_keys};
+pub use load::{
+    AGH_CONVENTIONS, ConfigSources, DEFAULT_CONFIG_PATH, Entry, LoadedConfig, load,
+    load_unvalidated,
+};
 pub use origin::{ENV_PREFIX, Origin, env_var_for};
 
 /// The whole configuration, one struct per TOML section.
