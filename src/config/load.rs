@@ -21,7 +21,7 @@ use super::{Config, LogFormat, OrphanPolicy};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/agh-worker/agh-worker.toml";
 
 /// AGH's own variables, in the order they are tried, for the keys they fill when nothing set them.
-const AGH_CONVENTIONS: &[(&str, &[&str])] = &[
+pub const AGH_CONVENTIONS: &[(&str, &[&str])] = &[
     ("agh.session_id", &["AGH_SESSION_ID"]),
     ("agh.agent", &["AGH_AGENT", "AGH_AGENT_NAME"]),
     ("agh.session_channel", &["AGH_SESSION_CHANNEL"]),
@@ -387,7 +387,7 @@ fn describe_text(key: &str, raw: &str) -> String {
 }
 
 /// Flattens a two-level JSON tree into (`section.key`, value) pairs.
-fn leaves(tree: &Value) -> Vec<(String, &Value)> {
+pub(super) fn leaves(tree: &Value) -> Vec<(String, &Value)> {
     let mut out = Vec::new();
     if let Value::Object(sections) = tree {
         for (section, keys) in sections {
@@ -700,8 +700,7 @@ mod tests {
     }
 
     fn schema_keys() -> Vec<String> {
-        let tree = serde_json::to_value(Config::default()).unwrap_or(Value::Null);
-        leaves(&tree).into_iter().map(|(key, _)| key).collect()
+        crate::config::section_keys()
     }
 
     #[test]
@@ -1235,60 +1234,5 @@ mod tests {
             loaded.config, expected,
             "the example must set only defaults"
         );
-    }
-
-    /// The lines of `text` between `[section]` and the next section header.
-    fn section_text<'a>(text: &'a str, section: &str) -> Vec<&'a str> {
-        let header = format!("[{section}]");
-        text.lines()
-            .skip_while(|line| line.trim_start_matches(['#', ' ']) != header)
-            .skip(1)
-            .take_while(|line| !line.trim_start_matches(['#', ' ']).starts_with('['))
-            .collect()
-    }
-
-    #[test]
-    fn the_example_file_documents_every_key_in_its_section_with_its_variable() {
-        let text = std::fs::read_to_string(example_path())
-            .unwrap_or_else(|e| panic!("config/agh-worker.toml: {e}"));
-        for key in schema_keys() {
-            let Some((section, leaf)) = key.split_once('.') else {
-                panic!("{key} has no section");
-            };
-            let lines = section_text(&text, section);
-            let assignment = format!("{leaf} =");
-            assert!(
-                lines
-                    .iter()
-                    .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&assignment)),
-                "{key} is not shown in [{section}] of config/agh-worker.toml"
-            );
-            assert!(
-                lines.iter().any(|l| l.contains(&env_var_for(&key))),
-                "{} is not mentioned in [{section}] of config/agh-worker.toml",
-                env_var_for(&key)
-            );
-        }
-        for (_, vars) in AGH_CONVENTIONS {
-            assert!(text.contains(vars[0]), "{} is not mentioned", vars[0]);
-        }
-    }
-
-    #[test]
-    fn the_configuration_docs_list_every_key_and_variable() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        for key in schema_keys() {
-            assert!(
-                text.contains(&format!("`{key}`")),
-                "{key} missing from docs"
-            );
-            assert!(
-                text.contains(&env_var_for(&key)),
-                "{} missing from docs",
-                env_var_for(&key)
-            );
-        }
     }
 }

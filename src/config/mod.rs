@@ -5,11 +5,12 @@
 //! an AGH session needs no file at all. Unknown keys and mistyped values are errors naming the key
 //! path and where it came from; [`Config::validate`] reports every remaining problem at once.
 //!
-//! Every key is documented in `config/agh-worker.toml` and the README; tests keep
-//! both in step with the structs below.
+//! Every key is documented in `config/agh-worker.toml` and `docs/configuration.md`;
+//! `tests/config_docs.rs` keeps both in step with the structs below.
 
 mod endpoint;
 mod error;
+mod keys;
 mod load;
 mod origin;
 mod suggest;
@@ -25,7 +26,11 @@ pub use endpoint::{
     DEFAULT_TCP_PORT, EndpointSource, ResolveEndpointError, ResolvedEndpoint, resolve_endpoint,
 };
 pub use error::{ConfigError, ValidationError, ValidationErrors};
-pub use load::{ConfigSources, DEFAULT_CONFIG_PATH, Entry, LoadedConfig, load, load_unvalidated};
+pub use keys::{HANDLER_KEY_PREFIX, handler_keys, section_keys};
+pub use load::{
+    AGH_CONVENTIONS, ConfigSources, DEFAULT_CONFIG_PATH, Entry, LoadedConfig, load,
+    load_unvalidated,
+};
 pub use origin::{ENV_PREFIX, Origin, env_var_for};
 
 /// The whole configuration, one struct per TOML section.
