@@ -9,16 +9,16 @@
 //! starts at 250 ms and doubles up to `coordination.recv_backoff_max_ms`, minus the time the
 //! request itself took (an idle long-poll that ran to its deadline asks again at once).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::api::CoordinationApi;
+use super::runs::{Delivery, Runs};
 use crate::api::types::ChannelMessage;
 use crate::api::{ApiError, ErrorKind};
 use crate::config::Config;
@@ -139,115 +139,12 @@ pub fn classify_recv_failure(err: &ApiError) -> RecvFailure {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Routes: which run gets which messages
-
-/// Where a message went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// Queued for the handler of this run.
-    Routed(String),
-    /// The handler's inbound queue is full; the message was dropped.
-    Full(String),
-    /// The handler no longer reads messages (it ended or dropped its receiver).
-    Closed(String),
-    /// No run in hand matches the message's `metadata.run_id`.
-    NoRun,
-}
-
-struct RunRoute {
-    channel: Option<String>,
-    inbound: mpsc::Sender<ChannelMessage>,
-}
-
-/// The runs in hand, their coordination channels and their inbound queues. Shared by the event
-/// sink (which registers runs) and the listener (which reads channels and routes messages).
-pub struct Routes {
-    runs: Mutex<HashMap<String, RunRoute>>,
-    changed: watch::Sender<u64>,
-}
-
-impl std::fmt::Debug for Routes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Routes")
-            .field("runs", &self.lock().keys().cloned().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl Default for Routes {
-    fn default() -> Self {
-        Routes {
-            runs: Mutex::new(HashMap::new()),
-            changed: watch::channel(0).0,
-        }
-    }
-}
-
-impl Routes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, RunRoute>> {
-        lock(&self.runs)
-    }
-
-    /// A run starts: messages naming it go to `inbound`; its channel is listened to.
-    pub fn register(
-        &self,
-        run_id: &str,
-        channel: Option<String>,
-        inbound: mpsc::Sender<ChannelMessage>,
-    ) {
-        self.lock()
-            .insert(run_id.to_string(), RunRoute { channel, inbound });
-        self.changed.send_modify(|version| *version += 1);
-    }
-
-    /// A run ended: nothing more is routed to it; its channel is dropped unless shared.
-    pub fn unregister(&self, run_id: &str) {
-        if self.lock().remove(run_id).is_some() {
-            self.changed.send_modify(|version| *version += 1);
-        }
-    }
-
-    /// The coordination channels of the runs in hand.
-    pub fn run_channels(&self) -> BTreeSet<String> {
-        self.lock()
-            .values()
-            .filter_map(|route| route.channel.clone())
-            .collect()
-    }
-
-    /// Hands `message` to the run named in its metadata, without ever waiting.
-    pub fn deliver(&self, message: &ChannelMessage) -> Delivery {
-        let Some(run_id) = message
-            .metadata
-            .as_ref()
-            .map(|metadata| metadata.run_id.as_str())
-            .filter(|id| !id.is_empty())
-        else {
-            return Delivery::NoRun;
-        };
-        let runs = self.lock();
-        let Some(route) = runs.get(run_id) else {
-            return Delivery::NoRun;
-        };
-        match route.inbound.try_send(message.clone()) {
-            Ok(()) => Delivery::Routed(run_id.to_string()),
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full(run_id.to_string()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed(run_id.to_string()),
-        }
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The listener
 
 /// The listener task: one poller per channel in use, started and stopped as runs come and go.
 pub struct Listener<A> {
     api: Arc<A>,
-    routes: Arc<Routes>,
+    routes: Arc<Runs>,
     settings: ListenerSettings,
     status: StatusBoard,
     shutdown: Shutdown,
@@ -261,7 +158,7 @@ struct Poller {
 /// What every poller shares.
 struct PollerContext<A> {
     api: Arc<A>,
-    routes: Arc<Routes>,
+    routes: Arc<Runs>,
     settings: ListenerSettings,
     status: StatusBoard,
     /// Messages routed (or dropped for a full or closed queue): never handed over again.
@@ -273,7 +170,7 @@ struct PollerContext<A> {
 impl<A: CoordinationApi> Listener<A> {
     pub fn new(
         api: Arc<A>,
-        routes: Arc<Routes>,
+        routes: Arc<Runs>,
         settings: ListenerSettings,
         status: StatusBoard,
         shutdown: Shutdown,
@@ -550,6 +447,8 @@ mod tests {
     use super::*;
     use crate::api::types::{MessageKind, MessageMetadata};
     use crate::coordination::api::fake::FakeApi;
+    use crate::coordination::spawner::RunClock;
+    use tokio::sync::mpsc;
 
     #[test]
     fn seen_ids_report_news_once_and_forget_the_oldest_beyond_the_cap() {
@@ -617,7 +516,7 @@ mod tests {
     }
 
     /// Runs a listener on `api` for `period` of (paused) time; answers the routes it used.
-    async fn listen_for(api: &Arc<FakeApi>, routes: Arc<Routes>, period: Duration) {
+    async fn listen_for(api: &Arc<FakeApi>, routes: Arc<Runs>, period: Duration) {
         let shutdown = Shutdown::default();
         let listener = Listener::new(
             api.clone(),
@@ -636,9 +535,9 @@ mod tests {
     async fn a_stuck_message_is_routed_once_and_re_read_at_most_every_five_seconds() {
         let api = Arc::new(FakeApi::default());
         lock_queue(&api).push(message("m1", "run-1"));
-        let routes = Arc::new(Routes::default());
+        let routes = Arc::new(Runs::default());
         let (tx, mut rx) = mpsc::channel(8);
-        routes.register("run-1", Some("builders".into()), tx);
+        let _outbox = routes.register("run-1", Some("builders".into()), tx, no_limit());
         listen_for(&api, routes, Duration::from_secs(60)).await;
         assert_eq!(rx.try_recv().map(|m| m.message_id).ok(), Some("m1".into()));
         assert!(rx.try_recv().is_err(), "routed twice");
@@ -651,7 +550,7 @@ mod tests {
     async fn a_message_about_a_run_not_yet_started_reaches_it_when_it_starts() {
         let api = Arc::new(FakeApi::default());
         lock_queue(&api).push(message("early", "run-2"));
-        let routes = Arc::new(Routes::default());
+        let routes = Arc::new(Runs::default());
         let shutdown = Shutdown::default();
         let listener = Listener::new(
             api.clone(),
@@ -665,7 +564,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(20)).await;
         let calls_before = api.recv_count();
         let (tx, mut rx) = mpsc::channel(8);
-        routes.register("run-2", None, tx);
+        let _outbox = routes.register("run-2", None, tx, no_limit());
         let routed = tokio::time::timeout(Duration::from_millis(100), rx.recv())
             .await
             .expect("handed over without waiting for the next recv")
@@ -688,7 +587,7 @@ mod tests {
             long_poll: Duration::from_secs(30),
             ..FakeApi::default()
         });
-        listen_for(&api, Arc::new(Routes::default()), Duration::from_secs(300)).await;
+        listen_for(&api, Arc::new(Runs::default()), Duration::from_secs(300)).await;
         let calls = api.recv_count();
         assert!((10..=11).contains(&calls), "{calls} recv calls in 300 s");
     }
@@ -713,11 +612,18 @@ mod tests {
         }
     }
 
+    fn no_limit() -> RunClock {
+        RunClock {
+            started: Instant::now(),
+            time_limit: None,
+        }
+    }
+
     #[test]
     fn routes_hand_messages_to_the_named_run_without_waiting() {
-        let routes = Routes::default();
+        let routes = Runs::default();
         let (tx, mut rx) = mpsc::channel(1);
-        routes.register("run-1", Some("builders".into()), tx);
+        let _outbox = routes.register("run-1", Some("builders".into()), tx, no_limit());
         assert_eq!(
             routes.run_channels().into_iter().collect::<Vec<_>>(),
             vec!["builders".to_string()]

@@ -14,30 +14,25 @@
 //! send cannot duplicate it. A session can only send on its own channel: a 404 is logged once per
 //! run, and the rest of that run's messages go only to the log.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::api::CoordinationApi;
-use super::listener::{Listener, ListenerSettings, Routes};
+use super::listener::{Listener, ListenerSettings};
+use super::runs::{OUTBOX_CAPACITY, OutboxQueue, Outgoing, Runs};
 use super::spawner::{RunClock, SpawnSettings, Spawner};
 use crate::api::types::{ChannelMessage, MessageKind, MessageMetadata, ReplyRequest, SendRequest};
 use crate::api::{ApiError, ErrorKind};
 use crate::config::Config;
 use crate::handler::{HandlerEvent, TaskDocument};
-use crate::util::sync::lock;
 use crate::util::time::sleep_until_option;
 use crate::worker::{EventSink, Shutdown, StatusBoard};
-
-/// How many messages and replies of one run may wait to be sent; more are dropped with a
-/// warning (a handler cannot stall on a slow daemon, and memory stays bounded).
-pub const OUTBOX_CAPACITY: usize = 64;
 
 /// Settings of the event sink and the spawner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,42 +62,6 @@ impl CoordinationSettings {
     }
 }
 
-/// A message or reply waiting in a run's outbox (progress has its own coalescing slot).
-#[derive(Debug)]
-enum Outgoing {
-    Message { kind: MessageKind, text: String },
-    Reply { to_message_id: String, text: String },
-}
-
-/// The latest progress not yet sent; newer text replaces older.
-#[derive(Debug, Default)]
-struct ProgressSlot {
-    text: Mutex<Option<String>>,
-    notify: Notify,
-}
-
-impl ProgressSlot {
-    fn put(&self, text: String) {
-        *lock(&self.text) = Some(text);
-        self.notify.notify_one();
-    }
-
-    fn take(&self) -> Option<String> {
-        lock(&self.text).take()
-    }
-
-    fn is_pending(&self) -> bool {
-        lock(&self.text).is_some()
-    }
-}
-
-/// A run in hand, as the sink knows it.
-struct RunEntry {
-    outbox: mpsc::Sender<Outgoing>,
-    progress: Arc<ProgressSlot>,
-    clock: RunClock,
-}
-
 /// Who a run's messages are from and where they go.
 #[derive(Clone, Debug)]
 struct RunIdentity {
@@ -125,9 +84,9 @@ struct Shared<A> {
 /// The event sink of the worker: channel messages, progress and spawns for handlers.
 pub struct Coordination<A> {
     shared: Arc<Shared<A>>,
-    routes: Arc<Routes>,
+    /// The runs in hand (shared with the listener).
+    runs: Arc<Runs>,
     spawner: Arc<Spawner<A>>,
-    runs: Mutex<HashMap<String, RunEntry>>,
     tasks: TaskTracker,
 }
 
@@ -135,7 +94,7 @@ impl<A> std::fmt::Debug for Coordination<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordination")
             .field("settings", &self.shared.settings)
-            .field("routes", &self.routes)
+            .field("runs", &self.runs)
             .finish_non_exhaustive()
     }
 }
@@ -155,9 +114,8 @@ impl<A: CoordinationApi> Coordination<A> {
                 nonce: format!("{:08x}", fastrand::u32(..)),
                 warned_not_found: AtomicBool::new(false),
             }),
-            routes: Arc::new(Routes::default()),
+            runs: Arc::new(Runs::default()),
             spawner,
-            runs: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         }
     }
@@ -166,16 +124,16 @@ impl<A: CoordinationApi> Coordination<A> {
     pub fn listener(&self, settings: ListenerSettings, shutdown: Shutdown) -> Listener<A> {
         Listener::new(
             self.shared.api.clone(),
-            self.routes.clone(),
+            self.runs.clone(),
             settings,
             self.shared.status.clone(),
             shutdown,
         )
     }
 
-    /// The runs in hand and their inbound queues.
-    pub fn routes(&self) -> &Arc<Routes> {
-        &self.routes
+    /// The runs in hand.
+    pub fn runs(&self) -> &Arc<Runs> {
+        &self.runs
     }
 
     pub fn spawner(&self) -> &Arc<Spawner<A>> {
@@ -197,12 +155,10 @@ impl<A: CoordinationApi> Coordination<A> {
         done
     }
 
-    fn entry<T>(&self, run_id: &str, use_entry: impl FnOnce(&RunEntry) -> T) -> Option<T> {
-        lock(&self.runs).get(run_id).map(use_entry)
-    }
-
     fn enqueue(&self, document: &TaskDocument, item: Outgoing) {
-        let sent = self.entry(&document.run_id, |entry| entry.outbox.try_send(item));
+        let sent = self
+            .runs
+            .with(&document.run_id, |entry| entry.outbox.try_send(item));
         match sent {
             Some(Ok(())) => {}
             Some(Err(mpsc::error::TrySendError::Full(item))) => {
@@ -226,33 +182,24 @@ impl<A: CoordinationApi> EventSink for Coordination<A> {
         if identity.channel.is_none() {
             tracing::info!(run_id = %identity.run_id, "the run has no coordination channel; its messages go only to the log");
         }
-        self.routes
-            .register(&identity.run_id, identity.channel.clone(), inbound);
-        let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
-        let progress = Arc::new(ProgressSlot::default());
-        let entry = RunEntry {
-            outbox,
-            progress: progress.clone(),
-            clock: RunClock {
-                started: Instant::now(),
-                time_limit: document.deadline_seconds.map(Duration::from_secs),
-            },
+        let clock = RunClock {
+            started: Instant::now(),
+            time_limit: document.deadline_seconds.map(Duration::from_secs),
         };
-        lock(&self.runs).insert(identity.run_id.clone(), entry);
+        let outbox = self
+            .runs
+            .register(&identity.run_id, identity.channel.clone(), inbound, clock);
         let sender = RunSender {
             shared: self.shared.clone(),
             run: identity,
             seq: 0,
             muted: false,
         };
-        self.tasks.spawn(run_outbox(sender, queue, progress));
+        self.tasks.spawn(run_outbox(sender, outbox));
     }
 
     fn run_ended(&self, run_id: &str) {
-        self.routes.unregister(run_id);
-        // Dropping the entry closes the outbox: its task sends what is queued, flushes the
-        // last pending progress, and ends.
-        lock(&self.runs).remove(run_id);
+        self.runs.unregister(run_id);
     }
 
     async fn handle(&self, document: &TaskDocument, event: HandlerEvent) {
@@ -264,7 +211,7 @@ impl<A: CoordinationApi> EventSink for Coordination<A> {
                     tracing::debug!(run_id, "empty progress not sent");
                     return;
                 }
-                let slot = self.entry(run_id, |entry| entry.progress.clone());
+                let slot = self.runs.with(run_id, |entry| entry.progress.clone());
                 if let Some(slot) = slot {
                     slot.put(text);
                 }
@@ -295,10 +242,13 @@ impl<A: CoordinationApi> EventSink for Coordination<A> {
                 );
             }
             HandlerEvent::Spawn { ask, answer } => {
-                let clock = self.entry(run_id, |entry| entry.clock).unwrap_or(RunClock {
-                    started: Instant::now(),
-                    time_limit: document.deadline_seconds.map(Duration::from_secs),
-                });
+                let clock = self
+                    .runs
+                    .with(run_id, |entry| entry.clock)
+                    .unwrap_or(RunClock {
+                        started: Instant::now(),
+                        time_limit: document.deadline_seconds.map(Duration::from_secs),
+                    });
                 let spawner = self.spawner.clone();
                 let run_id = run_id.to_string();
                 // The spawn call must not hold up the handler's other events.
@@ -312,11 +262,11 @@ impl<A: CoordinationApi> EventSink for Coordination<A> {
 }
 
 /// Drains one run's outbox: messages and replies in order, progress at most once per interval.
-async fn run_outbox<A: CoordinationApi>(
-    mut sender: RunSender<A>,
-    mut queue: mpsc::Receiver<Outgoing>,
-    progress: Arc<ProgressSlot>,
-) {
+async fn run_outbox<A: CoordinationApi>(mut sender: RunSender<A>, outbox: OutboxQueue) {
+    let OutboxQueue {
+        mut queue,
+        progress,
+    } = outbox;
     let interval = sender.shared.settings.progress_interval;
     let mut last_progress: Option<Instant> = None;
     loop {
@@ -445,6 +395,7 @@ mod tests {
     use super::*;
     use crate::api::types::{Claim, TaskRun};
     use crate::coordination::api::fake::FakeApi;
+    use crate::util::sync::lock;
 
     fn document(channel: Option<&str>) -> TaskDocument {
         TaskDocument::new(
