@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::errors::{ApiError, Transport};
+use super::errors::{SimError, Transport};
 use super::types::PermissionPolicy;
 
 pub(crate) const MAX_LEASE_SECONDS: i64 = 86_400;
@@ -37,12 +37,12 @@ pub(crate) struct ClaimRequest {
 
 impl ClaimRequest {
     /// Empty body = `{}`; malformed = 400; bad values = 422.
-    pub fn parse(body: &[u8], transport: Transport) -> Result<ClaimRequest, ApiError> {
+    pub fn parse(body: &[u8], transport: Transport) -> Result<ClaimRequest, SimError> {
         let request: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
             ClaimRequest::default()
         } else {
             serde_json::from_slice(body).map_err(|error| {
-                ApiError::bad_request(format!(
+                SimError::bad_request(format!(
                     "task: validation failed: {}: decode agent task claim request: {error}",
                     transport.as_str()
                 ))
@@ -50,7 +50,7 @@ impl ClaimRequest {
         };
         lease_duration(request.lease_seconds, Duration::from_secs(300))?;
         if request.priority_min.is_some_and(|min| min < 0) {
-            return Err(ApiError::task_validation(
+            return Err(SimError::task_validation(
                 "priority_min must be non-negative",
             ));
         }
@@ -65,19 +65,19 @@ impl ClaimRequest {
     }
 }
 
-fn validate_capability(index: usize, capability: &str) -> Result<(), ApiError> {
+fn validate_capability(index: usize, capability: &str) -> Result<(), SimError> {
     if capability.trim().is_empty() {
-        return Err(ApiError::task_validation(format!(
+        return Err(SimError::task_validation(format!(
             "required_capabilities[{index}] is required"
         )));
     }
     if capability.len() > 128 {
-        return Err(ApiError::task_validation(format!(
+        return Err(SimError::task_validation(format!(
             "required_capabilities[{index}] exceeds 128 bytes"
         )));
     }
     if capability.chars().any(|c| c.is_whitespace() || c == ',') {
-        return Err(ApiError::task_validation(format!(
+        return Err(SimError::task_validation(format!(
             "required_capabilities[{index}] must not contain whitespace or commas"
         )));
     }
@@ -88,13 +88,13 @@ fn validate_capability(index: usize, capability: &str) -> Result<(), ApiError> {
 pub(crate) fn lease_duration(
     lease_seconds: Option<i64>,
     default_lease: Duration,
-) -> Result<Duration, ApiError> {
+) -> Result<Duration, SimError> {
     match lease_seconds {
         None | Some(0) => Ok(default_lease),
-        Some(seconds) if seconds < 0 => Err(ApiError::task_validation(
+        Some(seconds) if seconds < 0 => Err(SimError::task_validation(
             "lease_seconds must be non-negative",
         )),
-        Some(seconds) if seconds > MAX_LEASE_SECONDS => Err(ApiError::task_validation(format!(
+        Some(seconds) if seconds > MAX_LEASE_SECONDS => Err(SimError::task_validation(format!(
             "lease_seconds exceeds {MAX_LEASE_SECONDS}"
         ))),
         Some(seconds) => Ok(Duration::from_secs(seconds.unsigned_abs())),
@@ -106,9 +106,9 @@ pub(crate) fn decode_required<T: for<'de> Deserialize<'de>>(
     body: &[u8],
     operation: &str,
     transport: Transport,
-) -> Result<T, ApiError> {
+) -> Result<T, SimError> {
     let decode_error = |detail: String| {
-        ApiError::bad_request(format!(
+        SimError::bad_request(format!(
             "task: validation failed: {}: decode agent task {operation} request: {detail}",
             transport.as_str()
         ))
@@ -146,12 +146,12 @@ pub(crate) struct ReleaseRequest {
 }
 
 /// Result and failure metadata: no `claim_token` key at any depth (422), at most 64 KiB (413).
-pub(crate) fn validate_payload(what: &str, payload: Option<&Value>) -> Result<(), ApiError> {
+pub(crate) fn validate_payload(what: &str, payload: Option<&Value>) -> Result<(), SimError> {
     let Some(payload) = payload else {
         return Ok(());
     };
     if contains_claim_token_key(payload) {
-        return Err(ApiError::task_validation(format!(
+        return Err(SimError::task_validation(format!(
             "{what} must not contain claim_token"
         )));
     }
@@ -159,7 +159,7 @@ pub(crate) fn validate_payload(what: &str, payload: Option<&Value>) -> Result<()
         .map(|bytes| bytes.len())
         .unwrap_or(0);
     if size > MAX_RESULT_BYTES {
-        return Err(ApiError::payload_too_large(what, MAX_RESULT_BYTES));
+        return Err(SimError::payload_too_large(what, MAX_RESULT_BYTES));
     }
     Ok(())
 }
@@ -214,7 +214,7 @@ pub(crate) struct RecvParams {
 }
 
 impl RecvParams {
-    pub fn parse(query: Option<&str>) -> Result<RecvParams, ApiError> {
+    pub fn parse(query: Option<&str>) -> Result<RecvParams, SimError> {
         let mut params = RecvParams {
             wait: false,
             limit: None,
@@ -228,7 +228,7 @@ impl RecvParams {
             match key {
                 "wait" if !value.is_empty() => {
                     params.wait = parse_go_bool(value).ok_or_else(|| {
-                        ApiError::bad_request(format!("network: invalid field: wait={value}"))
+                        SimError::bad_request(format!("network: invalid field: wait={value}"))
                     })?;
                 }
                 "limit" if !value.is_empty() => {
@@ -237,7 +237,7 @@ impl RecvParams {
                         .ok()
                         .filter(|limit| *limit > 0)
                         .ok_or_else(|| {
-                            ApiError::bad_request(format!("network: invalid field: limit={value}"))
+                            SimError::bad_request(format!("network: invalid field: limit={value}"))
                         })?;
                     params.limit = Some(usize::try_from(limit).unwrap_or(usize::MAX));
                 }
@@ -310,9 +310,9 @@ pub(crate) fn is_empty_metadata(metadata: Option<&Value>) -> bool {
 }
 
 /// A network `say` body: an object with a non-empty `text`.
-pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), ApiError> {
+pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), SimError> {
     let Some(Value::Object(map)) = body else {
-        return Err(ApiError::bad_request(
+        return Err(SimError::bad_request(
             "network: invalid body: say body must be a JSON object",
         ));
     };
@@ -321,7 +321,7 @@ pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), ApiError> {
         .and_then(Value::as_str)
         .is_some_and(|text| !text.trim().is_empty());
     if !has_text {
-        return Err(ApiError::bad_request(
+        return Err(SimError::bad_request(
             "network: invalid body: say text is required",
         ));
     }
@@ -329,7 +329,7 @@ pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), ApiError> {
         .get("artifacts")
         .is_some_and(|artifacts| !artifacts.is_array() && !artifacts.is_null())
     {
-        return Err(ApiError::bad_request(
+        return Err(SimError::bad_request(
             "network: invalid body: say artifacts must be an array",
         ));
     }
@@ -337,7 +337,7 @@ pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), ApiError> {
         .get("intent")
         .is_some_and(|intent| !intent.is_string() && !intent.is_null())
     {
-        return Err(ApiError::bad_request(
+        return Err(SimError::bad_request(
             "network: invalid body: say intent must be a string",
         ));
     }
@@ -349,16 +349,16 @@ pub(crate) fn validate_say_body(body: Option<&Value>) -> Result<(), ApiError> {
 fn decode_channel_request<T: serde::de::DeserializeOwned>(
     verb: &str,
     body: &[u8],
-) -> Result<T, ApiError> {
+) -> Result<T, SimError> {
     let decode_error = |error: &dyn std::fmt::Display| {
-        ApiError::bad_request(format!("decode agent channel {verb} request: {error}"))
+        SimError::bad_request(format!("decode agent channel {verb} request: {error}"))
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(decode_error(&"EOF"));
     }
     let raw: Value = serde_json::from_slice(body).map_err(|error| decode_error(&error))?;
     if contains_claim_material(&raw) {
-        return Err(ApiError::bad_request(
+        return Err(SimError::bad_request(
             "contract: coordination metadata must not contain raw lease credentials",
         ));
     }
@@ -377,15 +377,15 @@ pub(crate) struct SendRequest {
 }
 
 impl SendRequest {
-    pub fn parse(body: &[u8]) -> Result<SendRequest, ApiError> {
+    pub fn parse(body: &[u8]) -> Result<SendRequest, SimError> {
         let request: SendRequest = decode_channel_request("send", body)?;
         match &request.metadata {
             None | Some(Value::Null) => {
-                return Err(ApiError::bad_request(
+                return Err(SimError::bad_request(
                     "contract: invalid coordination message metadata: metadata is required",
                 ));
             }
-            Some(metadata) => validate_coordination(metadata).map_err(ApiError::bad_request)?,
+            Some(metadata) => validate_coordination(metadata).map_err(SimError::bad_request)?,
         }
         Ok(request)
     }
@@ -405,10 +405,10 @@ pub(crate) struct ReplyRequest {
 }
 
 impl ReplyRequest {
-    pub fn parse(body: &[u8]) -> Result<ReplyRequest, ApiError> {
+    pub fn parse(body: &[u8]) -> Result<ReplyRequest, SimError> {
         let request: ReplyRequest = decode_channel_request("reply", body)?;
         if request.reply_to_message_id.trim().is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(SimError::bad_request(
                 "network: invalid field: reply_to_message_id is required",
             ));
         }
@@ -447,9 +447,9 @@ pub(crate) struct SpawnRequest {
 }
 
 impl SpawnRequest {
-    pub fn parse(body: &[u8]) -> Result<SpawnRequest, ApiError> {
+    pub fn parse(body: &[u8]) -> Result<SpawnRequest, SimError> {
         let invalid = |detail: String| {
-            ApiError::new(422, format!("session: spawn validation failed: {detail}"))
+            SimError::new(422, format!("session: spawn validation failed: {detail}"))
         };
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(invalid("request body is required".to_owned()));
@@ -507,7 +507,7 @@ pub(crate) struct SoulValidateRequest {
 }
 
 impl SoulValidateRequest {
-    pub fn parse(body: &[u8]) -> Result<SoulValidateRequest, ApiError> {
+    pub fn parse(body: &[u8]) -> Result<SoulValidateRequest, SimError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(SoulValidateRequest::default());
         }
@@ -515,19 +515,19 @@ impl SoulValidateRequest {
         let first = match values.next() {
             Some(Ok(value)) => value,
             Some(Err(error)) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(SimError::bad_request(format!(
                     "decode soul validate request: {error}"
                 )));
             }
             None => return Ok(SoulValidateRequest::default()),
         };
         if values.next().is_some() {
-            return Err(ApiError::bad_request(
+            return Err(SimError::bad_request(
                 "decode soul validate request: request body must contain a single JSON value",
             ));
         }
         serde_json::from_value(first).map_err(|error| {
-            ApiError::bad_request(format!("decode soul validate request: {error}"))
+            SimError::bad_request(format!("decode soul validate request: {error}"))
         })
     }
 }

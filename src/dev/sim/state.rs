@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::clock::Timestamp;
-use super::errors::{ApiError, IdentityFailure, Transport};
+use super::errors::{IdentityFailure, SimError, Transport};
 use super::ledger::{Ledger, TransitionKind};
 use super::requests::{
     ClaimRequest, MESSAGE_KINDS, ReplyRequest, SendRequest, SpawnRequest, contains_claim_material,
@@ -388,7 +388,7 @@ impl State {
     }
 
     /// Identity resolution in the daemon's order (§1.3); returns the caller's session id.
-    pub fn resolve_identity(&self, credentials: &Credentials) -> Result<String, ApiError> {
+    pub fn resolve_identity(&self, credentials: &Credentials) -> Result<String, SimError> {
         let session_id = credentials
             .session_id
             .as_deref()
@@ -415,9 +415,9 @@ impl State {
         Ok(session.id.clone())
     }
 
-    fn session(&self, session_id: &str) -> Result<&Session, ApiError> {
+    fn session(&self, session_id: &str) -> Result<&Session, SimError> {
         self.sessions.get(session_id).ok_or_else(|| {
-            ApiError::new(404, format!("session: session not found: {session_id:?}"))
+            SimError::new(404, format!("session: session not found: {session_id:?}"))
         })
     }
 
@@ -594,10 +594,10 @@ impl State {
         request: &ClaimRequest,
         transport: Transport,
         now: Timestamp,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<Value>, SimError> {
         let session = self.session(session_id)?;
         if session.state != SessionState::Active {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 403,
                 format!("task: permission denied: agent session {session_id:?} is not active"),
             ));
@@ -609,7 +609,7 @@ impl State {
             .filter(|ws| !ws.is_empty())
             && session.workspace_id.as_deref() != Some(workspace)
         {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 403,
                 format!(
                     "task: permission denied: agent session {session_id:?} cannot claim workspace {workspace:?}"
@@ -622,7 +622,7 @@ impl State {
                 .get(active)
                 .is_some_and(|run| run.holds_live_lease(session_id, now))
         {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 409,
                 format!(
                     "task: active run lease exists: session {session_id:?} already owns an active task-run lease"
@@ -685,7 +685,7 @@ impl State {
     }
 
     /// Lease-handle resolution (§3.8 error table).
-    fn check_lease(&self, session_id: &str, run_id: &str, now: Timestamp) -> Result<(), ApiError> {
+    fn check_lease(&self, session_id: &str, run_id: &str, now: Timestamp) -> Result<(), SimError> {
         let in_handle_list = self
             .runs
             .get(run_id)
@@ -698,9 +698,9 @@ impl State {
                 .and_then(|active| self.runs.get(active))
                 .is_some_and(|run| run.holds_live_lease(session_id, now));
             return Err(if holds_other {
-                ApiError::foreign_run(session_id, run_id)
+                SimError::foreign_run(session_id, run_id)
             } else {
-                ApiError::no_active_lease(session_id, run_id)
+                SimError::no_active_lease(session_id, run_id)
             });
         }
         let active = self
@@ -710,7 +710,7 @@ impl State {
         if active {
             Ok(())
         } else {
-            Err(ApiError::lease_expired(session_id, run_id))
+            Err(SimError::lease_expired(session_id, run_id))
         }
     }
 
@@ -720,7 +720,7 @@ impl State {
         run_id: &str,
         lease: Duration,
         now: Timestamp,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SimError> {
         self.check_lease(session_id, run_id, now)?;
         let task_id = match self.runs.get_mut(run_id) {
             Some(run) => {
@@ -728,7 +728,7 @@ impl State {
                 run.heartbeat_at = Some(now);
                 run.task_id.clone()
             }
-            None => return Err(ApiError::new(404, "task: task run not found")),
+            None => return Err(SimError::new(404, "task: task run not found")),
         };
         self.task_event(&task_id, "task.run_lease_extended", run_id, now);
         self.ledger.record(
@@ -746,10 +746,10 @@ impl State {
         run_id: &str,
         outcome: Finish,
         now: Timestamp,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SimError> {
         self.check_lease(session_id, run_id, now)?;
         let Some(run) = self.runs.get_mut(run_id) else {
-            return Err(ApiError::new(404, "task: task run not found"));
+            return Err(SimError::new(404, "task: task run not found"));
         };
         let task_id = run.task_id.clone();
         let attempt = run.attempt;
@@ -799,7 +799,7 @@ impl State {
         run_id: &str,
         reason: Option<&str>,
         now: Timestamp,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SimError> {
         self.check_lease(session_id, run_id, now)?;
         self.requeue(run_id, TransitionKind::Released, reason, now);
         Ok(json!({ "lease": self.lease_summary(run_id, false) }))
@@ -1229,7 +1229,7 @@ impl State {
     }
 
     /// Runtime channels of the caller's workspace plus the caller's own channel (§3.3).
-    pub fn channels(&self, session_id: &str) -> Result<Value, ApiError> {
+    pub fn channels(&self, session_id: &str) -> Result<Value, SimError> {
         let caller = self.session(session_id)?;
         let mut names: BTreeSet<&str> = self
             .sessions
@@ -1264,7 +1264,7 @@ impl State {
             .then_some(run)
     }
 
-    pub fn me(&self, session_id: &str) -> Result<Value, ApiError> {
+    pub fn me(&self, session_id: &str) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         let mut capabilities = Self::capabilities(session);
         capabilities.truncate(CONTEXT_SECTION_LIMIT);
@@ -1327,12 +1327,12 @@ impl State {
         Value::Object(map)
     }
 
-    pub fn coordinator_config(&self, session_id: &str) -> Result<Value, ApiError> {
+    pub fn coordinator_config(&self, session_id: &str) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         Ok(json!({ "coordinator": Self::coordinator(session) }))
     }
 
-    pub fn context(&self, session_id: &str, now: Timestamp) -> Result<Value, ApiError> {
+    pub fn context(&self, session_id: &str, now: Timestamp) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         let active = self.active_run(session);
         let task_section = match active.and_then(|run| Some((run, self.tasks.get(&run.task_id)?))) {
@@ -1565,10 +1565,10 @@ impl State {
         agent_override: Option<&str>,
         body_override: Option<&str>,
         now: Timestamp,
-    ) -> Result<(u16, Value), ApiError> {
+    ) -> Result<(u16, Value), SimError> {
         let session = self.session(session_id)?;
         if session.workspace_id.is_none() {
-            return Err(ApiError::bad_request("workspace_id is required"));
+            return Err(SimError::bad_request("workspace_id is required"));
         }
         let agent = agent_override.unwrap_or(&session.agent_name);
         let soul = self.soul_object(agent, body_override, now);
@@ -1680,7 +1680,7 @@ impl State {
         session_id: &str,
         channel: &str,
         limit: Option<usize>,
-    ) -> Result<RecvSnapshot, ApiError> {
+    ) -> Result<RecvSnapshot, SimError> {
         let session = self.session(session_id)?;
         let on_channel: Vec<&Envelope> = session
             .queue
@@ -1727,8 +1727,8 @@ impl State {
         })
     }
 
-    fn local_peer_error(session: &Session, channel: &str) -> ApiError {
-        ApiError::new(
+    fn local_peer_error(session: &Session, channel: &str) -> SimError {
+        SimError::new(
             404,
             format!(
                 "network: local peer not found: session={} channel={channel}",
@@ -1743,7 +1743,7 @@ impl State {
         channel: &str,
         request: SendRequest,
         now: Timestamp,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         if session.channel.as_deref() != Some(channel) || session.state != SessionState::Active {
             return Err(Self::local_peer_error(session, channel));
@@ -1751,7 +1751,7 @@ impl State {
         validate_say_body(request.body.as_ref())?;
         let body = request.body.unwrap_or(Value::Null);
         if contains_claim_material(&body) {
-            return Err(ApiError::bad_request(
+            return Err(SimError::bad_request(
                 "network: invalid body: body must not contain raw lease credentials",
             ));
         }
@@ -1809,7 +1809,7 @@ impl State {
         session_id: &str,
         request: ReplyRequest,
         now: Timestamp,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         let source_id = request.reply_to_message_id.trim();
         let source = session
@@ -1819,7 +1819,7 @@ impl State {
             .find(|envelope| envelope.message_id == source_id)
             .cloned()
             .ok_or_else(|| {
-                ApiError::new(
+                SimError::new(
                     404,
                     format!("network: target peer not found: message_id={source_id:?}"),
                 )
@@ -1828,14 +1828,14 @@ impl State {
             || source.from_peer.is_empty()
             || session.workspace_id.is_none()
         {
-            return Err(ApiError::bad_request(
+            return Err(SimError::bad_request(
                 "network: invalid field: source message has no workspace, channel or sender",
             ));
         }
         validate_say_body(request.body.as_ref())?;
         let metadata = if is_empty_metadata(request.metadata.as_ref()) {
             let Some(mut inherited) = source.coordination.clone() else {
-                return Err(ApiError::bad_request(
+                return Err(SimError::bad_request(
                     "metadata is required when the source message has no coordination metadata",
                 ));
             };
@@ -1843,9 +1843,9 @@ impl State {
             inherited
         } else {
             let metadata = request.metadata.unwrap_or(Value::Null);
-            validate_coordination(&metadata).map_err(ApiError::bad_request)?;
+            validate_coordination(&metadata).map_err(SimError::bad_request)?;
             if metadata.get("message_kind").and_then(Value::as_str) != Some("reply") {
-                return Err(ApiError::bad_request(
+                return Err(SimError::bad_request(
                     "contract: invalid coordination message metadata: reply message_kind must be \"reply\"",
                 ));
             }
@@ -1858,7 +1858,7 @@ impl State {
         }
         let caller_peer = session.peer_id();
         if source.from_peer == caller_peer {
-            return Err(ApiError::bad_request(
+            return Err(SimError::bad_request(
                 "network: invalid field: direct room peers must differ",
             ));
         }
@@ -1878,7 +1878,7 @@ impl State {
             None => self.external_peers.contains(&source.from_peer),
         };
         if !target_present {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 404,
                 format!(
                     "network: target peer not found: peer_id={:?}",
@@ -1931,10 +1931,10 @@ impl State {
         session_id: &str,
         request: SpawnRequest,
         now: Timestamp,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, SimError> {
         let parent = self.session(session_id)?;
         if parent.state != SessionState::Active {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 422,
                 format!(
                     "session: spawn validation failed: parent session {session_id:?} is not active"
@@ -1944,7 +1944,7 @@ impl State {
         let budget = parent.effective_budget();
         let child_depth = parent.depth() + 1;
         if child_depth > budget.max_depth {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 409,
                 format!(
                     "session: spawn limit exceeded: child depth {child_depth} exceeds max_depth {}",
@@ -1963,7 +1963,7 @@ impl State {
             })
             .count();
         if live_children >= budget.max_children as usize {
-            return Err(ApiError::new(
+            return Err(SimError::new(
                 409,
                 format!(
                     "session: spawn limit exceeded: parent session {session_id:?} has {live_children} live children (max_children {})",
@@ -1990,7 +1990,7 @@ impl State {
                 })
                 .count();
             if live_in_workspace >= budget.max_active_per_workspace as usize {
-                return Err(ApiError::new(
+                return Err(SimError::new(
                     409,
                     format!(
                         "session: spawn limit exceeded: workspace has {live_in_workspace} live sessions (max_active_per_workspace {})",
@@ -2011,7 +2011,7 @@ impl State {
             .zip(parent_policy.categories())
         {
             if let Some(atom) = child_atoms.iter().find(|atom| !parent_atoms.contains(atom)) {
-                return Err(ApiError::new(
+                return Err(SimError::new(
                     403,
                     format!(
                         "session: spawn permission denied: child {category} permission atom {atom:?} widens parent permissions"
