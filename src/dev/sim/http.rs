@@ -21,8 +21,8 @@ use super::errors::{SimError, Transport};
 use super::faults::{FaultKind, FaultRequest, Route};
 use super::requests::{
     ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, RecvParams, ReleaseRequest,
-    ReplyRequest, SendRequest, SoulValidateRequest, SpawnRequest, decode_required,
-    is_valid_channel_name, lease_duration, validate_payload,
+    ReplyRequest, SendRequest, SoulValidateRequest, SpawnRequest, decode_required, is_blank,
+    lease_duration, validate_channel_name, validate_payload,
 };
 use super::state::{Credentials, Finish};
 use super::types::{MessageSpec, SessionSpec, SessionState, TaskSpec};
@@ -361,11 +361,7 @@ async fn handle(
         Route::ChannelRecv => recv(state, &session_id, matched.param.trim(), query).await,
         Route::ChannelSend => {
             let channel = matched.param.trim();
-            if !is_valid_channel_name(channel) {
-                return Err(SimError::bad_request(format!(
-                    "network: invalid field: channel={channel}"
-                )));
-            }
+            validate_channel_name(channel)?;
             let request = SendRequest::parse(body)?;
             let now = inner.now();
             let sent = inner.state().send(&session_id, channel, request, now)?;
@@ -419,11 +415,7 @@ async fn claim_next(state: &HttpState, session_id: &str, body: &Bytes) -> Answer
 /// `recv`: a non-destructive snapshot; with `wait` it blocks until an envelope on the channel is
 /// queued (which may still yield `[]` after filtering).
 async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<&str>) -> Answer {
-    if !is_valid_channel_name(channel) {
-        return Err(SimError::bad_request(format!(
-            "network: invalid field: channel={channel}"
-        )));
-    }
+    validate_channel_name(channel)?;
     let params = RecvParams::parse(query)?;
     let mut waiting_guard = None;
     loop {
@@ -476,11 +468,7 @@ struct SoulRequest {
 
 /// Decodes an admin request body (empty = `{}`); the error is the text of a 400 answer.
 fn decode_admin<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
-    let source: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
+    let source: &[u8] = if is_blank(body) { b"{}" } else { body };
     serde_json::from_slice(source).map_err(|error| format!("decode admin request: {error}"))
 }
 

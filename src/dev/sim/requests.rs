@@ -20,6 +20,26 @@ pub(crate) const MESSAGE_KINDS: [&str; 7] = [
     "review_request",
 ];
 
+/// An empty or all-whitespace body, which Go's JSON decoder reads as EOF.
+pub(crate) fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Decodes a body that must hold one JSON value at most (`Ok(None)` when blank); the
+/// error is the detail after the caller's "decode … request: " prefix.
+fn single_json_value(body: &[u8]) -> Result<Option<Value>, String> {
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let first = match values.next() {
+        Some(Ok(value)) => value,
+        Some(Err(error)) => return Err(error.to_string()),
+        None => return Ok(None),
+    };
+    if values.next().is_some() {
+        return Err("request body must contain a single JSON value".to_owned());
+    }
+    Ok(Some(first))
+}
+
 /// `POST /api/agent/tasks/claim-next`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ClaimRequest {
@@ -38,7 +58,7 @@ pub(crate) struct ClaimRequest {
 impl ClaimRequest {
     /// Empty body = `{}`; malformed = 400; bad values = 422.
     pub fn parse(body: &[u8], transport: Transport) -> Result<ClaimRequest, SimError> {
-        let request: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        let request: ClaimRequest = if is_blank(body) {
             ClaimRequest::default()
         } else {
             serde_json::from_slice(body).map_err(|error| {
@@ -113,7 +133,7 @@ pub(crate) fn decode_required<T: for<'de> Deserialize<'de>>(
             transport.as_str()
         ))
     };
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if is_blank(body) {
         return Err(decode_error("EOF".to_owned()));
     }
     serde_json::from_slice(body).map_err(|error| decode_error(error.to_string()))
@@ -186,8 +206,19 @@ pub(crate) fn contains_claim_material(value: &Value) -> bool {
     }
 }
 
+/// A channel name from the path, or the 400 AGH answers for one outside the grammar.
+pub(crate) fn validate_channel_name(channel: &str) -> Result<(), SimError> {
+    if is_valid_channel_name(channel) {
+        Ok(())
+    } else {
+        Err(SimError::bad_request(format!(
+            "network: invalid field: channel={channel}"
+        )))
+    }
+}
+
 /// Channel names: `^[a-z0-9][a-z0-9_-]{0,63}$`.
-pub(crate) fn is_valid_channel_name(name: &str) -> bool {
+fn is_valid_channel_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 64
@@ -353,7 +384,7 @@ fn decode_channel_request<T: serde::de::DeserializeOwned>(
     let decode_error = |error: &dyn std::fmt::Display| {
         SimError::bad_request(format!("decode agent channel {verb} request: {error}"))
     };
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if is_blank(body) {
         return Err(decode_error(&"EOF"));
     }
     let raw: Value = serde_json::from_slice(body).map_err(|error| decode_error(&error))?;
@@ -451,20 +482,9 @@ impl SpawnRequest {
         let invalid = |detail: String| {
             SimError::new(422, format!("session: spawn validation failed: {detail}"))
         };
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(invalid("request body is required".to_owned()));
-        }
-        let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
-        let first = match values.next() {
-            Some(Ok(value)) => value,
-            Some(Err(error)) => return Err(invalid(format!("decode spawn request: {error}"))),
-            None => return Err(invalid("request body is required".to_owned())),
-        };
-        if values.next().is_some() {
-            return Err(invalid(
-                "decode spawn request: request body must contain a single JSON value".to_owned(),
-            ));
-        }
+        let first = single_json_value(body)
+            .map_err(|detail| invalid(format!("decode spawn request: {detail}")))?
+            .ok_or_else(|| invalid("request body is required".to_owned()))?;
         let request: SpawnRequest = serde_json::from_value(first)
             .map_err(|error| invalid(format!("decode spawn request: {error}")))?;
         if request.agent_name.trim().is_empty() {
@@ -508,27 +528,13 @@ pub(crate) struct SoulValidateRequest {
 
 impl SoulValidateRequest {
     pub fn parse(body: &[u8]) -> Result<SoulValidateRequest, SimError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(SoulValidateRequest::default());
-        }
-        let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
-        let first = match values.next() {
-            Some(Ok(value)) => value,
-            Some(Err(error)) => {
-                return Err(SimError::bad_request(format!(
-                    "decode soul validate request: {error}"
-                )));
-            }
-            None => return Ok(SoulValidateRequest::default()),
+        let decode_error = |detail: &dyn std::fmt::Display| {
+            SimError::bad_request(format!("decode soul validate request: {detail}"))
         };
-        if values.next().is_some() {
-            return Err(SimError::bad_request(
-                "decode soul validate request: request body must contain a single JSON value",
-            ));
-        }
-        serde_json::from_value(first).map_err(|error| {
-            SimError::bad_request(format!("decode soul validate request: {error}"))
-        })
+        let Some(first) = single_json_value(body).map_err(|detail| decode_error(&detail))? else {
+            return Ok(SoulValidateRequest::default());
+        };
+        serde_json::from_value(first).map_err(|error| decode_error(&error))
     }
 }
 

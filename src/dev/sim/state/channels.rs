@@ -30,6 +30,46 @@ pub(crate) struct RecvSnapshot {
     pub messages: Vec<Value>,
 }
 
+impl Envelope {
+    /// Whether `recv` and the context inbox show it: coordination metadata and no lease
+    /// credentials.
+    pub(super) fn is_visible(&self) -> bool {
+        self.coordination.is_some() && !self.claim_material
+    }
+
+    /// Oldest first: whole seconds of the send time, then message id.
+    pub(super) fn order_key(&self) -> (u64, &str) {
+        (self.sent_at.unix_seconds(), &self.message_id)
+    }
+
+    /// The metadata's `coordination_channel_id`, or else the channel it was sent on.
+    pub(super) fn channel_id(&self) -> Value {
+        channel_id(
+            self.coordination.as_ref().unwrap_or(&Value::Null),
+            &self.channel,
+        )
+    }
+}
+
+fn channel_id(metadata: &Value, channel: &str) -> Value {
+    metadata
+        .get("coordination_channel_id")
+        .cloned()
+        .unwrap_or_else(|| json!(channel))
+}
+
+/// A validated `send` or `reply`, ready to be delivered.
+struct Outgoing<'a> {
+    session_id: &'a str,
+    workspace: String,
+    idempotency_key: Option<String>,
+    channel: String,
+    from_peer: String,
+    to_peer: Option<String>,
+    body: Value,
+    metadata: Value,
+}
+
 impl SimState {
     /// Runtime channels of the caller's workspace plus the caller's own channel (§3.3).
     pub fn channels(&self, session_id: &str) -> Result<Value, SimError> {
@@ -160,30 +200,23 @@ impl SimState {
         let any_on_channel = !on_channel.is_empty();
         let mut visible: Vec<&Envelope> = on_channel
             .into_iter()
-            .filter(|envelope| envelope.coordination.is_some() && !envelope.claim_material)
+            .filter(|envelope| envelope.is_visible())
             .collect();
-        visible.sort_by(|a, b| {
-            (a.sent_at.unix_seconds(), &a.message_id)
-                .cmp(&(b.sent_at.unix_seconds(), &b.message_id))
-        });
+        visible.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         let messages = visible
             .into_iter()
             .take(limit.unwrap_or(usize::MAX))
             .map(|envelope| {
-                let metadata = envelope.coordination.clone().unwrap_or(Value::Null);
                 let mut map = Map::new();
                 map.insert("message_id".into(), json!(envelope.message_id));
-                map.insert(
-                    "channel_id".into(),
-                    metadata
-                        .get("coordination_channel_id")
-                        .cloned()
-                        .unwrap_or_else(|| json!(envelope.channel)),
-                );
+                map.insert("channel_id".into(), envelope.channel_id());
                 map.insert("from_session_id".into(), json!(envelope.from_peer));
                 put(&mut map, "to_session_id", json!(envelope.to_peer));
                 map.insert("body".into(), envelope.body.clone());
-                map.insert("metadata".into(), metadata);
+                map.insert(
+                    "metadata".into(),
+                    envelope.coordination.clone().unwrap_or(Value::Null),
+                );
                 map.insert(
                     "timestamp".into(),
                     json!(envelope.sent_at.truncated_to_seconds().to_rfc3339()),
@@ -225,53 +258,29 @@ impl SimState {
                 "network: invalid body: body must not contain raw lease credentials",
             ));
         }
-        let metadata = request.metadata.unwrap_or(Value::Null);
         let workspace = session.workspace_id.clone().unwrap_or_default();
-        let from_peer = session.peer_id();
-        let message_id = match request.idempotency_key.as_deref().map(str::trim) {
-            Some(key) if !key.is_empty() => key.to_owned(),
-            _ => new_id("msg"),
+        let recipients: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|other| {
+                other.id != session_id
+                    && other.state.is_live()
+                    && other.channel.as_deref() == Some(channel)
+                    && other.workspace_id.as_deref().unwrap_or_default() == workspace
+            })
+            .map(|other| other.id.clone())
+            .collect();
+        let outgoing = Outgoing {
+            session_id,
+            workspace,
+            idempotency_key: request.idempotency_key,
+            channel: channel.to_owned(),
+            from_peer: session.peer_id(),
+            to_peer: None,
+            body,
+            metadata: request.metadata.unwrap_or(Value::Null),
         };
-        if self.first_use_of_key(&workspace, &message_id) {
-            let recipients: Vec<String> = self
-                .sessions
-                .values()
-                .filter(|other| {
-                    other.id != session_id
-                        && other.state.is_live()
-                        && other.channel.as_deref() == Some(channel)
-                        && other.workspace_id.as_deref().unwrap_or_default() == workspace
-                })
-                .map(|other| other.id.clone())
-                .collect();
-            for recipient in recipients {
-                self.deliver(
-                    &recipient,
-                    Envelope {
-                        message_id: message_id.clone(),
-                        channel: channel.to_owned(),
-                        from_peer: from_peer.clone(),
-                        to_peer: None,
-                        body: body.clone(),
-                        coordination: Some(metadata.clone()),
-                        claim_material: false,
-                        sent_at: now,
-                    },
-                );
-            }
-        }
-        let channel_id = metadata
-            .get("coordination_channel_id")
-            .cloned()
-            .unwrap_or_else(|| json!(channel));
-        Ok(json!({ "message": {
-            "message_id": message_id,
-            "channel_id": channel_id,
-            "from_session_id": session_id,
-            "body": body,
-            "metadata": metadata,
-            "timestamp": now.to_rfc3339(),
-        }}))
+        Ok(self.post(outgoing, &recipients, now))
     }
 
     pub fn reply(
@@ -356,41 +365,55 @@ impl SimState {
                 ),
             ));
         }
-        let workspace = session.workspace_id.clone().unwrap_or_default();
-        let message_id = match request.idempotency_key.as_deref().map(str::trim) {
+        let outgoing = Outgoing {
+            session_id,
+            workspace: session.workspace_id.clone().unwrap_or_default(),
+            idempotency_key: request.idempotency_key,
+            channel: source.channel,
+            from_peer: caller_peer,
+            to_peer: Some(source.from_peer),
+            body: request.body.unwrap_or(Value::Null),
+            metadata,
+        };
+        let recipients: Vec<String> = target_session.into_iter().map(|(id, _)| id).collect();
+        Ok(self.post(outgoing, &recipients, now))
+    }
+
+    /// Delivers a validated message to its recipients, once per idempotency key and workspace
+    /// (a repeated key is answered again but not delivered again), and renders the answer.
+    fn post(&mut self, outgoing: Outgoing<'_>, recipients: &[String], now: Timestamp) -> Value {
+        let message_id = match outgoing.idempotency_key.as_deref().map(str::trim) {
             Some(key) if !key.is_empty() => key.to_owned(),
             _ => new_id("msg"),
         };
-        let body = request.body.unwrap_or(Value::Null);
-        if self.first_use_of_key(&workspace, &message_id)
-            && let Some((target_id, _)) = &target_session
-        {
-            self.deliver(
-                target_id,
-                Envelope {
-                    message_id: message_id.clone(),
-                    channel: source.channel.clone(),
-                    from_peer: caller_peer,
-                    to_peer: Some(source.from_peer.clone()),
-                    body: body.clone(),
-                    coordination: Some(metadata.clone()),
-                    claim_material: false,
-                    sent_at: now,
-                },
-            );
+        if self.first_use_of_key(&outgoing.workspace, &message_id) {
+            for recipient in recipients {
+                self.deliver(
+                    recipient,
+                    Envelope {
+                        message_id: message_id.clone(),
+                        channel: outgoing.channel.clone(),
+                        from_peer: outgoing.from_peer.clone(),
+                        to_peer: outgoing.to_peer.clone(),
+                        body: outgoing.body.clone(),
+                        coordination: Some(outgoing.metadata.clone()),
+                        claim_material: false,
+                        sent_at: now,
+                    },
+                );
+            }
         }
-        let channel_id = metadata
-            .get("coordination_channel_id")
-            .cloned()
-            .unwrap_or_else(|| json!(source.channel));
-        Ok(json!({ "message": {
-            "message_id": message_id,
-            "channel_id": channel_id,
-            "from_session_id": session_id,
-            "to_session_id": source.from_peer,
-            "body": body,
-            "metadata": metadata,
-            "timestamp": now.to_rfc3339(),
-        }}))
+        let mut message = Map::new();
+        message.insert("message_id".into(), json!(message_id));
+        message.insert(
+            "channel_id".into(),
+            channel_id(&outgoing.metadata, &outgoing.channel),
+        );
+        message.insert("from_session_id".into(), json!(outgoing.session_id));
+        put(&mut message, "to_session_id", json!(outgoing.to_peer));
+        message.insert("body".into(), outgoing.body);
+        message.insert("metadata".into(), outgoing.metadata);
+        message.insert("timestamp".into(), json!(now.to_rfc3339()));
+        json!({ "message": message })
     }
 }

@@ -257,12 +257,9 @@ impl SimState {
         let mut inbox: Vec<&Envelope> = session
             .queue
             .iter()
-            .filter(|envelope| envelope.coordination.is_some() && !envelope.claim_material)
+            .filter(|envelope| envelope.is_visible())
             .collect();
-        inbox.sort_by(|a, b| {
-            (b.sent_at.unix_seconds(), &b.message_id)
-                .cmp(&(a.sent_at.unix_seconds(), &a.message_id))
-        });
+        inbox.sort_by(|a, b| b.order_key().cmp(&a.order_key()));
         let unread = inbox.len();
         let items: Vec<Value> = inbox
             .iter()
@@ -279,7 +276,7 @@ impl SimState {
                 let metadata = envelope.coordination.clone().unwrap_or(Value::Null);
                 json!({
                     "message_id": envelope.message_id,
-                    "channel_id": metadata.get("coordination_channel_id").cloned().unwrap_or(json!(envelope.channel)),
+                    "channel_id": envelope.channel_id(),
                     "kind": metadata.get("message_kind").cloned().unwrap_or(Value::Null),
                     "metadata": metadata,
                     "preview": preview,
