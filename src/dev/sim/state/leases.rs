@@ -85,12 +85,13 @@ impl SimState {
             }
             None => return Err(SimError::new(404, "task: task run not found")),
         };
-        self.task_event(&task_id, "task.run_lease_extended", run_id, now);
-        self.ledger.record(
+        self.record_transition(
+            &task_id,
             run_id,
             TransitionKind::Heartbeat,
             Some(session_id),
-            &now.to_rfc3339(),
+            None,
+            now,
         );
         Ok(json!({ "lease": self.lease_summary(run_id, false) }))
     }
@@ -112,11 +113,11 @@ impl SimState {
         run.lease_until = None;
         run.heartbeat_at = None;
         run.ended_at = Some(now);
-        let (kind, event) = match outcome {
+        let kind = match outcome {
             Finish::Complete { result } => {
                 run.status = RunStatus::Completed;
                 run.result = result;
-                (TransitionKind::Completed, "task.run_completed")
+                TransitionKind::Completed
             }
             Finish::Fail { error, metadata } => {
                 run.status = RunStatus::Failed;
@@ -124,7 +125,7 @@ impl SimState {
                 if let Some(metadata) = metadata {
                     run.metadata = json!({ "task": run.metadata.clone(), "failure": metadata });
                 }
-                (TransitionKind::Failed, "task.run_failed")
+                TransitionKind::Failed
             }
         };
         self.claimed_runs.remove(run_id);
@@ -140,9 +141,7 @@ impl SimState {
         {
             session.active_run = None;
         }
-        self.task_event(&task_id, event, run_id, now);
-        self.ledger
-            .record(run_id, kind, Some(session_id), &now.to_rfc3339());
+        self.record_transition(&task_id, run_id, kind, Some(session_id), None, now);
         let payload = json!({ "lease": self.lease_summary(run_id, false) });
         self.remember_finished(run_id);
         Ok(payload)
@@ -196,22 +195,7 @@ impl SimState {
         };
         self.queue
             .insert((Reverse(weight), queued_at, run_id.to_owned()));
-        let event = if kind == TransitionKind::Released {
-            "task.run_released"
-        } else {
-            "task.run_lease_expired"
-        };
-        self.task_event(&task_id, event, run_id, now);
-        if let Some(reason) = reason
-            && let Some(last) = self
-                .tasks
-                .get_mut(&task_id)
-                .and_then(|task| task.events.back_mut())
-        {
-            last["payload"]["reason"] = json!(reason);
-        }
-        self.ledger
-            .record(run_id, kind, holder.as_deref(), &now.to_rfc3339());
+        self.record_transition(&task_id, run_id, kind, holder.as_deref(), reason, now);
     }
 
     fn remember_finished(&mut self, run_id: &str) {
@@ -245,12 +229,14 @@ impl SimState {
             return false;
         }
         run.lease_until = Some(now);
-        let holder = run.session_id.clone();
-        self.ledger.record(
+        let (task_id, holder) = (run.task_id.clone(), run.session_id.clone());
+        self.record_transition(
+            &task_id,
             run_id,
             TransitionKind::Expired,
             holder.as_deref(),
-            &now.to_rfc3339(),
+            None,
+            now,
         );
         true
     }

@@ -143,33 +143,54 @@ impl SimState {
         self.queue
             .insert((Reverse(task.priority.weight()), now, run_id.clone()));
         self.runs.insert(run_id.clone(), run);
-        self.task_event(task_id, "task.run_enqueued", &run_id, now);
-        self.ledger
-            .record(&run_id, TransitionKind::Enqueued, None, &now.to_rfc3339());
+        self.record_transition(task_id, &run_id, TransitionKind::Enqueued, None, None, now);
         Some(run_id)
     }
 
-    pub(super) fn task_event(
+    /// Records a run's transition where both watchers see it: the task's recent events (what
+    /// the context bundle shows; a forced expiry is not one) and the ledger.
+    pub(super) fn record_transition(
         &mut self,
         task_id: &str,
-        event_type: &str,
         run_id: &str,
+        kind: TransitionKind,
+        holder: Option<&str>,
+        reason: Option<&str>,
         now: Timestamp,
     ) {
-        if let Some(task) = self.tasks.get_mut(task_id) {
+        let event_type = match kind {
+            TransitionKind::Enqueued => Some("task.run_enqueued"),
+            TransitionKind::Claimed => Some("task.run_claimed"),
+            TransitionKind::Heartbeat => Some("task.run_lease_extended"),
+            TransitionKind::Completed => Some("task.run_completed"),
+            TransitionKind::Failed => Some("task.run_failed"),
+            TransitionKind::Released => Some("task.run_released"),
+            TransitionKind::RequeuedBySweep | TransitionKind::ReleasedByReaper => {
+                Some("task.run_lease_expired")
+            }
+            TransitionKind::Expired => None,
+        };
+        if let Some(event_type) = event_type
+            && let Some(task) = self.tasks.get_mut(task_id)
+        {
             task.event_seq += 1;
             if task.events.len() == RECENT_EVENTS_PER_TASK {
                 task.events.pop_front();
+            }
+            let mut payload = json!({ "run_id": run_id });
+            if let Some(reason) = reason {
+                payload["reason"] = json!(reason);
             }
             task.events.push_back(json!({
                 "event_id": new_id("evt"),
                 "event_type": event_type,
                 "sequence": task.event_seq,
                 "timestamp": now.to_rfc3339(),
-                "payload": { "run_id": run_id },
+                "payload": payload,
                 "actor": { "kind": "daemon", "ref": "agh-sim" },
             }));
         }
+        self.ledger.record(run_id, kind, holder, &now.to_rfc3339());
     }
 
     fn is_claimable(
@@ -297,12 +318,13 @@ impl SimState {
         if let Some(task) = self.tasks.get_mut(&task_id) {
             task.status = "in_progress";
         }
-        self.task_event(&task_id, "task.run_claimed", &run_id, now);
-        self.ledger.record(
+        self.record_transition(
+            &task_id,
             &run_id,
             TransitionKind::Claimed,
             Some(session_id),
-            &now.to_rfc3339(),
+            None,
+            now,
         );
         Ok(Some(self.claim_payload(&run_id)))
     }
@@ -422,5 +444,39 @@ mod tests {
             .expect("claim attempt")
             .expect("claimed");
         assert_eq!(claimed["claim"]["run"]["id"], run.run_id);
+    }
+
+    #[test]
+    fn every_transition_but_a_forced_expiry_is_a_task_event_and_a_release_keeps_its_reason() {
+        let (mut state, session) = state();
+        let enqueued = state.enqueue_task(TaskSpec::titled("x"), T0);
+        let run = claim(&mut state, &session, T0).expect("a run");
+        state
+            .release(&session, &run, Some("handoff"), T0)
+            .expect("release");
+        claim(&mut state, &session, T0).expect("claimed again");
+        assert!(state.expire_lease(&run, T0));
+        let events: Vec<(String, Value)> = state.tasks[&enqueued.task_id]
+            .events
+            .iter()
+            .map(|event| (event["event_type"].to_string(), event["payload"].clone()))
+            .collect();
+        let run_only = json!({ "run_id": run });
+        assert_eq!(
+            events,
+            vec![
+                (r#""task.run_enqueued""#.to_owned(), run_only.clone()),
+                (r#""task.run_claimed""#.to_owned(), run_only.clone()),
+                (
+                    r#""task.run_released""#.to_owned(),
+                    json!({ "run_id": run, "reason": "handoff" })
+                ),
+                (r#""task.run_claimed""#.to_owned(), run_only),
+            ]
+        );
+        assert_eq!(
+            state.ledger.snapshot(Default::default()).violations_total,
+            0
+        );
     }
 }
