@@ -209,13 +209,11 @@ fn decode_channel_request<T: serde::de::DeserializeOwned>(
 }
 
 /// `POST /api/agent/channels/{channel}/send`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct SendRequest {
-    #[serde(default)]
     pub body: Option<Value>,
-    #[serde(default)]
     pub metadata: Option<Value>,
-    #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 
@@ -235,15 +233,12 @@ impl SendRequest {
 }
 
 /// `POST /api/agent/channels/reply`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ReplyRequest {
-    #[serde(default)]
     pub reply_to_message_id: String,
-    #[serde(default)]
     pub body: Option<Value>,
-    #[serde(default)]
     pub metadata: Option<Value>,
-    #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 

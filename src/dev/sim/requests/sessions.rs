@@ -7,31 +7,21 @@ use super::super::types::PermissionPolicy;
 use super::single_json_value;
 
 /// `POST /api/agent/spawn`, decoded strictly.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct SpawnRequest {
-    #[serde(default)]
     pub agent_name: String,
-    #[serde(default)]
     pub ttl_seconds: i64,
-    #[serde(default)]
     pub spawn_role: Option<String>,
-    #[serde(default)]
     pub auto_stop_on_parent: Option<bool>,
-    #[serde(default)]
     pub permissions: Option<PermissionPolicy>,
-    #[serde(default)]
     pub provider: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
     // Accepted (so strict decoding does not reject them) but ignored, as the daemon does.
-    #[serde(default)]
     #[allow(dead_code)]
     pub prompt_overlay: Option<String>,
-    #[serde(default)]
     #[allow(dead_code)]
     pub model: Option<String>,
-    #[serde(default)]
     #[allow(dead_code)]
     pub idempotency_key: Option<String>,
 }
@@ -74,14 +64,12 @@ impl SpawnRequest {
 
 /// `POST /api/agent/soul/validate` (empty body allowed).
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct SoulValidateRequest {
     // The simulator keeps one soul per agent, whatever the workspace.
-    #[serde(default)]
     #[allow(dead_code)]
     pub workspace_id: Option<String>,
-    #[serde(default)]
     pub agent_name: Option<String>,
-    #[serde(default)]
     pub body: Option<String>,
 }
 

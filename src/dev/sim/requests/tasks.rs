@@ -14,16 +14,12 @@ const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 /// `POST /api/agent/tasks/claim-next`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ClaimRequest {
-    #[serde(default)]
     pub workspace_id: Option<String>,
-    #[serde(default)]
     pub required_capabilities: Vec<String>,
-    #[serde(default)]
     pub priority_min: Option<i64>,
-    #[serde(default)]
     pub lease_seconds: Option<i64>,
-    #[serde(default)]
     pub wait: bool,
 }
 
@@ -112,28 +108,27 @@ pub(crate) fn decode_required<T: for<'de> Deserialize<'de>>(
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct HeartbeatRequest {
-    #[serde(default)]
     pub lease_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct CompleteRequest {
-    #[serde(default)]
     pub result: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct FailRequest {
-    #[serde(default)]
     pub error: Option<String>,
-    #[serde(default)]
     pub metadata: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ReleaseRequest {
-    #[serde(default)]
     pub reason: Option<String>,
 }
 
