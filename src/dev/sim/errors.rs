@@ -1,4 +1,5 @@
-//! The AGH error envelope: typed API errors, identity diagnostics and claim-token redaction.
+//! The AGH error envelope: the simulated daemon's typed errors, identity diagnostics and
+//! claim-token redaction.
 
 use serde_json::{Value, json};
 
@@ -22,45 +23,46 @@ impl Transport {
     }
 }
 
-/// An error answer of the agent API: status, `error` text and the optional `diagnostic`.
+/// The error the simulated daemon answers an agent API request with: status, `error` text and
+/// the optional `diagnostic` (named apart from the client's `api::ApiError`, which decodes it).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]
-pub(crate) struct ApiError {
+pub(crate) struct SimError {
     pub status: u16,
     pub message: String,
     pub diagnostic: Option<Value>,
 }
 
-impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError {
+impl SimError {
+    pub fn new(status: u16, message: impl Into<String>) -> SimError {
+        SimError {
             status,
             message: message.into(),
             diagnostic: None,
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, message)
+    pub fn bad_request(message: impl Into<String>) -> SimError {
+        SimError::new(400, message)
     }
 
-    pub fn task_validation(detail: impl std::fmt::Display) -> ApiError {
-        ApiError::new(422, format!("task: validation failed: {detail}"))
+    pub fn task_validation(detail: impl std::fmt::Display) -> SimError {
+        SimError::new(422, format!("task: validation failed: {detail}"))
     }
 
-    pub fn payload_too_large(what: &str, limit: usize) -> ApiError {
-        ApiError::new(
+    pub fn payload_too_large(what: &str, limit: usize) -> SimError {
+        SimError::new(
             413,
             format!("task: payload too large: {what} exceeds {limit} bytes"),
         )
     }
 
-    pub fn body_too_large() -> ApiError {
-        ApiError::new(413, "request body too large")
+    pub fn body_too_large() -> SimError {
+        SimError::new(413, "request body too large")
     }
 
-    pub fn no_active_lease(session_id: &str, run_id: &str) -> ApiError {
-        ApiError::new(
+    pub fn no_active_lease(session_id: &str, run_id: &str) -> SimError {
+        SimError::new(
             409,
             format!(
                 "task: autonomy lease rejected: AUTONOMY_NO_ACTIVE_LEASE: task: invalid claim token: session {session_id:?} holds no active lease for run {run_id:?}"
@@ -68,8 +70,8 @@ impl ApiError {
         )
     }
 
-    pub fn foreign_run(session_id: &str, run_id: &str) -> ApiError {
-        ApiError::new(
+    pub fn foreign_run(session_id: &str, run_id: &str) -> SimError {
+        SimError::new(
             403,
             format!(
                 "task: autonomy lease rejected: AUTONOMY_FOREIGN_RUN: task: permission denied: run {run_id:?} is not leased by session {session_id:?}"
@@ -77,8 +79,8 @@ impl ApiError {
         )
     }
 
-    pub fn lease_expired(session_id: &str, run_id: &str) -> ApiError {
-        ApiError::new(
+    pub fn lease_expired(session_id: &str, run_id: &str) -> SimError {
+        SimError::new(
             409,
             format!(
                 "task: autonomy lease rejected: AUTONOMY_LEASE_EXPIRED: task: lease expired: run {run_id:?} is not an active lease for session {session_id:?}"
@@ -113,7 +115,7 @@ pub(crate) enum IdentityFailure {
 }
 
 impl IdentityFailure {
-    pub fn into_error(self) -> ApiError {
+    pub fn into_error(self) -> SimError {
         const FROM_SESSION: &str = "run this command from an AGH-managed agent session";
         const RESUME: &str = "start or resume the AGH session, then retry";
         let (status, code, message, hint) = match self {
@@ -154,7 +156,7 @@ impl IdentityFailure {
                 "use the session workspace or start a session in the requested workspace",
             ),
         };
-        ApiError {
+        SimError {
             status,
             message: format!("{message}: {hint}"),
             diagnostic: Some(json!({
@@ -207,7 +209,7 @@ mod tests {
 
     #[test]
     fn server_errors_are_masked_over_tcp_but_not_over_the_socket() {
-        let error = ApiError::new(500, "store: disk on fire");
+        let error = SimError::new(500, "store: disk on fire");
         assert_eq!(
             error.envelope(Transport::Tcp),
             json!({"error": "Internal Server Error"})

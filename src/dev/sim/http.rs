@@ -17,12 +17,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
-use super::errors::{ApiError, Transport};
+use super::errors::{SimError, Transport};
 use super::faults::{FaultKind, FaultRequest, Route};
 use super::requests::{
     ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, RecvParams, ReleaseRequest,
-    ReplyRequest, SendRequest, SoulValidateRequest, SpawnRequest, decode_required,
-    is_valid_channel_name, lease_duration, validate_payload,
+    ReplyRequest, SendRequest, SoulValidateRequest, SpawnRequest, decode_required, is_blank,
+    lease_duration, validate_channel_name, validate_payload,
 };
 use super::state::{Credentials, Finish};
 use super::types::{MessageSpec, SessionSpec, SessionState, TaskSpec};
@@ -125,7 +125,7 @@ fn json_response(status: u16, value: &Value) -> Response {
     plain(status, "application/json; charset=utf-8", Body::from(text))
 }
 
-fn error_response(error: &ApiError, transport: Transport) -> Response {
+fn error_response(error: &SimError, transport: Transport) -> Response {
     json_response(error.status, &error.envelope(transport))
 }
 
@@ -188,7 +188,7 @@ fn dropped_connection() -> Response {
 }
 
 /// The answer of an agent handler: a status and a JSON body (`None` = empty body, e.g. 204).
-type Answer = Result<(u16, Option<Value>), ApiError>;
+type Answer = Result<(u16, Option<Value>), SimError>;
 
 async fn agent(
     state: &HttpState,
@@ -207,7 +207,7 @@ async fn agent(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > body_limit as u64) {
-        return error_response(&ApiError::body_too_large(), transport);
+        return error_response(&SimError::body_too_large(), transport);
     }
     if transport == Transport::Tcp && !origin_allowed(headers) {
         return json_response(403, &json!({ "error": "origin not allowed" }));
@@ -217,7 +217,7 @@ async fn agent(
     match fault {
         None => {}
         Some(FaultKind::Status { status, error }) => {
-            return error_response(&ApiError::new(status, error), transport);
+            return error_response(&SimError::new(status, error), transport);
         }
         Some(FaultKind::Delay(delay)) => {
             tokio::select! {
@@ -254,8 +254,8 @@ async fn agent(
     let answer = match identity {
         Ok(session_id) => match axum::body::to_bytes(body, body_limit).await {
             Ok(body) => handle(state, &matched, &session_id, query, &body).await,
-            Err(_) if transport == Transport::Tcp => Err(ApiError::body_too_large()),
-            Err(error) => Err(ApiError::bad_request(format!("read request body: {error}"))),
+            Err(_) if transport == Transport::Tcp => Err(SimError::body_too_large()),
+            Err(error) => Err(SimError::bad_request(format!("read request body: {error}"))),
         },
         Err(error) => Err(error),
     };
@@ -336,7 +336,7 @@ async fn handle(
             let request: FailRequest = decode_required(body, "fail", transport)?;
             let error = request.error.unwrap_or_default();
             if error.trim().is_empty() {
-                return Err(ApiError::task_validation("error is required"));
+                return Err(SimError::task_validation("error is required"));
             }
             validate_payload("metadata", request.metadata.as_ref())?;
             let now = inner.now();
@@ -361,11 +361,7 @@ async fn handle(
         Route::ChannelRecv => recv(state, &session_id, matched.param.trim(), query).await,
         Route::ChannelSend => {
             let channel = matched.param.trim();
-            if !is_valid_channel_name(channel) {
-                return Err(ApiError::bad_request(format!(
-                    "network: invalid field: channel={channel}"
-                )));
-            }
+            validate_channel_name(channel)?;
             let request = SendRequest::parse(body)?;
             let now = inner.now();
             let sent = inner.state().send(&session_id, channel, request, now)?;
@@ -384,7 +380,7 @@ async fn handle(
             let now = inner.now();
             Ok((201, Some(inner.state().spawn(&session_id, request, now)?)))
         }
-        Route::Any => Err(ApiError::new(404, "404 page not found")),
+        Route::Any => Err(SimError::new(404, "404 page not found")),
     }
 }
 
@@ -410,7 +406,7 @@ async fn claim_next(state: &HttpState, session_id: &str, body: &Bytes) -> Answer
         tokio::select! {
             () = tokio::time::sleep(state.inner.config.poll_interval) => {}
             () = state.kill.cancelled() => {
-                return Err(ApiError::new(408, "task: claim wait ended: context canceled"));
+                return Err(SimError::new(408, "task: claim wait ended: context canceled"));
             }
         }
     }
@@ -419,11 +415,7 @@ async fn claim_next(state: &HttpState, session_id: &str, body: &Bytes) -> Answer
 /// `recv`: a non-destructive snapshot; with `wait` it blocks until an envelope on the channel is
 /// queued (which may still yield `[]` after filtering).
 async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<&str>) -> Answer {
-    if !is_valid_channel_name(channel) {
-        return Err(ApiError::bad_request(format!(
-            "network: invalid field: channel={channel}"
-        )));
-    }
+    validate_channel_name(channel)?;
     let params = RecvParams::parse(query)?;
     let mut waiting_guard = None;
     loop {
@@ -442,7 +434,7 @@ async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<
         }
         tokio::select! {
             () = notified => {}
-            () = state.kill.cancelled() => return Err(ApiError::new(500, "context canceled")),
+            () = state.kill.cancelled() => return Err(SimError::new(500, "context canceled")),
         }
     }
 }
@@ -476,18 +468,14 @@ struct SoulRequest {
 
 /// Decodes an admin request body (empty = `{}`); the error is the text of a 400 answer.
 fn decode_admin<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
-    let source: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
+    let source: &[u8] = if is_blank(body) { b"{}" } else { body };
     serde_json::from_slice(source).map_err(|error| format!("decode admin request: {error}"))
 }
 
 async fn admin(state: &HttpState, method: &Method, path: &str, body: Body) -> Response {
     let body = match axum::body::to_bytes(body, MAX_API_BODY_BYTES).await {
         Ok(body) => body,
-        Err(_) => return error_response(&ApiError::body_too_large(), state.transport),
+        Err(_) => return error_response(&SimError::body_too_large(), state.transport),
     };
     admin_route(state, method, path, &body)
         .unwrap_or_else(|error| json_response(400, &json!({ "error": error })))

@@ -50,7 +50,7 @@ pub use types::{
 
 use clock::SimClock;
 use faults::FaultTable;
-use state::{State, StateConfig};
+use state::{SimState, StateConfig};
 
 /// Simulator settings; the defaults match the real daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl Default for SimConfig {
 pub(crate) struct Inner {
     config: SimConfig,
     clock: SimClock,
-    state: Mutex<State>,
+    state: Mutex<SimState>,
     faults: Mutex<FaultTable>,
     /// Woken whenever a message lands in any queue, so `recv?wait=true` can re-check.
     messages: Notify,
@@ -102,7 +102,7 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, SimState> {
         lock(&self.state)
     }
 
@@ -170,7 +170,7 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     pub fn new(config: SimConfig) -> Simulator {
         let clock = SimClock::default();
-        let mut state = State::new(StateConfig {
+        let mut state = SimState::new(StateConfig {
             default_lease: config.default_lease,
             max_queue_depth: config.max_queue_depth,
         });

@@ -125,28 +125,16 @@ impl SimServer {
     pub(crate) async fn start_tcp(inner: Arc<Inner>, addr: SocketAddr) -> io::Result<SimServer> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let (stop, kill) = (CancellationToken::new(), CancellationToken::new());
-        let app = router(inner.clone(), Transport::Tcp, kill.clone());
-        let listener = KillableListener {
-            listener: axum::serve::ListenerExt::tap_io(listener, |stream| {
-                // Small request/response pairs: never wait for Nagle.
-                let _ = stream.set_nodelay(true);
-            }),
-            kill: kill.clone(),
-        };
-        let shutdown = stop.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            // Small request/response pairs: never wait for Nagle.
+            let _ = stream.set_nodelay(true);
         });
-        Ok(SimServer {
+        Ok(SimServer::serve(
             inner,
-            endpoint: Endpoint::Tcp(local),
-            stop,
-            kill,
-            task,
-        })
+            listener,
+            Transport::Tcp,
+            Endpoint::Tcp(local),
+        ))
     }
 
     pub(crate) async fn start_unix(inner: Arc<Inner>, path: PathBuf) -> io::Result<SimServer> {
@@ -160,25 +148,44 @@ impl SimServer {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
+        Ok(SimServer::serve(
+            inner,
+            listener,
+            Transport::Unix,
+            Endpoint::Unix(path),
+        ))
+    }
+
+    /// The one serve path of both transports: the router over a listener whose connections
+    /// can all be killed, until `stop` is cancelled.
+    fn serve<L>(
+        inner: Arc<Inner>,
+        listener: L,
+        transport: Transport,
+        endpoint: Endpoint,
+    ) -> SimServer
+    where
+        L: Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let (stop, kill) = (CancellationToken::new(), CancellationToken::new());
-        let app = router(inner.clone(), Transport::Unix, kill.clone());
+        let app = router(inner.clone(), transport, kill.clone());
         let listener = KillableListener {
             listener,
             kill: kill.clone(),
         };
-        let shutdown = stop.clone();
+        let serving =
+            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
+            let _ = serving.await;
         });
-        Ok(SimServer {
+        SimServer {
             inner,
-            endpoint: Endpoint::Unix(path),
+            endpoint,
             stop,
             kill,
             task,
-        })
+        }
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {

@@ -70,7 +70,7 @@ impl PermissionPolicy {
     }
 }
 
-/// What to create with [`crate::dev::sim::Simulator::create_session`].
+/// What to create with [`Simulator::create_session`](super::Simulator::create_session).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct SessionSpec {
@@ -153,7 +153,7 @@ pub enum TaskScope {
     Global,
 }
 
-/// What to enqueue with [`crate::dev::sim::Simulator::enqueue_task`].
+/// What to enqueue with [`Simulator::enqueue_task`](super::Simulator::enqueue_task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct TaskSpec {
