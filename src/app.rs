@@ -281,8 +281,9 @@ async fn start_health(
     status: &StatusBoard,
     shutdown: &Shutdown,
     api_requests: Arc<crate::api::ApiRequestCounters>,
-) -> Result<Option<crate::ops::health::HealthServer>, ExitCode> {
-    use crate::ops::health::{HealthInfo, HealthListen, HealthState, HealthTimings};
+) -> Result<Option<crate::ops::server::HealthServer>, ExitCode> {
+    use crate::ops::health::HealthTimings;
+    use crate::ops::server::{HealthInfo, HealthListen, HealthState};
     let listen = match HealthListen::from_config(&config.health) {
         Ok(Some(listen)) => listen,
         Ok(None) => return Ok(None),
@@ -298,7 +299,7 @@ async fn start_health(
         HealthInfo::new(client.identity(), client.endpoint()),
     )
     .with_api_requests(api_requests);
-    match crate::ops::health::start(&listen, state).await {
+    match crate::ops::server::start(&listen, state).await {
         Ok(server) => {
             // The bound address, not the configured one: `:0` picks a free port.
             let serving = server
