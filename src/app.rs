@@ -233,8 +233,9 @@ async fn start_health(
     config: &Config,
     worker: &Worker,
     shutdown: &Shutdown,
-) -> Result<Option<crate::ops::health::HealthServer>, ExitCode> {
-    use crate::ops::health::{HealthInfo, HealthListen, HealthState, HealthTimings};
+) -> Result<Option<crate::ops::server::HealthServer>, ExitCode> {
+    use crate::ops::health::HealthTimings;
+    use crate::ops::server::{HealthInfo, HealthListen, HealthState};
     let listen = match HealthListen::from_config(&config.health) {
         Ok(Some(listen)) => listen,
         Ok(None) => return Ok(None),
@@ -251,7 +252,7 @@ async fn start_health(
         HealthInfo::new(client.identity(), client.endpoint()),
     )
     .with_api_requests(worker.request_counters().clone());
-    match crate::ops::health::start(&listen, state).await {
+    match crate::ops::server::start(&listen, state).await {
         Ok(server) => {
             // The bound address, not the configured one: `:0` picks a free port.
             let serving = server

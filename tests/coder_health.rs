@@ -17,7 +17,8 @@ use agh_worker::handler::coder::CoderConfig;
 use agh_worker::handler::{
     HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext, TaskDocument,
 };
-use agh_worker::ops::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
+use agh_worker::ops::health::HealthTimings;
+use agh_worker::ops::server::{self, HealthInfo, HealthListen, HealthState};
 use agh_worker::worker::{Shutdown, StatusBoard, WorkerState};
 use fake_agentuity::{FakeAgentuity, Step};
 use log_capture::Capture;
@@ -142,14 +143,14 @@ async fn a_refused_key_makes_readyz_name_the_handler_until_a_run_the_hub_accepts
         Shutdown::default(),
         HealthTimings::from_config(&config),
         HealthInfo {
-            version: health::VERSION.into(),
+            version: server::VERSION.into(),
             session_id: "sess-1".into(),
             agent: "worker".into(),
             workspace_id: None,
             endpoint: "http://127.0.0.1:2123".into(),
         },
     );
-    let server = health::start(
+    let server = server::start(
         &HealthListen::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         state,
     )

@@ -12,11 +12,9 @@ use agh_worker::api::{
 };
 use agh_worker::config::OrphanPolicy;
 use agh_worker::dev::sim::{Route, SessionState, SimConfig, SimServer, Simulator, TaskSpec};
-use agh_worker::handler::{Handler, HandlerSet, MatchRule, SharedHandlers};
-use agh_worker::handler::{Outcome, TaskContext};
-use agh_worker::ops::health::{
-    self, HealthInfo, HealthListen, HealthServer, HealthState, HealthTimings,
-};
+use agh_worker::handler::{Handler, HandlerSet, MatchRule, Outcome, SharedHandlers, TaskContext};
+use agh_worker::ops::health::HealthTimings;
+use agh_worker::ops::server::{self, HealthInfo, HealthListen, HealthServer, HealthState};
 use agh_worker::worker::{
     ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
 };
@@ -138,7 +136,7 @@ impl Rig {
             HealthInfo::new(&identity, &endpoint),
         )
         .with_api_requests(requests);
-        let health = health::start(listen, state).await.expect("health server");
+        let health = server::start(listen, state).await.expect("health server");
         let (http, base) = match listen {
             HealthListen::Tcp(_) => (
                 reqwest::Client::new(),
@@ -583,7 +581,7 @@ async fn healthz_answers_503_once_the_loop_stops_ticking() {
             &Endpoint::Http("http://127.0.0.1:1".into()),
         ),
     );
-    let server = health::start(
+    let server = server::start(
         &HealthListen::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         state,
     )
@@ -652,7 +650,7 @@ async fn a_health_socket_path_held_by_another_file_is_not_replaced() {
             &Endpoint::Http("http://127.0.0.1:1".into()),
         ),
     );
-    let err = health::start(&HealthListen::Unix(path.clone()), state)
+    let err = server::start(&HealthListen::Unix(path.clone()), state)
         .await
         .expect_err("a regular file is in the way");
     assert!(err.to_string().contains("not a socket"), "{err}");

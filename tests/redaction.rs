@@ -20,7 +20,8 @@ use agh_worker::api::ApiRequestCounters;
 use agh_worker::config::{self, ConfigSources};
 use agh_worker::dev::sim::{SimConfig, Simulator, TaskSpec};
 use agh_worker::handler::{HandlerSet, SharedHandlers};
-use agh_worker::ops::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
+use agh_worker::ops::health::HealthTimings;
+use agh_worker::ops::server::{self, HealthInfo, HealthListen, HealthState};
 use agh_worker::worker::{ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings};
 use log_capture::Capture;
 use serde_json::{Value, json};
@@ -217,7 +218,7 @@ async fn scenario(capture: Capture) {
         HealthInfo::new(client.identity(), client.endpoint()),
     )
     .with_api_requests(requests);
-    let health_server = health::start(
+    let health_server = server::start(
         &HealthListen::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         state,
     )
