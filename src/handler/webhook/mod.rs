@@ -24,6 +24,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{HandlerEvent, Outcome, TaskContext, TaskDocument};
+use crate::util::backoff::Backoff;
 use crate::util::time::seconds_text;
 use answer::answer_outcome;
 use config::{Target, process_credentials_dir};
@@ -52,8 +53,10 @@ pub const SIGNATURE_HEADER: &str = "x-agh-worker-signature";
 /// systemd's `LoadCredential=` directory; a relative `secret_file` is resolved against it.
 pub const CREDENTIALS_DIRECTORY_VAR: &str = "CREDENTIALS_DIRECTORY";
 
-/// First pause between delivery attempts that failed before any response; doubled each time.
+/// First pause between delivery attempts that failed before any response; doubled each time,
+/// plus up to half again as jitter.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(1000);
 
 const LOG_TARGET: &str = "agh_worker::handler::webhook";
@@ -251,7 +254,7 @@ async fn deliver(
     let target = prepared.target.describe();
     let budget = Duration::from_millis(config.connect_retry_budget_ms);
     let started = Instant::now();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF).with_jitter(1.0, 1.5);
     let mut attempts: u32 = 0;
     let response = loop {
         attempts += 1;
@@ -269,8 +272,7 @@ async fn deliver(
                 // no response started: the sidecar may or may not have seen the request, and the
                 // idempotency key lets it drop a duplicate. Retried within the budget only.
                 let why = error_chain(&err);
-                let pause = backoff
-                    + Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
+                let pause = backoff.next_delay();
                 if started.elapsed() + pause > budget {
                     tracing::warn!(
                         target: LOG_TARGET,
@@ -303,7 +305,6 @@ async fn deliver(
                     "the webhook is not reachable yet: {why}"
                 );
                 tokio::time::sleep(pause).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     };
