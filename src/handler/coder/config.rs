@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::agentuity::{ClientSettings, WorkflowMode};
-use crate::util::redact::without_userinfo;
 
 /// What to do with a live session when the run is stopped by the worker (lease lost, shutdown).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,23 +22,17 @@ pub enum StopPolicy {
 }
 
 /// Configuration of one coder handler (`handlers[].coder`).
+///
+/// Serde's derived code here reads and writes the session settings only (`remote = "Self"` makes
+/// it inherent functions); the `Deserialize` and `Serialize` of the whole table are in `table`.
 #[derive(Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct CoderConfig {
-    /// The API key (never printed); prefer `key_file` or `AGENTUITY_SDK_KEY`.
-    pub key: Option<String>,
-    /// A file holding the key; relative paths are resolved against `$CREDENTIALS_DIRECTORY`.
-    pub key_file: Option<PathBuf>,
-    /// Sent as `x-agentuity-orgid`.
-    pub org_id: Option<String>,
-    /// Catalyst region; else `AGENTUITY_REGION`, else `usc`.
-    pub region: Option<String>,
-    /// Coder Hub base URL; else `AGENTUITY_CODER_URL`, else discovery through Catalyst.
-    pub hub_url: Option<String>,
-    /// Catalyst base URL; else `AGENTUITY_CATALYST_URL`, else the region's.
-    pub catalyst_url: Option<String>,
-    /// Longest wait for one HTTP answer, in seconds.
-    pub request_timeout_seconds: u64,
+    /// How the handler reaches Agentuity: `key`, `key_file`, `org_id`, `region`, `hub_url`,
+    /// `catalyst_url` and `request_timeout_seconds` (default 30), in the same table as the session
+    /// settings below (see the `table` module for how the one table is read into both).
+    #[serde(skip)]
+    pub client: ClientSettings,
 
     /// The session's task text; placeholders `{title}`, `{description}`, `{handoff_summary}`,
     /// `{task_id}`, `{run_id}`, `{attempt}`, `{identifier}`. Unset: title, description and
@@ -102,13 +94,10 @@ pub struct CoderConfig {
 impl Default for CoderConfig {
     fn default() -> Self {
         CoderConfig {
-            key: None,
-            key_file: None,
-            org_id: None,
-            region: None,
-            hub_url: None,
-            catalyst_url: None,
-            request_timeout_seconds: 30,
+            client: ClientSettings {
+                request_timeout_seconds: 30,
+                ..ClientSettings::default()
+            },
             task_template: None,
             label_template: "agh:{identifier}".into(),
             workflow_mode: "standard".into(),
@@ -149,15 +138,8 @@ impl fmt::Debug for CoderConfig {
             .map(|k| (k.as_str(), "<redacted>"))
             .collect();
         f.debug_struct("CoderConfig")
-            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
-            .field("key_file", &self.key_file)
-            .field("org_id", &self.org_id)
-            .field("region", &self.region)
-            .field("hub_url", &self.hub_url.as_deref().map(without_userinfo))
-            .field(
-                "catalyst_url",
-                &self.catalyst_url.as_deref().map(without_userinfo),
-            )
+            // Its own Debug never shows the key, nor credentials written into a URL.
+            .field("client", &self.client)
             .field("workflow_mode", &self.workflow_mode)
             .field("agent", &self.agent)
             .field("workspace_id", &self.workspace_id)
@@ -170,23 +152,9 @@ impl fmt::Debug for CoderConfig {
 }
 
 impl CoderConfig {
-    /// How the client reaches Agentuity.
-    pub fn client_settings(&self) -> ClientSettings {
-        ClientSettings {
-            key: self.key.clone(),
-            key_file: self.key_file.clone(),
-            org_id: self.org_id.clone(),
-            region: self.region.clone(),
-            hub_url: self.hub_url.clone(),
-            catalyst_url: self.catalyst_url.clone(),
-            api_url: None,
-            request_timeout_seconds: self.request_timeout_seconds,
-        }
-    }
-
     /// Problems a config check reports, each naming the key under `path` and what to do.
     pub fn problems(&self, path: &str) -> Vec<String> {
-        let mut problems = self.client_settings().problems(path);
+        let mut problems = self.client.problems(path);
         if !matches!(self.workflow_mode.as_str(), "standard" | "loop") {
             problems.push(format!(
                 "{path}.workflow_mode {:?} is not a mode: use \"standard\" or \"loop\"",

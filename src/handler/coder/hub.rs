@@ -16,9 +16,9 @@ use crate::handler::health::HandlerHealthReporter;
 /// came from and what to do. Never the key itself.
 pub fn refused_key_reason(config: &CoderConfig, status: Option<u16>) -> String {
     let fix = |wanted: &str| {
-        if config.key.is_some() {
+        if config.client.key.is_some() {
             format!("set handlers.coder.key to {wanted}")
-        } else if let Some(file) = &config.key_file {
+        } else if let Some(file) = &config.client.key_file {
             format!(
                 "put {wanted} in handlers.coder.key_file ({})",
                 file.display()
@@ -31,7 +31,7 @@ pub fn refused_key_reason(config: &CoderConfig, status: Option<u16>) -> String {
         Some(403) => format!(
             "Agentuity denied the key access (403): {}{}",
             fix("an SDK key with access to the Coder Hub"),
-            if config.org_id.is_some() {
+            if config.client.org_id.is_some() {
                 ", and check handlers.coder.org_id"
             } else {
                 ""
@@ -175,7 +175,7 @@ pub(super) fn early(config: &CoderConfig, context: String, err: &AgentuityError)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agentuity::ApiFailure;
+    use crate::agentuity::{ApiFailure, ClientSettings};
 
     fn answered(status: u16, path: &str) -> AgentuityError {
         AgentuityError::Api(Box::new(ApiFailure {
@@ -214,14 +214,18 @@ mod tests {
 
     #[test]
     fn a_refused_key_is_explained_by_where_the_key_came_from() {
-        let inline = CoderConfig {
+        let with_client = |client: ClientSettings| CoderConfig {
+            client,
+            ..CoderConfig::default()
+        };
+        let inline = with_client(ClientSettings {
             key: Some("ag_inline_secret".into()),
-            ..CoderConfig::default()
-        };
-        let from_file = CoderConfig {
+            ..ClientSettings::default()
+        });
+        let from_file = with_client(ClientSettings {
             key_file: Some("agentuity-key".into()),
-            ..CoderConfig::default()
-        };
+            ..ClientSettings::default()
+        });
         let from_env = CoderConfig::default();
         assert_eq!(
             refused_key_reason(&inline, Some(401)),
@@ -236,10 +240,10 @@ mod tests {
             "Agentuity refused the key (401): set AGENTUITY_SDK_KEY (or handlers.coder.key) to a valid SDK key"
         );
         let denied = refused_key_reason(
-            &CoderConfig {
+            &with_client(ClientSettings {
                 org_id: Some("org_1".into()),
-                ..from_env
-            },
+                ..ClientSettings::default()
+            }),
             Some(403),
         );
         assert!(

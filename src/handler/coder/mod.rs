@@ -12,10 +12,10 @@
 //! There is no idempotency key on session create, so a create whose fate is unknown (a timeout, a
 //! 502/503) is never repeated blindly: the run's tag is looked up first.
 //!
-//! This file runs one task and holds what a run knows; `config` and `request` say what sessions
-//! are created with, `hub` wraps the client with health and error explanations, `adopt` starts
-//! the session, `follow` and `events` follow it, `finish`, `stop` and `summary` end the run, and
-//! `probe` is `agh-worker check`'s.
+//! This file runs one task and holds what a run knows; `config` (with `table`, how its one flat
+//! table is read) and `request` say what sessions are created with, `hub` wraps the client with
+//! health and error explanations, `adopt` starts the session, `follow` and `events` follow it,
+//! `finish`, `stop` and `summary` end the run, and `probe` is `agh-worker check`'s.
 
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ mod probe;
 mod request;
 mod stop;
 mod summary;
+mod table;
 
 pub use config::{CoderConfig, StopPolicy};
 pub use hub::refused_key_reason;
@@ -54,7 +55,7 @@ pub async fn run(
     context: TaskContext,
     health: &HandlerHealthReporter,
 ) -> Outcome {
-    match AgentuityClient::new(&config.client_settings(), &process_env()) {
+    match AgentuityClient::new(&config.client, &process_env()) {
         Ok(client) => run_with_health(config, context, &client, health).await,
         Err(err) => {
             let error = without_userinfo(&format!("the Agentuity client cannot be set up: {err}"));

@@ -27,7 +27,7 @@ pub async fn probe(
     env: &Env,
     timeout: Duration,
 ) -> Result<String, ProbeFailure> {
-    let mut settings = config.client_settings();
+    let mut settings = config.client.clone();
     settings.request_timeout_seconds = timeout.as_secs().max(1);
     let retry = RetryPolicy {
         retries: 0,
@@ -81,6 +81,7 @@ pub async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agentuity::ClientSettings;
 
     #[tokio::test]
     async fn the_probe_refuses_credentials_written_into_a_hub_url_without_showing_them() {
@@ -90,9 +91,12 @@ mod tests {
         let address = closed.local_addr().expect("address");
         drop(closed);
         let config = CoderConfig {
-            key: Some("ag_probe_key".into()),
-            hub_url: Some(format!("http://op:hub-s3cret@{address}")),
-            catalyst_url: Some(format!("http://op:cat-s3cret@{address}")),
+            client: ClientSettings {
+                key: Some("ag_probe_key".into()),
+                hub_url: Some(format!("http://op:hub-s3cret@{address}")),
+                catalyst_url: Some(format!("http://op:cat-s3cret@{address}")),
+                ..ClientSettings::default()
+            },
             ..CoderConfig::default()
         };
         let failure = probe(&config, &Env::new(), Duration::from_secs(5))
@@ -104,7 +108,7 @@ mod tests {
             "{}",
             failure.detail
         );
-        let debug = format!("{config:?} {:?}", config.client_settings());
+        let debug = format!("{config:?} {:?}", config.client);
         for shown in [&failure.problem, &failure.detail, &debug] {
             assert!(!shown.contains("s3cret"), "{shown}");
         }
