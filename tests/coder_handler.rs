@@ -20,8 +20,11 @@ const KEY: &str = "ag_handler_key_456";
 
 fn config(fake: &FakeAgentuity) -> CoderConfig {
     CoderConfig {
-        key: Some(KEY.into()),
-        hub_url: Some(fake.url.clone()),
+        client: ClientSettings {
+            key: Some(KEY.into()),
+            hub_url: Some(fake.url.clone()),
+            ..ClientSettings::default()
+        },
         poll_seconds: 0.01,
         progress_interval_seconds: 0.0,
         blocked_grace_seconds: 0.1,
@@ -41,8 +44,7 @@ fn client(config: &CoderConfig) -> AgentuityClient {
         unavailable_budget: Duration::from_millis(100),
         ..RetryPolicy::default()
     };
-    let settings: ClientSettings = config.client_settings();
-    AgentuityClient::with_retry(&settings, &Env::new(), retry).expect("client")
+    AgentuityClient::with_retry(&config.client, &Env::new(), retry).expect("client")
 }
 
 struct Harness {

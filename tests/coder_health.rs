@@ -11,6 +11,7 @@ mod fake_agentuity;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use agh_worker::agentuity::ClientSettings;
 use agh_worker::api::types::Claim;
 use agh_worker::config::Config;
 use agh_worker::handler::coder::CoderConfig;
@@ -39,8 +40,11 @@ fn handlers(fake: &FakeAgentuity) -> Vec<HandlerConfig> {
             exec: None,
             webhook: None,
             coder: Some(CoderConfig {
-                key: Some(KEY.into()),
-                hub_url: Some(fake.url.clone()),
+                client: ClientSettings {
+                    key: Some(KEY.into()),
+                    hub_url: Some(fake.url.clone()),
+                    ..ClientSettings::default()
+                },
                 poll_seconds: 0.01,
                 progress_interval_seconds: 0.0,
                 quiet_seconds: 0.05,

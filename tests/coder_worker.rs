@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agh_worker::agentuity::{AgentuityClient, Env, RetryPolicy};
+use agh_worker::agentuity::{AgentuityClient, ClientSettings, Env, RetryPolicy};
 use agh_worker::api::types::{
     AgentContext, ChannelMessage, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest,
     LeaseSummary, Me, MessageKind, ReleaseRequest,
@@ -225,8 +225,11 @@ fn settings() -> WorkerSettings {
 /// The handler's settings with tiny cadences; the key is in the config, never in the environment.
 fn coder_config(hub_url: &str) -> CoderConfig {
     CoderConfig {
-        key: Some(KEY.into()),
-        hub_url: Some(hub_url.into()),
+        client: ClientSettings {
+            key: Some(KEY.into()),
+            hub_url: Some(hub_url.into()),
+            ..ClientSettings::default()
+        },
         poll_seconds: 0.02,
         progress_interval_seconds: 0.0,
         blocked_grace_seconds: 0.1,
@@ -991,11 +994,9 @@ async fn a_misdirected_hub_discovery_is_retried_once_in_the_region_named_and_the
     );
     let regional = FakeAgentuity::start().await;
     regional.lock().discovery_url = Some(rig.fake.url.clone());
-    let config = CoderConfig {
-        hub_url: None,
-        catalyst_url: Some(rig.fake.url.clone()),
-        ..coder_config(&rig.fake.url)
-    };
+    let mut config = coder_config(&rig.fake.url);
+    config.client.hub_url = None;
+    config.client.catalyst_url = Some(rig.fake.url.clone());
     let retry = RetryPolicy {
         base_delay: Duration::from_millis(5),
         unavailable_delay: Duration::from_millis(5),
@@ -1003,7 +1004,7 @@ async fn a_misdirected_hub_discovery_is_retried_once_in_the_region_named_and_the
         unavailable_budget: Duration::from_millis(200),
         ..RetryPolicy::default()
     };
-    let client = AgentuityClient::with_retry(&config.client_settings(), &Env::new(), retry)
+    let client = AgentuityClient::with_retry(&config.client, &Env::new(), retry)
         .expect("client")
         .with_regional_catalyst(&regional.url);
     let run = rig.enqueue("Fix the login bug");

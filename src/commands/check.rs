@@ -377,10 +377,7 @@ fn handler_check(index: usize, handler: &HandlerConfig, from: &str) -> CheckLine
             Some(coder) => {
                 let mut problems = coder.problems(&format!("{path}.coder"));
                 // The key may come from the environment; a run without one fails at once.
-                if let Err(err) = coder
-                    .client_settings()
-                    .resolve_key(&crate::agentuity::process_env())
-                {
+                if let Err(err) = coder.client.resolve_key(&crate::agentuity::process_env()) {
                     problems.push(format!("{path}.coder: {err}"));
                 }
                 problems
@@ -459,7 +456,7 @@ async fn coder_probes(handlers: &[HandlerConfig], timeout: std::time::Duration) 
             .coder
             .as_ref()
             .filter(|_| handler.kind == HandlerKind::Coder)
-            .filter(|coder| coder.client_settings().resolve_key(&env).is_ok())
+            .filter(|coder| coder.client.resolve_key(&env).is_ok())
         else {
             continue;
         };

@@ -51,7 +51,7 @@ fn settings(cli: &Cli, handler: Option<&str>) -> Result<ClientSettings, String> 
         (Some(found), _) => Ok(found
             .coder
             .as_ref()
-            .map(|c| c.client_settings())
+            .map(|c| c.client.clone())
             .unwrap_or_default()),
         (None, Some(name)) => Err(format!(
             "no coder handler named {name:?} in the configuration"

@@ -99,6 +99,22 @@ impl TaskDocument {
     }
 }
 
+/// An inbound channel message as a handler's program reads it: a stdin line for an exec program,
+/// the body of the POST to a webhook's `messages_url`. One shape for both, so a program and a
+/// sidecar read messages alike (`"type": "message"` tells it from the task document).
+pub(crate) fn message_json(message: &ChannelMessage) -> Value {
+    serde_json::json!({
+        "type": "message",
+        "message_id": message.message_id,
+        "channel_id": message.channel_id,
+        "from": message.from_session_id,
+        "kind": message.metadata.as_ref().map(|m| m.message_kind.as_str()),
+        "text": message.text(),
+        "body": message.body,
+        "metadata": message.metadata,
+    })
+}
+
 /// How a handler ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {

@@ -457,7 +457,7 @@ impl SharedHandlers {
                 let key_file = handler
                     .coder
                     .as_ref()
-                    .is_some_and(|coder| coder.key_file.is_some());
+                    .is_some_and(|coder| coder.client.key_file.is_some());
                 (handler.name.clone(), unchanged && !key_file)
             }));
             HandlerSet {
@@ -695,8 +695,11 @@ mod tests {
         let coder = |name: &str, key: Option<&str>, key_file: Option<&str>| HandlerConfig {
             kind: HandlerKind::Coder,
             coder: Some(CoderConfig {
-                key: key.map(str::to_string),
-                key_file: key_file.map(std::path::PathBuf::from),
+                client: crate::agentuity::ClientSettings {
+                    key: key.map(str::to_string),
+                    key_file: key_file.map(std::path::PathBuf::from),
+                    ..crate::agentuity::ClientSettings::default()
+                },
                 ..CoderConfig::default()
             }),
             ..handler(name, MatchRule::default())
