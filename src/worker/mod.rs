@@ -288,6 +288,54 @@ pub struct ClaimLoop<A, E> {
     pub shutdown: Shutdown,
 }
 
+/// What the claim loop carries from one claim to the next.
+struct LoopState {
+    /// Pauses after failed calls.
+    backoff: Backoff,
+    /// Grows with each run in a row that ended released (see `after_run`).
+    release_backoff: Backoff,
+    runs_done: u64,
+    idle_since: Instant,
+    /// Whether to look for a lease held without a task on it: at start-up (a previous process
+    /// may have died holding one) and after a claim answer may have been lost.
+    check_orphans: bool,
+    /// 409 "active run lease exists" answers since the last claim that was not one.
+    held_conflicts: u32,
+    max_runs: Option<u64>,
+}
+
+impl LoopState {
+    fn new(settings: &WorkerSettings) -> Self {
+        let backoff =
+            Backoff::new(settings.initial_backoff, settings.max_backoff).with_jitter(0.75, 1.25);
+        LoopState {
+            release_backoff: backoff.clone(),
+            backoff,
+            runs_done: 0,
+            idle_since: Instant::now(),
+            check_orphans: true,
+            held_conflicts: 0,
+            // `--once` means one run: without this, a claimed run was followed by further
+            // claims and only an empty claim ended the loop.
+            max_runs: if settings.once {
+                Some(1)
+            } else {
+                settings.max_runs
+            },
+        }
+    }
+}
+
+/// What the loop does after its checks before a claim.
+enum Next {
+    Exit(WorkerExit),
+    /// Start over (an orphan was handled, or a failed check was waited out).
+    Again,
+    Claim {
+        idle_deadline: Option<Instant>,
+    },
+}
+
 impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
     /// Runs until shutdown, max runs or idleness. Never returns while a lease is held.
     pub async fn run(&self) -> WorkerExit {
@@ -297,25 +345,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
     }
 
     async fn run_loop(&self) -> WorkerExit {
-        let mut settings = self.settings.get();
-        let mut backoff =
-            Backoff::new(settings.initial_backoff, settings.max_backoff).with_jitter(0.75, 1.25);
-        // Grows with each run in a row that ended released (see `after_run`).
-        let mut release_backoff =
-            Backoff::new(settings.initial_backoff, settings.max_backoff).with_jitter(0.75, 1.25);
-        let mut runs_done: u64 = 0;
-        let mut idle_since = Instant::now();
-        // Start-up: a previous process may have died holding a lease.
-        let mut check_orphans = true;
-        // 409 "active run lease exists" answers since the last claim that was not one.
-        let mut held_conflicts: u32 = 0;
-        // `--once` means one run: without this, a claimed run was followed by further claims and
-        // only an empty claim ended the loop.
-        let max_runs = if settings.once {
-            Some(1)
-        } else {
-            settings.max_runs
-        };
+        let mut state = LoopState::new(&self.settings.get());
         // The loop stays visibly alive (health, systemd watchdog) while a long-poll is open. One
         // timer for the whole loop: an interval made per claim registered a new timer each time,
         // and a timer due before the runtime's next wake-up makes it wake a parked thread (an
@@ -324,162 +354,206 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
         alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // A reload (SIGHUP) takes effect from the next claim on.
-            settings = self.settings.get();
-            if self.shutdown.is_stopping() {
-                return WorkerExit::Shutdown;
-            }
-            if max_runs.is_some_and(|max| runs_done >= max) {
-                return WorkerExit::MaxRuns;
-            }
-            if check_orphans {
-                match self.recover_orphans().await {
-                    Ok(recovered) => {
-                        check_orphans = false;
-                        if let Some(adopted) = recovered {
-                            held_conflicts = 0;
-                            // Only an adopted lease was a run this worker handled. Counting a
-                            // released orphan too made `--once` / `--max-runs 1` exit right after
-                            // giving the orphan back, without handling any run at all.
-                            if let Some(end) = adopted {
-                                runs_done += 1;
-                                self.after_run(end, &mut release_backoff).await;
-                            }
-                            idle_since = Instant::now();
-                            backoff.reset();
-                            continue;
-                        }
-                    }
-                    Err(err) => {
-                        if let Some(exit) = self.after_error(&err, &mut backoff).await {
-                            return exit;
-                        }
-                        continue;
-                    }
-                }
-            }
-            self.status.set_state(WorkerState::Idle);
-            let idle_deadline = settings.idle_exit.map(|idle| idle_since + idle);
-            if idle_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return WorkerExit::Idle;
-            }
-            let request = ClaimRequest {
-                wait: settings.claim_wait,
-                lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
-                required_capabilities: settings.required_capabilities.clone(),
-                priority_min: settings.priority_min,
-                workspace_id: None,
+            let settings = self.settings.get();
+            let idle_deadline = match self.before_claim(&settings, &mut state).await {
+                Next::Exit(exit) => return exit,
+                Next::Again => continue,
+                Next::Claim { idle_deadline } => idle_deadline,
             };
             let claim_sent = Instant::now();
-            let mut claim = Box::pin(self.api.claim_next(&request));
-            let answer = loop {
-                tokio::select! {
-                    answer = &mut claim => break Some(answer),
-                    _ = self.shutdown.stopping() => break None,
-                    _ = sleep_until_option(idle_deadline) => break None,
-                    _ = alive.tick() => self.status.tick(),
-                }
+            let answer = match self.claim(&settings, idle_deadline, &mut alive).await {
+                Ok(answer) => answer,
+                Err(exit) => return exit,
             };
-            // An abandoned claim must be gone before `me` is asked what it may have committed.
-            drop(claim);
-            let Some(answer) = answer else {
-                // The open claim was abandoned; it may have committed at that instant.
-                if let Err(err) = self
-                    .release_anything_held("the worker stopped waiting for work")
-                    .await
-                {
-                    tracing::warn!(error = %err, "could not check for a lease after abandoning a claim");
-                }
-                if self.shutdown.is_stopping() {
-                    return WorkerExit::Shutdown;
-                }
-                return WorkerExit::Idle;
-            };
-            match answer {
-                Ok(ClaimOutcome::Claimed(claim)) => {
-                    held_conflicts = 0;
-                    self.status.run_claimed();
-                    backoff.reset();
-                    let end =
-                        lease::run_lease(self, *claim, claim_sent, lease::Origin::Claimed).await;
-                    runs_done += 1;
-                    self.after_run(end, &mut release_backoff).await;
-                    idle_since = Instant::now();
-                }
-                Ok(ClaimOutcome::NothingToDo) => {
-                    held_conflicts = 0;
-                    release_backoff.reset();
-                    self.status.identity_confirmed();
-                    backoff.reset();
-                    if settings.once {
-                        return WorkerExit::Idle;
+            if let Some(exit) = self
+                .after_claim(answer, &settings, &mut state, claim_sent, idle_deadline)
+                .await
+            {
+                return exit;
+            }
+        }
+    }
+
+    /// Everything before a claim: stop if asked or done, recover orphaned leases, and work out
+    /// how long the claim may wait before the idle exit.
+    async fn before_claim(&self, settings: &WorkerSettings, state: &mut LoopState) -> Next {
+        if self.shutdown.is_stopping() {
+            return Next::Exit(WorkerExit::Shutdown);
+        }
+        if state.max_runs.is_some_and(|max| state.runs_done >= max) {
+            return Next::Exit(WorkerExit::MaxRuns);
+        }
+        if state.check_orphans {
+            match self.recover_orphans().await {
+                Ok(Some(adopted)) => {
+                    state.check_orphans = false;
+                    state.held_conflicts = 0;
+                    // Only an adopted lease was a run this worker handled. Counting a released
+                    // orphan too made `--once` / `--max-runs 1` exit right after giving the
+                    // orphan back, without handling any run at all.
+                    if let Some(end) = adopted {
+                        state.runs_done += 1;
+                        self.after_run(end, &mut state.release_backoff).await;
                     }
-                    if !settings.claim_wait {
-                        self.pause(settings.poll_interval, idle_deadline).await;
-                    }
+                    state.idle_since = Instant::now();
+                    state.backoff.reset();
+                    return Next::Again;
                 }
-                Ok(ClaimOutcome::DeadlineReached) => {
-                    // The next claim doubles as the check for a claim lost at the deadline: if one
-                    // committed, the daemon answers 409 "active run lease exists" at once.
-                    held_conflicts = 0;
-                    // The daemon accepted the claim and held it open for the whole wait, as it does
-                    // when there is no work: count that as contact, or an idle worker in long polls
-                    // would look unready (and stale) after one wait with nothing to do.
-                    self.status.contact();
-                    backoff.reset();
-                    if settings.once {
-                        if let Err(err) = self
-                            .release_anything_held("the worker is exiting (--once)")
-                            .await
-                        {
-                            tracing::warn!(error = %err, "could not check for a lease before exiting");
-                        }
-                        return WorkerExit::Idle;
-                    }
-                }
+                Ok(None) => state.check_orphans = false,
                 Err(err) => {
-                    self.status.claim_failed(err.status.is_some());
-                    match err.kind {
-                        ErrorKind::LeaseAlreadyHeld => {
-                            tracing::warn!(
-                                "the daemon says this session already holds a lease; recovering it"
-                            );
-                            check_orphans = true;
-                            held_conflicts += 1;
-                            // The first 409 is recovered at once through `me`. Another right after
-                            // means `me` showed no lease to recover (a lagging read, or a lease the
-                            // session holds in a form `me` does not list): without a pause the loop
-                            // would spin claim → me → claim with no delay at all.
-                            if held_conflicts > 1
-                                && let Some(exit) = self.after_error(&err, &mut backoff).await
-                            {
-                                return exit;
-                            }
-                        }
-                        ErrorKind::Transport | ErrorKind::MalformedBody | ErrorKind::Timeout => {
-                            // The answer was lost: the claim may have committed without us seeing it.
-                            check_orphans = true;
-                            if let Some(exit) = self.after_error(&err, &mut backoff).await {
-                                // Shutdown came during the backoff, before the check above could
-                                // run: exiting straight away left such a claim to expire instead of
-                                // giving it back.
-                                if let Err(err) = self
-                                    .release_anything_held("the worker is shutting down")
-                                    .await
-                                {
-                                    tracing::warn!(error = %err, "could not check for a lease after a lost claim answer");
-                                }
-                                return exit;
-                            }
-                        }
-                        _ => {
-                            if let Some(exit) = self.after_error(&err, &mut backoff).await {
-                                return exit;
-                            }
-                        }
+                    if let Some(exit) = self.after_error(&err, &mut state.backoff).await {
+                        return Next::Exit(exit);
                     }
+                    return Next::Again;
                 }
             }
         }
+        self.status.set_state(WorkerState::Idle);
+        let idle_deadline = settings.idle_exit.map(|idle| state.idle_since + idle);
+        if idle_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Next::Exit(WorkerExit::Idle);
+        }
+        Next::Claim { idle_deadline }
+    }
+
+    /// One claim, given up at shutdown or the idle deadline. A claim given up may have committed
+    /// at that instant: whatever the session then holds is released before the loop exits.
+    async fn claim(
+        &self,
+        settings: &WorkerSettings,
+        idle_deadline: Option<Instant>,
+        alive: &mut tokio::time::Interval,
+    ) -> Result<Result<ClaimOutcome, ApiError>, WorkerExit> {
+        let request = ClaimRequest {
+            wait: settings.claim_wait,
+            lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
+            required_capabilities: settings.required_capabilities.clone(),
+            priority_min: settings.priority_min,
+            workspace_id: None,
+        };
+        let mut claim = Box::pin(self.api.claim_next(&request));
+        let answer = loop {
+            tokio::select! {
+                answer = &mut claim => break Some(answer),
+                _ = self.shutdown.stopping() => break None,
+                _ = sleep_until_option(idle_deadline) => break None,
+                _ = alive.tick() => self.status.tick(),
+            }
+        };
+        // An abandoned claim must be gone before `me` is asked what it may have committed.
+        drop(claim);
+        if let Some(answer) = answer {
+            return Ok(answer);
+        }
+        if let Err(err) = self
+            .release_anything_held("the worker stopped waiting for work")
+            .await
+        {
+            tracing::warn!(error = %err, "could not check for a lease after abandoning a claim");
+        }
+        if self.shutdown.is_stopping() {
+            return Err(WorkerExit::Shutdown);
+        }
+        Err(WorkerExit::Idle)
+    }
+
+    /// Acts on a claim's answer: run what was claimed, wait when there was nothing, recover or
+    /// back off after an error. Answers an exit when the loop must stop.
+    async fn after_claim(
+        &self,
+        answer: Result<ClaimOutcome, ApiError>,
+        settings: &WorkerSettings,
+        state: &mut LoopState,
+        claim_sent: Instant,
+        idle_deadline: Option<Instant>,
+    ) -> Option<WorkerExit> {
+        match answer {
+            Ok(ClaimOutcome::Claimed(claim)) => {
+                state.held_conflicts = 0;
+                self.status.run_claimed();
+                state.backoff.reset();
+                let end = lease::run_lease(self, *claim, claim_sent, lease::Origin::Claimed).await;
+                state.runs_done += 1;
+                self.after_run(end, &mut state.release_backoff).await;
+                state.idle_since = Instant::now();
+            }
+            Ok(ClaimOutcome::NothingToDo) => {
+                state.held_conflicts = 0;
+                state.release_backoff.reset();
+                self.status.identity_confirmed();
+                state.backoff.reset();
+                if settings.once {
+                    return Some(WorkerExit::Idle);
+                }
+                if !settings.claim_wait {
+                    self.pause(settings.poll_interval, idle_deadline).await;
+                }
+            }
+            Ok(ClaimOutcome::DeadlineReached) => {
+                // The next claim doubles as the check for a claim lost at the deadline: if one
+                // committed, the daemon answers 409 "active run lease exists" at once.
+                state.held_conflicts = 0;
+                // The daemon accepted the claim and held it open for the whole wait, as it does
+                // when there is no work: count that as contact, or an idle worker in long polls
+                // would look unready (and stale) after one wait with nothing to do.
+                self.status.contact();
+                state.backoff.reset();
+                if settings.once {
+                    if let Err(err) = self
+                        .release_anything_held("the worker is exiting (--once)")
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not check for a lease before exiting");
+                    }
+                    return Some(WorkerExit::Idle);
+                }
+            }
+            Err(err) => return self.after_claim_error(&err, state).await,
+        }
+        None
+    }
+
+    /// A claim failed: a lease the session may hold is recovered, the rest backs off.
+    async fn after_claim_error(&self, err: &ApiError, state: &mut LoopState) -> Option<WorkerExit> {
+        self.status.claim_failed(err.status.is_some());
+        match err.kind {
+            ErrorKind::LeaseAlreadyHeld => {
+                tracing::warn!("the daemon says this session already holds a lease; recovering it");
+                state.check_orphans = true;
+                state.held_conflicts += 1;
+                // The first 409 is recovered at once through `me`. Another right after
+                // means `me` showed no lease to recover (a lagging read, or a lease the
+                // session holds in a form `me` does not list): without a pause the loop
+                // would spin claim → me → claim with no delay at all.
+                if state.held_conflicts > 1
+                    && let Some(exit) = self.after_error(err, &mut state.backoff).await
+                {
+                    return Some(exit);
+                }
+            }
+            ErrorKind::Transport | ErrorKind::MalformedBody | ErrorKind::Timeout => {
+                // The answer was lost: the claim may have committed without us seeing it.
+                state.check_orphans = true;
+                if let Some(exit) = self.after_error(err, &mut state.backoff).await {
+                    // Shutdown came during the backoff, before the check above could
+                    // run: exiting straight away left such a claim to expire instead of
+                    // giving it back.
+                    if let Err(err) = self
+                        .release_anything_held("the worker is shutting down")
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not check for a lease after a lost claim answer");
+                    }
+                    return Some(exit);
+                }
+            }
+            _ => {
+                if let Some(exit) = self.after_error(err, &mut state.backoff).await {
+                    return Some(exit);
+                }
+            }
+        }
+        None
     }
 
     /// After a run: a released run is back in the queue and, AGH preferring the oldest run, is
