@@ -4,8 +4,12 @@
 //! One run at a time: AGH allows one active lease per session, so more throughput means more
 //! sessions, not more tasks here.
 
+pub mod api;
 pub mod lease;
+mod orphans;
 pub mod payload;
+pub mod settings;
+pub mod shutdown;
 pub mod status;
 
 use std::future::Future;
@@ -14,102 +18,25 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{
-    AgentContext, ChannelMessage, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest,
-    LeaseSummary, Me, ReleaseRequest,
-};
-use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
-use crate::config::{Config, OrphanPolicy};
+use crate::api::types::{ChannelMessage, ClaimRequest};
+use crate::api::{ApiError, ClaimOutcome, ErrorKind};
 use crate::handler::SharedHandlers;
 use crate::handler::{HandlerEvent, TaskDocument};
 use crate::util::backoff::Backoff;
-use crate::util::sync::Swap;
 use crate::util::time::sleep_until_option;
 
 pub use crate::handler::CANCEL_GRACE;
 pub use crate::handler::health::{HandlerHealth, HandlerHealthReporter, UnhealthyHandler};
+pub use api::AghApi;
+pub use settings::{SharedSettings, WorkerSettings};
+pub use shutdown::Shutdown;
 pub use status::{
     CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
 };
 
 /// How often the loop shows it is alive while it waits on a long-poll.
 pub const LOOP_TICK: Duration = Duration::from_secs(5);
-
-/// The AGH calls the worker makes. The real client implements it; tests use an in-memory fake
-/// so timer-heavy behaviour can run on paused tokio time.
-pub trait AghApi: Send + Sync + 'static {
-    fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send;
-    fn context(&self) -> impl Future<Output = Result<AgentContext, ApiError>> + Send;
-    fn claim_next(
-        &self,
-        request: &ClaimRequest,
-    ) -> impl Future<Output = Result<ClaimOutcome, ApiError>> + Send;
-    fn heartbeat(
-        &self,
-        run_id: &str,
-        request: &HeartbeatRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
-    fn complete(
-        &self,
-        run_id: &str,
-        request: &CompleteRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
-    fn fail(
-        &self,
-        run_id: &str,
-        request: &FailRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
-    fn release(
-        &self,
-        run_id: &str,
-        request: &ReleaseRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
-}
-
-impl AghApi for AghClient {
-    fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send {
-        AghClient::me(self)
-    }
-    fn context(&self) -> impl Future<Output = Result<AgentContext, ApiError>> + Send {
-        AghClient::context(self)
-    }
-    fn claim_next(
-        &self,
-        request: &ClaimRequest,
-    ) -> impl Future<Output = Result<ClaimOutcome, ApiError>> + Send {
-        AghClient::claim_next(self, request)
-    }
-    fn heartbeat(
-        &self,
-        run_id: &str,
-        request: &HeartbeatRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
-        AghClient::heartbeat(self, run_id, request)
-    }
-    fn complete(
-        &self,
-        run_id: &str,
-        request: &CompleteRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
-        AghClient::complete(self, run_id, request)
-    }
-    fn fail(
-        &self,
-        run_id: &str,
-        request: &FailRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
-        AghClient::fail(self, run_id, request)
-    }
-    fn release(
-        &self,
-        run_id: &str,
-        request: &ReleaseRequest,
-    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
-        AghClient::release(self, run_id, request)
-    }
-}
 
 /// Receives what handlers report while they run. The coordination layer sends progress as
 /// channel messages and answers spawn requests; without it, events are logged and spawns refused.
@@ -152,118 +79,6 @@ impl EventSink for LogEvents {
                 });
             }
         }
-    }
-}
-
-/// The two shutdown phases: stop taking work (drain), and stop now.
-#[derive(Clone, Debug, Default)]
-pub struct Shutdown {
-    /// First SIGTERM/SIGINT: no new claims; the run in hand may finish until the drain deadline.
-    pub drain: CancellationToken,
-    /// Second signal, SIGQUIT, or the drain deadline: cancel the run in hand and release it.
-    pub force: CancellationToken,
-}
-
-impl Shutdown {
-    /// Whether the loop must take no new work. A stop-now without a drain first (SIGQUIT) counts
-    /// too: watching only `drain` let the loop claim again after a forced release, and every new
-    /// run was cancelled and released at once, in a tight loop.
-    pub fn is_stopping(&self) -> bool {
-        self.drain.is_cancelled() || self.force.is_cancelled()
-    }
-
-    /// Resolves when either phase begins.
-    pub async fn stopping(&self) {
-        tokio::select! {
-            _ = self.drain.cancelled() => {}
-            _ = self.force.cancelled() => {}
-        }
-    }
-}
-
-/// The loop's settings, from the configuration and the command line.
-#[derive(Clone, Debug)]
-pub struct WorkerSettings {
-    pub lease: Duration,
-    pub heartbeat_every: Duration,
-    pub claim_wait: bool,
-    pub orphan_policy: OrphanPolicy,
-    pub drain_timeout: Duration,
-    /// Ceiling on any handler's time; `None` = only the bundle's limit applies.
-    pub max_runtime: Option<Duration>,
-    pub max_runs: Option<u64>,
-    pub idle_exit: Option<Duration>,
-    /// `--once`: one run, or one empty claim wait, then exit.
-    pub once: bool,
-    pub identity_probe: Duration,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// How long a cancelled handler gets to return before it is abandoned.
-    pub cancel_grace: Duration,
-    /// Pause between claims when `claim_wait` is off and nothing was claimable.
-    pub poll_interval: Duration,
-    pub required_capabilities: Vec<String>,
-    pub priority_min: Option<i64>,
-}
-
-impl WorkerSettings {
-    /// Settings from the configuration.
-    pub fn from_config(config: &Config) -> Self {
-        let worker = &config.worker;
-        WorkerSettings {
-            lease: worker.lease(),
-            heartbeat_every: worker.heartbeat_every(),
-            claim_wait: worker.claim_wait,
-            orphan_policy: worker.orphan_policy,
-            drain_timeout: worker.drain_timeout(),
-            max_runtime: worker.max_runtime(),
-            max_runs: worker.max_runs(),
-            idle_exit: worker.idle_exit(),
-            once: false,
-            identity_probe: worker.identity_probe(),
-            initial_backoff: config.retry.initial_backoff(),
-            max_backoff: config.retry.max_backoff(),
-            cancel_grace: CANCEL_GRACE,
-            poll_interval: Duration::from_secs(1),
-            required_capabilities: worker.required_capabilities.clone(),
-            priority_min: (worker.priority_min > 0).then_some(worker.priority_min as i64),
-        }
-    }
-
-    /// The local safety margin: the handler is cancelled this long before the reckoned lease end.
-    pub fn lease_margin(&self) -> Duration {
-        (self.lease / 6).max(Duration::from_secs(1))
-    }
-}
-
-/// The settings in force, replaceable while the worker runs (SIGHUP reload). The loop reads
-/// them at each claim; a run keeps the settings it started with (the `Arc` it was handed).
-#[derive(Clone, Debug)]
-pub struct SharedSettings {
-    current: Arc<Swap<WorkerSettings>>,
-}
-
-impl SharedSettings {
-    pub fn new(settings: WorkerSettings) -> Self {
-        SharedSettings {
-            current: Arc::new(Swap::new(settings)),
-        }
-    }
-
-    /// The settings in force, frozen: a later reload does not change what this returned.
-    pub fn get(&self) -> Arc<WorkerSettings> {
-        self.current.get()
-    }
-
-    /// Replaces the settings for what starts from now on.
-    pub fn replace(&self, settings: WorkerSettings) {
-        self.current.replace(settings);
-    }
-}
-
-impl From<WorkerSettings> for SharedSettings {
-    fn from(settings: WorkerSettings) -> Self {
-        SharedSettings::new(settings)
     }
 }
 
@@ -613,75 +428,6 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
                 }
             }
         }
-    }
-
-    /// Finds a lease this session holds without a task owning it, and adopts or releases it per
-    /// `orphan_policy`. Answers `None` when there was none, `Some(None)` when it was released,
-    /// and `Some(Some(end))` when it was adopted and run to `end`.
-    async fn recover_orphans(&self) -> Result<Option<Option<RunEnd>>, ApiError> {
-        let me = self.api.me().await?;
-        self.status.identity_confirmed();
-        if let Some(limits) = &me.limits
-            && limits.max_active_task_leases > 1
-        {
-            tracing::info!(
-                max_active_task_leases = limits.max_active_task_leases,
-                "the daemon allows several leases per session; this worker still runs one at a time"
-            );
-        }
-        let Some(orphan) = me.active_task_leases.into_iter().next() else {
-            return Ok(None);
-        };
-        if orphan.run_id.is_empty() {
-            return Ok(None);
-        }
-        match self.settings.get().orphan_policy {
-            OrphanPolicy::Release => {
-                tracing::warn!(run_id = %orphan.run_id, "releasing a lease this session held without a worker on it");
-                let request = ReleaseRequest {
-                    reason: Some(
-                        "agh-worker: orphaned lease released (worker.orphan_policy = release)"
-                            .into(),
-                    ),
-                };
-                match self.api.release(&orphan.run_id, &request).await {
-                    Ok(_) => self.status.run_ended(RunEnd::Released),
-                    Err(err) if err.kind.is_lease_lost() || err.kind == ErrorKind::Conflict => {
-                        tracing::info!(run_id = %orphan.run_id, error = %err, "the orphaned lease had already ended");
-                    }
-                    Err(err) => return Err(err),
-                }
-                Ok(Some(None))
-            }
-            OrphanPolicy::Adopt => {
-                tracing::warn!(run_id = %orphan.run_id, "adopting a lease this session held without a worker on it");
-                let claim = lease::claim_from_orphan(self.api.as_ref(), orphan).await;
-                self.status.run_adopted();
-                let end =
-                    lease::run_lease(self, claim, Instant::now(), lease::Origin::Adopted).await;
-                Ok(Some(Some(end)))
-            }
-        }
-    }
-
-    /// Releases whatever lease the session holds (used when the loop stops with a claim open).
-    async fn release_anything_held(&self, reason: &str) -> Result<(), ApiError> {
-        let me = self.api.me().await?;
-        for lease in me.active_task_leases {
-            if lease.run_id.is_empty() {
-                continue;
-            }
-            tracing::warn!(run_id = %lease.run_id, "a claim committed as the worker stopped waiting; releasing it");
-            let request = ReleaseRequest {
-                reason: Some(format!("agh-worker: {reason}")),
-            };
-            match self.api.release(&lease.run_id, &request).await {
-                Ok(_) => self.status.run_ended(RunEnd::Released),
-                Err(err) if err.kind.is_lease_lost() => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
     }
 
     /// Sleeps for `delay` (cut short by an idle deadline); answers true when shutdown began meanwhile.

@@ -1,0 +1,84 @@
+//! The AGH calls the claim loop and its lease tasks make, as a trait: the real client implements
+//! it; tests use an in-memory fake so timer-heavy behaviour can run on paused tokio time.
+
+use std::future::Future;
+
+use crate::api::types::{
+    AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
+    ReleaseRequest,
+};
+use crate::api::{AghClient, ApiError, ClaimOutcome};
+
+/// The AGH calls the worker makes. The real client implements it; tests use an in-memory fake
+/// so timer-heavy behaviour can run on paused tokio time.
+pub trait AghApi: Send + Sync + 'static {
+    fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send;
+    fn context(&self) -> impl Future<Output = Result<AgentContext, ApiError>> + Send;
+    fn claim_next(
+        &self,
+        request: &ClaimRequest,
+    ) -> impl Future<Output = Result<ClaimOutcome, ApiError>> + Send;
+    fn heartbeat(
+        &self,
+        run_id: &str,
+        request: &HeartbeatRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
+    fn complete(
+        &self,
+        run_id: &str,
+        request: &CompleteRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
+    fn fail(
+        &self,
+        run_id: &str,
+        request: &FailRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
+    fn release(
+        &self,
+        run_id: &str,
+        request: &ReleaseRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
+}
+
+impl AghApi for AghClient {
+    fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send {
+        AghClient::me(self)
+    }
+    fn context(&self) -> impl Future<Output = Result<AgentContext, ApiError>> + Send {
+        AghClient::context(self)
+    }
+    fn claim_next(
+        &self,
+        request: &ClaimRequest,
+    ) -> impl Future<Output = Result<ClaimOutcome, ApiError>> + Send {
+        AghClient::claim_next(self, request)
+    }
+    fn heartbeat(
+        &self,
+        run_id: &str,
+        request: &HeartbeatRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
+        AghClient::heartbeat(self, run_id, request)
+    }
+    fn complete(
+        &self,
+        run_id: &str,
+        request: &CompleteRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
+        AghClient::complete(self, run_id, request)
+    }
+    fn fail(
+        &self,
+        run_id: &str,
+        request: &FailRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
+        AghClient::fail(self, run_id, request)
+    }
+    fn release(
+        &self,
+        run_id: &str,
+        request: &ReleaseRequest,
+    ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
+        AghClient::release(self, run_id, request)
+    }
+}
