@@ -16,6 +16,11 @@
 //!   a session can only send on its own channel.
 //! - **child session**: a session spawned by this one, within its lineage budget, until its TTL.
 
+// Product code has no unsafe at all (Cargo.toml denies it everywhere; here nothing can allow it
+// back) and no unwrap or expect outside tests (clippy.toml exempts `#[cfg(test)]` code).
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod agentuity;
 pub mod api;
 pub mod app;

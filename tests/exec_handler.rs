@@ -573,6 +573,7 @@ exit 4",
 async fn the_environment_holds_only_allowed_variables() {
     // SAFETY: set once, before any handler in this binary reads these names; Rust's own env
     // access is serialised and nothing in this test binary reads the environment from C.
+    #[allow(unsafe_code)]
     unsafe {
         std::env::set_var("MY_API_KEY", "worker-secret");
         std::env::set_var("AGH_WORKER__AGH__SESSION_ID", "worker-config");

@@ -114,7 +114,10 @@ fn no_claim_token_or_worker_secret_reaches_logs_status_or_the_handler_environmen
     for (name, value) in WORKER_SECRETS {
         // SAFETY: this is the only test of this binary and no runtime or other thread of it
         // has started yet, so nothing reads the environment concurrently.
-        unsafe { std::env::set_var(name, value) };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(name, value)
+        };
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -292,6 +292,12 @@ pub struct Worker<A, H, E> {
     pub shutdown: Shutdown,
 }
 
+impl<A, H, E> std::fmt::Debug for Worker<A, H, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
 impl<A: AghApi, H: Handlers, E: EventSink> Worker<A, H, E> {
     /// Runs until shutdown, max runs or idleness. Never returns while a lease is held.
     pub async fn run(&self) -> WorkerExit {
