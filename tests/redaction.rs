@@ -7,8 +7,7 @@
 //! One test in this file: it sets process environment variables and installs the global log
 //! subscriber, which only one test per binary may do.
 
-#[path = "support/log_capture.rs"]
-mod log_capture;
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,8 +21,8 @@ use agh_worker::dev::sim::{SimConfig, Simulator, TaskSpec};
 use agh_worker::handler::{HandlerSet, SharedHandlers};
 use agh_worker::ops::health::{self, HealthInfo, HealthListen, HealthState, HealthTimings};
 use agh_worker::worker::{LogEvents, Shutdown, StatusBoard, Worker, WorkerExit, WorkerSettings};
-use log_capture::Capture;
 use serde_json::{Value, json};
+use support::log_capture::Capture;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
