@@ -31,6 +31,11 @@
 //! `commands`, `dev` → `app`. The simulator uses nothing but `util`. `ARCHITECTURE.md` follows
 //! one run through these files and keeps the glossary.
 
+// Product code has no unsafe at all (Cargo.toml denies it everywhere; here nothing can allow it
+// back) and no unwrap or expect outside tests (clippy.toml exempts `#[cfg(test)]` code).
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 #[doc(hidden)]
 pub mod agentuity;
 #[doc(hidden)]

@@ -1,7 +1,7 @@
 //! The Agentuity client against a fake hub: discovery, headers, error shapes, retry rules and
 //! tolerant DTOs.
 
-mod fake_agentuity;
+mod support;
 
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use agh_worker::agentuity::{
     AgentuityClient, AgentuityError, ClientSettings, Env, ErrorClass, ListSessions, LoopStatus,
     SessionStatus,
 };
-use fake_agentuity::{FakeAgentuity, Step, quick_retry};
 use serde_json::json;
+use support::fake_agentuity::{FakeAgentuity, Step, quick_retry};
 
 const KEY: &str = "ag_secret_key_123";
 

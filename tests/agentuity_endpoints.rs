@@ -3,7 +3,7 @@
 //! reads, listing by search, loop state, event history and error handling are covered in
 //! `agentuity_client.rs`.
 
-mod fake_agentuity;
+mod support;
 
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use agh_worker::agentuity::{
     AgentuityClient, AgentuityError, Bucket, ClientSettings, Env, ErrorClass, ListAgents,
     ListConnectable, ListParticipants, ListSessions, ListUsers, SessionMode, SessionStatus,
 };
-use fake_agentuity::{FakeAgentuity, LostAnswer, Seen, Step, quick_retry};
 use serde_json::{Value, json};
+use support::fake_agentuity::{FakeAgentuity, LostAnswer, Seen, Step, quick_retry};
 
 const KEY: &str = "ag_endpoints_key_789";
 

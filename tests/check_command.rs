@@ -2,7 +2,7 @@
 //! and exit 0, a broken configuration lists every problem, an unreachable AGH fails the probe fast,
 //! and a coder handler's key is tried against a fake Agentuity.
 
-mod fake_agentuity;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use agh_worker::dev::sim::{SimConfig, SimServer, Simulator};
-use fake_agentuity::FakeAgentuity;
 use serde_json::Value;
+use support::fake_agentuity::FakeAgentuity;
 use tempfile::TempDir;
 use tokio::process::Command;
 

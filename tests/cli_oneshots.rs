@@ -1,15 +1,15 @@
 //! The `agh-worker` binary's one-shot commands against an in-process simulator, over TCP and a
 //! Unix socket: JSON answers, the JSON error object and the exit code of every error class.
 
-mod client_rig;
+mod support;
 
 use std::process::Stdio;
 
 use agh_worker::dev::sim::{
     Fault, FaultKind, MessageSpec, Route, SessionInfo, SessionState, TaskSpec,
 };
-use client_rig::{Rig, Transport, short_tempdir};
 use serde_json::{Value, json};
+use support::client_rig::{Rig, Transport, short_tempdir};
 use tempfile::TempDir;
 
 /// What one run of the binary did.

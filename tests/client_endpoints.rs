@@ -1,7 +1,7 @@
 //! The typed AGH client against the simulator, every endpoint over TCP and over a Unix socket:
 //! typed payloads, classified errors, the SPEC≠CODE cases of agh-protocol.md §9, long polls.
 
-mod client_rig;
+mod support;
 
 use std::time::Duration;
 
@@ -10,10 +10,11 @@ use agh_worker::api::types::*;
 use agh_worker::api::types::SessionState as SessionState_;
 use agh_worker::api::{AghClient, ApiError, ClaimOutcome, ErrorKind, Identity, RecvOptions};
 use agh_worker::dev::sim::{
-    Fault, FaultKind, MessageSpec, Route, SessionInfo, SessionSpec, SessionState, TaskSpec,
+    Fault, FaultKind, Route, SessionInfo, SessionSpec, SessionState, TaskSpec,
 };
-use client_rig::{CannedServer, Rig, Transport, quick_options};
 use serde_json::{Value, json};
+use support::client_rig::{CannedServer, Rig, Transport, quick_options};
+use support::sim::message;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -25,16 +26,6 @@ fn coordination(kind: &str, channel: &str) -> Value {
         "message_kind": kind,
         "correlation_id": "corr-1",
     })
-}
-
-fn message(channel: &str, from: &str, text: &str, metadata: Option<Value>) -> MessageSpec {
-    MessageSpec {
-        channel: channel.to_owned(),
-        from_peer: from.to_owned(),
-        body: json!({ "text": text }),
-        metadata,
-        ..MessageSpec::default()
-    }
 }
 
 fn metadata(kind: MessageKind, channel: &str) -> MessageMetadata {

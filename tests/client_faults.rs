@@ -1,7 +1,7 @@
 //! Bad answers and bad networks are clear, classified errors of the typed client, never panics;
 //! and each call kind retries (or not) the way the client promises.
 
-mod client_rig;
+mod support;
 
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use agh_worker::api::{
     AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, ErrorKind, Identity,
 };
 use agh_worker::dev::sim::{Fault, FaultKind, Route, TaskSpec};
-use client_rig::{CannedServer, Rig, Transport, quick_options, short_tempdir};
 use serde_json::{Value, json};
+use support::client_rig::{CannedServer, Rig, Transport, quick_options, short_tempdir};
 
 /// Options without read retries, so a single bad answer surfaces as the error.
 fn no_read_retries() -> ClientOptions {

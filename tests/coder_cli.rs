@@ -1,12 +1,12 @@
 //! `agh-worker coder …` and `agh-worker agentuity …` against a fake hub: the requests made, JSON
 //! and table output, exit codes.
 
-mod fake_agentuity;
+mod support;
 
 use std::time::Duration;
 
-use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
+use support::fake_agentuity::{FakeAgentuity, Step};
 
 /// What one run of the binary printed.
 struct Ran {

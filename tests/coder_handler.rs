@@ -1,7 +1,7 @@
 //! The coder handler against a fake Agentuity hub: create or adopt, follow, complete, fail,
 //! cancel and deadline, with short cadences so each test takes well under a second.
 
-mod fake_agentuity;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use agh_worker::api::types::{Claim, TaskBundle};
 use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client, run_with_health};
 use agh_worker::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 use agh_worker::worker::HandlerHealth;
-use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
+use support::fake_agentuity::{FakeAgentuity, Step};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -62,19 +62,13 @@ fn harness(time_limit: Option<Duration>) -> Harness {
     let bundle: TaskBundle =
         serde_json::from_value(json!({"handoff_summary": "Attempt 1 found the bug in auth.rs."}))
             .expect("bundle");
-    let (events_tx, events) = mpsc::channel(256);
-    let (_inbound_tx, inbound) = mpsc::channel(1);
-    let cancel = CancellationToken::new();
+    let document = TaskDocument::new(claim, Some(bundle), time_limit);
+    // The inbox's sender is dropped: no messages come for this run.
+    let (context, ends) = support::handler_fixtures::context(document, time_limit);
     Harness {
-        context: TaskContext {
-            document: Arc::new(TaskDocument::new(claim, Some(bundle), time_limit)),
-            cancel: cancel.clone(),
-            time_limit,
-            events: events_tx,
-            inbound,
-        },
-        events,
-        cancel,
+        context,
+        events: ends.events,
+        cancel: ends.cancel,
     }
 }
 

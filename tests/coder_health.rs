@@ -3,13 +3,9 @@
 //! say the same; a later run the hub accepts makes the worker ready again; and the key shows up in
 //! none of them, nor in the run's error, nor in the logs.
 
-#[path = "support/log_capture.rs"]
-mod log_capture;
-
-mod fake_agentuity;
+mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use agh_worker::agentuity::ClientSettings;
 use agh_worker::api::types::Claim;
@@ -21,11 +17,10 @@ use agh_worker::handler::{
 use agh_worker::ops::health::HealthTimings;
 use agh_worker::ops::server::{self, HealthInfo, HealthListen, HealthState};
 use agh_worker::worker::{Shutdown, StatusBoard, WorkerState};
-use fake_agentuity::{FakeAgentuity, Step};
-use log_capture::Capture;
 use serde_json::{Value, json};
+use support::fake_agentuity::{FakeAgentuity, Step};
+use support::log_capture::Capture;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 
 const KEY: &str = "ag_sdk_HealthKey0123456789abcdefXYZ";
@@ -75,16 +70,9 @@ fn context(
         "run": {"id": run_id, "attempt": 1},
     }))
     .expect("claim");
-    let (events_tx, events) = mpsc::channel(256);
-    let (_inbound_tx, inbound) = mpsc::channel(1);
-    let context = TaskContext {
-        document: Arc::new(TaskDocument::new(claim, None, None)),
-        cancel: CancellationToken::new(),
-        time_limit: None,
-        events: events_tx,
-        inbound,
-    };
-    (context, events)
+    let (context, ends) =
+        support::handler_fixtures::context(TaskDocument::new(claim, None, None), None);
+    (context, ends.events)
 }
 
 struct Served {

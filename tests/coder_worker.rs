@@ -7,24 +7,15 @@
 //! Real sockets on both sides rule out paused tokio time, so the handler's cadences (poll, quiet
 //! period, grace) are tiny and every wait is bounded by a generous timeout.
 
-#[path = "support/sim_transport.rs"]
-mod sim_transport;
-
-mod fake_agentuity;
+mod support;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agh_worker::agentuity::{AgentuityClient, ClientSettings, Env, RetryPolicy};
-use agh_worker::api::types::{
-    AgentContext, ChannelMessage, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest,
-    LeaseSummary, Me, MessageKind, ReleaseRequest,
-};
-use agh_worker::api::{
-    AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, Identity, RecvOptions, RetryOptions,
-};
-use agh_worker::config::OrphanPolicy;
+use agh_worker::api::types::{ChannelMessage, MessageKind};
+use agh_worker::api::{AghClient, Endpoint, RecvOptions};
 use agh_worker::coordination::spawner::SpawnSettings;
 use agh_worker::coordination::{Coordination, CoordinationSettings};
 use agh_worker::dev::sim::{
@@ -38,15 +29,17 @@ use agh_worker::handler::{
     TaskDocument,
 };
 use agh_worker::worker::{
-    AghApi, ClaimLoop, EventSink, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings,
+    ClaimLoop, EventSink, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings,
 };
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use fake_agentuity::{FakeAgentuity, Step};
 use serde_json::{Value, json};
-use sim_transport::Via;
+use support::client_rig::Transport;
+use support::fake_agentuity::{FakeAgentuity, Step};
+use support::recorder::Recorder;
+use support::sim;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -69,18 +62,14 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Rig {
-        Rig::via(Via::Tcp).await
+        Rig::via(Transport::Tcp).await
     }
 
-    async fn via(via: Via) -> Rig {
-        // `RUST_LOG=agh_worker=debug` shows the worker's and the handler's side of a failure.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+    async fn via(via: Transport) -> Rig {
+        support::log_capture::show_in_test_output();
         let dir = tempfile::tempdir().expect("temporary directory");
         let sim = Simulator::new(SimConfig::default());
-        let (server, endpoint) = sim_transport::serve(&sim, via, dir.path()).await;
+        let (server, endpoint) = sim::serve(&sim, via, dir.path()).await;
         let fake = FakeAgentuity::start().await;
         Rig {
             sim,
@@ -106,25 +95,7 @@ impl Rig {
     }
 
     fn client(&self, who: &SessionInfo) -> AghClient {
-        let identity = Identity {
-            session_id: who.session_id.clone(),
-            agent: who.agent_name.clone(),
-            workspace_id: None,
-        };
-        let options = ClientOptions {
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(2),
-            long_poll_timeout: Duration::from_secs(1),
-            max_response_bytes: 8 * 1024 * 1024,
-            retry: RetryOptions {
-                initial_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_millis(300),
-                read_budget: Duration::from_secs(2),
-                terminal_budget: Duration::from_secs(3),
-            },
-        };
-        let endpoint = self.endpoint.clone();
-        AghClient::new(endpoint, identity, options).expect("client")
+        sim::worker_client(&self.endpoint, who)
     }
 
     /// A worker of session `who` running `handlers`, its events going to `events`.
@@ -136,7 +107,7 @@ impl Rig {
         settings: WorkerSettings,
     ) -> Rigged<E> {
         Arc::new(ClaimLoop {
-            api: Arc::new(Recorded::new(self.client(who))),
+            api: Arc::new(Recorder::new(self.client(who))),
             handlers: Arc::new(SharedHandlers::from(handlers.into())),
             events: Arc::new(Watched::new(events)),
             settings: settings.into(),
@@ -173,52 +144,25 @@ impl Rig {
 
     /// Requests of `route` the simulator answered, whatever the status.
     fn requests(&self, route: Route) -> u64 {
-        self.sim
-            .ledger()
-            .requests
-            .iter()
-            .filter(|count| count.route == route.as_str())
-            .map(|count| count.count)
-            .sum()
+        sim::requests(&self.sim, route)
     }
 
     /// No lease invariant broken and no run left claimed.
     fn check_ledger(&self) {
-        let ledger = self.sim.ledger();
-        assert_eq!(
-            ledger.violations_total, 0,
-            "lease invariants broken: {:?}",
-            ledger.violations
-        );
-        assert_eq!(
-            ledger.runs_in_status("claimed"),
-            0,
-            "a run is left claimed: {:?}",
-            ledger.runs_by_status
-        );
+        sim::assert_no_violation_and_no_claimed_run(&self.sim);
     }
 }
 
-type Rigged<E> = Arc<ClaimLoop<Recorded, Watched<E>>>;
+type Rigged<E> = Arc<ClaimLoop<Recorder, Watched<E>>>;
 
+/// One run, with a heartbeat and a drain timeout on the scale of the handler's tiny cadences.
 fn settings() -> WorkerSettings {
     WorkerSettings {
-        lease: Duration::from_secs(4),
         heartbeat_every: Duration::from_millis(300),
-        claim_wait: true,
-        orphan_policy: OrphanPolicy::Adopt,
         drain_timeout: Duration::from_millis(300),
-        max_runtime: None,
         max_runs: Some(1),
-        idle_exit: None,
-        once: false,
-        identity_probe: Duration::from_millis(300),
-        initial_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
         cancel_grace: Duration::from_secs(5),
-        poll_interval: Duration::from_millis(100),
-        required_capabilities: Vec::new(),
-        priority_min: None,
+        ..sim::worker_settings()
     }
 }
 
@@ -269,101 +213,6 @@ fn finishing_at_once() -> Vec<Step> {
         Step::detail(json!({"status": "active"}))
             .with_events(vec![json!({"event": "session_complete"})]),
     ]
-}
-
-// ----- what the worker does with the AGH API: every call, in order --------------------------------
-
-#[derive(Clone, Debug)]
-struct Call {
-    verb: &'static str,
-    run_id: String,
-    /// The release reason, the failure message or the result.
-    body: Value,
-}
-
-struct Recorded {
-    inner: AghClient,
-    calls: Mutex<Vec<Call>>,
-}
-
-impl Recorded {
-    fn new(inner: AghClient) -> Recorded {
-        Recorded {
-            inner,
-            calls: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn note(&self, verb: &'static str, run_id: &str, body: Value) {
-        self.calls.lock().expect("calls").push(Call {
-            verb,
-            run_id: run_id.into(),
-            body,
-        });
-    }
-
-    fn terminal_calls(&self) -> Vec<Call> {
-        self.calls
-            .lock()
-            .expect("calls")
-            .iter()
-            .filter(|call| matches!(call.verb, "complete" | "fail" | "release"))
-            .cloned()
-            .collect()
-    }
-}
-
-impl AghApi for Recorded {
-    async fn me(&self) -> Result<Me, ApiError> {
-        self.inner.me().await
-    }
-
-    async fn context(&self) -> Result<AgentContext, ApiError> {
-        self.inner.context().await
-    }
-
-    async fn claim_next(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ApiError> {
-        self.inner.claim_next(request).await
-    }
-
-    async fn heartbeat(
-        &self,
-        run_id: &str,
-        request: &HeartbeatRequest,
-    ) -> Result<LeaseSummary, ApiError> {
-        self.inner.heartbeat(run_id, request).await
-    }
-
-    async fn complete(
-        &self,
-        run_id: &str,
-        request: &CompleteRequest,
-    ) -> Result<LeaseSummary, ApiError> {
-        self.note(
-            "complete",
-            run_id,
-            request.result.clone().unwrap_or(Value::Null),
-        );
-        self.inner.complete(run_id, request).await
-    }
-
-    async fn fail(&self, run_id: &str, request: &FailRequest) -> Result<LeaseSummary, ApiError> {
-        self.note(
-            "fail",
-            run_id,
-            json!({"error": request.error, "metadata": request.metadata}),
-        );
-        self.inner.fail(run_id, request).await
-    }
-
-    async fn release(
-        &self,
-        run_id: &str,
-        request: &ReleaseRequest,
-    ) -> Result<LeaseSummary, ApiError> {
-        self.note("release", run_id, json!(request.reason));
-        self.inner.release(run_id, request).await
-    }
 }
 
 // ----- what the handler reports: progress lines, watchable ---------------------------------------
@@ -512,16 +361,16 @@ async fn forward(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_task_completes_with_the_leads_last_message_its_cost_and_its_duration() {
-    a_standard_task_completes_with_its_result(Via::Tcp).await;
+    a_standard_task_completes_with_its_result(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standard_task_claimed_over_a_unix_socket_completes_with_the_leads_last_message_and_cost()
 {
-    a_standard_task_completes_with_its_result(Via::Unix).await;
+    a_standard_task_completes_with_its_result(Transport::Unix).await;
 }
 
-async fn a_standard_task_completes_with_its_result(via: Via) {
+async fn a_standard_task_completes_with_its_result(via: Transport) {
     let rig = Rig::via(via).await;
     let usage =
         json!({"costUsd": 0.42, "inputTokens": 1200, "outputTokens": 300, "reasoningTokens": 50});

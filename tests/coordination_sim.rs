@@ -3,6 +3,8 @@
 //! handlers (progress, throttling, the own-channel rule, replies) and the spawner (budgets,
 //! the daemon's refusals, TTL caps), and one whole run through the worker loop.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,6 +29,7 @@ use agh_worker::handler::{
 };
 use agh_worker::worker::{ClaimLoop, EventSink, Shutdown, StatusBoard, WorkerSettings};
 use serde_json::{Value, json};
+use support::sim;
 use tokio::sync::{mpsc, oneshot};
 
 const CHANNEL: &str = "builders";
@@ -141,13 +144,7 @@ impl Env {
     }
 
     fn all_requests(&self, route: Route) -> u64 {
-        self.sim
-            .ledger()
-            .requests
-            .iter()
-            .filter(|count| count.route == route.as_str())
-            .map(|count| count.count)
-            .sum()
+        sim::requests(&self.sim, route)
     }
 }
 

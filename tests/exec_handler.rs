@@ -2,17 +2,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-#[path = "support/handler_fixtures.rs"]
-mod handler_fixtures;
+mod support;
 
 use agh_worker::api::types::{ChannelMessage, MessageKind};
 use agh_worker::handler::exec::{self, ExecConfig};
-use agh_worker::handler::{HandlerEvent, Outcome, SpawnAnswer, TaskContext, TaskDocument};
-use handler_fixtures::message;
+use agh_worker::handler::{HandlerEvent, Outcome, SpawnAnswer, TaskDocument};
 use serde_json::{Value, json};
+use support::handler_fixtures::message;
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -27,7 +25,7 @@ fn document() -> TaskDocument {
 }
 
 fn document_titled(title: &str) -> TaskDocument {
-    handler_fixtures::document("run-1", title)
+    support::handler_fixtures::document("run-1", title)
 }
 
 struct Running {
@@ -69,21 +67,12 @@ fn start_document(
     time_limit: Option<Duration>,
     dir: TempDir,
 ) -> Running {
-    let (events_tx, events) = mpsc::channel(1024);
-    let (inbound, inbound_rx) = mpsc::channel(16);
-    let cancel = CancellationToken::new();
-    let ctx = TaskContext {
-        document: Arc::new(document),
-        cancel: cancel.clone(),
-        time_limit,
-        events: events_tx,
-        inbound: inbound_rx,
-    };
+    let (ctx, ends) = support::handler_fixtures::context(document, time_limit);
     let outcome = tokio::spawn(async move { exec::run(&config, ctx).await });
     Running {
-        events,
-        inbound,
-        cancel,
+        events: ends.events,
+        inbound: ends.inbound,
+        cancel: ends.cancel,
         outcome,
         dir,
     }
@@ -573,6 +562,7 @@ exit 4",
 async fn the_environment_holds_only_allowed_variables() {
     // SAFETY: set once, before any handler in this binary reads these names; Rust's own env
     // access is serialised and nothing in this test binary reads the environment from C.
+    #[allow(unsafe_code)]
     unsafe {
         std::env::set_var("MY_API_KEY", "worker-secret");
         std::env::set_var("AGH_WORKER__AGH__SESSION_ID", "worker-config");

@@ -2,6 +2,8 @@
 //! readiness through a drain and a stale identity, metrics moving as runs finish, a Unix
 //! socket, and the `run` command's wiring (served, disabled, address in use).
 
+mod support;
+
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +12,6 @@ use std::time::{Duration, Instant};
 use agh_worker::api::{
     AghClient, ApiRequestCounters, ClientOptions, Endpoint, Identity, RetryOptions,
 };
-use agh_worker::config::OrphanPolicy;
 use agh_worker::dev::sim::{Route, SessionState, SimConfig, SimServer, Simulator, TaskSpec};
 use agh_worker::handler::{Handler, HandlerSet, MatchRule, Outcome, SharedHandlers, TaskContext};
 use agh_worker::ops::health::HealthTimings;
@@ -19,6 +20,7 @@ use agh_worker::worker::{
     ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
 };
 use serde_json::{Value, json};
+use support::sim;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -49,39 +51,24 @@ impl Handler for TestHandlers {
     }
 }
 
+/// A drain long enough for the slow run of the drain test to finish within it.
 fn settings() -> WorkerSettings {
     WorkerSettings {
-        lease: Duration::from_secs(4),
-        heartbeat_every: Duration::from_secs(1),
-        claim_wait: true,
-        orphan_policy: OrphanPolicy::Adopt,
         drain_timeout: Duration::from_secs(30),
-        max_runtime: None,
-        max_runs: None,
-        idle_exit: None,
-        once: false,
         identity_probe: Duration::from_millis(200),
-        initial_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
-        cancel_grace: Duration::from_secs(2),
-        poll_interval: Duration::from_millis(100),
-        required_capabilities: Vec::new(),
-        priority_min: None,
+        ..sim::worker_settings()
     }
 }
 
 fn client_options() -> ClientOptions {
+    let base = sim::worker_client_options();
     ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(2),
-        long_poll_timeout: Duration::from_secs(1),
-        max_response_bytes: 8 * 1024 * 1024,
         retry: RetryOptions {
-            initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
-            read_budget: Duration::from_secs(2),
             terminal_budget: Duration::from_secs(5),
+            ..base.retry
         },
+        ..base
     }
 }
 

@@ -7,8 +7,7 @@
 //! One test in this file: it sets process environment variables and installs the global log
 //! subscriber, which only one test per binary may do.
 
-#[path = "support/log_capture.rs"]
-mod log_capture;
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,8 +22,8 @@ use agh_worker::handler::{HandlerSet, SharedHandlers};
 use agh_worker::ops::health::HealthTimings;
 use agh_worker::ops::server::{self, HealthInfo, HealthListen, HealthState};
 use agh_worker::worker::{ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings};
-use log_capture::Capture;
 use serde_json::{Value, json};
+use support::log_capture::Capture;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -115,7 +114,10 @@ fn no_claim_token_or_worker_secret_reaches_logs_status_or_the_handler_environmen
     for (name, value) in WORKER_SECRETS {
         // SAFETY: this is the only test of this binary and no runtime or other thread of it
         // has started yet, so nothing reads the environment concurrently.
-        unsafe { std::env::set_var(name, value) };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(name, value)
+        };
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

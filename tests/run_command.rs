@@ -2,6 +2,8 @@
 //! configured only through environment variables: exits, SIGTERM drains, a second signal, bad
 //! configuration, and the demo.
 
+mod support;
+
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use agh_worker::dev::sim::{
     EnqueuedRun, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind,
 };
+use support::sim;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -82,18 +85,7 @@ impl Rig {
     }
 
     fn check_ledger(&self) {
-        let ledger = self.sim.ledger();
-        assert_eq!(
-            ledger.violations_total, 0,
-            "lease invariants broken: {:?}",
-            ledger.violations
-        );
-        assert_eq!(
-            ledger.runs_in_status("claimed"),
-            0,
-            "{:?}",
-            ledger.runs_by_status
-        );
+        sim::assert_no_violation_and_no_claimed_run(&self.sim);
     }
 }
 

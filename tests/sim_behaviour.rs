@@ -1,6 +1,8 @@
 //! Behaviour tests of the AGH simulator over real HTTP, one per case of agh-protocol.md §10,
 //! plus transport, fault, sweep, spawn-reaper, recv-queue and restart behaviour.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use agh_worker::dev::sim::{
 };
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::sim::message;
 
 struct Reply {
     status: u16,
@@ -144,16 +147,6 @@ fn coordination(kind: &str) -> Value {
         "message_kind": kind,
         "correlation_id": "run-1",
     })
-}
-
-fn message(channel: &str, from: &str, text: &str, metadata: Option<Value>) -> MessageSpec {
-    MessageSpec {
-        channel: channel.to_owned(),
-        from_peer: from.to_owned(),
-        body: json!({ "text": text }),
-        metadata,
-        ..MessageSpec::default()
-    }
 }
 
 // ---- §10 behaviours ---------------------------------------------------------------------------

@@ -6,24 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[path = "support/handler_fixtures.rs"]
-mod handler_fixtures;
+mod support;
 
 use agh_worker::api::types::ChannelMessage;
 use agh_worker::config::{ConfigSources, load};
 use agh_worker::handler::webhook::{self, WebhookConfig};
 use agh_worker::handler::{
-    HandlerConfig, HandlerEvent, HandlerKind, MatchRule, Outcome, TaskContext, TaskDocument,
+    HandlerConfig, HandlerEvent, HandlerKind, MatchRule, Outcome, TaskDocument,
 };
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use handler_fixtures::{document, message};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::handler_fixtures::{document, message};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -261,23 +260,14 @@ fn start_with_credentials(
     time_limit: Option<Duration>,
     credentials_dir: Option<PathBuf>,
 ) -> Running {
-    let (events_tx, events) = mpsc::channel(64);
-    let (inbound, inbound_rx) = mpsc::channel(16);
-    let cancel = CancellationToken::new();
-    let ctx = TaskContext {
-        document: Arc::new(document),
-        cancel: cancel.clone(),
-        time_limit,
-        events: events_tx,
-        inbound: inbound_rx,
-    };
+    let (ctx, ends) = support::handler_fixtures::context(document, time_limit);
     let outcome = tokio::spawn(async move {
         webhook::run_with_credentials(&config, ctx, credentials_dir.as_deref()).await
     });
     Running {
-        events,
-        inbound,
-        cancel,
+        events: ends.events,
+        inbound: ends.inbound,
+        cancel: ends.cancel,
         outcome,
     }
 }

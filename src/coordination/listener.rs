@@ -150,6 +150,12 @@ pub struct Listener<A> {
     shutdown: Shutdown,
 }
 
+impl<A> std::fmt::Debug for Listener<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
 struct Poller {
     stop: CancellationToken,
     task: JoinHandle<()>,

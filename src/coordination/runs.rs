@@ -72,6 +72,7 @@ pub(crate) struct RunInHand {
 }
 
 /// The receiving ends of a run's outbox, for the task that sends what it holds.
+#[derive(Debug)]
 pub struct OutboxQueue {
     pub(crate) queue: mpsc::Receiver<Outgoing>,
     pub(crate) progress: Arc<ProgressSlot>,

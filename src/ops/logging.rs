@@ -17,7 +17,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 use crate::config::LogFormat;
 
 /// Changes the level filter of the installed subscriber (SIGHUP reload).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LogControl {
     handle: Option<reload::Handle<EnvFilter, Registry>>,
 }

@@ -151,6 +151,12 @@ enum Next {
     },
 }
 
+impl<A, E> std::fmt::Debug for ClaimLoop<A, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimLoop").finish_non_exhaustive()
+    }
+}
+
 impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
     /// Runs until shutdown, max runs or idleness. Never returns while a lease is held.
     pub async fn run(&self) -> WorkerExit {

@@ -2,8 +2,6 @@
 //! session, lease expiry and a lagging sweep, scripted faults per call, a timestamped call log and
 //! a ledger that flags every terminal call the lease rules (agh-protocol.md §3.8, §4) forbid.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -1,10 +1,43 @@
-//! Task documents and channel messages for handler tests, the same for every handler kind.
+//! Task documents, channel messages and run contexts for handler tests, the same for every
+//! handler kind.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agh_worker::api::types::{ChannelMessage, Claim};
-use agh_worker::handler::TaskDocument;
+use agh_worker::handler::{HandlerEvent, TaskContext, TaskDocument};
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The test's ends of a handler's [`TaskContext`]: what the handler reports, the way in for its
+/// channel messages, and its cancel token. Dropping `inbound` closes the handler's inbox.
+pub struct Ends {
+    pub events: mpsc::Receiver<HandlerEvent>,
+    pub inbound: mpsc::Sender<ChannelMessage>,
+    pub cancel: CancellationToken,
+}
+
+/// The context of a handler run of `document` that may take `time_limit`, and the test's ends of
+/// it. The event channel holds far more than any test reports, so a handler never waits on it.
+pub fn context(document: TaskDocument, time_limit: Option<Duration>) -> (TaskContext, Ends) {
+    let (events_tx, events) = mpsc::channel(1024);
+    let (inbound, inbound_rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let context = TaskContext {
+        document: Arc::new(document),
+        cancel: cancel.clone(),
+        time_limit,
+        events: events_tx,
+        inbound: inbound_rx,
+    };
+    let ends = Ends {
+        events,
+        inbound,
+        cancel,
+    };
+    (context, ends)
+}
 
 /// A claimed run `run_id` of task `task-1` titled `title`, attempt 2, on channel `chan-1`,
 /// with ten minutes to run.

@@ -1,4 +1,5 @@
-//! Log lines captured in memory, for tests that check what the worker logs (and what it never does).
+//! Logs in tests: lines captured in memory, for tests that check what the worker logs (and what
+//! it never does), or shown in the test's output when `RUST_LOG` asks for them.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -37,4 +38,13 @@ impl Capture {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
+}
+
+/// Shows the logs in the test's output, filtered by `RUST_LOG` (`RUST_LOG=agh_worker=debug` shows
+/// the worker's side of a failing test). The first call in a test binary installs it.
+pub fn show_in_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
 }

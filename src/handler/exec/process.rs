@@ -96,14 +96,10 @@ pub(super) async fn spawn(command: &mut Command) -> std::io::Result<Child> {
 
 #[cfg(unix)]
 pub(super) mod signal {
+    use rustix::process::{Pid, Signal, kill_process_group};
+
     pub const SIGKILL: i32 = 9;
     pub const SIGTERM: i32 = 15;
-
-    // Declared by hand so the crate needs no libc/nix dependency for one call: libc is always
-    // linked on Unix, and `kill(2)` takes two plain integers, reads and writes no memory.
-    unsafe extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
 
     /// Sends `signal` to every process in the group `pgid`. Returns whether any process got it.
     pub fn group(pgid: u32, signal: i32) -> bool {
@@ -114,9 +110,11 @@ pub(super) mod signal {
         if pgid <= 1 {
             return false;
         }
-        // SAFETY: kill(2) has no memory-safety preconditions; the arguments are plain integers and
-        // the negative pid addresses exactly the group the program was started in.
-        unsafe { kill(-pgid, signal) == 0 }
+        let (Some(pid), Some(signal)) = (Pid::from_raw(pgid), Signal::from_named_raw(signal))
+        else {
+            return false;
+        };
+        kill_process_group(pid, signal).is_ok()
     }
 
     /// Names of the signals numbered alike on Linux and the BSDs.

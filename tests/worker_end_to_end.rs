@@ -4,8 +4,7 @@
 //! Every test ends with a ledger check: no invariant violation, no run left claimed, and the
 //! runs' claim counts add up to the claim transitions and to the ends those claims had.
 
-#[path = "support/sim_transport.rs"]
-mod sim_transport;
+mod support;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -13,13 +12,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agh_worker::api::types::{
-    AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
-    ReleaseRequest,
-};
-use agh_worker::api::{
-    AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, ErrorKind, Identity, RetryOptions,
-};
+use agh_worker::api::types::ClaimRequest;
+use agh_worker::api::{AghClient, ClaimOutcome, Endpoint, ErrorKind};
 use agh_worker::config::OrphanPolicy;
 use agh_worker::dev::sim::{
     EnqueuedRun, Fault, FaultKind, Route, SessionInfo, SessionState, SimConfig, SimServer,
@@ -31,11 +25,13 @@ use agh_worker::handler::{
     HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext,
 };
 use agh_worker::worker::{
-    AghApi, ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
+    ClaimLoop, LogEvents, Shutdown, StatusBoard, WorkerExit, WorkerSettings, WorkerState,
 };
-use serde_json::{Value, json};
-use sim_transport::Via;
-use tokio::sync::{mpsc, watch};
+use serde_json::json;
+use support::client_rig::Transport;
+use support::recorder::Recorder;
+use support::sim::{self, worker_settings};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
@@ -50,15 +46,11 @@ struct Rig {
 }
 
 impl Rig {
-    async fn new(via: Via) -> Rig {
-        // `RUST_LOG=agh_worker=debug` shows the worker's side of a failing test.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
+    async fn new(via: Transport) -> Rig {
+        support::log_capture::show_in_test_output();
         let dir = tempfile::tempdir().expect("temporary directory");
         let sim = Simulator::new(SimConfig::default());
-        let (server, endpoint) = sim_transport::serve(&sim, via, dir.path()).await;
+        let (server, endpoint) = sim::serve(&sim, via, dir.path()).await;
         let session = sim.default_session().expect("default session");
         Rig {
             sim,
@@ -70,30 +62,12 @@ impl Rig {
     }
 
     fn client(&self) -> AghClient {
-        let identity = Identity {
-            session_id: self.session.session_id.clone(),
-            agent: self.session.agent_name.clone(),
-            workspace_id: None,
-        };
-        let options = ClientOptions {
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(2),
-            long_poll_timeout: Duration::from_secs(1),
-            max_response_bytes: 8 * 1024 * 1024,
-            retry: RetryOptions {
-                initial_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_millis(300),
-                read_budget: Duration::from_secs(2),
-                terminal_budget: Duration::from_secs(3),
-            },
-        };
-        AghClient::new(self.endpoint.clone(), identity, options).expect("client")
+        sim::worker_client(&self.endpoint, &self.session)
     }
 
     fn worker(&self, handlers: impl Into<HandlerSet>, settings: WorkerSettings) -> Rigged {
-        let spy = Arc::new(Spy::new(self.client()));
         Arc::new(ClaimLoop {
-            api: spy,
+            api: Arc::new(Recorder::new(self.client())),
             handlers: Arc::new(SharedHandlers::from(handlers.into())),
             events: Arc::new(LogEvents),
             settings: settings.into(),
@@ -113,29 +87,13 @@ impl Rig {
 
     /// Requests of `route` the simulator answered, whatever the status.
     fn requests(&self, route: Route) -> u64 {
-        self.sim
-            .ledger()
-            .requests
-            .iter()
-            .filter(|count| count.route == route.as_str())
-            .map(|count| count.count)
-            .sum()
+        sim::requests(&self.sim, route)
     }
 
     /// The ledger check every test ends with.
     fn check_ledger(&self, runs: &[&EnqueuedRun]) {
+        sim::assert_no_violation_and_no_claimed_run(&self.sim);
         let ledger = self.sim.ledger();
-        assert_eq!(
-            ledger.violations_total, 0,
-            "lease invariants broken: {:?}",
-            ledger.violations
-        );
-        assert_eq!(
-            ledger.runs_in_status("claimed"),
-            0,
-            "a run is left claimed: {:?}",
-            ledger.runs_by_status
-        );
         let mut claims = 0u64;
         for run in runs {
             let snapshot = self.sim.run(&run.run_id).expect("the run is known");
@@ -164,33 +122,12 @@ impl Rig {
     }
 }
 
-type Rigged = Arc<ClaimLoop<Spy, LogEvents>>;
-
-fn settings() -> WorkerSettings {
-    WorkerSettings {
-        lease: Duration::from_secs(4),
-        heartbeat_every: Duration::from_secs(1),
-        claim_wait: true,
-        orphan_policy: OrphanPolicy::Adopt,
-        drain_timeout: Duration::from_secs(2),
-        max_runtime: None,
-        max_runs: None,
-        idle_exit: None,
-        once: false,
-        identity_probe: Duration::from_millis(300),
-        initial_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
-        cancel_grace: Duration::from_secs(2),
-        poll_interval: Duration::from_millis(100),
-        required_capabilities: Vec::new(),
-        priority_min: None,
-    }
-}
+type Rigged = Arc<ClaimLoop<Recorder, LogEvents>>;
 
 fn max_runs(n: u64) -> WorkerSettings {
     WorkerSettings {
         max_runs: Some(n),
-        ..settings()
+        ..worker_settings()
     }
 }
 
@@ -226,136 +163,6 @@ fn exec_handlers(title: Option<&str>) -> HandlerSet {
         webhook: None,
         coder: None,
     }])
-}
-
-// ----- a recording API: every call the worker makes, in order -----------------------------------
-
-#[derive(Clone, Debug)]
-struct Call {
-    verb: &'static str,
-    run_id: String,
-    /// The release reason, the failure message or the result, as JSON.
-    body: Value,
-    error: Option<ErrorKind>,
-}
-
-struct Spy {
-    inner: AghClient,
-    calls: watch::Sender<Vec<Call>>,
-}
-
-impl Spy {
-    fn new(inner: AghClient) -> Spy {
-        Spy {
-            inner,
-            calls: watch::Sender::new(Vec::new()),
-        }
-    }
-
-    fn note<T>(&self, verb: &'static str, run_id: &str, body: Value, result: &Result<T, ApiError>) {
-        let call = Call {
-            verb,
-            run_id: run_id.to_owned(),
-            body,
-            error: result.as_ref().err().map(|err| err.kind),
-        };
-        self.calls.send_modify(|calls| calls.push(call));
-    }
-
-    fn calls(&self, verb: &str) -> Vec<Call> {
-        self.calls
-            .borrow()
-            .iter()
-            .filter(|call| call.verb == verb)
-            .cloned()
-            .collect()
-    }
-
-    fn terminal_calls(&self) -> Vec<Call> {
-        self.calls
-            .borrow()
-            .iter()
-            .filter(|call| matches!(call.verb, "complete" | "fail" | "release"))
-            .cloned()
-            .collect()
-    }
-
-    /// Resolves once the recorded calls satisfy `ready`.
-    async fn until(&self, what: &str, within: Duration, ready: impl FnMut(&Vec<Call>) -> bool) {
-        let mut calls = self.calls.subscribe();
-        timeout(within, calls.wait_for(ready))
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("the spy lives as long as the test");
-    }
-
-    async fn until_count(&self, verb: &'static str, count: usize, within: Duration) {
-        self.until(&format!("{count} {verb} calls"), within, |calls| {
-            calls.iter().filter(|call| call.verb == verb).count() >= count
-        })
-        .await;
-    }
-}
-
-impl AghApi for Spy {
-    async fn me(&self) -> Result<Me, ApiError> {
-        let result = self.inner.me().await;
-        self.note("me", "", Value::Null, &result);
-        result
-    }
-
-    async fn context(&self) -> Result<AgentContext, ApiError> {
-        let result = self.inner.context().await;
-        self.note("context", "", Value::Null, &result);
-        result
-    }
-
-    async fn claim_next(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ApiError> {
-        let result = self.inner.claim_next(request).await;
-        let run_id = match &result {
-            Ok(ClaimOutcome::Claimed(claim)) => claim.run.id.clone(),
-            _ => String::new(),
-        };
-        self.note("claim", &run_id, Value::Null, &result);
-        result
-    }
-
-    async fn heartbeat(
-        &self,
-        run_id: &str,
-        request: &HeartbeatRequest,
-    ) -> Result<LeaseSummary, ApiError> {
-        let result = self.inner.heartbeat(run_id, request).await;
-        self.note("heartbeat", run_id, Value::Null, &result);
-        result
-    }
-
-    async fn complete(
-        &self,
-        run_id: &str,
-        request: &CompleteRequest,
-    ) -> Result<LeaseSummary, ApiError> {
-        let result = self.inner.complete(run_id, request).await;
-        let body = request.result.clone().unwrap_or(Value::Null);
-        self.note("complete", run_id, body, &result);
-        result
-    }
-
-    async fn fail(&self, run_id: &str, request: &FailRequest) -> Result<LeaseSummary, ApiError> {
-        let result = self.inner.fail(run_id, request).await;
-        self.note("fail", run_id, json!(request.error), &result);
-        result
-    }
-
-    async fn release(
-        &self,
-        run_id: &str,
-        request: &ReleaseRequest,
-    ) -> Result<LeaseSummary, ApiError> {
-        let result = self.inner.release(run_id, request).await;
-        self.note("release", run_id, json!(request.reason), &result);
-        result
-    }
 }
 
 // ----- scripted handlers -------------------------------------------------------------------------
@@ -429,7 +236,7 @@ fn before(a: Timestamp, b: &str) -> bool {
 
 // ----- the core case over both transports ---------------------------------------------------------
 
-async fn claimed_runs_are_completed_with_the_exec_handlers_result(via: Via) {
+async fn claimed_runs_are_completed_with_the_exec_handlers_result(via: Transport) {
     let rig = Rig::new(via).await;
     let first = rig.enqueue("Summarise the build log");
     let second = rig.enqueue("Triage issue 412");
@@ -456,17 +263,17 @@ async fn claimed_runs_are_completed_with_the_exec_handlers_result(via: Via) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimed_runs_are_completed_with_the_exec_handlers_result_over_tcp() {
-    claimed_runs_are_completed_with_the_exec_handlers_result(Via::Tcp).await;
+    claimed_runs_are_completed_with_the_exec_handlers_result(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimed_runs_are_completed_with_the_exec_handlers_result_over_a_unix_socket() {
-    claimed_runs_are_completed_with_the_exec_handlers_result(Via::Unix).await;
+    claimed_runs_are_completed_with_the_exec_handlers_result(Transport::Unix).await;
 }
 
 // ----- lost claim answers and orphans ------------------------------------------------------------
 
-async fn a_lost_claim_answer_is_found_through_me(via: Via, policy: OrphanPolicy) {
+async fn a_lost_claim_answer_is_found_through_me(via: Transport, policy: OrphanPolicy) {
     let rig = Rig::new(via).await;
     rig.sim
         .inject_fault(Fault::new(Route::ClaimNext, FaultKind::DropAfterCommit, 1));
@@ -511,8 +318,7 @@ async fn a_lost_claim_answer_is_found_through_me(via: Via, policy: OrphanPolicy)
     }
     let calls: Vec<(&str, Option<ErrorKind>)> = worker
         .api
-        .calls
-        .borrow()
+        .all_calls()
         .iter()
         .map(|call| (call.verb, call.error))
         .collect();
@@ -525,21 +331,21 @@ async fn a_lost_claim_answer_is_found_through_me(via: Via, policy: OrphanPolicy)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_claim_answer_is_found_through_me_and_adopted() {
-    a_lost_claim_answer_is_found_through_me(Via::Tcp, OrphanPolicy::Adopt).await;
+    a_lost_claim_answer_is_found_through_me(Transport::Tcp, OrphanPolicy::Adopt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_claim_answer_over_a_unix_socket_is_found_through_me_and_adopted() {
-    a_lost_claim_answer_is_found_through_me(Via::Unix, OrphanPolicy::Adopt).await;
+    a_lost_claim_answer_is_found_through_me(Transport::Unix, OrphanPolicy::Adopt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_claim_answer_is_found_through_me_and_released_under_the_release_policy() {
-    a_lost_claim_answer_is_found_through_me(Via::Tcp, OrphanPolicy::Release).await;
+    a_lost_claim_answer_is_found_through_me(Transport::Tcp, OrphanPolicy::Release).await;
 }
 
 async fn a_lease_orphaned_before_start_up(policy: OrphanPolicy) {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let run = rig.enqueue("left behind by a crashed worker");
     let claimed = rig
         .client()
@@ -593,7 +399,7 @@ async fn a_lease_orphaned_before_start_up_is_released_then_completed_by_a_later_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_lost_mid_run_cancels_the_handler_at_the_next_heartbeat_and_sends_no_terminal_call()
 {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let run = rig.enqueue("long analysis");
     let (cancelled_tx, mut cancelled_rx) = mpsc::unbounded_channel::<Instant>();
     let (handlers, mut starts) = script(move |invocation, context| {
@@ -660,7 +466,7 @@ async fn a_lease_lost_mid_run_cancels_the_handler_at_the_next_heartbeat_and_send
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_heartbeats_cancel_the_handler_before_the_lease_expires_and_no_terminal_call_follows()
  {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     rig.sim.inject_fault(Fault::new(
         Route::Heartbeat,
         FaultKind::Status {
@@ -721,7 +527,7 @@ async fn failing_heartbeats_cancel_the_handler_before_the_lease_expires_and_no_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_server_errors_on_claim_next_is_backed_off_and_every_run_still_finishes() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     rig.sim.inject_fault(Fault::new(
         Route::ClaimNext,
         FaultKind::Status {
@@ -756,7 +562,7 @@ async fn a_burst_of_server_errors_on_claim_next_is_backed_off_and_every_run_stil
     rig.check_ledger(&runs.iter().collect::<Vec<_>>());
 }
 
-async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(via: Via) {
+async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(via: Transport) {
     let mut rig = Rig::new(via).await;
     let worker = rig.worker(completes(), max_runs(1));
     let running = start(&worker);
@@ -780,19 +586,19 @@ async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from_over_tcp() {
-    a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(Via::Tcp).await;
+    a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(Transport::Tcp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from_over_a_unix_socket()
 {
-    a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(Via::Unix).await;
+    a_simulator_restart_while_the_worker_waits_for_work_is_recovered_from(Transport::Unix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_truncated_answers_on_claim_and_complete_are_retried_and_the_result_lands_once()
 {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     for route in [Route::ClaimNext, Route::Complete] {
         rig.sim
             .inject_fault(Fault::new(route, FaultKind::Garbage, 1));
@@ -828,7 +634,7 @@ async fn garbage_and_truncated_answers_on_claim_and_complete_are_retried_and_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_result_completes_the_run_with_the_truncation_marker() {
-    let rig = Rig::new(Via::Unix).await;
+    let rig = Rig::new(Transport::Unix).await;
     let run = rig.enqueue("dump everything");
     let (handlers, _) = script(|_, _| {
         Box::pin(async { Outcome::Complete(json!({"blob": "x".repeat(100 * 1024)})) })
@@ -849,7 +655,7 @@ async fn an_oversize_result_completes_the_run_with_the_truncation_marker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tasks_max_runtime_cancels_a_slow_handler_and_fails_the_run_with_a_time_limit_error() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let run = rig.sim.enqueue_task(TaskSpec {
         max_runtime_seconds: 1,
         ..TaskSpec::titled("slow report")
@@ -874,9 +680,9 @@ async fn the_tasks_max_runtime_cancels_a_slow_handler_and_fails_the_run_with_a_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_no_handler_matches_is_released_with_the_reason() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let run = rig.enqueue("write the docs");
-    let worker = rig.worker(exec_handlers(Some("deploy *")), settings());
+    let worker = rig.worker(exec_handlers(Some("deploy *")), worker_settings());
     let running = start(&worker);
     worker
         .api
@@ -905,9 +711,9 @@ async fn a_run_no_handler_matches_is_released_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_the_handler_keeps_releasing_is_claimed_again_only_after_a_growing_pause() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let run = rig.enqueue("release me");
-    let worker = rig.worker(exec_handlers(None), settings());
+    let worker = rig.worker(exec_handlers(None), worker_settings());
     let running = start(&worker);
     worker
         .api
@@ -933,7 +739,7 @@ async fn a_run_the_handler_keeps_releasing_is_claimed_again_only_after_a_growing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_identity_stops_claims_until_the_session_is_active_again() {
-    let rig = Rig::new(Via::Unix).await;
+    let rig = Rig::new(Transport::Unix).await;
     let worker = rig.worker(completes(), max_runs(1));
     let running = start(&worker);
     timeout(
@@ -988,7 +794,7 @@ async fn a_stale_identity_stops_claims_until_the_session_is_active_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_runs_ends_the_loop_after_that_many_runs_and_leaves_the_rest_queued() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let runs: Vec<EnqueuedRun> = (1..=3).map(|n| rig.enqueue(&format!("task {n}"))).collect();
     let worker = rig.worker(completes(), max_runs(2));
     assert_eq!(
@@ -1003,12 +809,12 @@ async fn max_runs_ends_the_loop_after_that_many_runs_and_leaves_the_rest_queued(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_exit_ends_the_loop_when_nothing_comes() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let worker = rig.worker(
         completes(),
         WorkerSettings {
             idle_exit: Some(Duration::from_millis(700)),
-            ..settings()
+            ..worker_settings()
         },
     );
     let began = Instant::now();
@@ -1026,14 +832,14 @@ async fn idle_exit_ends_the_loop_when_nothing_comes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_handles_one_run_and_exits() {
-    let rig = Rig::new(Via::Unix).await;
+    let rig = Rig::new(Transport::Unix).await;
     let first = rig.enqueue("one");
     let second = rig.enqueue("two");
     let worker = rig.worker(
         completes(),
         WorkerSettings {
             once: true,
-            ..settings()
+            ..worker_settings()
         },
     );
     assert_eq!(
@@ -1047,12 +853,12 @@ async fn once_handles_one_run_and_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_with_nothing_to_do_exits_idle_after_one_claim_wait() {
-    let rig = Rig::new(Via::Tcp).await;
+    let rig = Rig::new(Transport::Tcp).await;
     let worker = rig.worker(
         completes(),
         WorkerSettings {
             once: true,
-            ..settings()
+            ..worker_settings()
         },
     );
     assert_eq!(

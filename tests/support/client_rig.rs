@@ -1,6 +1,5 @@
 //! Shared rig of the client tests: a simulator served over TCP or a Unix socket, clients for
 //! its sessions, and a one-answer server for bodies the simulator cannot produce.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +25,7 @@ macro_rules! on_both_transports {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name($crate::client_rig::Transport::Tcp).await;
+                    super::$name($crate::support::client_rig::Transport::Tcp).await;
                 }
             )*
         }
@@ -34,7 +33,7 @@ macro_rules! on_both_transports {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name($crate::client_rig::Transport::Unix).await;
+                    super::$name($crate::support::client_rig::Transport::Unix).await;
                 }
             )*
         }
@@ -64,7 +63,7 @@ pub struct Rig {
     pub server: SimServer,
     pub endpoint: Endpoint,
     /// Holds the socket directory alive.
-    _dir: Option<TempDir>,
+    _dir: TempDir,
 }
 
 impl Rig {
@@ -74,33 +73,14 @@ impl Rig {
 
     pub async fn start_with(transport: Transport, config: SimConfig) -> Rig {
         let sim = Simulator::new(config);
-        match transport {
-            Transport::Tcp => {
-                let server = sim
-                    .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
-                    .await
-                    .expect("serve over tcp");
-                let endpoint = Endpoint::parse(&server.base_url()).expect("tcp endpoint");
-                Rig {
-                    transport,
-                    sim,
-                    server,
-                    endpoint,
-                    _dir: None,
-                }
-            }
-            Transport::Unix => {
-                let dir = short_tempdir();
-                let path = dir.path().join("agh.sock");
-                let server = sim.serve_unix(&path).await.expect("serve over a socket");
-                Rig {
-                    transport,
-                    sim,
-                    server,
-                    endpoint: Endpoint::Unix(path),
-                    _dir: Some(dir),
-                }
-            }
+        let dir = short_tempdir();
+        let (server, endpoint) = super::sim::serve(&sim, transport, dir.path()).await;
+        Rig {
+            transport,
+            sim,
+            server,
+            endpoint,
+            _dir: dir,
         }
     }
 

@@ -11,8 +11,6 @@
 //! bursts, 421), answers repeated for every call, requests that are never answered, and an
 //! event history that ignores `beforeId`.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
