@@ -189,7 +189,7 @@ async fn drive<A: AghApi, E: EventSink>(
         let outcome = match handlers.select(&document) {
             None => {
                 tracing::warn!("no handler matches this run; releasing it");
-                Ended::Outcome(Outcome::Release(
+                Supervised::Outcome(Outcome::Release(
                     "agh-worker: no configured handler matches this task".into(),
                 ))
             }
@@ -209,12 +209,12 @@ async fn drive<A: AghApi, E: EventSink>(
         };
 
         let end = match outcome {
-            Ended::Lost(loss) => {
+            Supervised::Lost(loss) => {
                 tracing::warn!(reason = %loss, "lease lost; the handler was stopped and no terminal call is made");
                 worker.status.lease_lost(loss.reason());
                 RunEnd::LeaseLost
             }
-            Ended::Outcome(outcome) => finish(worker, &run_id, outcome, keeper).await,
+            Supervised::Outcome(outcome) => finish(worker, &run_id, outcome, keeper).await,
         };
         worker.status.run_ended(end);
         end
@@ -229,7 +229,7 @@ async fn drive<A: AghApi, E: EventSink>(
 }
 
 /// How the handler phase ended.
-enum Ended {
+enum Supervised {
     Outcome(Outcome),
     Lost(LeaseLoss),
 }
@@ -293,7 +293,7 @@ async fn supervise<A: AghApi, E: EventSink>(
     time_limit: Option<Duration>,
     keeper: &mut KeeperHandle,
     inbound_rx: mpsc::Receiver<ChannelMessage>,
-) -> Ended {
+) -> Supervised {
     // Its own receiver, polled beside `keeper.lost()` in the loop below.
     let mut deadline_rx = keeper.deadline.clone();
     let cancel = CancellationToken::new();
@@ -335,7 +335,7 @@ async fn supervise<A: AghApi, E: EventSink>(
                 while let Ok(event) = events_rx.try_recv() {
                     worker.events.handle(document, event).await;
                 }
-                return Ended::Outcome(adjust_after_stop(outcome, stop_reason, time_limit));
+                return Supervised::Outcome(adjust_after_stop(outcome, stop_reason, time_limit));
             }
             Some(event) = events_rx.recv() => {
                 worker.events.handle(document, event).await;
@@ -348,7 +348,7 @@ async fn supervise<A: AghApi, E: EventSink>(
                     task.abort();
                     tracing::error!(grace_s = grace.as_secs(), "the handler did not stop after its lease was lost; abandoned it");
                 }
-                return Ended::Lost(loss);
+                return Supervised::Lost(loss);
             }
             _ = sleep_until_option(limit_at), if stop_reason.is_none() => {
                 tracing::warn!(limit_s = time_limit.map(|d| d.as_secs()), "the handler reached its time limit; cancelling it");
@@ -383,7 +383,7 @@ async fn supervise<A: AghApi, E: EventSink>(
                     },
                     _ => Outcome::Release("agh-worker: the worker is shutting down".into()),
                 };
-                return Ended::Outcome(outcome);
+                return Supervised::Outcome(outcome);
             }
             changed = deadline_rx.changed() => {
                 if changed.is_ok() {
@@ -458,20 +458,20 @@ async fn finish<A: AghApi, E: EventSink>(
             let request = CompleteRequest {
                 result: Some(cap(result, MAX_PAYLOAD_BYTES)),
             };
-            (RunEnd::Completed, Terminal::Complete(request))
+            (RunEnd::Completed, TerminalCall::Complete(request))
         }
         Outcome::Fail { error, metadata } => {
             let request = FailRequest {
                 error: failure_message(&error),
                 metadata: metadata.map(|m| cap(m, MAX_PAYLOAD_BYTES)),
             };
-            (RunEnd::Failed, Terminal::Fail(request))
+            (RunEnd::Failed, TerminalCall::Fail(request))
         }
         Outcome::Release(reason) => {
             let request = ReleaseRequest {
                 reason: Some(failure_message(&reason)),
             };
-            (RunEnd::Released, Terminal::Release(request))
+            (RunEnd::Released, TerminalCall::Release(request))
         }
     };
     // The keeper is asked first. When the handler returned at the instant a heartbeat was
@@ -510,7 +510,7 @@ async fn finish<A: AghApi, E: EventSink>(
             }
         }
         Err(err)
-            if matches!(call, Terminal::Complete(_))
+            if matches!(call, TerminalCall::Complete(_))
                 && matches!(err.kind, ErrorKind::Validation | ErrorKind::PayloadTooLarge) =>
         {
             // The result itself was refused and nothing was applied: report that as the failure.
@@ -537,26 +537,26 @@ async fn finish<A: AghApi, E: EventSink>(
     }
 }
 
-enum Terminal {
+enum TerminalCall {
     Complete(CompleteRequest),
     Fail(FailRequest),
     Release(ReleaseRequest),
 }
 
-impl Terminal {
+impl TerminalCall {
     fn name(&self) -> &'static str {
         match self {
-            Terminal::Complete(_) => "complete",
-            Terminal::Fail(_) => "fail",
-            Terminal::Release(_) => "release",
+            TerminalCall::Complete(_) => "complete",
+            TerminalCall::Fail(_) => "fail",
+            TerminalCall::Release(_) => "release",
         }
     }
 
     async fn send<A: AghApi>(&self, api: &A, run_id: &str) -> Result<LeaseSummary, ApiError> {
         match self {
-            Terminal::Complete(request) => api.complete(run_id, request).await,
-            Terminal::Fail(request) => api.fail(run_id, request).await,
-            Terminal::Release(request) => api.release(run_id, request).await,
+            TerminalCall::Complete(request) => api.complete(run_id, request).await,
+            TerminalCall::Fail(request) => api.fail(run_id, request).await,
+            TerminalCall::Release(request) => api.release(run_id, request).await,
         }
     }
 }

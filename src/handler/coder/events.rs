@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use super::config::seconds;
-use super::{End, Run};
+use super::{Run, SessionEnd};
 use crate::agentuity::HubEvent;
 
 /// Milestones kept for the next progress line; older ones are dropped (the count is reported).
@@ -69,7 +69,7 @@ impl Run<'_> {
         let who = agent.clone().unwrap_or_else(|| "lead".into());
         match name {
             "session_complete" => {
-                self.session_ended = Some(End::Complete {
+                self.session_ended = Some(SessionEnd::Complete {
                     status: "session_complete".into(),
                     summary: payload_text("summary").or_else(|| payload_text("result")),
                 });
@@ -78,7 +78,7 @@ impl Run<'_> {
                 let error = payload_text("error")
                     .or_else(|| payload_text("message"))
                     .unwrap_or_else(|| "the session reported an error".into());
-                self.session_ended = Some(End::Fail(error));
+                self.session_ended = Some(SessionEnd::Fail(error));
             }
             "agent_end" if event.task_id.is_none() => {
                 self.lead_ended_at = Some(Instant::now());

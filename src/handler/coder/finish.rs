@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::summary::{best_usage, final_message, usage_json};
-use super::{End, LOG_TARGET, Run};
+use super::{LOG_TARGET, Run, SessionEnd};
 use crate::handler::Outcome;
 
 /// The longest a finished run spends archiving and reading its final usage and answer.
@@ -31,7 +31,7 @@ impl Run<'_> {
     /// within [`Self::finish_budget`]. The outcome is decided: a cancellation meanwhile (the
     /// worker's time limit, a shutdown) cuts the reads short and the outcome is reported with
     /// what is known, which the lease task keeps for a completed run.
-    pub(super) async fn finish(&mut self, id: &str, end: End) -> Outcome {
+    pub(super) async fn finish(&mut self, id: &str, end: SessionEnd) -> Outcome {
         let until = Instant::now() + self.finish_budget();
         let cancel = self.context.cancel.clone();
         let archived = if self.config.archive_on_finish {
@@ -40,7 +40,7 @@ impl Run<'_> {
             false
         };
         let known = match &end {
-            End::Complete {
+            SessionEnd::Complete {
                 summary: Some(s), ..
             } if !s.trim().is_empty() => Some(s.clone()),
             _ => self.last_loop.as_ref().and_then(|l| l.summary.clone()),
@@ -87,7 +87,7 @@ impl Run<'_> {
         let _ = tokio::time::timeout_at(flush_until, self.flush_progress()).await;
         let usage = best_usage([after.as_ref(), self.last_session.as_ref()]);
         match end {
-            End::Complete { status, .. } => Outcome::Complete(json!({
+            SessionEnd::Complete { status, .. } => Outcome::Complete(json!({
                 "summary": summary.unwrap_or_default(),
                 "status": status,
                 "coder_session_id": id,
@@ -95,7 +95,7 @@ impl Run<'_> {
                 "duration_ms": self.duration_ms(),
                 "archived": archived,
             })),
-            End::Fail(error) => Outcome::Fail {
+            SessionEnd::Fail(error) => Outcome::Fail {
                 error: format!("coder session {id}: {error}"),
                 metadata: Some(json!({
                     "coder_session_id": id,

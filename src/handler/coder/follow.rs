@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::config::seconds;
 use super::hub::explain;
-use super::{End, LOG_TARGET, Run};
+use super::{LOG_TARGET, Run, SessionEnd};
 use crate::agentuity::{HubEvent, LoopStatus, Session, SessionStatus, WorkflowMode};
 use crate::handler::Outcome;
 use crate::util::time::sleep_until_option;
@@ -42,7 +42,7 @@ impl Run<'_> {
 
     /// One poll: waits the cadence (except the first time), reads the session and its events,
     /// and says whether it is done.
-    async fn poll_once(&mut self, id: &str, first: bool) -> Option<End> {
+    async fn poll_once(&mut self, id: &str, first: bool) -> Option<SessionEnd> {
         if !first {
             tokio::time::sleep(self.poll).await;
         }
@@ -55,10 +55,10 @@ impl Run<'_> {
             // A just-created session may not be readable yet (the SDK tolerates a 404 while it
             // waits too): until it has been read once, gone counts as a failed read.
             Err(err) if err.is_gone() && self.last_session.is_some() => {
-                return Some(End::Fail(format!("the session disappeared: {err}")));
+                return Some(SessionEnd::Fail(format!("the session disappeared: {err}")));
             }
             Err(err) if err.is_fatal() => {
-                return Some(End::Fail(format!(
+                return Some(SessionEnd::Fail(format!(
                     "reading the session: {}",
                     explain(self.config, &err)
                 )));
@@ -67,7 +67,7 @@ impl Run<'_> {
                 self.read_failures += 1;
                 tracing::warn!(target: LOG_TARGET, error = %err, failures = self.read_failures, "reading the coder session failed");
                 if self.read_failures >= MAX_READ_FAILURES {
-                    return Some(End::Fail(format!(
+                    return Some(SessionEnd::Fail(format!(
                         "reading the session failed {} times: {err}",
                         self.read_failures
                     )));
@@ -81,7 +81,7 @@ impl Run<'_> {
         if session.is_provisioning() {
             let since = *self.provisioning_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= provisioning_limit {
-                return Some(End::Fail(format!(
+                return Some(SessionEnd::Fail(format!(
                     "the session was still {} after {} s",
                     session.status_str(),
                     provisioning_limit.as_secs()
@@ -166,9 +166,9 @@ impl Run<'_> {
         }
     }
 
-    async fn decide(&mut self, id: &str, session: &Session) -> Option<End> {
+    async fn decide(&mut self, id: &str, session: &Session) -> Option<SessionEnd> {
         if let Some(error) = session.failure() {
-            return Some(End::Fail(error));
+            return Some(SessionEnd::Fail(error));
         }
         let loop_mode = session.workflow_mode == Some(WorkflowMode::Loop)
             || self.config.mode() == WorkflowMode::Loop
@@ -210,13 +210,13 @@ impl Run<'_> {
             let summary = state.as_ref().and_then(|s| s.summary.clone());
             match status {
                 Some(LoopStatus::Completed) => {
-                    return Some(End::Complete {
+                    return Some(SessionEnd::Complete {
                         status: "completed".into(),
                         summary,
                     });
                 }
                 Some(LoopStatus::Cancelled) => {
-                    return Some(End::Fail(format!(
+                    return Some(SessionEnd::Fail(format!(
                         "the loop was cancelled{}",
                         summary.map(|s| format!(": {s}")).unwrap_or_default()
                     )));
@@ -236,7 +236,7 @@ impl Run<'_> {
                                 state.last_error.clone().map(|e| format!("last error: {e}")),
                             );
                         }
-                        return Some(End::Fail(why.join(" — ")));
+                        return Some(SessionEnd::Fail(why.join(" — ")));
                     }
                     return None;
                 }
@@ -247,7 +247,7 @@ impl Run<'_> {
                 _ => self.blocked_since = None,
             }
             if session.is_over() {
-                return Some(End::Fail(format!(
+                return Some(SessionEnd::Fail(format!(
                     "the session ended ({}) before its loop completed",
                     session.status_str()
                 )));
@@ -255,7 +255,7 @@ impl Run<'_> {
             return None;
         }
         if session.is_over() {
-            return Some(End::Complete {
+            return Some(SessionEnd::Complete {
                 status: session.status_str().to_string(),
                 summary: None,
             });
@@ -274,14 +274,14 @@ impl Run<'_> {
             if self.last_event_id == seen && self.lead_ended_at.is_some() {
                 match self.client.get_session(id).await {
                     Ok(again) if !tasks_running(&again) && again.failure().is_none() => {
-                        return Some(End::Complete {
+                        return Some(SessionEnd::Complete {
                             status: "idle".into(),
                             summary: None,
                         });
                     }
                     Ok(again) => {
                         if let Some(error) = again.failure() {
-                            return Some(End::Fail(error));
+                            return Some(SessionEnd::Fail(error));
                         }
                     }
                     Err(err) => {

@@ -106,7 +106,7 @@ pub async fn run_with_health(
 }
 
 /// Why a followed session is done.
-enum End {
+enum SessionEnd {
     Complete {
         status: String,
         summary: Option<String>,
@@ -133,7 +133,7 @@ struct Run<'a> {
     dropped: usize,
     last_loop: Option<LoopState>,
     last_session: Option<Session>,
-    session_ended: Option<End>,
+    session_ended: Option<SessionEnd>,
     provisioning_since: Option<Instant>,
     read_failures: u32,
     reported_cost: Option<f64>,

@@ -48,7 +48,7 @@ const STDIN_QUEUE: usize = 64;
 const LOG_TARGET: &str = "agh_worker::handler::exec";
 
 /// How the program's run ended, before mapping to an outcome.
-enum Ending {
+enum ProgramExit {
     Exited(std::io::Result<ExitStatus>),
     Cancelled(&'static str),
     TimedOut(Duration, &'static str),
@@ -151,11 +151,11 @@ pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
         }
     };
     let ending = tokio::select! {
-        status = child.wait() => Ending::Exited(status),
-        () = cancel.cancelled() => Ending::Cancelled(process::stop_program(&mut child, pgid, grace).await),
+        status = child.wait() => ProgramExit::Exited(status),
+        () = cancel.cancelled() => ProgramExit::Cancelled(process::stop_program(&mut child, pgid, grace).await),
         () = timer => {
             let limit = time_limit.unwrap_or_default();
-            Ending::TimedOut(limit, process::stop_program(&mut child, pgid, grace).await)
+            ProgramExit::TimedOut(limit, process::stop_program(&mut child, pgid, grace).await)
         }
     };
     process::kill_leftovers(pgid);
@@ -208,14 +208,14 @@ fn tails(captured: &Captured) -> Map<String, Value> {
     map
 }
 
-fn outcome_of(ending: Ending, captured: &Captured) -> Outcome {
+fn outcome_of(ending: ProgramExit, captured: &Captured) -> Outcome {
     let status = match ending {
-        Ending::Cancelled(signal) => {
+        ProgramExit::Cancelled(signal) => {
             return Outcome::Release(format!(
                 "cancelled: the worker stopped the run; the program was ended with {signal}"
             ));
         }
-        Ending::TimedOut(limit, signal) => {
+        ProgramExit::TimedOut(limit, signal) => {
             let mut metadata = tails(captured);
             metadata.insert("time_limit_seconds".into(), json!(limit.as_secs_f64()));
             metadata.insert("stopped_with".into(), signal.into());
@@ -227,13 +227,13 @@ fn outcome_of(ending: Ending, captured: &Captured) -> Outcome {
                 metadata: Some(Value::Object(metadata)),
             };
         }
-        Ending::Exited(Err(err)) => {
+        ProgramExit::Exited(Err(err)) => {
             return Outcome::Fail {
                 error: format!("exec handler: waiting for the program failed: {err}"),
                 metadata: Some(Value::Object(tails(captured))),
             };
         }
-        Ending::Exited(Ok(status)) => status,
+        ProgramExit::Exited(Ok(status)) => status,
     };
     if let Some(reason) = &captured.release {
         return Outcome::Release(reason.clone());
