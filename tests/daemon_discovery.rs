@@ -6,17 +6,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
 
 use agh_worker::dev::sim::{SimConfig, SimServer, Simulator, TaskSpec};
 use serde_json::{Value, json};
+use support::binary::{describe, run_clean as agh_worker};
 use support::client_rig::short_tempdir;
 use tempfile::TempDir;
-use tokio::process::Command;
-
-/// Generous bound so a hung binary fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// An AGH daemon (the simulator) whose socket is somewhere only its `config.toml` tells.
 struct Daemon {
@@ -77,29 +72,6 @@ impl Daemon {
             ("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0".into()),
         ]
     }
-}
-
-/// The binary with an empty environment plus exactly `vars`.
-async fn agh_worker(vars: &[(&str, String)], args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_agh-worker"));
-    command.env_clear().args(args).kill_on_drop(true);
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    match tokio::time::timeout(PATIENCE, command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => panic!("cannot start agh-worker: {err}"),
-        Err(_) => panic!("agh-worker {args:?} did not exit within {PATIENCE:?}"),
-    }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test]

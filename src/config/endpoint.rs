@@ -279,39 +279,25 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_named_by_daemon_socket_in_the_agh_config_wins_over_daemon_sock() {
-        let home = tempdir();
-        let elsewhere = tempdir();
-        let socket = elsewhere.path().join("agh.sock");
-        write(&socket, "");
-        write(&home.path().join("daemon.sock"), "");
-        let config = write_daemon_config(home.path(), &socket.display().to_string());
-        let resolved = resolve(&agh_with_home(home.path()));
-        assert_eq!(
-            resolved.ok(),
-            Some(ResolvedEndpoint {
-                endpoint: Endpoint::Unix(socket),
-                source: EndpointSource::DaemonConfigSocket(config),
-            })
-        );
-    }
-
-    #[test]
-    fn a_leading_tilde_in_daemon_socket_is_the_given_user_home() {
+    fn the_socket_named_by_daemon_socket_wins_over_daemon_sock_with_tilde_the_given_user_home() {
         let home = tempdir();
         let user_home = tempdir();
-        std::fs::create_dir(user_home.path().join(".agh")).unwrap_or_else(|e| panic!("mkdir: {e}"));
-        let socket = user_home.path().join(".agh").join("daemon.sock");
+        write(&home.path().join("daemon.sock"), "");
+        let socket = user_home.path().join("agh.sock");
         write(&socket, "");
-        let config = write_daemon_config(home.path(), "~/.agh/daemon.sock");
-        let resolved = resolve_endpoint_with(&agh_with_home(home.path()), Some(user_home.path()));
-        assert_eq!(
-            resolved.ok(),
-            Some(ResolvedEndpoint {
-                endpoint: Endpoint::Unix(socket),
-                source: EndpointSource::DaemonConfigSocket(config),
-            })
-        );
+        for named in [socket.display().to_string(), "~/agh.sock".to_string()] {
+            let config = write_daemon_config(home.path(), &named);
+            let resolved =
+                resolve_endpoint_with(&agh_with_home(home.path()), Some(user_home.path()));
+            assert_eq!(
+                resolved.ok(),
+                Some(ResolvedEndpoint {
+                    endpoint: Endpoint::Unix(socket.clone()),
+                    source: EndpointSource::DaemonConfigSocket(config),
+                }),
+                "[daemon] socket = {named:?}"
+            );
+        }
     }
 
     #[test]
