@@ -11,40 +11,9 @@ use std::time::{Duration, Instant};
 
 use agh_worker::dev::sim::{SimConfig, SimServer, Simulator};
 use serde_json::Value;
+use support::binary::{describe, run_clean as agh_worker, stdout};
 use support::fake_agentuity::FakeAgentuity;
 use tempfile::TempDir;
-use tokio::process::Command;
-
-/// Generous bound so a hung check fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The binary with an empty environment plus `vars`, so nothing on the test machine (HOME,
-/// /etc/agh-worker, AGH variables) leaks in.
-async fn agh_worker(vars: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_agh-worker"));
-    command.env_clear().args(args).kill_on_drop(true);
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    match tokio::time::timeout(PATIENCE, command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => panic!("cannot start agh-worker: {err}"),
-        Err(_) => panic!("agh-worker check did not exit within {PATIENCE:?}"),
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        stdout(output),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -182,7 +151,7 @@ async fn an_invalid_configuration_fails_with_exit_1_and_every_problem_listed() {
         ),
     );
     let config_arg = config.display().to_string();
-    let output = agh_worker(&[], &["--config", &config_arg, "check"]).await;
+    let output = agh_worker::<&str>(&[], &["--config", &config_arg, "check"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let text = stdout(&output);
     for expected in [

@@ -2,31 +2,14 @@
 //! even PATH or HOME (distroless images and `env -i` have neither) — against an in-process
 //! simulator, over the Unix socket a container gets mounted and over loopback TCP.
 
+mod support;
+
 use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
 
 use agh_worker::dev::sim::{SimConfig, SimServer, Simulator, TaskSpec};
-use tokio::process::Command;
+use support::binary::{describe, run_clean as run_env_only};
 
-/// Generous bound so a hung worker fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(30);
 const NOOP_HANDLERS: &str = r#"[{"name":"n","kind":"noop"}]"#;
-
-/// The binary with an empty environment plus exactly `vars`.
-async fn run_env_only(vars: &[(&str, String)], args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_agh-worker"));
-    command.env_clear().args(args).kill_on_drop(true);
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    let child = command.output();
-    match tokio::time::timeout(PATIENCE, child).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => panic!("cannot start agh-worker: {err}"),
-        Err(_) => panic!("agh-worker did not exit within {PATIENCE:?}"),
-    }
-}
 
 fn identity_vars(sim: &Simulator) -> Vec<(&'static str, String)> {
     let session = sim
@@ -39,15 +22,6 @@ fn identity_vars(sim: &Simulator) -> Vec<(&'static str, String)> {
         // Tests run side by side: each worker's health server takes a free port.
         ("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0".to_string()),
     ]
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Enqueues two tasks, runs `run --max-runs 2` with `endpoint`, and checks both completed cleanly.

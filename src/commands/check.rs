@@ -204,19 +204,10 @@ pub async fn inspect(loaded: &LoadedConfig, probe: bool) -> Report {
     }
 }
 
-/// The endpoint source in the words of the README: configured, socket, daemon.json or fallback.
+/// The endpoint source as `kind: why`, e.g. `configured: agh.endpoint` or
+/// `agh config: [daemon] socket in /home/op/.agh/config.toml`.
 fn how_resolved(source: &config::EndpointSource) -> String {
-    match source {
-        config::EndpointSource::Configured => "configured: agh.endpoint".to_string(),
-        config::EndpointSource::Socket => "socket: found in the AGH home".to_string(),
-        config::EndpointSource::DaemonJson(path) => {
-            format!("daemon.json: port read from {}", path.display())
-        }
-        config::EndpointSource::Fallback => format!(
-            "fallback: no socket and no daemon.json in the AGH home, AGH's default port {}",
-            config::DEFAULT_TCP_PORT
-        ),
-    }
+    format!("{}: {source}", source.kind())
 }
 
 /// `GET /api/agent/me` with the configured identity and timeouts.

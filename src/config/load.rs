@@ -632,7 +632,7 @@ impl Layers {
 }
 
 /// `~` → `""`, `~/x` → `"/x"`; anything else (including `~user`) is left alone.
-fn tilde_rest(path: &str) -> Option<&str> {
+pub(super) fn tilde_rest(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('~')?;
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }

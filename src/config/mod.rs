@@ -8,6 +8,7 @@
 //! Every key is documented in `config/agh-worker.toml` and `docs/configuration.md`;
 //! `tests/config_docs.rs` keeps both in step with the structs below.
 
+mod daemon_config;
 mod endpoint;
 mod error;
 mod keys;
@@ -24,6 +25,7 @@ use crate::api::{ClientOptions, Endpoint, Identity, RetryOptions};
 
 pub use endpoint::{
     DEFAULT_TCP_PORT, EndpointSource, ResolveEndpointError, ResolvedEndpoint, resolve_endpoint,
+    resolve_endpoint_with,
 };
 pub use error::{ConfigError, ValidationError, ValidationErrors};
 pub use keys::{HANDLER_KEY_PREFIX, handler_keys, section_keys};

@@ -2,6 +2,7 @@
 //! what it needs, hence no dead-code warnings here.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client_rig;
 pub mod fake_agentuity;
 pub mod fake_agh;
