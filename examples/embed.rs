@@ -38,14 +38,14 @@ impl Handler for WordCount {
 
 /// What became of each task: its title and the run's result (or error).
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub exit: WorkerExit,
     pub runs: Vec<(String, String, Option<Value>)>,
 }
 
 /// Queues a task per title on a fresh simulator, runs a worker with the [`WordCount`] handler
 /// until every run is done, and answers what became of each.
-pub async fn count_words(titles: &[&str]) -> anyhow::Result<Finished> {
+pub(crate) async fn count_words(titles: &[&str]) -> anyhow::Result<Finished> {
     let simulator = Simulator::new(SimConfig::default());
     let server = simulator
         .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))

@@ -24,7 +24,8 @@
 //! - `ops/`: health probes, metrics, the HTTP server, sd_notify, logging, signals.
 //! - `commands/`: `check`, the one-shot API commands, completions and man page, `coder`.
 //! - `dev/`: the built-in simulator, the demo, the benchmark and the fault soak.
-//! - `util/`: backoff, locking, redaction, timers. `cli/`, `app.rs`, `exit.rs`: the edge.
+//! - `util/`: backoff, error chains, locking, redaction, timers.
+//! - `cli/`, `app.rs`, `exit.rs`: the edge.
 //!
 //! Dependencies point one way, each layer using only those before it: `util` → `api`,
 //! `agentuity` → `handler` → `config` → `worker` → `coordination` → `assembly` → `ops` →

@@ -23,9 +23,9 @@ use super::retry::{Repeat, Retries, RetryPolicy, header_str, rate_limited, serve
 use super::settings::{ClientSettings, Env, catalyst_url_for_region, normalize_url};
 
 /// The org header the SDK sends on Catalyst and Hub calls.
-pub const ORG_HEADER: &str = "x-agentuity-orgid";
+pub(super) const ORG_HEADER: &str = "x-agentuity-orgid";
 /// The request trace id on answers.
-pub const TRACE_HEADER: &str = "x-session-id";
+pub(super) const TRACE_HEADER: &str = "x-session-id";
 const REGION_HEADER: &str = "x-agentuity-region";
 const UPGRADE_URL_HEADER: &str = "x-upgrade-url";
 

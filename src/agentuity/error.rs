@@ -157,6 +157,25 @@ impl ApiFailure {
     }
 }
 
+#[cfg(test)]
+impl ApiFailure {
+    /// A GET of `path` answered with `status` and nothing more: what tests start from.
+    pub(crate) fn answered(status: u16, path: &str) -> Self {
+        ApiFailure {
+            method: "GET".into(),
+            path: path.into(),
+            status,
+            code: None,
+            message: String::new(),
+            issues: Vec::new(),
+            trace_id: None,
+            upgrade_url: None,
+            retry_after: None,
+            rate_limited: false,
+        }
+    }
+}
+
 /// At most [`EXCERPT_CHARS`] characters of `text`, on one line.
 pub(crate) fn excerpt(text: &str) -> String {
     let flat: String = text

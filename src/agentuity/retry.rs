@@ -232,16 +232,8 @@ mod tests {
 
     fn failure(status: u16, retry_after: Option<Duration>) -> ApiFailure {
         ApiFailure {
-            method: "GET".into(),
-            path: "/api/hub/sessions".into(),
-            status,
-            code: None,
-            message: String::new(),
-            issues: Vec::new(),
-            trace_id: None,
-            upgrade_url: None,
             retry_after,
-            rate_limited: false,
+            ..ApiFailure::answered(status, "/api/hub/sessions")
         }
     }
 

@@ -14,18 +14,18 @@ use serde::{Deserialize, Serialize};
 use super::error::AgentuityError;
 
 /// Environment variables the client reads (through an [`Env`] map).
-pub const SDK_KEY_VAR: &str = "AGENTUITY_SDK_KEY";
-pub const CLI_KEY_VAR: &str = "AGENTUITY_CLI_KEY";
-pub const CODER_URL_VAR: &str = "AGENTUITY_CODER_URL";
-pub const REGION_VAR: &str = "AGENTUITY_REGION";
-pub const CATALYST_URL_VAR: &str = "AGENTUITY_CATALYST_URL";
-pub const TRANSPORT_URL_VAR: &str = "AGENTUITY_TRANSPORT_URL";
-pub const API_URL_VAR: &str = "AGENTUITY_API_URL";
+pub(super) const SDK_KEY_VAR: &str = "AGENTUITY_SDK_KEY";
+pub(super) const CLI_KEY_VAR: &str = "AGENTUITY_CLI_KEY";
+pub(super) const CODER_URL_VAR: &str = "AGENTUITY_CODER_URL";
+pub(super) const REGION_VAR: &str = "AGENTUITY_REGION";
+pub(super) const CATALYST_URL_VAR: &str = "AGENTUITY_CATALYST_URL";
+pub(super) const TRANSPORT_URL_VAR: &str = "AGENTUITY_TRANSPORT_URL";
+pub(super) const API_URL_VAR: &str = "AGENTUITY_API_URL";
 /// systemd's `LoadCredential=` directory; a relative `key_file` is resolved against it.
-pub const CREDENTIALS_DIRECTORY_VAR: &str = "CREDENTIALS_DIRECTORY";
+pub(super) const CREDENTIALS_DIRECTORY_VAR: &str = "CREDENTIALS_DIRECTORY";
 
 /// The region used when neither the config nor `AGENTUITY_REGION` names one.
-pub const DEFAULT_REGION: &str = "usc";
+pub(super) const DEFAULT_REGION: &str = "usc";
 
 /// Environment values, by name. Build it with [`process_env`] in the daemon, by hand in tests.
 pub type Env = BTreeMap<String, String>;
@@ -200,7 +200,7 @@ fn resolve_credential(file: &Path, env: &Env) -> PathBuf {
 }
 
 /// The Catalyst URL of a region (SDK `buildRegionalURL`).
-pub fn catalyst_url_for_region(region: &str) -> String {
+pub(super) fn catalyst_url_for_region(region: &str) -> String {
     match region {
         "local" | "l" => "https://catalyst.agentuity.io".to_string(),
         region => format!("https://catalyst-{region}.agentuity.cloud"),

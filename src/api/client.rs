@@ -694,18 +694,8 @@ fn transport_error(call: &'static str, err: &reqwest::Error) -> ApiError {
     } else {
         ErrorKind::Transport
     };
-    // reqwest's Display omits the root cause (refused, reset, no such file); walk the chain.
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    ApiError::local(call, kind, text)
+    // reqwest's Display omits the root cause (refused, reset, no such file): the chain has it.
+    ApiError::local(call, kind, crate::util::error::chain(err))
 }
 
 /// An id as one encoded path segment, or a local validation error for ids that cannot be one:

@@ -53,7 +53,7 @@ impl ApiRequestCounters {
 }
 
 /// `ok` for a success, else the error kind's class name.
-pub fn class_of<T>(result: &Result<T, ApiError>) -> &'static str {
+pub(super) fn class_of<T>(result: &Result<T, ApiError>) -> &'static str {
     match result {
         Ok(_) => CLASS_OK,
         Err(err) => err.kind.as_str(),

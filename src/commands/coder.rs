@@ -649,16 +649,8 @@ mod tests {
 
     fn api_failure(status: u16, code: Option<&str>) -> AgentuityError {
         AgentuityError::Api(Box::new(crate::agentuity::ApiFailure {
-            method: "GET".into(),
-            path: "/api/hub/session/codesess_1".into(),
-            status,
             code: code.map(str::to_string),
-            message: "refused".into(),
-            issues: Vec::new(),
-            trace_id: None,
-            upgrade_url: None,
-            retry_after: None,
-            rate_limited: false,
+            ..crate::agentuity::ApiFailure::answered(status, "/api/hub/session/codesess_1")
         }))
     }
 

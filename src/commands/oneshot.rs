@@ -64,23 +64,6 @@ impl OneShotError {
     }
 }
 
-/// Whether `command` is a one-shot handled here.
-pub fn is_one_shot(command: &Command) -> bool {
-    !matches!(
-        command,
-        Command::Run(_)
-            | Command::Demo(_)
-            | Command::Sim(_)
-            | Command::Soak(_)
-            | Command::Check(_)
-            | Command::Completions(_)
-            | Command::Man(_)
-            | Command::Bench(_)
-            | Command::Coder(_)
-            | Command::Agentuity(_)
-    )
-}
-
 /// Carries out one one-shot and prints its answer.
 pub async fn execute(
     client: &AghClient,

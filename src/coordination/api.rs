@@ -104,11 +104,11 @@ pub(crate) mod fake {
     }
 
     impl FakeApi {
-        pub fn recv_count(&self) -> usize {
+        pub(crate) fn recv_count(&self) -> usize {
             self.recvs.load(Ordering::SeqCst)
         }
 
-        pub fn sent_texts(&self) -> Vec<String> {
+        pub(crate) fn sent_texts(&self) -> Vec<String> {
             lock(&self.sends)
                 .iter()
                 .filter_map(|s| s.body["text"].as_str().map(str::to_string))

@@ -14,7 +14,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -26,7 +25,7 @@ use crate::api::types::{ClaimRequest, CompleteRequest};
 use crate::api::{AghClient, ClaimOutcome, ClientOptions, Endpoint, Identity};
 use crate::assembly::{Worker, WorkerBuilder};
 use crate::cli::BenchArgs;
-use crate::config::{Config, OrphanPolicy};
+use crate::config::Config;
 use crate::dev::sim::{
     Route, SessionInfo, SimConfig, SimServer, Simulator, TaskSpec, TransitionKind,
 };
@@ -372,20 +371,8 @@ fn settings(max_runs: Option<u64>, lease: Duration, heartbeat: Duration) -> Work
     WorkerSettings {
         lease,
         heartbeat_every: heartbeat,
-        claim_wait: true,
-        orphan_policy: OrphanPolicy::Release,
-        drain_timeout: Duration::from_secs(5),
-        max_runtime: None,
         max_runs,
-        idle_exit: None,
-        once: false,
-        identity_probe: Duration::from_secs(5),
-        initial_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(2),
-        cancel_grace: Duration::from_secs(5),
-        poll_interval: Duration::from_millis(200),
-        required_capabilities: Vec::new(),
-        priority_min: None,
+        ..super::in_process_settings()
     }
 }
 
@@ -818,6 +805,44 @@ impl Handler for Probe {
     }
 }
 
+/// A worker whose only handler is a [`Probe`], running in this process against a rig: what the
+/// probe reports, and how to stop the worker.
+struct ProbeWorker {
+    starts: mpsc::UnboundedReceiver<(String, Instant)>,
+    cancels: mpsc::UnboundedReceiver<(String, Instant)>,
+    shutdown: Shutdown,
+    running: tokio::task::JoinHandle<WorkerExit>,
+}
+
+impl ProbeWorker {
+    /// Starts the worker; `block` makes the probe wait for each run's cancellation.
+    fn start(rig: &Rig, block: bool, settings: WorkerSettings) -> anyhow::Result<Self> {
+        let (starts_tx, starts) = mpsc::unbounded_channel();
+        let (cancels_tx, cancels) = mpsc::unbounded_channel();
+        let probe = Probe {
+            starts: starts_tx,
+            cancels: cancels_tx,
+            block,
+        };
+        let worker = in_process_worker(
+            rig,
+            builder(Vec::new()).handler("probe", MatchRule::default(), probe),
+            settings,
+        )?;
+        let shutdown = Shutdown::default();
+        let running = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { worker.run(shutdown).await })
+        };
+        Ok(ProbeWorker {
+            starts,
+            cancels,
+            shutdown,
+            running,
+        })
+    }
+}
+
 async fn latency(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     // Enqueue → handler start, while the worker waits in a long-poll.
@@ -895,24 +920,11 @@ async fn latency(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>> {
 
 async fn start_latencies(samples: usize) -> anyhow::Result<Vec<f64>> {
     let rig = Rig::start().await?;
-    let (starts_tx, mut starts) = mpsc::unbounded_channel();
-    let (cancels_tx, _cancels) = mpsc::unbounded_channel();
-    let probe = Probe {
-        starts: starts_tx,
-        cancels: cancels_tx,
-        block: false,
-    };
-    let worker = Arc::new(in_process_worker(
+    let mut probe = ProbeWorker::start(
         &rig,
-        builder(Vec::new()).handler("probe", MatchRule::default(), probe),
+        false,
         settings(None, Duration::from_secs(60), Duration::from_secs(20)),
-    )?);
-    let shutdown = Shutdown::default();
-    let running = {
-        let worker = worker.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { worker.run(shutdown).await })
-    };
+    )?;
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
         tokio::time::timeout(
@@ -925,14 +937,14 @@ async fn start_latencies(samples: usize) -> anyhow::Result<Vec<f64>> {
         tokio::time::sleep(Duration::from_micros(fastrand::u64(0..200_000))).await;
         let enqueued = Instant::now();
         rig.sim.enqueue_task(TaskSpec::titled("latency probe"));
-        let (_, started) = tokio::time::timeout(Duration::from_secs(10), starts.recv())
+        let (_, started) = tokio::time::timeout(Duration::from_secs(10), probe.starts.recv())
             .await
             .context("the handler did not start within 10 s")?
             .context("the worker stopped")?;
         latencies.push(ms(started.saturating_duration_since(enqueued)));
     }
-    shutdown.drain.cancel();
-    let _ = running.await;
+    probe.shutdown.drain.cancel();
+    let _ = probe.running.await;
     rig.stop().await;
     latencies.sort_by(f64::total_cmp);
     Ok(latencies)
@@ -964,37 +976,25 @@ async fn startup(exe: &Path) -> anyhow::Result<(f64, f64)> {
 /// how long the handler takes to see its cancellation. In ms.
 async fn lease_loss(samples: usize) -> anyhow::Result<Vec<f64>> {
     let rig = Rig::start().await?;
-    let (starts_tx, mut starts) = mpsc::unbounded_channel();
-    let (cancels_tx, mut cancels) = mpsc::unbounded_channel();
-    let probe = Probe {
-        starts: starts_tx,
-        cancels: cancels_tx,
-        block: true,
-    };
-    let worker = Arc::new(in_process_worker(
+    let mut probe = ProbeWorker::start(
         &rig,
-        builder(Vec::new()).handler("probe", MatchRule::default(), probe),
+        true,
         settings(None, Duration::from_secs(6), Duration::from_secs(1)),
-    )?);
-    let shutdown = Shutdown::default();
-    let running = {
-        let worker = worker.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { worker.run(shutdown).await })
-    };
+    )?;
     let mut losses = Vec::with_capacity(samples);
     for _ in 0..samples {
         // A run swept back to the queue is claimed again (until its attempts run out); otherwise
         // a fresh task gives the next sample.
-        let started = match tokio::time::timeout(Duration::from_millis(300), starts.recv()).await {
-            Ok(started) => started,
-            Err(_) => {
-                rig.sim.enqueue_task(TaskSpec::titled("lease loss probe"));
-                tokio::time::timeout(Duration::from_secs(10), starts.recv())
-                    .await
-                    .context("the handler did not start within 10 s")?
-            }
-        };
+        let started =
+            match tokio::time::timeout(Duration::from_millis(300), probe.starts.recv()).await {
+                Ok(started) => started,
+                Err(_) => {
+                    rig.sim.enqueue_task(TaskSpec::titled("lease loss probe"));
+                    tokio::time::timeout(Duration::from_secs(10), probe.starts.recv())
+                        .await
+                        .context("the handler did not start within 10 s")?
+                }
+            };
         let (run_id, _) = started.context("the worker stopped")?;
         // A random moment of the heartbeat cycle.
         tokio::time::sleep(Duration::from_micros(fastrand::u64(0..1_000_000))).await;
@@ -1004,18 +1004,19 @@ async fn lease_loss(samples: usize) -> anyhow::Result<Vec<f64>> {
         );
         rig.sim.sweep_now();
         let lost = Instant::now();
-        let (cancelled_run, seen) = tokio::time::timeout(Duration::from_secs(10), cancels.recv())
-            .await
-            .context("the handler saw no cancellation within 10 s")?
-            .context("the worker stopped")?;
+        let (cancelled_run, seen) =
+            tokio::time::timeout(Duration::from_secs(10), probe.cancels.recv())
+                .await
+                .context("the handler saw no cancellation within 10 s")?
+                .context("the worker stopped")?;
         ensure!(
             cancelled_run == run_id,
             "another run ({cancelled_run}) was cancelled"
         );
         losses.push(ms(seen.saturating_duration_since(lost)));
     }
-    shutdown.force.cancel();
-    let _ = running.await;
+    probe.shutdown.force.cancel();
+    let _ = probe.running.await;
     rig.stop().await;
     Ok(losses)
 }

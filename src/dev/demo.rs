@@ -89,22 +89,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         coder: None,
     }];
     let settings = WorkerSettings {
-        lease: Duration::from_secs(60),
-        heartbeat_every: Duration::from_secs(20),
-        claim_wait: true,
         orphan_policy: OrphanPolicy::Adopt,
-        drain_timeout: Duration::from_secs(5),
         max_runtime: Some(Duration::from_secs(60)),
-        max_runs: None,
         idle_exit: Some(Duration::from_secs(10)),
-        once: false,
-        identity_probe: Duration::from_secs(5),
-        initial_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(2),
-        cancel_grace: Duration::from_secs(5),
-        poll_interval: Duration::from_millis(200),
-        required_capabilities: Vec::new(),
-        priority_min: None,
+        ..super::in_process_settings()
     };
     let worker = Arc::new(
         WorkerBuilder::new(config)

@@ -160,65 +160,62 @@ pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
                 ));
             }
         }
-        match (handler.kind, &handler.exec) {
-            (HandlerKind::Exec, None) => problems.push((
-                format!("{path}.exec"),
-                format!("{path}.exec is missing: an exec handler needs [handlers.exec] with at least `program`"),
-            )),
-            (HandlerKind::Exec, Some(exec)) => {
-                for problem in exec.problems(&format!("{path}.exec")) {
-                    problems.push((format!("{path}.exec"), problem));
-                }
-            }
-            (kind @ (HandlerKind::Noop | HandlerKind::Webhook | HandlerKind::Coder), Some(_)) => problems.push((
-                format!("{path}.exec"),
-                format!(
-                    "{path}.exec is set on a handler of kind \"{}\": remove it or set kind = \"exec\"",
-                    kind.as_str()
-                ),
-            )),
-            (HandlerKind::Noop | HandlerKind::Webhook | HandlerKind::Coder, None) => {}
-        }
-        match (handler.kind, &handler.webhook) {
-            (HandlerKind::Webhook, None) => problems.push((
-                format!("{path}.webhook"),
-                format!("{path}.webhook is missing: a webhook handler needs [handlers.webhook] with at least `url`"),
-            )),
-            (HandlerKind::Webhook, Some(webhook)) => {
-                for problem in webhook.problems(&format!("{path}.webhook")) {
-                    problems.push((format!("{path}.webhook"), problem));
-                }
-            }
-            (kind @ (HandlerKind::Exec | HandlerKind::Noop | HandlerKind::Coder), Some(_)) => problems.push((
-                format!("{path}.webhook"),
-                format!(
-                    "{path}.webhook is set on a handler of kind \"{}\": remove it or set kind = \"webhook\"",
-                    kind.as_str()
-                ),
-            )),
-            (HandlerKind::Exec | HandlerKind::Noop | HandlerKind::Coder, None) => {}
-        }
-        match (handler.kind, &handler.coder) {
-            (HandlerKind::Coder, None) => problems.push((
-                format!("{path}.coder"),
-                format!("{path}.coder is missing: a coder handler needs [handlers.coder] (at least a key, key_file or AGENTUITY_SDK_KEY)"),
-            )),
-            (HandlerKind::Coder, Some(coder)) => {
-                for problem in coder.problems(&format!("{path}.coder")) {
-                    problems.push((format!("{path}.coder"), problem));
-                }
-            }
-            (kind, Some(_)) => problems.push((
-                format!("{path}.coder"),
-                format!(
-                    "{path}.coder is set on a handler of kind \"{}\": remove it or set kind = \"coder\"",
-                    kind.as_str()
-                ),
-            )),
-            (_, None) => {}
-        }
+        problems.extend(section_problems(
+            &path,
+            handler.kind,
+            HandlerKind::Exec,
+            handler.exec.as_ref(),
+            ExecConfig::problems,
+            "an exec handler needs [handlers.exec] with at least `program`",
+        ));
+        problems.extend(section_problems(
+            &path,
+            handler.kind,
+            HandlerKind::Webhook,
+            handler.webhook.as_ref(),
+            WebhookConfig::problems,
+            "a webhook handler needs [handlers.webhook] with at least `url`",
+        ));
+        problems.extend(section_problems(
+            &path,
+            handler.kind,
+            HandlerKind::Coder,
+            handler.coder.as_ref(),
+            CoderConfig::problems,
+            "a coder handler needs [handlers.coder] (at least a key, key_file or AGENTUITY_SDK_KEY)",
+        ));
     }
     problems
+}
+
+/// The problems of the section `[handlers.<owner>]` of the handler at `path`, of `kind`: missing
+/// on a handler of the `owner` kind (`needs` says what it must hold), set on one of any other
+/// kind, and its own problems (`problems_of`) where it belongs.
+fn section_problems<S>(
+    path: &str,
+    kind: HandlerKind,
+    owner: HandlerKind,
+    section: Option<&S>,
+    problems_of: fn(&S, &str) -> Vec<String>,
+    needs: &str,
+) -> Vec<(String, String)> {
+    let key = format!("{path}.{}", owner.as_str());
+    match section {
+        None if kind == owner => vec![(key.clone(), format!("{key} is missing: {needs}"))],
+        None => Vec::new(),
+        Some(section) if kind == owner => problems_of(section, &key)
+            .into_iter()
+            .map(|problem| (key.clone(), problem))
+            .collect(),
+        Some(_) => {
+            let text = format!(
+                "{key} is set on a handler of kind \"{}\": remove it or set kind = \"{}\"",
+                kind.as_str(),
+                owner.as_str()
+            );
+            vec![(key, text)]
+        }
+    }
 }
 
 /// The handlers a worker has: in-process handlers added in code, tried first in the order they

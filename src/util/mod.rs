@@ -1,7 +1,8 @@
-//! Small pieces every layer uses: backoff, poison-tolerant locking, redaction, timers. They depend
-//! on nothing else in the crate.
+//! Small pieces every layer uses: backoff, error chains, poison-tolerant locking, redaction,
+//! timers. They depend on nothing else in the crate.
 
 pub mod backoff;
+pub mod error;
 pub mod redact;
 pub mod sync;
 pub mod time;

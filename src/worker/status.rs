@@ -431,7 +431,10 @@ mod unix_seconds {
 
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let seconds = time
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -445,7 +448,7 @@ mod unix_seconds_option {
 
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(
+    pub(super) fn serialize<S: Serializer>(
         time: &Option<SystemTime>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {

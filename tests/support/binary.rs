@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio::process::Command;
 
 /// Generous bound so a hung binary fails the test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs the binary with `args`, an empty environment plus `vars`, and waits for it to exit.
-pub async fn run_clean<V: AsRef<OsStr>>(vars: &[(&str, V)], args: &[&str]) -> Output {
+pub(crate) async fn run_clean<V: AsRef<OsStr>>(vars: &[(&str, V)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_agh-worker"));
     command.env_clear().args(args).kill_on_drop(true);
     for (name, value) in vars {
@@ -26,12 +26,12 @@ pub async fn run_clean<V: AsRef<OsStr>>(vars: &[(&str, V)], args: &[&str]) -> Ou
 }
 
 /// Stdout as text.
-pub fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Exit code, stdout and stderr, for assertion messages.
-pub fn describe(output: &Output) -> String {
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
         output.status.code(),

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The two ways the AGH API is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Tcp,
     Unix,
 }
@@ -41,7 +41,7 @@ macro_rules! on_both_transports {
 }
 
 /// Options small enough for tests: short timeouts, quick backoff, small budgets.
-pub fn quick_options() -> ClientOptions {
+pub(crate) fn quick_options() -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
@@ -57,7 +57,7 @@ pub fn quick_options() -> ClientOptions {
 }
 
 /// A simulator served on one transport.
-pub struct Rig {
+pub(crate) struct Rig {
     pub transport: Transport,
     pub sim: Simulator,
     pub server: SimServer,
@@ -67,11 +67,11 @@ pub struct Rig {
 }
 
 impl Rig {
-    pub async fn start(transport: Transport) -> Rig {
+    pub(crate) async fn start(transport: Transport) -> Rig {
         Rig::start_with(transport, SimConfig::default()).await
     }
 
-    pub async fn start_with(transport: Transport, config: SimConfig) -> Rig {
+    pub(crate) async fn start_with(transport: Transport, config: SimConfig) -> Rig {
         let sim = Simulator::new(config);
         let dir = short_tempdir();
         let (server, endpoint) = super::sim::serve(&sim, transport, dir.path()).await;
@@ -85,16 +85,16 @@ impl Rig {
     }
 
     /// The endpoint as the command line spells it.
-    pub fn endpoint_arg(&self) -> String {
+    pub(crate) fn endpoint_arg(&self) -> String {
         self.endpoint.to_string()
     }
 
-    pub fn worker(&self) -> SessionInfo {
+    pub(crate) fn worker(&self) -> SessionInfo {
         self.sim.default_session().expect("the default session")
     }
 
     /// A session of `agent` in the default workspace, joined to `channel`.
-    pub fn session_on(&self, agent: &str, channel: &str) -> SessionInfo {
+    pub(crate) fn session_on(&self, agent: &str, channel: &str) -> SessionInfo {
         self.sim.create_session(SessionSpec {
             agent_name: agent.to_owned(),
             workspace_id: Some("ws-default".to_owned()),
@@ -103,7 +103,7 @@ impl Rig {
         })
     }
 
-    pub fn identity_of(session: &SessionInfo) -> Identity {
+    pub(crate) fn identity_of(session: &SessionInfo) -> Identity {
         Identity {
             session_id: session.session_id.clone(),
             agent: session.agent_name.clone(),
@@ -112,20 +112,20 @@ impl Rig {
     }
 
     /// A client of the default session.
-    pub fn client(&self) -> AghClient {
+    pub(crate) fn client(&self) -> AghClient {
         self.client_as(&self.worker())
     }
 
-    pub fn client_as(&self, session: &SessionInfo) -> AghClient {
+    pub(crate) fn client_as(&self, session: &SessionInfo) -> AghClient {
         self.client_with(Rig::identity_of(session), quick_options())
     }
 
-    pub fn client_with(&self, identity: Identity, options: ClientOptions) -> AghClient {
+    pub(crate) fn client_with(&self, identity: Identity, options: ClientOptions) -> AghClient {
         AghClient::new(self.endpoint.clone(), identity, options).expect("client")
     }
 
     /// A plain HTTP client for this transport, for requests the typed client never makes.
-    pub fn raw(&self) -> (reqwest::Client, String) {
+    pub(crate) fn raw(&self) -> (reqwest::Client, String) {
         match &self.endpoint {
             Endpoint::Unix(path) => (
                 reqwest::Client::builder()
@@ -140,7 +140,7 @@ impl Rig {
 }
 
 /// A temporary directory with a short path, so socket paths stay well under 100 bytes.
-pub fn short_tempdir() -> TempDir {
+pub(crate) fn short_tempdir() -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("agh")
         .tempdir_in("/tmp")
@@ -150,7 +150,7 @@ pub fn short_tempdir() -> TempDir {
 }
 
 /// A server that answers every connection with the same raw HTTP response, then closes it.
-pub struct CannedServer {
+pub(crate) struct CannedServer {
     pub endpoint: Endpoint,
     _dir: Option<TempDir>,
     task: tokio::task::JoinHandle<()>,
@@ -163,7 +163,7 @@ impl Drop for CannedServer {
 }
 
 impl CannedServer {
-    pub async fn start(
+    pub(crate) async fn start(
         transport: Transport,
         status_line: &str,
         content_type: &str,

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 /// One request the fake saw.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -34,7 +34,7 @@ pub struct Seen {
 
 /// A canned answer for the next request matching `method` and `path`.
 #[derive(Clone, Debug)]
-pub struct Canned {
+pub(crate) struct Canned {
     pub method: &'static str,
     pub path: String,
     pub status: u16,
@@ -46,29 +46,35 @@ pub struct Canned {
 
 /// One step of a session's script.
 #[derive(Clone, Debug, Default)]
-pub struct Step {
+pub(crate) struct Step {
     pub detail: Value,
     pub events: Vec<Value>,
     pub loop_state: Option<Value>,
 }
 
 impl Step {
-    pub fn detail(detail: Value) -> Self {
+    pub(crate) fn detail(detail: Value) -> Self {
         Step {
             detail,
             ..Default::default()
         }
     }
-    pub fn with_events(mut self, events: Vec<Value>) -> Self {
+    pub(crate) fn with_events(mut self, events: Vec<Value>) -> Self {
         self.events = events;
         self
     }
-    pub fn with_loop(mut self, state: Value) -> Self {
+    pub(crate) fn with_loop(mut self, state: Value) -> Self {
         self.loop_state = Some(state);
         self
     }
     /// The session detail of this step carries `usage` as the Hub reports cost.
-    pub fn with_usage(mut self, cost_usd: f64, input: u64, output: u64, reasoning: u64) -> Self {
+    pub(crate) fn with_usage(
+        mut self,
+        cost_usd: f64,
+        input: u64,
+        output: u64,
+        reasoning: u64,
+    ) -> Self {
         if !self.detail.is_object() {
             self.detail = json!({});
         }
@@ -82,7 +88,7 @@ impl Step {
         self
     }
     /// A sandbox that is still starting: not reachable, nothing to wake.
-    pub fn provisioning() -> Self {
+    pub(crate) fn provisioning() -> Self {
         Step::detail(json!({
             "status": "provisioning",
             "bucket": "provisioning",
@@ -92,7 +98,7 @@ impl Step {
         }))
     }
     /// A live sandbox session.
-    pub fn active() -> Self {
+    pub(crate) fn active() -> Self {
         Step::detail(json!({
             "status": "active",
             "bucket": "running",
@@ -103,7 +109,7 @@ impl Step {
         }))
     }
     /// A paused sandbox that `/resume` can wake.
-    pub fn paused() -> Self {
+    pub(crate) fn paused() -> Self {
         Step::detail(json!({
             "status": "paused",
             "bucket": "paused",
@@ -114,7 +120,7 @@ impl Step {
         }))
     }
     /// An archived session: history only.
-    pub fn history() -> Self {
+    pub(crate) fn history() -> Self {
         Step::detail(json!({
             "status": "archived",
             "bucket": "history",
@@ -127,7 +133,7 @@ impl Step {
 }
 
 /// A script that stays provisioning for `reads` reads of the session, then ends on `then`.
-pub fn provisioning_for(reads: usize, then: Step) -> Vec<Step> {
+pub(crate) fn provisioning_for(reads: usize, then: Step) -> Vec<Step> {
     let mut steps = vec![Step::provisioning(); reads];
     steps.push(then);
     steps
@@ -135,7 +141,7 @@ pub fn provisioning_for(reads: usize, then: Step) -> Vec<Step> {
 
 /// How the answer to a create is lost after the fake has made the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LostAnswer {
+pub(crate) enum LostAnswer {
     /// A gateway answers 502 in the Hub's place.
     BadGateway,
     /// The connection breaks in the middle of the answer's body.
@@ -143,7 +149,7 @@ pub enum LostAnswer {
 }
 
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     pub seen: Vec<Seen>,
     pub canned: VecDeque<Canned>,
     pub scripts: BTreeMap<String, VecDeque<Step>>,
@@ -189,20 +195,20 @@ pub struct State {
 
 /// Requests to `method` `path` after the first `skip` are held: seen, never answered.
 #[derive(Clone, Debug)]
-pub struct Held {
+pub(crate) struct Held {
     pub method: &'static str,
     pub path: String,
     pub skip: usize,
 }
 
 #[derive(Clone)]
-pub struct FakeAgentuity {
+pub(crate) struct FakeAgentuity {
     pub url: String,
     pub state: Arc<Mutex<State>>,
 }
 
 impl FakeAgentuity {
-    pub async fn start() -> FakeAgentuity {
+    pub(crate) async fn start() -> FakeAgentuity {
         let state = Arc::new(Mutex::new(State {
             users: vec![
                 json!({"userId": "user_jane", "displayName": "Jane Doe", "email": "jane@example.com", "provider": "github", "lastLoginAt": "2026-01-05T09:00:00Z", "lastSeenAt": "2026-01-05T10:00:00Z", "createdAt": "2025-11-01T08:00:00Z"}),
@@ -251,11 +257,11 @@ impl FakeAgentuity {
         FakeAgentuity { url, state }
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn can(
+    pub(crate) fn can(
         &self,
         method: &'static str,
         path: &str,
@@ -274,7 +280,7 @@ impl FakeAgentuity {
     }
 
     /// Like [`FakeAgentuity::can`], for the matching request after the next `skip` ones.
-    pub fn can_later(
+    pub(crate) fn can_later(
         &self,
         method: &'static str,
         path: &str,
@@ -294,7 +300,7 @@ impl FakeAgentuity {
     }
 
     /// Every call to `method` `path` from now on answers `status` with `body`.
-    pub fn answer_always(&self, method: &'static str, path: &str, status: u16, body: &str) {
+    pub(crate) fn answer_always(&self, method: &'static str, path: &str, status: u16, body: &str) {
         self.lock().always.push(Canned {
             method,
             path: path.into(),
@@ -307,7 +313,7 @@ impl FakeAgentuity {
 
     /// Calls to `method` `path` after the next `skip` ones are seen but never answered, as by a
     /// Hub that stalls.
-    pub fn hold_after(&self, method: &'static str, path: &str, skip: usize) {
+    pub(crate) fn hold_after(&self, method: &'static str, path: &str, skip: usize) {
         self.lock().held.push(Held {
             method,
             path: path.into(),
@@ -316,19 +322,19 @@ impl FakeAgentuity {
     }
 
     /// Adds an existing session with its script.
-    pub fn add_session(&self, id: &str, steps: Vec<Step>) {
+    pub(crate) fn add_session(&self, id: &str, steps: Vec<Step>) {
         let mut state = self.lock();
         let first = steps.first().map(|s| s.detail.clone()).unwrap_or(json!({}));
         state.current.insert(id.into(), with_id(first, id));
         state.scripts.insert(id.into(), steps.into());
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.lock().seen.clone()
     }
 
     /// The requests made to `method` `path` (the path as sent, still percent-encoded).
-    pub fn requests(&self, method: &str, path: &str) -> Vec<Seen> {
+    pub(crate) fn requests(&self, method: &str, path: &str) -> Vec<Seen> {
         self.lock()
             .seen
             .iter()
@@ -338,22 +344,22 @@ impl FakeAgentuity {
     }
 
     /// The next create makes its session, then the client gets no usable answer.
-    pub fn lose_next_create(&self, how: LostAnswer) {
+    pub(crate) fn lose_next_create(&self, how: LostAnswer) {
         self.lock().lose_create = Some(how);
     }
 
     /// Sessions made from now on stay provisioning for `reads` reads, then are active.
-    pub fn provision_slowly(&self, reads: usize) {
+    pub(crate) fn provision_slowly(&self, reads: usize) {
         self.lock().on_create = provisioning_for(reads, Step::active());
     }
 
     /// The next call to `method` `path` is refused as unauthorised.
-    pub fn refuse_key(&self, method: &'static str, path: &str) {
+    pub(crate) fn refuse_key(&self, method: &'static str, path: &str) {
         self.can(method, path, 401, vec![], r#"{"message":"Unauthorized"}"#);
     }
 
     /// The next call answers 409 with a rate-limit wait of `seconds`.
-    pub fn rate_limit_409(&self, method: &'static str, path: &str, seconds: u64) {
+    pub(crate) fn rate_limit_409(&self, method: &'static str, path: &str, seconds: u64) {
         self.can(
             method,
             path,
@@ -364,7 +370,7 @@ impl FakeAgentuity {
     }
 
     /// The next call answers 429 with `Retry-After: seconds`.
-    pub fn too_many_requests(&self, method: &'static str, path: &str, seconds: u64) {
+    pub(crate) fn too_many_requests(&self, method: &'static str, path: &str, seconds: u64) {
         self.can(
             method,
             path,
@@ -375,14 +381,14 @@ impl FakeAgentuity {
     }
 
     /// The next `times` calls answer 502, as while the Hub restarts.
-    pub fn bad_gateway_burst(&self, method: &'static str, path: &str, times: usize) {
+    pub(crate) fn bad_gateway_burst(&self, method: &'static str, path: &str, times: usize) {
         for _ in 0..times {
             self.can(method, path, 502, vec![], "Bad Gateway");
         }
     }
 
     /// The next call answers 421 naming `region`.
-    pub fn wrong_region(&self, method: &'static str, path: &str, region: &str) {
+    pub(crate) fn wrong_region(&self, method: &'static str, path: &str, region: &str) {
         self.can(
             method,
             path,
@@ -393,7 +399,7 @@ impl FakeAgentuity {
     }
 
     /// Adds a custom agent record (merged over plausible defaults); answers its id.
-    pub fn add_agent(&self, slug: &str, fields: Value) -> String {
+    pub(crate) fn add_agent(&self, slug: &str, fields: Value) -> String {
         let mut state = self.lock();
         state.next_object += 1;
         let id = format!("agent_{}", state.next_object);
@@ -403,7 +409,7 @@ impl FakeAgentuity {
         id
     }
 
-    pub fn count(&self, method: &str, path: &str) -> usize {
+    pub(crate) fn count(&self, method: &str, path: &str) -> usize {
         self.lock()
             .seen
             .iter()
@@ -440,7 +446,7 @@ fn held(state: &Mutex<State>, method: &Method, uri: &Uri) -> bool {
 }
 
 /// Retries as the client's rules say, with pauses short enough for tests.
-pub fn quick_retry() -> agh_worker::agentuity::RetryPolicy {
+pub(crate) fn quick_retry() -> agh_worker::agentuity::RetryPolicy {
     agh_worker::agentuity::RetryPolicy {
         retries: 3,
         base_delay: std::time::Duration::from_millis(5),

@@ -17,15 +17,15 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 /// The worker's session.
-pub const SESSION: &str = "sess-worker";
+pub(crate) const SESSION: &str = "sess-worker";
 /// Another session of the same agent, which may take runs the worker lost.
-pub const OTHER: &str = "sess-other";
+pub(crate) const OTHER: &str = "sess-other";
 /// The daemon's cap for a result or failure metadata.
-pub const MAX_PAYLOAD: usize = 64 * 1024;
+pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// The calls of the agent API the worker makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
+pub(crate) enum Op {
     Me,
     Context,
     Claim,
@@ -36,7 +36,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(self, Op::Complete | Op::Fail | Op::Release)
     }
 
@@ -55,7 +55,7 @@ impl Op {
 
 /// One call as the fake saw it.
 #[derive(Clone, Debug)]
-pub struct Call {
+pub(crate) struct Call {
     /// Tokio time since the fake was created, when the call arrived.
     pub at: Duration,
     pub op: Op,
@@ -69,14 +69,14 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.outcome == "ok" || self.outcome.starts_with("claimed")
     }
 }
 
 /// A scripted answer that replaces the fake's own.
 #[derive(Clone, Debug)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer this error; nothing changes.
     Error(ApiError),
     /// Claim: commit the claim, then answer this error (the answer was lost on the way).
@@ -90,11 +90,11 @@ pub enum Fault {
 }
 
 /// A rule consulted on every call of one kind: (run id, time since start, call number) → fault.
-pub type Rule = Box<dyn FnMut(Option<&str>, Duration, usize) -> Option<Fault> + Send>;
+pub(crate) type Rule = Box<dyn FnMut(Option<&str>, Duration, usize) -> Option<Fault> + Send>;
 
 /// One claim of one run by one session.
 #[derive(Clone, Debug)]
-pub struct Holding {
+pub(crate) struct Holding {
     pub run_id: String,
     pub session: String,
     pub generation: u64,
@@ -111,7 +111,7 @@ pub struct Holding {
 
 /// Where a run is.
 #[derive(Clone, Debug, PartialEq)]
-pub enum RunState {
+pub(crate) enum RunState {
     Queued,
     /// Held; the index of the holding.
     Held(usize),
@@ -121,7 +121,7 @@ pub enum RunState {
 
 /// A task run of the fake.
 #[derive(Clone, Debug)]
-pub struct Run {
+pub(crate) struct Run {
     pub id: String,
     pub task_id: String,
     pub title: String,
@@ -134,7 +134,7 @@ pub struct Run {
 
 /// A terminal call and what the fake made of it.
 #[derive(Clone, Debug)]
-pub struct TerminalRecord {
+pub(crate) struct TerminalRecord {
     pub at: Duration,
     pub op: Op,
     pub run_id: String,
@@ -145,13 +145,13 @@ pub struct TerminalRecord {
 
 /// Every terminal call, and every breach of the lease rules by the worker.
 #[derive(Clone, Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     pub terminals: Vec<TerminalRecord>,
     pub violations: Vec<String>,
 }
 
 impl Ledger {
-    pub fn accepted(&self, run_id: &str) -> Vec<&TerminalRecord> {
+    pub(crate) fn accepted(&self, run_id: &str) -> Vec<&TerminalRecord> {
         self.terminals
             .iter()
             .filter(|t| t.run_id == run_id && t.accepted)
@@ -182,7 +182,7 @@ struct State {
 
 /// The fake daemon; clones share the state.
 #[derive(Clone)]
-pub struct FakeAgh {
+pub(crate) struct FakeAgh {
     state: Arc<Mutex<State>>,
 }
 
@@ -193,7 +193,7 @@ impl Default for FakeAgh {
 }
 
 impl FakeAgh {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         FakeAgh {
             state: Arc::new(Mutex::new(State {
                 start: Instant::now(),
@@ -221,12 +221,12 @@ impl FakeAgh {
     // ----- setup -------------------------------------------------------------------------
 
     /// Enqueues a run (task `task-<n>`); answers its id.
-    pub fn enqueue(&self, run_id: &str) -> String {
+    pub(crate) fn enqueue(&self, run_id: &str) -> String {
         self.enqueue_with(run_id, 0)
     }
 
     /// Enqueues a run whose bundle says `max_runtime_seconds`.
-    pub fn enqueue_with(&self, run_id: &str, max_runtime_seconds: i64) -> String {
+    pub(crate) fn enqueue_with(&self, run_id: &str, max_runtime_seconds: i64) -> String {
         let mut s = self.lock();
         let n = s.runs.len() + 1;
         s.runs.push(Run {
@@ -243,14 +243,14 @@ impl FakeAgh {
     }
 
     /// Makes `session` hold `run_id` (already enqueued) with `lease` left, as if it claimed it.
-    pub fn hold(&self, run_id: &str, session: &str, lease: Duration) {
+    pub(crate) fn hold(&self, run_id: &str, session: &str, lease: Duration) {
         let mut s = self.lock();
         let now = Instant::now();
         s.take(run_id, session, now, lease);
     }
 
     /// Takes the lease away from the worker: requeued (`requeue`) or left expired until the sweep.
-    pub fn revoke(&self, run_id: &str, requeue: bool) {
+    pub(crate) fn revoke(&self, run_id: &str, requeue: bool) {
         let mut s = self.lock();
         let now = Instant::now();
         let idx = s.run_index(run_id).expect("no such run");
@@ -265,7 +265,7 @@ impl FakeAgh {
     }
 
     /// Another session takes the run after it was taken from the worker.
-    pub fn steal(&self, run_id: &str) {
+    pub(crate) fn steal(&self, run_id: &str) {
         self.revoke(run_id, true);
         let mut s = self.lock();
         let now = Instant::now();
@@ -273,46 +273,46 @@ impl FakeAgh {
     }
 
     /// Queues a fault for the next call of `op`.
-    pub fn fault(&self, op: Op, fault: Fault) {
+    pub(crate) fn fault(&self, op: Op, fault: Fault) {
         self.lock().faults.entry(op).or_default().push_back(fault);
     }
 
     /// Queues `n` copies of a fault.
-    pub fn faults(&self, op: Op, n: usize, fault: Fault) {
+    pub(crate) fn faults(&self, op: Op, n: usize, fault: Fault) {
         for _ in 0..n {
             self.fault(op, fault.clone());
         }
     }
 
     /// Installs a rule consulted on every call of `op` (after the queued faults).
-    pub fn rule(&self, op: Op, rule: Rule) {
+    pub(crate) fn rule(&self, op: Op, rule: Rule) {
         self.lock().rules.insert(op, rule);
     }
 
     /// Every call answers 401 identity_stale until `until` (time since start).
-    pub fn identity_stale_until(&self, until: Duration) {
+    pub(crate) fn identity_stale_until(&self, until: Duration) {
         let mut s = self.lock();
         let at = s.start + until;
         s.identity_stale_until = Some(at);
     }
 
-    pub fn set_claim_deadline(&self, deadline: Duration) {
+    pub(crate) fn set_claim_deadline(&self, deadline: Duration) {
         self.lock().claim_deadline = deadline;
     }
 
     /// When the client next drops a waiting claim, `run_id` is enqueued and committed to the
     /// worker at that instant (the claim the client never sees).
-    pub fn commit_on_abandon(&self, run_id: &str) {
+    pub(crate) fn commit_on_abandon(&self, run_id: &str) {
         self.lock().commit_on_abandon = Some(run_id.to_string());
     }
 
     // ----- inspection --------------------------------------------------------------------
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
 
-    pub fn calls_of(&self, op: Op) -> Vec<Call> {
+    pub(crate) fn calls_of(&self, op: Op) -> Vec<Call> {
         self.lock()
             .calls
             .iter()
@@ -321,11 +321,11 @@ impl FakeAgh {
             .collect()
     }
 
-    pub fn count(&self, op: Op) -> usize {
+    pub(crate) fn count(&self, op: Op) -> usize {
         self.calls_of(op).len()
     }
 
-    pub fn terminal_calls(&self) -> Vec<Call> {
+    pub(crate) fn terminal_calls(&self) -> Vec<Call> {
         self.lock()
             .calls
             .iter()
@@ -334,35 +334,35 @@ impl FakeAgh {
             .collect()
     }
 
-    pub fn ledger(&self) -> Ledger {
+    pub(crate) fn ledger(&self) -> Ledger {
         self.lock().ledger.clone()
     }
 
-    pub fn runs(&self) -> Vec<Run> {
+    pub(crate) fn runs(&self) -> Vec<Run> {
         let mut s = self.lock();
         let now = Instant::now();
         s.sweep(now);
         s.runs.clone()
     }
 
-    pub fn run(&self, run_id: &str) -> Run {
+    pub(crate) fn run(&self, run_id: &str) -> Run {
         self.runs()
             .into_iter()
             .find(|r| r.id == run_id)
             .expect("no such run")
     }
 
-    pub fn holdings(&self) -> Vec<Holding> {
+    pub(crate) fn holdings(&self) -> Vec<Holding> {
         self.lock().holdings.clone()
     }
 
     /// Tokio time since the fake was created.
-    pub fn now(&self) -> Duration {
+    pub(crate) fn now(&self) -> Duration {
         Instant::now() - self.lock().start
     }
 
     /// Panics with the call log when the ledger holds a violation.
-    pub fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         let s = self.lock();
         assert!(
             s.ledger.violations.is_empty(),
@@ -373,7 +373,7 @@ impl FakeAgh {
     }
 
     /// A readable call log for assertion messages.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lock()
             .calls
             .iter()
@@ -904,7 +904,7 @@ fn validate_terminal(op: Op, body: &Value) -> Result<(), ApiError> {
 }
 
 /// Whether a `claim_token` key appears at any depth.
-pub fn has_claim_token(value: &Value) -> bool {
+pub(crate) fn has_claim_token(value: &Value) -> bool {
     match value {
         Value::Object(map) => map
             .iter()
@@ -1067,7 +1067,7 @@ impl AghApi for FakeAgh {
 // ----- daemon error answers (strings as agh-protocol.md §2.1, §3.7, §3.8 give them) ----------
 
 /// A JSON error envelope answer.
-pub fn error(call: &'static str, status: u16, message: &str) -> ApiError {
+pub(crate) fn error(call: &'static str, status: u16, message: &str) -> ApiError {
     ApiError::from_response(
         call,
         status,
@@ -1075,7 +1075,7 @@ pub fn error(call: &'static str, status: u16, message: &str) -> ApiError {
     )
 }
 
-pub fn lease_expired(call: &'static str, run_id: &str) -> ApiError {
+pub(crate) fn lease_expired(call: &'static str, run_id: &str) -> ApiError {
     error(
         call,
         409,
@@ -1085,7 +1085,7 @@ pub fn lease_expired(call: &'static str, run_id: &str) -> ApiError {
     )
 }
 
-pub fn no_active_lease(call: &'static str, run_id: &str) -> ApiError {
+pub(crate) fn no_active_lease(call: &'static str, run_id: &str) -> ApiError {
     error(
         call,
         409,
@@ -1095,7 +1095,7 @@ pub fn no_active_lease(call: &'static str, run_id: &str) -> ApiError {
     )
 }
 
-pub fn foreign_run(call: &'static str, run_id: &str) -> ApiError {
+pub(crate) fn foreign_run(call: &'static str, run_id: &str) -> ApiError {
     error(
         call,
         403,
@@ -1105,7 +1105,7 @@ pub fn foreign_run(call: &'static str, run_id: &str) -> ApiError {
     )
 }
 
-pub fn lease_exists() -> ApiError {
+pub(crate) fn lease_exists() -> ApiError {
     error(
         "claim-next",
         409,
@@ -1115,7 +1115,7 @@ pub fn lease_exists() -> ApiError {
     )
 }
 
-pub fn identity_stale(call: &'static str) -> ApiError {
+pub(crate) fn identity_stale(call: &'static str) -> ApiError {
     let body = json!({
         "error": "agent session identity is not active: start or resume the AGH session, then retry",
         "diagnostic": {"code": "identity_stale", "category": "session", "severity": "error"},
@@ -1124,7 +1124,7 @@ pub fn identity_stale(call: &'static str) -> ApiError {
 }
 
 /// A 5xx over TCP: the text is masked to the reason phrase.
-pub fn server_error(call: &'static str, status: u16) -> ApiError {
+pub(crate) fn server_error(call: &'static str, status: u16) -> ApiError {
     let phrase = if status == 503 {
         "Service Unavailable"
     } else {
@@ -1133,6 +1133,6 @@ pub fn server_error(call: &'static str, status: u16) -> ApiError {
     error(call, status, phrase)
 }
 
-pub fn transport(call: &'static str) -> ApiError {
+pub(crate) fn transport(call: &'static str) -> ApiError {
     ApiError::local(call, ErrorKind::Transport, "connection reset by peer")
 }

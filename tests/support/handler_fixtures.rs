@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The test's ends of a handler's [`TaskContext`]: what the handler reports, the way in for its
 /// channel messages, and its cancel token. Dropping `inbound` closes the handler's inbox.
-pub struct Ends {
+pub(crate) struct Ends {
     pub events: mpsc::Receiver<HandlerEvent>,
     pub inbound: mpsc::Sender<ChannelMessage>,
     pub cancel: CancellationToken,
@@ -20,7 +20,7 @@ pub struct Ends {
 
 /// The context of a handler run of `document` that may take `time_limit`, and the test's ends of
 /// it. The event channel holds far more than any test reports, so a handler never waits on it.
-pub fn context(document: TaskDocument, time_limit: Option<Duration>) -> (TaskContext, Ends) {
+pub(crate) fn context(document: TaskDocument, time_limit: Option<Duration>) -> (TaskContext, Ends) {
     let (events_tx, events) = mpsc::channel(1024);
     let (inbound, inbound_rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
@@ -41,7 +41,7 @@ pub fn context(document: TaskDocument, time_limit: Option<Duration>) -> (TaskCon
 
 /// A claimed run `run_id` of task `task-1` titled `title`, attempt 2, on channel `chan-1`,
 /// with ten minutes to run.
-pub fn document(run_id: &str, title: &str) -> TaskDocument {
+pub(crate) fn document(run_id: &str, title: &str) -> TaskDocument {
     let claim: Claim = serde_json::from_value(json!({
         "task": {"id": "task-1", "title": title},
         "run": {"id": run_id, "task_id": "task-1", "attempt": 2, "coordination_channel_id": "chan-1"},
@@ -52,7 +52,7 @@ pub fn document(run_id: &str, title: &str) -> TaskDocument {
 }
 
 /// A `request` message about `run-1` from peer `peer-7` on `chan-1`.
-pub fn message(id: &str, text: &str) -> ChannelMessage {
+pub(crate) fn message(id: &str, text: &str) -> ChannelMessage {
     serde_json::from_value(json!({
         "message_id": id,
         "channel_id": "chan-1",

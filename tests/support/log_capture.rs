@@ -8,9 +8,9 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// Log lines as the JSON layer writes them.
 #[derive(Clone, Default)]
-pub struct Capture(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
-pub struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -35,14 +35,14 @@ impl<'a> MakeWriter<'a> for Capture {
 }
 
 impl Capture {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 }
 
 /// Shows the logs in the test's output, filtered by `RUST_LOG` (`RUST_LOG=agh_worker=debug` shows
 /// the worker's side of a failing test). The first call in a test binary installs it.
-pub fn show_in_test_output() {
+pub(crate) fn show_in_test_output() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

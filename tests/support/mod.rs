@@ -2,11 +2,11 @@
 //! what it needs, hence no dead-code warnings here.
 #![allow(dead_code)]
 
-pub mod binary;
-pub mod client_rig;
-pub mod fake_agentuity;
-pub mod fake_agh;
-pub mod handler_fixtures;
-pub mod log_capture;
-pub mod recorder;
-pub mod sim;
+pub(crate) mod binary;
+pub(crate) mod client_rig;
+pub(crate) mod fake_agentuity;
+pub(crate) mod fake_agh;
+pub(crate) mod handler_fixtures;
+pub(crate) mod log_capture;
+pub(crate) mod recorder;
+pub(crate) mod sim;

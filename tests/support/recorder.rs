@@ -15,7 +15,7 @@ use tokio::time::timeout;
 
 /// One call through the [`Recorder`].
 #[derive(Clone, Debug)]
-pub struct Call {
+pub(crate) struct Call {
     /// `me`, `context`, `claim`, `heartbeat`, `complete`, `fail` or `release`.
     pub verb: &'static str,
     /// The run the call is about; for a claim, the run claimed; empty otherwise.
@@ -27,13 +27,13 @@ pub struct Call {
 }
 
 /// Passes every call on to the client it wraps and records it.
-pub struct Recorder {
+pub(crate) struct Recorder {
     inner: AghClient,
     calls: watch::Sender<Vec<Call>>,
 }
 
 impl Recorder {
-    pub fn new(inner: AghClient) -> Recorder {
+    pub(crate) fn new(inner: AghClient) -> Recorder {
         Recorder {
             inner,
             calls: watch::Sender::new(Vec::new()),
@@ -51,12 +51,12 @@ impl Recorder {
     }
 
     /// Every call so far.
-    pub fn all_calls(&self) -> Vec<Call> {
+    pub(crate) fn all_calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
     }
 
     /// The calls of `verb` so far.
-    pub fn calls(&self, verb: &str) -> Vec<Call> {
+    pub(crate) fn calls(&self, verb: &str) -> Vec<Call> {
         self.calls
             .borrow()
             .iter()
@@ -66,7 +66,7 @@ impl Recorder {
     }
 
     /// The complete, fail and release calls so far.
-    pub fn terminal_calls(&self) -> Vec<Call> {
+    pub(crate) fn terminal_calls(&self) -> Vec<Call> {
         self.calls
             .borrow()
             .iter()
@@ -76,7 +76,12 @@ impl Recorder {
     }
 
     /// Resolves once the recorded calls satisfy `ready`; panics naming `what` after `within`.
-    pub async fn until(&self, what: &str, within: Duration, ready: impl FnMut(&Vec<Call>) -> bool) {
+    pub(crate) async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        ready: impl FnMut(&Vec<Call>) -> bool,
+    ) {
         let mut calls = self.calls.subscribe();
         timeout(within, calls.wait_for(ready))
             .await
@@ -85,7 +90,7 @@ impl Recorder {
     }
 
     /// Resolves once `count` calls of `verb` were made.
-    pub async fn until_count(&self, verb: &'static str, count: usize, within: Duration) {
+    pub(crate) async fn until_count(&self, verb: &'static str, count: usize, within: Duration) {
         self.until(&format!("{count} {verb} calls"), within, |calls| {
             calls.iter().filter(|call| call.verb == verb).count() >= count
         })

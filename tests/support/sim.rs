@@ -15,7 +15,11 @@ use super::client_rig::Transport;
 
 /// Serves `sim` over `transport` (a Unix socket is made in `dir`); answers the server and its
 /// endpoint.
-pub async fn serve(sim: &Simulator, transport: Transport, dir: &Path) -> (SimServer, Endpoint) {
+pub(crate) async fn serve(
+    sim: &Simulator,
+    transport: Transport,
+    dir: &Path,
+) -> (SimServer, Endpoint) {
     let server = match transport {
         Transport::Tcp => sim
             .serve_tcp("127.0.0.1:0".parse().expect("loopback address"))
@@ -34,7 +38,7 @@ pub async fn serve(sim: &Simulator, transport: Transport, dir: &Path) -> (SimSer
 }
 
 /// Client options on the scale of [`worker_settings`]: one-second long polls, quick retries.
-pub fn worker_client_options() -> ClientOptions {
+pub(crate) fn worker_client_options() -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(2),
@@ -50,7 +54,7 @@ pub fn worker_client_options() -> ClientOptions {
 }
 
 /// A client of `session` at `endpoint` with [`worker_client_options`].
-pub fn worker_client(endpoint: &Endpoint, session: &SessionInfo) -> AghClient {
+pub(crate) fn worker_client(endpoint: &Endpoint, session: &SessionInfo) -> AghClient {
     let identity = Identity {
         session_id: session.session_id.clone(),
         agent: session.agent_name.clone(),
@@ -61,7 +65,7 @@ pub fn worker_client(endpoint: &Endpoint, session: &SessionInfo) -> AghClient {
 
 /// Worker settings for runs of a few seconds at most: a 4 s lease renewed every second, quick
 /// backoff, a 2 s drain and cancel grace; no run or idle limit.
-pub fn worker_settings() -> WorkerSettings {
+pub(crate) fn worker_settings() -> WorkerSettings {
     WorkerSettings {
         lease: Duration::from_secs(4),
         heartbeat_every: Duration::from_secs(1),
@@ -83,7 +87,7 @@ pub fn worker_settings() -> WorkerSettings {
 }
 
 /// Requests of `route` the simulator answered, whatever the status.
-pub fn requests(sim: &Simulator, route: Route) -> u64 {
+pub(crate) fn requests(sim: &Simulator, route: Route) -> u64 {
     sim.ledger()
         .requests
         .iter()
@@ -93,7 +97,7 @@ pub fn requests(sim: &Simulator, route: Route) -> u64 {
 }
 
 /// No lease invariant broken and no run left claimed.
-pub fn assert_no_violation_and_no_claimed_run(sim: &Simulator) {
+pub(crate) fn assert_no_violation_and_no_claimed_run(sim: &Simulator) {
     let ledger = sim.ledger();
     assert_eq!(
         ledger.violations_total, 0,
@@ -109,7 +113,12 @@ pub fn assert_no_violation_and_no_claimed_run(sim: &Simulator) {
 }
 
 /// A message from peer `from` on `channel` with body `{"text": text}`, to inject.
-pub fn message(channel: &str, from: &str, text: &str, metadata: Option<Value>) -> MessageSpec {
+pub(crate) fn message(
+    channel: &str,
+    from: &str,
+    text: &str,
+    metadata: Option<Value>,
+) -> MessageSpec {
     MessageSpec {
         channel: channel.to_owned(),
         from_peer: from.to_owned(),

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 /// One column: its header, the JSON pointers tried in turn for its cell, and its widest cell.
 #[derive(Clone, Copy, Debug)]
-pub struct Column {
+pub(super) struct Column {
     pub header: &'static str,
     pub fields: &'static [&'static str],
     pub max_width: usize,
@@ -12,7 +12,7 @@ pub struct Column {
 
 impl Column {
     /// A column wide enough for ids and timestamps; [`Column::at_most`] narrows free text.
-    pub const fn new(header: &'static str, fields: &'static [&'static str]) -> Self {
+    pub(super) const fn new(header: &'static str, fields: &'static [&'static str]) -> Self {
         Column {
             header,
             fields,
@@ -20,17 +20,17 @@ impl Column {
         }
     }
 
-    pub const fn at_most(mut self, max_width: usize) -> Self {
+    pub(super) const fn at_most(mut self, max_width: usize) -> Self {
         self.max_width = max_width;
         self
     }
 }
 
 /// Shown for a missing, null or empty field.
-pub const MISSING: &str = "-";
+pub(super) const MISSING: &str = "-";
 
 /// The table: a header line, then one line per row; columns two spaces apart, no trailing space.
-pub fn render(columns: &[Column], rows: &[Value]) -> String {
+pub(super) fn render(columns: &[Column], rows: &[Value]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| columns.iter().map(|column| cell(column, row)).collect())

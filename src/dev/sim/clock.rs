@@ -71,12 +71,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Real time plus an offset that tests advance, so leases and TTLs expire without sleeping.
 #[derive(Debug, Default)]
-pub struct SimClock {
+pub(super) struct SimClock {
     offset_nanos: AtomicU64,
 }
 
 impl SimClock {
-    pub fn now(&self) -> Timestamp {
+    pub(super) fn now(&self) -> Timestamp {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
@@ -85,7 +85,7 @@ impl SimClock {
         ))
     }
 
-    pub fn advance(&self, by: Duration) {
+    pub(super) fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.offset_nanos.fetch_add(nanos, Ordering::SeqCst);
     }

@@ -15,7 +15,7 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// The name AGH uses in error strings and `origin.kind`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "http",
             Transport::Unix => "uds",
@@ -34,7 +34,7 @@ pub(crate) struct SimError {
 }
 
 impl SimError {
-    pub fn new(status: u16, message: impl Into<String>) -> SimError {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> SimError {
         SimError {
             status,
             message: message.into(),
@@ -42,26 +42,26 @@ impl SimError {
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> SimError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> SimError {
         SimError::new(400, message)
     }
 
-    pub fn task_validation(detail: impl std::fmt::Display) -> SimError {
+    pub(crate) fn task_validation(detail: impl std::fmt::Display) -> SimError {
         SimError::new(422, format!("task: validation failed: {detail}"))
     }
 
-    pub fn payload_too_large(what: &str, limit: usize) -> SimError {
+    pub(crate) fn payload_too_large(what: &str, limit: usize) -> SimError {
         SimError::new(
             413,
             format!("task: payload too large: {what} exceeds {limit} bytes"),
         )
     }
 
-    pub fn body_too_large() -> SimError {
+    pub(crate) fn body_too_large() -> SimError {
         SimError::new(413, "request body too large")
     }
 
-    pub fn no_active_lease(session_id: &str, run_id: &str) -> SimError {
+    pub(crate) fn no_active_lease(session_id: &str, run_id: &str) -> SimError {
         SimError::new(
             409,
             format!(
@@ -70,7 +70,7 @@ impl SimError {
         )
     }
 
-    pub fn foreign_run(session_id: &str, run_id: &str) -> SimError {
+    pub(crate) fn foreign_run(session_id: &str, run_id: &str) -> SimError {
         SimError::new(
             403,
             format!(
@@ -79,7 +79,7 @@ impl SimError {
         )
     }
 
-    pub fn lease_expired(session_id: &str, run_id: &str) -> SimError {
+    pub(crate) fn lease_expired(session_id: &str, run_id: &str) -> SimError {
         SimError::new(
             409,
             format!(
@@ -89,7 +89,7 @@ impl SimError {
     }
 
     /// The envelope as sent: over TCP a status ≥ 500 shows only the reason phrase.
-    pub fn envelope(&self, transport: Transport) -> Value {
+    pub(crate) fn envelope(&self, transport: Transport) -> Value {
         let message = if transport == Transport::Tcp && self.status >= 500 {
             reason_phrase(self.status).to_owned()
         } else {
@@ -115,7 +115,7 @@ pub(crate) enum IdentityFailure {
 }
 
 impl IdentityFailure {
-    pub fn into_error(self) -> SimError {
+    pub(super) fn into_error(self) -> SimError {
         const FROM_SESSION: &str = "run this command from an AGH-managed agent session";
         const RESUME: &str = "start or resume the AGH session, then retry";
         let (status, code, message, hint) = match self {

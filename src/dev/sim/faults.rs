@@ -93,18 +93,18 @@ pub(crate) struct FaultTable {
 }
 
 impl FaultTable {
-    pub fn add(&mut self, fault: Fault) {
+    pub(crate) fn add(&mut self, fault: Fault) {
         if fault.times > 0 {
             self.pending.push(fault);
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.pending.clear();
     }
 
     /// Takes one use of the first fault matching `route`, if any.
-    pub fn take(&mut self, route: Route) -> Option<FaultKind> {
+    pub(crate) fn take(&mut self, route: Route) -> Option<FaultKind> {
         let index = self
             .pending
             .iter()

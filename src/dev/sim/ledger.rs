@@ -116,7 +116,7 @@ struct RunView {
 /// The ledger. Memory is bounded: counters are aggregates, raw events are a fixed window, and
 /// per-run views are dropped when the simulator forgets the run.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     runs: HashMap<String, RunView>,
     transitions: BTreeMap<TransitionKind, u64>,
     transitions_total: u64,
@@ -127,13 +127,19 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn record_request(&mut self, route: Route, status: u16) {
+    pub(crate) fn record_request(&mut self, route: Route, status: u16) {
         *self.requests.entry((route, status)).or_insert(0) += 1;
     }
 
     /// Records a transition and checks it against the invariants: a run never has two holders,
     /// a terminal call is never accepted from a holder that lost its lease, and a run finishes once.
-    pub fn record(&mut self, run_id: &str, kind: TransitionKind, holder: Option<&str>, at: &str) {
+    pub(crate) fn record(
+        &mut self,
+        run_id: &str,
+        kind: TransitionKind,
+        holder: Option<&str>,
+        at: &str,
+    ) {
         *self.transitions.entry(kind).or_insert(0) += 1;
         self.transitions_total += 1;
         if self.recent.len() == RECENT_TRANSITIONS {
@@ -223,7 +229,7 @@ impl Ledger {
     }
 
     /// Forgets the per-run view of a run the simulator no longer keeps.
-    pub fn forget_run(&mut self, run_id: &str) {
+    pub(crate) fn forget_run(&mut self, run_id: &str) {
         self.runs.remove(run_id);
     }
 
@@ -238,7 +244,7 @@ impl Ledger {
         }
     }
 
-    pub fn snapshot(&self, runs_by_status: BTreeMap<String, u64>) -> LedgerSnapshot {
+    pub(crate) fn snapshot(&self, runs_by_status: BTreeMap<String, u64>) -> LedgerSnapshot {
         LedgerSnapshot {
             runs_by_status,
             transitions: self

@@ -178,18 +178,7 @@ mod tests {
     use crate::agentuity::{ApiFailure, ClientSettings};
 
     fn answered(status: u16, path: &str) -> AgentuityError {
-        AgentuityError::Api(Box::new(ApiFailure {
-            method: "GET".into(),
-            path: path.into(),
-            status,
-            code: None,
-            message: "no".into(),
-            issues: Vec::new(),
-            trace_id: None,
-            upgrade_url: None,
-            retry_after: None,
-            rate_limited: false,
-        }))
+        AgentuityError::Api(Box::new(ApiFailure::answered(status, path)))
     }
 
     #[test]

@@ -98,11 +98,11 @@ pub(super) async fn spawn(command: &mut Command) -> std::io::Result<Child> {
 pub(super) mod signal {
     use rustix::process::{Pid, Signal, kill_process_group};
 
-    pub const SIGKILL: i32 = 9;
-    pub const SIGTERM: i32 = 15;
+    pub(crate) const SIGKILL: i32 = 9;
+    pub(crate) const SIGTERM: i32 = 15;
 
     /// Sends `signal` to every process in the group `pgid`. Returns whether any process got it.
-    pub fn group(pgid: u32, signal: i32) -> bool {
+    pub(crate) fn group(pgid: u32, signal: i32) -> bool {
         // pgid 0 or 1 would mean "our own group" or "everyone": never, whatever went wrong.
         let Ok(pgid) = i32::try_from(pgid) else {
             return false;
@@ -118,7 +118,7 @@ pub(super) mod signal {
     }
 
     /// Names of the signals numbered alike on Linux and the BSDs.
-    pub fn name(signal: i32) -> &'static str {
+    pub(crate) fn name(signal: i32) -> &'static str {
         match signal {
             1 => "SIGHUP",
             2 => "SIGINT",

@@ -6,8 +6,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{LOG_TARGET, error_chain};
+use super::LOG_TARGET;
 use crate::handler::Outcome;
+use crate::util::error;
 
 /// How much of an unexpected answer is quoted in the error and the fail metadata.
 const EXCERPT_BYTES: usize = 512;
@@ -157,10 +158,10 @@ async fn read_capped(
             }
             Ok(None) => return Ok(body),
             Err(err) if truncate => {
-                tracing::debug!(target: LOG_TARGET, "reading an error answer failed: {}", error_chain(&err));
+                tracing::debug!(target: LOG_TARGET, "reading an error answer failed: {}", error::chain(&err));
                 return Ok(body);
             }
-            Err(err) => return Err(ReadError::Transport(error_chain(&err))),
+            Err(err) => return Err(ReadError::Transport(error::chain(&err))),
         }
     }
 }

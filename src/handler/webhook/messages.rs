@@ -13,10 +13,10 @@ use super::answer::status_text;
 use super::signing::SigningKey;
 use super::{
     LOG_TARGET, MESSAGE_ID_HEADER, Prepared, RUN_ID_HEADER, SIGNATURE_HEADER, TASK_ID_HEADER,
-    error_chain,
 };
 use crate::api::types::ChannelMessage;
 use crate::handler::{TaskDocument, message_json};
+use crate::util::error;
 
 /// Forwarded messages in flight at once; more are dropped (logged) rather than queued without end.
 const MESSAGE_POSTS_IN_FLIGHT: usize = 8;
@@ -131,7 +131,7 @@ impl MessagePoster {
                 message_id = %message.message_id,
                 url = %self.url,
                 "forwarding a message failed: {}",
-                error_chain(&err)
+                error::chain(&err)
             ),
             Err(_) => tracing::warn!(
                 target: LOG_TARGET,

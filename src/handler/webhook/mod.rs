@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 use crate::util::backoff::Backoff;
+use crate::util::error;
 use crate::util::time::seconds_text;
 use answer::answer_outcome;
 use config::{Target, process_credentials_dir};
@@ -114,7 +115,7 @@ pub async fn probe(config: &WebhookConfig, timeout: Duration) -> Result<String, 
             "{target} answers (HTTP {})",
             response.status().as_u16()
         )),
-        Ok(Err(err)) => Err(format!("{target} does not answer: {}", error_chain(&err))),
+        Ok(Err(err)) => Err(format!("{target} does not answer: {}", error::chain(&err))),
         Err(_) => Err(format!(
             "{target} did not answer within {}",
             seconds_text(timeout)
@@ -271,7 +272,7 @@ async fn deliver(
                 // `send` resolves once the status line and headers are in, so an error here means
                 // no response started: the sidecar may or may not have seen the request, and the
                 // idempotency key lets it drop a duplicate. Retried within the budget only.
-                let why = error_chain(&err);
+                let why = error::chain(&err);
                 let pause = backoff.next_delay();
                 if started.elapsed() + pause > budget {
                     tracing::warn!(
@@ -309,21 +310,6 @@ async fn deliver(
         }
     };
     answer_outcome(response, config.max_response_bytes, &target).await
-}
-
-/// An error with its causes, which is where reqwest keeps "connection refused".
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

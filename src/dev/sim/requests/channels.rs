@@ -57,7 +57,7 @@ pub(crate) struct RecvParams {
 }
 
 impl RecvParams {
-    pub fn parse(query: Option<&str>) -> Result<RecvParams, SimError> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<RecvParams, SimError> {
         let mut params = RecvParams {
             wait: false,
             limit: None,
@@ -218,7 +218,7 @@ pub(crate) struct SendRequest {
 }
 
 impl SendRequest {
-    pub fn parse(body: &[u8]) -> Result<SendRequest, SimError> {
+    pub(crate) fn parse(body: &[u8]) -> Result<SendRequest, SimError> {
         let request: SendRequest = decode_channel_request("send", body)?;
         match &request.metadata {
             None | Some(Value::Null) => {
@@ -243,7 +243,7 @@ pub(crate) struct ReplyRequest {
 }
 
 impl ReplyRequest {
-    pub fn parse(body: &[u8]) -> Result<ReplyRequest, SimError> {
+    pub(crate) fn parse(body: &[u8]) -> Result<ReplyRequest, SimError> {
         let request: ReplyRequest = decode_channel_request("reply", body)?;
         if request.reply_to_message_id.trim().is_empty() {
             return Err(SimError::bad_request(

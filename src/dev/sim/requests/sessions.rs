@@ -27,7 +27,7 @@ pub(crate) struct SpawnRequest {
 }
 
 impl SpawnRequest {
-    pub fn parse(body: &[u8]) -> Result<SpawnRequest, SimError> {
+    pub(crate) fn parse(body: &[u8]) -> Result<SpawnRequest, SimError> {
         let invalid = |detail: String| {
             SimError::new(422, format!("session: spawn validation failed: {detail}"))
         };
@@ -54,7 +54,7 @@ impl SpawnRequest {
         Ok(request)
     }
 
-    pub fn role(&self) -> String {
+    pub(crate) fn role(&self) -> String {
         match self.spawn_role.as_deref().map(str::trim) {
             Some(role) if !role.is_empty() => role.to_owned(),
             _ => "worker".to_owned(),
@@ -74,7 +74,7 @@ pub(crate) struct SoulValidateRequest {
 }
 
 impl SoulValidateRequest {
-    pub fn parse(body: &[u8]) -> Result<SoulValidateRequest, SimError> {
+    pub(crate) fn parse(body: &[u8]) -> Result<SoulValidateRequest, SimError> {
         let decode_error = |detail: &dyn std::fmt::Display| {
             SimError::bad_request(format!("decode soul validate request: {detail}"))
         };

@@ -25,7 +25,7 @@ pub(crate) struct ClaimRequest {
 
 impl ClaimRequest {
     /// Empty body = `{}`; malformed = 400; bad values = 422.
-    pub fn parse(body: &[u8], transport: Transport) -> Result<ClaimRequest, SimError> {
+    pub(crate) fn parse(body: &[u8], transport: Transport) -> Result<ClaimRequest, SimError> {
         let request: ClaimRequest = if is_blank(body) {
             ClaimRequest::default()
         } else {
@@ -48,7 +48,7 @@ impl ClaimRequest {
         Ok(request)
     }
 
-    pub fn lease(&self, default_lease: Duration) -> Duration {
+    pub(crate) fn lease(&self, default_lease: Duration) -> Duration {
         lease_duration(self.lease_seconds, default_lease).unwrap_or(default_lease)
     }
 }

@@ -72,7 +72,7 @@ struct Outgoing<'a> {
 
 impl SimState {
     /// Runtime channels of the caller's workspace plus the caller's own channel (§3.3).
-    pub fn channels(&self, session_id: &str) -> Result<Value, SimError> {
+    pub(crate) fn channels(&self, session_id: &str) -> Result<Value, SimError> {
         let caller = self.session(session_id)?;
         let mut names: BTreeSet<&str> = self
             .sessions
@@ -129,7 +129,7 @@ impl SimState {
         true
     }
 
-    pub fn inject_message(
+    pub(crate) fn inject_message(
         &mut self,
         to_session_id: &str,
         spec: MessageSpec,
@@ -163,7 +163,7 @@ impl SimState {
     }
 
     /// The daemon handing the queue to the agent turn: the messages leave the queue.
-    pub fn dequeue_messages(&mut self, session_id: &str) -> usize {
+    pub(crate) fn dequeue_messages(&mut self, session_id: &str) -> usize {
         let Some(session) = self.sessions.get_mut(session_id) else {
             return 0;
         };
@@ -178,14 +178,14 @@ impl SimState {
     }
 
     /// Channel queues live in memory only; a daemon restart loses them.
-    pub fn drop_channel_queues(&mut self) {
+    pub(crate) fn drop_channel_queues(&mut self) {
         for session in self.sessions.values_mut() {
             session.queue.clear();
         }
     }
 
     /// Non-destructive snapshot of the caller's queue for one channel (§5.1).
-    pub fn recv(
+    pub(crate) fn recv(
         &self,
         session_id: &str,
         channel: &str,
@@ -240,7 +240,7 @@ impl SimState {
         )
     }
 
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         session_id: &str,
         channel: &str,
@@ -283,7 +283,7 @@ impl SimState {
         Ok(self.post(outgoing, &recipients, now))
     }
 
-    pub fn reply(
+    pub(crate) fn reply(
         &mut self,
         session_id: &str,
         request: ReplyRequest,

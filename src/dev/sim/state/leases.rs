@@ -69,7 +69,7 @@ impl SimState {
         }
     }
 
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &mut self,
         session_id: &str,
         run_id: &str,
@@ -96,7 +96,7 @@ impl SimState {
         Ok(json!({ "lease": self.lease_summary(run_id, false) }))
     }
 
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         session_id: &str,
         run_id: &str,
@@ -147,7 +147,7 @@ impl SimState {
         Ok(payload)
     }
 
-    pub fn release(
+    pub(crate) fn release(
         &mut self,
         session_id: &str,
         run_id: &str,
@@ -221,7 +221,7 @@ impl SimState {
     }
 
     /// Makes a claimed run's lease end now (it is then expired but not yet swept).
-    pub fn expire_lease(&mut self, run_id: &str, now: Timestamp) -> bool {
+    pub(crate) fn expire_lease(&mut self, run_id: &str, now: Timestamp) -> bool {
         let Some(run) = self.runs.get_mut(run_id) else {
             return false;
         };
@@ -242,7 +242,7 @@ impl SimState {
     }
 
     /// Requeues up to [`SWEEP_BATCH`] runs whose lease has passed; returns how many.
-    pub fn sweep(&mut self, now: Timestamp) -> usize {
+    pub(crate) fn sweep(&mut self, now: Timestamp) -> usize {
         let mut expired: Vec<(Timestamp, String)> = self
             .claimed_runs
             .iter()
@@ -263,7 +263,7 @@ impl SimState {
         expired.len()
     }
 
-    pub fn run_snapshot(&self, run_id: &str) -> Option<RunSnapshot> {
+    pub(crate) fn run_snapshot(&self, run_id: &str) -> Option<RunSnapshot> {
         let run = self.runs.get(run_id)?;
         let format = |instant: Option<Timestamp>| instant.map(Timestamp::to_rfc3339);
         Some(RunSnapshot {
@@ -285,7 +285,7 @@ impl SimState {
         })
     }
 
-    pub fn runs_by_status(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn runs_by_status(&self) -> BTreeMap<String, u64> {
         let mut counts = BTreeMap::new();
         for run in self.runs.values() {
             *counts.entry(run.status.as_str().to_owned()).or_insert(0) += 1;

@@ -168,7 +168,7 @@ pub(crate) struct SimState {
 }
 
 impl SimState {
-    pub fn new(config: StateConfig) -> SimState {
+    pub(crate) fn new(config: StateConfig) -> SimState {
         SimState {
             config,
             sessions: HashMap::new(),

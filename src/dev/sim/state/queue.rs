@@ -40,7 +40,7 @@ fn derived_coordination_channel(run_id: &str) -> String {
 }
 
 impl SimState {
-    pub fn enqueue_task(&mut self, spec: TaskSpec, now: Timestamp) -> EnqueuedRun {
+    pub(crate) fn enqueue_task(&mut self, spec: TaskSpec, now: Timestamp) -> EnqueuedRun {
         self.task_counter += 1;
         let global = spec.scope == TaskScope::Global
             || spec
@@ -87,7 +87,7 @@ impl SimState {
         EnqueuedRun { task_id, run_id }
     }
 
-    pub fn enqueue_run(&mut self, task_id: &str, now: Timestamp) -> Option<EnqueuedRun> {
+    pub(crate) fn enqueue_run(&mut self, task_id: &str, now: Timestamp) -> Option<EnqueuedRun> {
         let run_id = self.new_run(task_id, now)?;
         Some(EnqueuedRun {
             task_id: task_id.to_owned(),
@@ -232,7 +232,7 @@ impl SimState {
     }
 
     /// One claim attempt (§3.7): `Ok(None)` when nothing is claimable.
-    pub fn claim_next(
+    pub(crate) fn claim_next(
         &mut self,
         session_id: &str,
         request: &ClaimRequest,

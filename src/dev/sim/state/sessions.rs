@@ -60,7 +60,7 @@ impl Session {
 }
 
 impl SimState {
-    pub fn create_session(&mut self, spec: SessionSpec, now: Timestamp) -> SessionInfo {
+    pub(crate) fn create_session(&mut self, spec: SessionSpec, now: Timestamp) -> SessionInfo {
         let id = spec
             .session_id
             .filter(|id| !id.trim().is_empty())
@@ -97,11 +97,11 @@ impl SimState {
         info
     }
 
-    pub fn session_info(&self, session_id: &str) -> Option<SessionInfo> {
+    pub(crate) fn session_info(&self, session_id: &str) -> Option<SessionInfo> {
         self.sessions.get(session_id).map(Session::info)
     }
 
-    pub fn set_session_state(
+    pub(crate) fn set_session_state(
         &mut self,
         session_id: &str,
         state: SessionState,
@@ -118,7 +118,7 @@ impl SimState {
     }
 
     /// Identity resolution in the daemon's order (§1.3); returns the caller's session id.
-    pub fn resolve_identity(&self, credentials: &Credentials) -> Result<String, SimError> {
+    pub(crate) fn resolve_identity(&self, credentials: &Credentials) -> Result<String, SimError> {
         let session_id = credentials
             .session_id
             .as_deref()
@@ -157,7 +157,7 @@ impl SimState {
             .then_some(run)
     }
 
-    pub fn me(&self, session_id: &str) -> Result<Value, SimError> {
+    pub(crate) fn me(&self, session_id: &str) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         let mut capabilities = Self::capabilities(session);
         capabilities.truncate(CONTEXT_SECTION_LIMIT);
@@ -201,12 +201,12 @@ impl SimState {
         }}))
     }
 
-    pub fn coordinator_config(&self, session_id: &str) -> Result<Value, SimError> {
+    pub(crate) fn coordinator_config(&self, session_id: &str) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         Ok(json!({ "coordinator": Self::coordinator(session) }))
     }
 
-    pub fn context(&self, session_id: &str, now: Timestamp) -> Result<Value, SimError> {
+    pub(crate) fn context(&self, session_id: &str, now: Timestamp) -> Result<Value, SimError> {
         let session = self.session(session_id)?;
         let active = self.active_run(session);
         let task_section = match active.and_then(|run| Some((run, self.tasks.get(&run.task_id)?))) {

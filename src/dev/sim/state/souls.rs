@@ -8,7 +8,7 @@ use super::super::errors::SimError;
 use super::SimState;
 
 impl SimState {
-    pub fn set_soul(&mut self, agent_name: &str, body: Option<String>) {
+    pub(crate) fn set_soul(&mut self, agent_name: &str, body: Option<String>) {
         match body {
             Some(body) => {
                 self.souls.insert(agent_name.to_owned(), body);
@@ -20,7 +20,7 @@ impl SimState {
     }
 
     /// The soul object; a body containing `INVALID` is deemed invalid (status 422).
-    pub fn soul_object(
+    pub(crate) fn soul_object(
         &self,
         agent_name: &str,
         override_body: Option<&str>,
@@ -82,7 +82,7 @@ impl SimState {
         })
     }
 
-    pub fn soul(
+    pub(crate) fn soul(
         &self,
         session_id: &str,
         agent_override: Option<&str>,

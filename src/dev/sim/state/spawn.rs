@@ -45,7 +45,7 @@ impl Session {
 }
 
 impl SimState {
-    pub fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         session_id: &str,
         request: SpawnRequest,
@@ -185,7 +185,7 @@ impl SimState {
     }
 
     /// Stops spawned sessions whose TTL passed or whose parent is gone; returns how many.
-    pub fn reap_spawned(&mut self, now: Timestamp) -> usize {
+    pub(crate) fn reap_spawned(&mut self, now: Timestamp) -> usize {
         let doomed: Vec<(String, &'static str)> = self
             .sessions
             .values()
