@@ -90,6 +90,9 @@ pub enum Fault {
     ApplyThenError(ApiError),
     /// Never answer (a hung daemon); the caller must give up on its own.
     Hang,
+    /// Terminal call: take this long, then answer this error without applying the call (an
+    /// answer lost only after the client's retries ran out).
+    ErrorAfter(Duration, ApiError),
 }
 
 /// A rule consulted on every call of one kind: (run id, time since start, call number) → fault.
@@ -463,6 +466,18 @@ impl FakeAgh {
         if let Some(Fault::Hang) = fault {
             self.end(index, "hung");
             return std::future::pending().await;
+        }
+        if let Some(Fault::ErrorAfter(delay, err)) = fault {
+            // Judged when it arrived, answered later.
+            if op.is_terminal() {
+                let mut s = self.lock();
+                let now = Instant::now();
+                s.sweep(now);
+                s.check_terminal_attempt(op, run_id, now);
+                s.record_terminal(op, run_id, now, false, format!("injected: {err}"));
+            }
+            tokio::time::sleep(delay).await;
+            return self.finish_err(index, err);
         }
         let mut s = self.lock();
         let now = Instant::now();
