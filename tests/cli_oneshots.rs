@@ -138,6 +138,24 @@ async fn claim_then_complete_finishes_the_run_with_the_given_result(transport: T
     assert_eq!(stored.result, Some(json!({"ok": true})));
 }
 
+async fn task_run_prints_the_daemons_record_of_a_run(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let run = claim_run(&rig).await;
+    let record = as_worker(&rig, &["task-run", &run]).await.succeeded();
+    assert_eq!(record["run"]["run"]["id"], json!(run));
+    assert_eq!(record["run"]["run"]["status"], json!("claimed"));
+    assert_eq!(
+        record["run"]["session"]["session_id"],
+        json!(rig.worker().session_id)
+    );
+    as_worker(&rig, &["release", &run]).await.succeeded();
+    let record = as_worker(&rig, &["task-run", &run]).await.succeeded();
+    assert_eq!(record["run"]["run"]["status"], json!("queued"));
+    as_worker(&rig, &["task-run", "run-0123456789abcdef"])
+        .await
+        .failed(44, "not_found");
+}
+
 async fn claim_with_nothing_queued_prints_a_null_claim_and_exits_0(transport: Transport) {
     let rig = Rig::start(transport).await;
     let answer = as_worker(&rig, &["claim"]).await.succeeded();
@@ -579,6 +597,7 @@ on_both_transports!(
     the_identity_can_come_from_agh_session_id_and_agh_agent,
     claim_then_complete_finishes_the_run_with_the_given_result,
     claim_with_nothing_queued_prints_a_null_claim_and_exits_0,
+    task_run_prints_the_daemons_record_of_a_run,
     heartbeat_fail_and_release_print_the_lease,
     the_read_one_shots_print_their_answers,
     soul_validate_reads_the_file_and_prints_the_verdict,

@@ -584,6 +584,73 @@ async fn release_requeues_the_same_run_without_a_holder(transport: Transport) {
     assert_eq!(again.run.id, run, "the same run is claimable again");
 }
 
+async fn task_run_reads_the_daemons_record_of_a_run_through_its_life(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let us = rig.worker().session_id;
+    let (client, run) = claimed_run(&rig).await;
+    let claimed = client.task_run(&run).await.expect("task-run");
+    assert_eq!(claimed.run.id, run);
+    assert_eq!(claimed.run.status, Some(RunStatus::Claimed));
+    assert_eq!(claimed.run.holder(), Some(us.as_str()));
+    assert_eq!(
+        claimed.run.task_id.as_deref(),
+        Some(claimed.task.id.as_str())
+    );
+    let session = claimed.session.expect("the session the run is bound to");
+    assert_eq!(session.session_id, us);
+    assert_eq!(session.state, Some(SessionState_::Active));
+    let summary = claimed.summary.expect("the activity summary");
+    assert!(summary.last_activity_at.is_some());
+    assert_eq!(summary.last_event_type.as_deref(), Some("task.run_claimed"));
+
+    client
+        .complete(
+            &run,
+            &CompleteRequest {
+                result: Some(json!({ "ok": true })),
+            },
+        )
+        .await
+        .expect("complete");
+    let completed = client.task_run(&run).await.expect("task-run");
+    assert_eq!(completed.run.status, Some(RunStatus::Completed));
+    assert_eq!(
+        completed.run.holder(),
+        Some(us.as_str()),
+        "a complete keeps the session"
+    );
+    assert_eq!(completed.run.result, Some(json!({ "ok": true })));
+
+    let (_, second) = claimed_run(&rig).await;
+    client
+        .release(&second, &ReleaseRequest::default())
+        .await
+        .expect("release");
+    let queued = client.task_run(&second).await.expect("task-run");
+    assert_eq!(queued.run.status, Some(RunStatus::Queued));
+    assert_eq!(queued.run.holder(), None, "a release clears the session");
+    assert!(queued.session.is_none());
+}
+
+async fn task_run_of_an_unknown_run_is_not_found_at_once(transport: Transport) {
+    let rig = Rig::start(transport).await;
+    let err = assert_error(
+        rig.client().task_run("run-0000000000000000").await,
+        ErrorKind::NotFound,
+        404,
+    );
+    assert!(
+        err.message.contains("task: task run not found"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        rig.sim.ledger().requests_for(Route::TaskRun, 404),
+        1,
+        "a 404 is not retried"
+    );
+}
+
 // ---- identity -----------------------------------------------------------------------------------
 
 async fn a_client_with_an_empty_agent_is_identity_required_on_every_endpoint(transport: Transport) {
@@ -656,8 +723,10 @@ async fn a_client_with_an_empty_agent_is_identity_required_on_every_endpoint(tra
             .release(run, &ReleaseRequest::default())
             .await
             .map(drop),
+        // Not an agent endpoint, but identity headers, once sent, are checked as on one.
+        client.task_run(run).await.map(drop),
     ];
-    assert_eq!(kinds.len(), 15);
+    assert_eq!(kinds.len(), 16);
     for (index, result) in kinds.drain(..).enumerate() {
         let err = result.expect_err("no endpoint answers without identity");
         assert_eq!(
@@ -1539,6 +1608,8 @@ on_both_transports!(
     complete_finishes_the_run_with_its_result,
     fail_finishes_the_run_with_its_error,
     release_requeues_the_same_run_without_a_holder,
+    task_run_reads_the_daemons_record_of_a_run_through_its_life,
+    task_run_of_an_unknown_run_is_not_found_at_once,
     a_client_with_an_empty_agent_is_identity_required_on_every_endpoint,
     a_stopped_session_is_identity_stale,
     an_agent_name_of_another_agent_is_identity_mismatch,

@@ -502,6 +502,44 @@ async fn release_requeues_the_same_run_for_any_session() {
 }
 
 #[tokio::test]
+async fn the_run_detail_serves_the_operator_without_identity_and_checks_an_identity_given() {
+    let harness = Harness::tcp().await;
+    let worker = harness.worker();
+    let run_id = harness.claimed_run(&worker, "{}").await;
+    let path = format!("/api/task-runs/{run_id}");
+    let operator = harness.request(Method::GET, &path, None, None).await;
+    assert_eq!(operator.status, 200, "{}", operator.text);
+    let detail = &operator.json()["run"];
+    assert_eq!(detail["run"]["id"], run_id);
+    assert_eq!(detail["run"]["status"], "claimed");
+    assert_eq!(detail["run"]["session_id"], worker.session_id);
+    assert_eq!(detail["task"]["id"], detail["run"]["task_id"]);
+    assert_eq!(detail["session"]["session_id"], worker.session_id);
+    assert_eq!(detail["session"]["agent_name"], worker.agent_name);
+    assert_eq!(detail["session"]["state"], "active");
+    assert_eq!(detail["summary"]["last_event_type"], "task.run_claimed");
+    assert!(!operator.text.contains("agh_claim_"), "{}", operator.text);
+
+    let agent = harness.get(&path, &worker).await;
+    assert_eq!(agent.status, 200, "{}", agent.text);
+    assert_eq!(agent.json(), operator.json());
+    let unknown = harness
+        .request(Method::GET, "/api/task-runs/run-unknown", None, None)
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.error(), "task: task run not found");
+    let posted = harness.post(&path, &worker, "{}").await;
+    assert_eq!(posted.status, 404);
+    assert_eq!(posted.text, "404 page not found");
+    harness
+        .sim
+        .set_session_state(&worker.session_id, SessionState::Stopped);
+    let stale = harness.get(&path, &worker).await;
+    assert_eq!(stale.status, 401);
+    assert_eq!(stale.diagnostic_code(), "identity_stale");
+}
+
+#[tokio::test]
 async fn results_with_a_claim_token_oversized_results_and_blank_failures_are_rejected() {
     let harness = Harness::tcp().await;
     let worker = harness.worker();

@@ -630,6 +630,161 @@ async fn garbage_and_truncated_answers_on_claim_and_complete_are_retried_and_the
     rig.check_ledger(&[&run]);
 }
 
+// ----- terminal calls whose answer was lost -------------------------------------------------------
+
+/// A handler table that ends every run with `outcome`.
+fn ending_with(outcome: Outcome) -> Script {
+    script(move |_, _| {
+        let outcome = outcome.clone();
+        Box::pin(async move { outcome })
+    })
+    .0
+}
+
+/// The call `route` is, the outcome that makes it, and the status it leaves the run in.
+fn terminal_case(route: Route) -> (&'static str, Outcome, &'static str) {
+    match route {
+        Route::Complete => (
+            "complete",
+            Outcome::Complete(json!({"ok": true})),
+            "completed",
+        ),
+        Route::Fail => (
+            "fail",
+            Outcome::Fail {
+                error: "tests failed".into(),
+                metadata: None,
+            },
+            "failed",
+        ),
+        _ => ("release", Outcome::Release("handing off".into()), "queued"),
+    }
+}
+
+/// The terminal calls and run reads the worker made, in order.
+fn finishing_verbs(worker: &Rigged) -> Vec<&'static str> {
+    worker
+        .api
+        .all_calls()
+        .iter()
+        .map(|call| call.verb)
+        .filter(|verb| matches!(*verb, "complete" | "fail" | "release" | "task-run"))
+        .collect()
+}
+
+async fn a_terminal_answer_cut_after_the_commit_is_confirmed_by_reading_the_run(
+    via: Transport,
+    route: Route,
+) {
+    let rig = Rig::new(via).await;
+    let (verb, outcome, status) = terminal_case(route);
+    let run = rig.enqueue("answer lost on the way back");
+    rig.sim
+        .inject_fault(Fault::new(route, FaultKind::DropAfterCommit, 1));
+    let worker = rig.worker(ending_with(outcome), max_runs(1));
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(8)).await,
+        WorkerExit::MaxRuns
+    );
+    assert_eq!(rig.sim.run(&run.run_id).expect("run").status, status);
+    // The call landed; the client's retry was refused (409); the run's record settled it and
+    // nothing was sent after it.
+    assert_eq!(finishing_verbs(&worker), vec![verb, "task-run"]);
+    let ledger = rig.sim.ledger();
+    assert_eq!(ledger.requests_for(route, 200), 1, "the cut answer");
+    assert_eq!(ledger.requests_for(route, 409), 1, "the client's retry");
+    assert_eq!(ledger.requests_for(Route::TaskRun, 200), 1);
+    let counters = worker.status.snapshot().counters;
+    let ends = (
+        counters.runs_completed,
+        counters.runs_failed,
+        counters.runs_released,
+    );
+    let expected = match route {
+        Route::Complete => (1, 0, 0),
+        Route::Fail => (0, 1, 0),
+        _ => (0, 0, 1),
+    };
+    assert_eq!(ends, expected);
+    assert_eq!(
+        (counters.leases_lost, counters.terminal_call_failures),
+        (0, 0)
+    );
+    rig.check_ledger(&[&run]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_whose_answer_was_cut_is_confirmed_by_reading_the_run_over_tcp() {
+    a_terminal_answer_cut_after_the_commit_is_confirmed_by_reading_the_run(
+        Transport::Tcp,
+        Route::Complete,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_whose_answer_was_cut_is_confirmed_by_reading_the_run_over_a_unix_socket() {
+    a_terminal_answer_cut_after_the_commit_is_confirmed_by_reading_the_run(
+        Transport::Unix,
+        Route::Complete,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_whose_answer_was_cut_is_confirmed_by_reading_the_run_over_tcp() {
+    a_terminal_answer_cut_after_the_commit_is_confirmed_by_reading_the_run(
+        Transport::Tcp,
+        Route::Fail,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_whose_answer_was_cut_is_confirmed_by_reading_the_run_over_a_unix_socket() {
+    a_terminal_answer_cut_after_the_commit_is_confirmed_by_reading_the_run(
+        Transport::Unix,
+        Route::Fail,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_answer_was_cut_is_confirmed_by_reading_the_run() {
+    a_terminal_answer_cut_after_the_commit_is_confirmed_by_reading_the_run(
+        Transport::Tcp,
+        Route::Release,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_whose_answer_was_cut_and_whose_run_cannot_be_read_counts_as_done_unconfirmed() {
+    let rig = Rig::new(Transport::Unix).await;
+    let run = rig.enqueue("answer lost, record unreadable");
+    rig.sim
+        .inject_fault(Fault::new(Route::Complete, FaultKind::DropAfterCommit, 1));
+    rig.sim.inject_fault(Fault::new(
+        Route::TaskRun,
+        FaultKind::Status {
+            status: 500,
+            error: "task: store unavailable".into(),
+        },
+        1_000,
+    ));
+    let worker = rig.worker(ending_with(Outcome::Complete(json!({}))), max_runs(1));
+    assert_eq!(
+        ends(start(&worker), Duration::from_secs(10)).await,
+        WorkerExit::MaxRuns
+    );
+    // The read was retried within its budget, then the 409 to the retry was taken as "applied".
+    assert_eq!(finishing_verbs(&worker), vec!["complete", "task-run"]);
+    assert!(rig.sim.ledger().requests_for(Route::TaskRun, 500) > 1);
+    assert_eq!(worker.status.snapshot().counters.runs_completed, 1);
+    rig.sim.clear_faults();
+    rig.check_ledger(&[&run]);
+}
+
 // ----- what handlers return ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,11 @@ use agh_worker::worker::{
 };
 use serde_json::{Value, json};
 use support::fake_agh::*;
+use support::log_capture::Capture;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -1238,6 +1241,239 @@ async fn a_terminal_call_answered_409_on_its_first_attempt_counts_as_a_lost_leas
     assert_eq!(fake.terminal_calls().len(), 1, "{}", fake.log());
     let counters = rig.counters();
     assert_eq!((counters.runs_completed, counters.leases_lost), (0, 1));
+    fake.assert_clean();
+}
+
+// ----- 18. a terminal call whose answer was lost is confirmed by reading the run -----------
+
+/// Ends every run with `outcome` after five seconds of work.
+fn ends_with(outcome: Outcome) -> (Script, Arc<Mutex<Vec<Seen>>>) {
+    script(move |_cx, _| {
+        let outcome = outcome.clone();
+        Box::pin(async move {
+            sleep(secs(5)).await;
+            outcome
+        })
+    })
+}
+
+fn failing() -> Outcome {
+    Outcome::Fail {
+        error: "tests failed".into(),
+        metadata: None,
+    }
+}
+
+/// Captures this test's log lines (the paused runtime runs every task on this thread).
+fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let guard = tracing_subscriber::registry()
+        .with(agh_worker::ops::logging::json_layer(capture.clone()))
+        .set_default();
+    (capture, guard)
+}
+
+/// The ops of the terminal calls and run reads, in order.
+fn finishing_ops(fake: &FakeAgh) -> Vec<Op> {
+    fake.calls()
+        .iter()
+        .map(|c| c.op)
+        .filter(|op| op.is_terminal() || *op == Op::TaskRun)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_call_applied_but_whose_answer_was_lost_is_confirmed_and_not_repeated() {
+    for (outcome, op, state) in [
+        (
+            Outcome::Complete(json!({"ok": true})),
+            Op::Complete,
+            RunState::Completed(json!({"ok": true})),
+        ),
+        (failing(), Op::Fail, RunState::Failed("tests failed".into())),
+        (
+            Outcome::Release("handing off".into()),
+            Op::Release,
+            RunState::Queued,
+        ),
+    ] {
+        let fake = FakeAgh::new();
+        fake.enqueue("run-1");
+        fake.fault(op, Fault::ApplyThenError(transport("terminal")));
+        let rig = Rig::new(&fake, ends_with(outcome), settings());
+        let (logs, _guard) = capture_logs();
+        assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+        assert!(
+            logs.text().contains("confirmed by reading the run"),
+            "{}",
+            logs.text()
+        );
+        assert_eq!(
+            finishing_ops(&fake),
+            vec![op, Op::TaskRun],
+            "{}",
+            fake.log()
+        );
+        assert_eq!(fake.ledger().accepted("run-1").len(), 1);
+        assert_eq!(fake.run("run-1").state, state);
+        let c = rig.counters();
+        let ends = (c.runs_completed, c.runs_failed, c.runs_released);
+        let expected = match op {
+            Op::Complete => (1, 0, 0),
+            Op::Fail => (0, 1, 0),
+            _ => (0, 0, 1),
+        };
+        assert_eq!(ends, expected, "{op:?}");
+        assert_eq!((c.leases_lost, c.terminal_call_failures), (0, 0));
+        fake.assert_clean();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_call_that_did_not_land_while_the_run_is_still_ours_is_sent_once_more() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.fault(Op::Complete, Fault::Error(transport("complete")));
+    let rig = Rig::new(&fake, ends_with(Outcome::Complete(json!({}))), settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    assert_eq!(
+        finishing_ops(&fake),
+        vec![Op::Complete, Op::TaskRun, Op::Complete],
+        "{}",
+        fake.log()
+    );
+    assert_eq!(fake.ledger().accepted("run-1").len(), 1);
+    assert_eq!(rig.counters().runs_completed, 1);
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminal_call_that_never_lands_is_sent_twice_at_most_then_given_up() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.faults(Op::Complete, 5, Fault::Error(transport("complete")));
+    let rig = Rig::new(&fake, ends_with(Outcome::Complete(json!({}))), settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    assert_eq!(
+        finishing_ops(&fake),
+        vec![Op::Complete, Op::TaskRun, Op::Complete, Op::TaskRun],
+        "{}",
+        fake.log()
+    );
+    let c = rig.counters();
+    assert_eq!((c.runs_completed, c.terminal_call_failures), (0, 1));
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_for_a_run_another_session_took_meanwhile_is_a_lost_lease() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.fault(Op::Complete, Fault::Error(transport("complete")));
+    let daemon = fake.clone();
+    let handler = script(move |_cx, _| {
+        let daemon = daemon.clone();
+        Box::pin(async move {
+            sleep(secs(5)).await;
+            // The daemon hands the run to another session as the worker finishes.
+            daemon.steal("run-1");
+            Outcome::Complete(json!({}))
+        })
+    });
+    let rig = Rig::new(&fake, handler, settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    assert_eq!(
+        finishing_ops(&fake),
+        vec![Op::Complete, Op::TaskRun],
+        "no second call for a run that is not ours: {}",
+        fake.log()
+    );
+    let c = rig.counters();
+    assert_eq!((c.runs_completed, c.leases_lost), (0, 1));
+    assert_eq!(c.leases_lost_rejected, 1);
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_whose_run_cannot_be_read_falls_back_to_what_the_answer_suggests() {
+    // A 409 to the client's retry: most likely applied (unconfirmed).
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    let mut retried = lease_expired("complete", "run-1");
+    retried.attempts = 2;
+    fake.fault(Op::Complete, Fault::ApplyThenError(retried));
+    fake.fault(Op::TaskRun, Fault::Error(server_error("task-run", 500)));
+    let rig = Rig::new(&fake, ends_with(Outcome::Complete(json!({}))), settings());
+    let (logs, guard) = capture_logs();
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    drop(guard);
+    assert!(logs.text().contains("unconfirmed"), "{}", logs.text());
+    assert_eq!(finishing_ops(&fake), vec![Op::Complete, Op::TaskRun]);
+    assert_eq!(rig.counters().runs_completed, 1);
+    fake.assert_clean();
+
+    // A transport failure: the call did not get through, and is not sent blind again.
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.fault(Op::Complete, Fault::Error(transport("complete")));
+    fake.fault(Op::TaskRun, Fault::Error(transport("task-run")));
+    let rig = Rig::new(&fake, ends_with(Outcome::Complete(json!({}))), settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    assert_eq!(finishing_ops(&fake), vec![Op::Complete, Op::TaskRun]);
+    let c = rig.counters();
+    assert_eq!((c.runs_completed, c.terminal_call_failures), (0, 1));
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_kept_while_a_lost_answer_takes_long_and_the_call_is_then_sent_again() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    // Lost only after 70 s: longer than the 60 s lease.
+    fake.fault(
+        Op::Complete,
+        Fault::ErrorAfter(secs(70), transport("complete")),
+    );
+    let rig = Rig::new(&fake, ends_with(Outcome::Complete(json!({}))), settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    let completes = fake.calls_of(Op::Complete);
+    assert_eq!(completes.len(), 2, "{}", fake.log());
+    assert_eq!((at(&completes[0]), at(&completes[1])), (5.0, 75.0));
+    let renewals = fake
+        .calls_of(Op::Heartbeat)
+        .iter()
+        .filter(|c| c.ok() && (5.0..75.0).contains(&at(c)))
+        .count();
+    assert!(renewals >= 3, "{}", fake.log());
+    assert_eq!(rig.counters().runs_completed, 1);
+    fake.assert_clean();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_did_not_land_is_not_sent_again_once_the_lease_was_given_up_meanwhile() {
+    let fake = FakeAgh::new();
+    fake.enqueue("run-1");
+    fake.fault(
+        Op::Complete,
+        Fault::ErrorAfter(secs(60), transport("complete")),
+    );
+    fake.rule(
+        Op::Heartbeat,
+        Box::new(|_, _, _| Some(Fault::Error(transport("heartbeat")))),
+    );
+    let rig = Rig::new(&fake, ends_with(Outcome::Complete(json!({}))), settings());
+    assert_eq!(rig.run().await, WorkerExit::MaxRuns);
+    // At 65 s the run still reads as ours (its lease ended at 60 s, the sweep comes later), but
+    // the keeper gave the lease up at 50 s: no second call.
+    assert_eq!(
+        finishing_ops(&fake),
+        vec![Op::Complete, Op::TaskRun],
+        "{}",
+        fake.log()
+    );
+    let c = rig.counters();
+    assert_eq!((c.runs_completed, c.leases_lost), (0, 1));
+    assert_eq!(c.leases_lost_deadline, 1);
     fake.assert_clean();
 }
 

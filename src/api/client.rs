@@ -476,6 +476,18 @@ impl AghClient {
             .await
     }
 
+    /// `GET /api/task-runs/{run}`: the daemon's own record of a run, outside the agent API. It
+    /// takes the identity headers like an agent call; the worker reads it to learn whether a
+    /// terminal call whose answer was lost took effect.
+    pub async fn task_run(&self, run_id: &str) -> Result<TaskRunDetail, ApiError> {
+        let path = format!(
+            "/api/task-runs/{}",
+            path_segment("task-run", "run id", run_id)?
+        );
+        let answer: TaskRunResponse = self.get_json("task-run", &path, Retry::Read).await?;
+        Ok(answer.run)
+    }
+
     async fn lease_call<B: Serialize>(
         &self,
         call: &'static str,

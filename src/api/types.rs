@@ -1029,6 +1029,93 @@ pub struct LeaseResponse {
     pub lease: LeaseSummary,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Run detail (`GET /api/task-runs/{id}`, outside the agent API)
+
+/// `{"run": …}`: the daemon's run-detail read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRunResponse {
+    #[serde(default)]
+    pub run: TaskRunDetail,
+}
+
+/// One run as the daemon stores it, with its task, the session it is bound to (when there is
+/// one) and figures about its activity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRunDetail {
+    #[serde(default)]
+    pub run: TaskRun,
+    #[serde(default)]
+    pub task: TaskRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<TaskRunSession>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<TaskRunActivity>,
+}
+
+/// The session a run is bound to, as the run detail names it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRunSession {
+    #[serde(default)]
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<SessionState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// Fields this build does not model.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The run detail's `summary`: when the run was last active and what it has used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRunActivity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_currency: Option<String>,
+    /// Fields this build does not model.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl TaskRun {
+    /// The session the run is bound to: `session_id`, or the `agent_session` that claimed it.
+    pub fn holder(&self) -> Option<&str> {
+        self.session_id
+            .as_deref()
+            .or_else(|| {
+                self.claimed_by
+                    .as_ref()
+                    .filter(|actor| actor.kind.as_deref() == Some("agent_session"))
+                    .and_then(|actor| actor.reference.as_deref())
+            })
+            .filter(|session| !session.is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1064,6 +1151,57 @@ mod tests {
             run.extra.get("future_field"),
             Some(&serde_json::json!({"a":1}))
         );
+    }
+
+    #[test]
+    fn a_run_detail_reads_in_the_daemons_shape() {
+        let raw = serde_json::json!({"run": {
+            "run": {"id": "run-1", "task_id": "task-1", "status": "completed", "attempt": 2,
+                    "claimed_by": {"kind": "agent_session", "ref": "sess-1"},
+                    "session_id": "sess-1", "origin": {"kind": "uds", "ref": "agent.task.next"},
+                    "queued_at": "2026-01-01T00:00:00Z", "ended_at": "2026-01-01T00:01:00Z",
+                    "result": {"ok": true}, "designation_group_id": "grp-1"},
+            "task": {"id": "task-1", "title": "Build", "status": "completed",
+                     "scope": "workspace", "latest_event_seq": 7},
+            "session": {"session_id": "sess-1", "workspace_id": "ws-1", "agent_name": "coder",
+                        "state": "active", "created_at": "2026-01-01T00:00:00Z",
+                        "updated_at": "2026-01-01T00:00:00Z"},
+            "summary": {"last_activity_at": "2026-01-01T00:01:00Z",
+                        "last_event_type": "task.run_completed", "turn_count": 3,
+                        "total_cost": 0.25},
+        }});
+        let detail = serde_json::from_value::<TaskRunResponse>(raw).unwrap().run;
+        assert_eq!(detail.run.status, Some(RunStatus::Completed));
+        assert_eq!(detail.run.holder(), Some("sess-1"));
+        assert_eq!(
+            detail.run.extra.get("designation_group_id"),
+            Some(&serde_json::json!("grp-1"))
+        );
+        assert_eq!(detail.task.latest_event_seq, Some(7));
+        let session = detail.session.unwrap();
+        assert_eq!(session.state, Some(SessionState::Active));
+        let summary = detail.summary.unwrap();
+        assert_eq!(summary.turn_count, Some(3));
+        assert_eq!(summary.total_cost, Some(0.25));
+    }
+
+    #[test]
+    fn the_holder_of_a_run_is_its_session_or_the_agent_session_that_claimed_it() {
+        let claimed_by = |kind: &str| TaskRun {
+            claimed_by: Some(ActorRef {
+                kind: Some(kind.into()),
+                reference: Some("sess-2".into()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(claimed_by("agent_session").holder(), Some("sess-2"));
+        assert_eq!(claimed_by("human").holder(), None);
+        let both = TaskRun {
+            session_id: Some("sess-1".into()),
+            ..claimed_by("agent_session")
+        };
+        assert_eq!(both.holder(), Some("sess-1"));
+        assert_eq!(TaskRun::default().holder(), None);
     }
 
     #[test]

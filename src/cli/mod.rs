@@ -77,6 +77,8 @@ pub enum Command {
     Fail(FailArgs),
     /// POST /api/agent/tasks/{run}/release: give a run back to the queue.
     Release(ReleaseArgs),
+    /// GET /api/task-runs/{run}: the daemon's record of a run (status, session, task).
+    TaskRun(TaskRunArgs),
     /// GET /api/agent/channels/{channel}/recv: peek at queued messages.
     Recv(RecvArgs),
     /// POST /api/agent/channels/{channel}/send: send a coordination message.
@@ -269,6 +271,13 @@ pub struct ReleaseArgs {
     /// Why the run goes back to the queue.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// `task-run` options.
+#[derive(Debug, Args)]
+pub struct TaskRunArgs {
+    /// The run id.
+    pub run: String,
 }
 
 /// `recv` options.

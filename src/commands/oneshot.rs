@@ -124,6 +124,7 @@ pub async fn execute(
             };
             json!({"lease": client.release(&args.run, &request).await?})
         }
+        Command::TaskRun(args) => json!({"run": client.task_run(&args.run).await?}),
         Command::Recv(args) => {
             let options = RecvOptions {
                 wait: args.wait,
@@ -312,6 +313,15 @@ fn human(command: &Command, answer: &Value) -> String {
                 text(answer, "/lease/lease_until"),
             )
         }
+        Command::TaskRun(_) => format!(
+            "run {} (attempt {}) of task {} \"{}\": {}\nsession {}",
+            text(answer, "/run/run/id"),
+            answer.pointer("/run/run/attempt").unwrap_or(&Value::Null),
+            text(answer, "/run/task/id"),
+            text(answer, "/run/task/title"),
+            text(answer, "/run/run/status"),
+            text(answer, "/run/run/session_id"),
+        ),
         Command::Recv(_) => {
             let messages = answer["messages"].as_array().cloned().unwrap_or_default();
             if messages.is_empty() {

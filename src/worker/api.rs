@@ -5,13 +5,15 @@ use std::future::Future;
 
 use crate::api::types::{
     AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
-    ReleaseRequest,
+    ReleaseRequest, TaskRunDetail,
 };
 use crate::api::{AghClient, ApiError, ClaimOutcome};
 
 /// The AGH calls the worker makes. The real client implements it; tests use an in-memory fake
 /// so timer-heavy behaviour can run on paused tokio time.
 pub trait AghApi: Send + Sync + 'static {
+    /// The session this worker speaks as: a run bound to it is ours.
+    fn session_id(&self) -> &str;
     fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send;
     fn context(&self) -> impl Future<Output = Result<AgentContext, ApiError>> + Send;
     fn claim_next(
@@ -38,9 +40,17 @@ pub trait AghApi: Send + Sync + 'static {
         run_id: &str,
         request: &ReleaseRequest,
     ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send;
+    /// The daemon's record of a run (`GET /api/task-runs/{id}`).
+    fn task_run(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<TaskRunDetail, ApiError>> + Send;
 }
 
 impl AghApi for AghClient {
+    fn session_id(&self) -> &str {
+        &self.identity().session_id
+    }
     fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send {
         AghClient::me(self)
     }
@@ -80,5 +90,11 @@ impl AghApi for AghClient {
         request: &ReleaseRequest,
     ) -> impl Future<Output = Result<LeaseSummary, ApiError>> + Send {
         AghClient::release(self, run_id, request)
+    }
+    fn task_run(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<TaskRunDetail, ApiError>> + Send {
+        AghClient::task_run(self, run_id)
     }
 }

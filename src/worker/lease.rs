@@ -10,12 +10,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::payload::{MAX_PAYLOAD_BYTES, cap, failure_message};
 use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
+use super::terminal::finish;
 use super::{AghApi, ClaimLoop, EventSink, WorkerSettings};
 use crate::api::types::{
-    ChannelMessage, Claim, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary,
-    ReleaseRequest, TaskBundle, TaskRef, TaskRun,
+    ChannelMessage, Claim, HeartbeatRequest, LeaseSummary, TaskBundle, TaskRef, TaskRun,
 };
 use crate::api::{ApiError, ErrorKind};
 use crate::handler::FORCED_STOP_GRACE;
@@ -236,7 +235,7 @@ enum Supervised {
 
 /// The supervisor's side of the keeper: the loss it reports, once, and the lease deadline as
 /// each renewal moves it.
-struct KeeperHandle {
+pub(super) struct KeeperHandle {
     loss: Option<oneshot::Receiver<LeaseLoss>>,
     /// A loss seen by [`KeeperHandle::has_ended`] and not yet taken by [`KeeperHandle::lost`].
     reported: Option<LeaseLoss>,
@@ -245,7 +244,7 @@ struct KeeperHandle {
 
 impl KeeperHandle {
     /// Waits for the keeper to report a loss (never, once it has reported one).
-    async fn lost(&mut self) -> LeaseLoss {
+    pub(super) async fn lost(&mut self) -> LeaseLoss {
         if let Some(loss) = self.reported.take() {
             return loss;
         }
@@ -261,7 +260,7 @@ impl KeeperHandle {
     }
 
     /// Whether the keeper has already reported a loss.
-    fn has_ended(&mut self) -> bool {
+    pub(super) fn has_ended(&mut self) -> bool {
         if self.reported.is_some() {
             return true;
         }
@@ -442,122 +441,6 @@ fn time_limit_message(limit: Option<Duration>) -> String {
             limit.as_secs()
         ),
         None => "the handler exceeded its time limit".into(),
-    }
-}
-
-/// Makes the single terminal call for `outcome`.
-async fn finish<A: AghApi, E: EventSink>(
-    worker: &ClaimLoop<A, E>,
-    run_id: &str,
-    outcome: Outcome,
-    keeper: &mut KeeperHandle,
-) -> RunEnd {
-    let api = worker.api.as_ref();
-    let (intended, call) = match outcome {
-        Outcome::Complete(result) => {
-            let request = CompleteRequest {
-                result: Some(cap(result, MAX_PAYLOAD_BYTES)),
-            };
-            (RunEnd::Completed, TerminalCall::Complete(request))
-        }
-        Outcome::Fail { error, metadata } => {
-            let request = FailRequest {
-                error: failure_message(&error),
-                metadata: metadata.map(|m| cap(m, MAX_PAYLOAD_BYTES)),
-            };
-            (RunEnd::Failed, TerminalCall::Fail(request))
-        }
-        Outcome::Release(reason) => {
-            let request = ReleaseRequest {
-                reason: Some(failure_message(&reason)),
-            };
-            (RunEnd::Released, TerminalCall::Release(request))
-        }
-    };
-    // The keeper is asked first. When the handler returned at the instant a heartbeat was
-    // answered "lease lost", both were ready to the supervisor, which may pick the handler's
-    // outcome; the terminal call must then not be sent, the daemon having said the lease was no
-    // longer ours.
-    if keeper.has_ended() {
-        let loss = keeper.lost().await;
-        tracing::warn!(reason = %loss, call = call.name(), "lease lost before the terminal call was sent");
-        worker.status.lease_lost(loss.reason());
-        return RunEnd::LeaseLost;
-    }
-    // Once the call is on its way, the daemon's answer to it settles the run; the keeper goes on
-    // renewing meanwhile but no longer decides. Giving up the call when the keeper reported a
-    // loss raced with the call itself: a heartbeat that reached the daemon just after our own
-    // `complete` was answered "lease expired" (the run was completed, its token cleared), and
-    // the worker dropped the call it had just made succeed and counted the run as a lost lease.
-    // A call sent after the lease really passed on is refused by the daemon (token fencing).
-    // Lost and unreadable answers are retried inside the client; a 409 on a retry means an
-    // earlier attempt was applied.
-    let result = call.send(api, run_id).await;
-    match result {
-        Ok(_) => {
-            tracing::info!(call = call.name(), "run finished");
-            worker.status.contact();
-            intended
-        }
-        Err(err) if err.kind.is_lease_lost() || err.kind == ErrorKind::Conflict => {
-            if err.attempts > 1 {
-                tracing::info!(call = call.name(), error = %err, "an earlier attempt of the terminal call was most likely applied");
-                intended
-            } else {
-                tracing::warn!(call = call.name(), error = %err, "the lease was no longer ours at the terminal call");
-                worker.status.lease_lost(LeaseLostReason::Rejected);
-                RunEnd::LeaseLost
-            }
-        }
-        Err(err)
-            if matches!(call, TerminalCall::Complete(_))
-                && matches!(err.kind, ErrorKind::Validation | ErrorKind::PayloadTooLarge) =>
-        {
-            // The result itself was refused and nothing was applied: report that as the failure.
-            tracing::error!(error = %err, "the daemon refused the result; failing the run instead");
-            let request = FailRequest {
-                error: failure_message(&format!(
-                    "the daemon refused the handler's result: {}",
-                    err.message
-                )),
-                metadata: None,
-            };
-            match api.fail(run_id, &request).await {
-                Ok(_) => RunEnd::Failed,
-                Err(err) => {
-                    tracing::error!(error = %err, "the fail call after a refused result did not get through");
-                    RunEnd::TerminalCallFailed
-                }
-            }
-        }
-        Err(err) => {
-            tracing::error!(call = call.name(), error = %err, "the terminal call did not get through; the lease will expire and the run return to the queue");
-            RunEnd::TerminalCallFailed
-        }
-    }
-}
-
-enum TerminalCall {
-    Complete(CompleteRequest),
-    Fail(FailRequest),
-    Release(ReleaseRequest),
-}
-
-impl TerminalCall {
-    fn name(&self) -> &'static str {
-        match self {
-            TerminalCall::Complete(_) => "complete",
-            TerminalCall::Fail(_) => "fail",
-            TerminalCall::Release(_) => "release",
-        }
-    }
-
-    async fn send<A: AghApi>(&self, api: &A, run_id: &str) -> Result<LeaseSummary, ApiError> {
-        match self {
-            TerminalCall::Complete(request) => api.complete(run_id, request).await,
-            TerminalCall::Fail(request) => api.fail(run_id, request).await,
-            TerminalCall::Release(request) => api.release(run_id, request).await,
-        }
     }
 }
 

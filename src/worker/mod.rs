@@ -11,6 +11,7 @@ pub mod payload;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
+mod terminal;
 
 use std::future::Future;
 use std::sync::Arc;

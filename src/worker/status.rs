@@ -67,7 +67,7 @@ pub enum RunEnd {
     Completed,
     Failed,
     Released,
-    /// The lease was lost (expired, taken, session gone): no terminal call was made.
+    /// The lease was lost (expired, taken, session gone): no terminal call took effect.
     LeaseLost,
     /// The terminal call could not be delivered within its budget.
     TerminalCallFailed,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use agh_worker::api::types::{
     AgentContext, AgentLimits, BundleLimits, Claim, ClaimRequest, CompleteRequest, FailRequest,
     HeartbeatRequest, LeaseSummary, Me, ReleaseRequest, RunStatus, SelfInfo, TaskBundle, TaskRef,
-    TaskRun, TaskSection,
+    TaskRun, TaskRunDetail, TaskSection,
 };
 use agh_worker::api::{ApiError, ClaimOutcome, ErrorKind};
 use agh_worker::worker::AghApi;
@@ -23,7 +23,7 @@ pub(crate) const OTHER: &str = "sess-other";
 /// The daemon's cap for a result or failure metadata.
 pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
 
-/// The calls of the agent API the worker makes.
+/// The calls of the AGH API the worker makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Op {
     Me,
@@ -33,6 +33,8 @@ pub(crate) enum Op {
     Complete,
     Fail,
     Release,
+    /// `GET /api/task-runs/{id}`.
+    TaskRun,
 }
 
 impl Op {
@@ -49,6 +51,7 @@ impl Op {
             Op::Complete => "complete",
             Op::Fail => "fail",
             Op::Release => "release",
+            Op::TaskRun => "task-run",
         }
     }
 }
@@ -87,6 +90,9 @@ pub(crate) enum Fault {
     ApplyThenError(ApiError),
     /// Never answer (a hung daemon); the caller must give up on its own.
     Hang,
+    /// Terminal call: take this long, then answer this error without applying the call (an
+    /// answer lost only after the client's retries ran out).
+    ErrorAfter(Duration, ApiError),
 }
 
 /// A rule consulted on every call of one kind: (run id, time since start, call number) → fault.
@@ -461,6 +467,18 @@ impl FakeAgh {
             self.end(index, "hung");
             return std::future::pending().await;
         }
+        if let Some(Fault::ErrorAfter(delay, err)) = fault {
+            // Judged when it arrived, answered later.
+            if op.is_terminal() {
+                let mut s = self.lock();
+                let now = Instant::now();
+                s.sweep(now);
+                s.check_terminal_attempt(op, run_id, now);
+                s.record_terminal(op, run_id, now, false, format!("injected: {err}"));
+            }
+            tokio::time::sleep(delay).await;
+            return self.finish_err(index, err);
+        }
         let mut s = self.lock();
         let now = Instant::now();
         s.sweep(now);
@@ -817,6 +835,50 @@ impl State {
         Ok(summary)
     }
 
+    /// The run detail: the run where it is, bound to the session that last held it (a
+    /// release or a sweep clears that, as in the daemon).
+    fn run_detail(&self, run_id: &str) -> Result<TaskRunDetail, ApiError> {
+        let idx = self
+            .run_index(run_id)
+            .ok_or_else(|| error("task-run", 404, "task: task run not found"))?;
+        let run = &self.runs[idx];
+        let last_holder = self
+            .holdings
+            .iter()
+            .rfind(|h| h.run_id == run_id)
+            .map(|h| h.session.clone());
+        let (status, session_id, result, error) = match &run.state {
+            RunState::Queued => (RunStatus::Queued, None, None, None),
+            RunState::Held(h) => (
+                RunStatus::Claimed,
+                Some(self.holdings[*h].session.clone()),
+                None,
+                None,
+            ),
+            RunState::Completed(result) => (
+                RunStatus::Completed,
+                last_holder,
+                Some(result.clone()),
+                None,
+            ),
+            RunState::Failed(error) => (RunStatus::Failed, last_holder, None, Some(error.clone())),
+        };
+        Ok(TaskRunDetail {
+            run: TaskRun {
+                id: run.id.clone(),
+                task_id: Some(run.task_id.clone()),
+                status: Some(status),
+                attempt: Some(run.attempt),
+                session_id,
+                result,
+                error,
+                ..Default::default()
+            },
+            task: self.task_ref(idx),
+            ..Default::default()
+        })
+    }
+
     fn context(&self) -> AgentContext {
         let task = match self.our_held() {
             Some((idx, h)) => {
@@ -915,6 +977,36 @@ pub(crate) fn has_claim_token(value: &Value) -> bool {
 }
 
 impl AghApi for FakeAgh {
+    fn session_id(&self) -> &str {
+        SESSION
+    }
+
+    async fn task_run(&self, run_id: &str) -> Result<TaskRunDetail, ApiError> {
+        let (index, fault) = self.begin(Op::TaskRun, Some(run_id), None, None);
+        match fault {
+            None => {}
+            Some(Fault::Error(err)) => return self.finish_err(index, err),
+            Some(Fault::Hang) => {
+                self.end(index, "hung");
+                return std::future::pending().await;
+            }
+            Some(other) => panic!("fault {other:?} does not fit a read"),
+        }
+        let detail = {
+            let mut s = self.lock();
+            s.sweep(Instant::now());
+            s.run_detail(run_id)
+        };
+        match detail {
+            Ok(detail) => {
+                let status = detail.run.status.as_ref().map(RunStatus::to_string);
+                self.end(index, format!("ok {}", status.unwrap_or_default()));
+                Ok(detail)
+            }
+            Err(err) => self.finish_err(index, err),
+        }
+    }
+
     async fn me(&self) -> Result<Me, ApiError> {
         let (index, fault) = self.begin(Op::Me, None, None, None);
         if let Some(Fault::Error(err)) = fault {

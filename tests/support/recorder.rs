@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agh_worker::api::types::{
     AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
-    ReleaseRequest,
+    ReleaseRequest, TaskRunDetail,
 };
 use agh_worker::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use agh_worker::worker::AghApi;
@@ -16,11 +16,12 @@ use tokio::time::timeout;
 /// One call through the [`Recorder`].
 #[derive(Clone, Debug)]
 pub(crate) struct Call {
-    /// `me`, `context`, `claim`, `heartbeat`, `complete`, `fail` or `release`.
+    /// `me`, `context`, `claim`, `heartbeat`, `complete`, `fail`, `release` or `task-run`.
     pub verb: &'static str,
     /// The run the call is about; for a claim, the run claimed; empty otherwise.
     pub run_id: String,
-    /// A complete's result, a fail's `{"error", "metadata"}`, a release's reason; null otherwise.
+    /// A complete's result, a fail's `{"error", "metadata"}`, a release's reason, the status a
+    /// run detail read; null otherwise.
     pub body: Value,
     /// How the call failed, if it did.
     pub error: Option<ErrorKind>,
@@ -99,6 +100,20 @@ impl Recorder {
 }
 
 impl AghApi for Recorder {
+    fn session_id(&self) -> &str {
+        &self.inner.identity().session_id
+    }
+
+    async fn task_run(&self, run_id: &str) -> Result<TaskRunDetail, ApiError> {
+        let result = self.inner.task_run(run_id).await;
+        let status = match &result {
+            Ok(detail) => json!(detail.run.status),
+            Err(_) => Value::Null,
+        };
+        self.note("task-run", run_id, status, &result);
+        result
+    }
+
     async fn me(&self) -> Result<Me, ApiError> {
         let result = self.inner.me().await;
         self.note("me", "", Value::Null, &result);

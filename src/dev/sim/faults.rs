@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The agent API endpoints a fault (or a request counter) can be attached to.
+/// The endpoints a fault (or a request counter) can be attached to: the agent API, and the run
+/// detail (`GET /api/task-runs/{id}`) a worker reads after a lost terminal answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
@@ -23,7 +24,8 @@ pub enum Route {
     Soul,
     SoulValidate,
     CoordinatorConfig,
-    /// Matches every agent endpoint.
+    TaskRun,
+    /// Matches every endpoint above.
     Any,
 }
 
@@ -45,6 +47,7 @@ impl Route {
             Route::Soul => "soul",
             Route::SoulValidate => "soul_validate",
             Route::CoordinatorConfig => "coordinator_config",
+            Route::TaskRun => "task_run",
             Route::Any => "any",
         }
     }

@@ -54,14 +54,23 @@ struct Matched {
 }
 
 fn match_route(method: &Method, path: &str) -> Option<Matched> {
-    let rest = path.strip_prefix("/api/agent/")?;
-    let segments: Vec<&str> = rest.split('/').collect();
     let matched = |route: Route, param: &str| {
         Some(Matched {
             route,
             param: param.to_owned(),
         })
     };
+    if let Some(run) = path.strip_prefix("/api/task-runs/") {
+        return match (
+            method.clone(),
+            run.split('/').collect::<Vec<_>>().as_slice(),
+        ) {
+            (Method::GET, [run]) if !run.is_empty() => matched(Route::TaskRun, run),
+            _ => None,
+        };
+    }
+    let rest = path.strip_prefix("/api/agent/")?;
+    let segments: Vec<&str> = rest.split('/').collect();
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["me"]) => matched(Route::Me, ""),
         (Method::GET, ["context"]) => matched(Route::Context, ""),
@@ -249,8 +258,14 @@ async fn agent(
         }
     }
     // Identity is checked before the body is read, as in the daemon's handlers; a streamed body
-    // over the HTTP cap only fails when it is read.
-    let identity = state.inner.state().resolve_identity(&credentials(headers));
+    // over the HTTP cap only fails when it is read. The run detail is not an agent endpoint:
+    // without either identity header the caller is the operator; with one, both are checked.
+    let credentials = credentials(headers);
+    let identity = if matched.route == Route::TaskRun && credentials.is_empty() {
+        Ok(String::new())
+    } else {
+        state.inner.state().resolve_identity(&credentials)
+    };
     let answer = match identity {
         Ok(session_id) => match axum::body::to_bytes(body, body_limit).await {
             Ok(body) => handle(state, &matched, &session_id, query, &body).await,
@@ -380,6 +395,7 @@ async fn handle(
             let now = inner.now();
             Ok((201, Some(inner.state().spawn(&session_id, request, now)?)))
         }
+        Route::TaskRun => Ok((200, Some(inner.state().task_run_detail(run_id)?))),
         Route::Any => Err(SimError::new(404, "404 page not found")),
     }
 }

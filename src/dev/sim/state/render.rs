@@ -1,9 +1,11 @@
 //! Rendering: the model turned into the JSON shapes of the agent API (task, run, lease, claim,
-//! channel, session, lineage and coordinator objects), with Go's `omitempty` where AGH has it.
+//! channel, session, lineage and coordinator objects) and of the run detail, with Go's
+//! `omitempty` where AGH has it.
 
 use serde_json::{Map, Value, json};
 
 use super::super::clock::Timestamp;
+use super::super::errors::SimError;
 use super::super::requests::MESSAGE_KINDS;
 use super::{
     CONTEXT_SECTION_LIMIT, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH, Lineage, Run, Session,
@@ -157,6 +159,56 @@ impl SimState {
             claim.insert("coordination_channel".into(), channel);
         }
         json!({ "claim": claim })
+    }
+
+    /// `GET /api/task-runs/{id}`: `{"run": {"run", "task", "session"?, "summary"}}`, the session
+    /// while the run is bound to one (a claim, and after complete or fail; a release clears it).
+    pub(crate) fn task_run_detail(&self, run_id: &str) -> Result<Value, SimError> {
+        let run = self
+            .runs
+            .get(run_id)
+            .ok_or_else(|| SimError::new(404, "task: task run not found"))?;
+        let task = self.tasks.get(&run.task_id);
+        let mut detail = Map::new();
+        detail.insert("run".into(), self.run_payload(run, true));
+        detail.insert(
+            "task".into(),
+            task.map_or(Value::Null, |task| self.task_ref(task)),
+        );
+        if let Some(session) = run.session_id.as_ref().and_then(|id| self.sessions.get(id)) {
+            let mut map = Map::new();
+            map.insert("session_id".into(), json!(session.id));
+            put(&mut map, "workspace_id", json!(session.workspace_id));
+            put(&mut map, "agent_name", json!(session.agent_name));
+            put(&mut map, "name", json!(session.name));
+            put(&mut map, "channel", json!(session.channel));
+            put(&mut map, "state", json!(session.state.as_str()));
+            map.insert("created_at".into(), json!(session.created_at.to_rfc3339()));
+            map.insert("updated_at".into(), json!(session.updated_at.to_rfc3339()));
+            detail.insert("session".into(), Value::Object(map));
+        }
+        // The run's latest event, when the task still remembers one.
+        let last_event = task.and_then(|task| {
+            task.events
+                .iter()
+                .rev()
+                .find(|event| event["payload"]["run_id"] == json!(run.id))
+        });
+        let mut summary = Map::new();
+        summary.insert(
+            "last_activity_at".into(),
+            last_event.map_or_else(
+                || json!(run.queued_at.to_rfc3339()),
+                |event| event["timestamp"].clone(),
+            ),
+        );
+        put(
+            &mut summary,
+            "last_event_type",
+            last_event.map_or(Value::Null, |event| event["event_type"].clone()),
+        );
+        detail.insert("summary".into(), Value::Object(summary));
+        Ok(json!({ "run": detail }))
     }
 
     pub(super) fn lineage_payload(lineage: &Lineage) -> Value {

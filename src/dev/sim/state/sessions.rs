@@ -21,6 +21,13 @@ pub(crate) struct Credentials {
     pub workspace_id: Option<String>,
 }
 
+impl Credentials {
+    /// Neither the session nor the agent header: on the daemon's non-agent routes, the operator.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.session_id.is_none() && self.agent.is_none()
+    }
+}
+
 impl Session {
     /// An active `user` session with nothing but its identity; callers override the rest.
     pub(super) fn new(id: String, agent_name: String, now: Timestamp) -> Session {
