@@ -39,7 +39,7 @@ impl Config {
         validate_log(&self.log, &mut errors);
         validate_health(&self.health, &mut errors);
         validate_coordination(&self.coordination, &mut errors);
-        for (key, problem) in crate::handler::select::table_problems(&self.handlers) {
+        for (key, problem) in crate::handler::table::table_problems(&self.handlers) {
             errors.push(&key, problem);
         }
         if errors.is_empty() {

@@ -18,12 +18,14 @@ use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBun
 pub mod coder;
 pub mod exec;
 pub mod health;
+pub mod matching;
 pub mod select;
+pub mod table;
 pub mod webhook;
 
-pub use select::{
-    ChosenHandler, HandlerConfig, HandlerKind, HandlerSet, MatchRule, SharedHandlers,
-};
+pub use matching::MatchRule;
+pub use select::{ChosenHandler, HandlerSet, SharedHandlers};
+pub use table::{HandlerConfig, HandlerKind};
 
 /// How long a cancelled handler gets to return before it is abandoned.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(10);

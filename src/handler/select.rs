@@ -1,222 +1,18 @@
-//! The handler table: which handler runs which task (first match wins), the handler chosen for
-//! one run, and the `noop` kind.
-
-use std::collections::BTreeSet;
-
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+//! Choosing the handler of a run: the handlers a worker has (in-process ones, then the configured
+//! table; first match wins), the handler chosen for one run with everything it needs, the table
+//! in force that a reload replaces, and the `noop` kind.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::coder::{self, CoderConfig};
-use super::exec::{self, ExecConfig};
+use serde_json::json;
+
 use super::health::{HandlerHealth, HandlerHealthReporter};
-use super::webhook::{self, WebhookConfig};
-use super::{Handler, Outcome, TaskContext, TaskDocument};
+use super::matching::MatchRule;
+use super::table::{HandlerConfig, HandlerKind};
+use super::{Handler, Outcome, TaskContext, TaskDocument, coder, exec, webhook};
 use crate::util::sync::Swap;
-
-/// The kinds of handler this build has (a closed set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HandlerKind {
-    /// Runs a program per task (see the README's exec protocol).
-    Exec,
-    /// Completes every run at once with `{"handler":"noop"}`: for benchmarks and smoke tests.
-    Noop,
-    /// POSTs the task document to a local sidecar; its JSON answer is the outcome (see the README's
-    /// webhook handler).
-    Webhook,
-    /// Runs the task as an Agentuity Coder Hub session (see the README's coder handler).
-    Coder,
-}
-
-impl HandlerKind {
-    /// The name used in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerKind::Exec => "exec",
-            HandlerKind::Noop => "noop",
-            HandlerKind::Webhook => "webhook",
-            HandlerKind::Coder => "coder",
-        }
-    }
-}
-
-/// One `[[handlers]]` entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerConfig {
-    /// Unique name, shown in logs and `/status`.
-    pub name: String,
-    /// What the handler is.
-    pub kind: HandlerKind,
-    /// Which tasks it takes; empty takes every task.
-    #[serde(default, rename = "match")]
-    pub matches: MatchRule,
-    /// Settings of an `exec` handler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<ExecConfig>,
-    /// Settings of a `webhook` handler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookConfig>,
-    /// Settings of a `coder` handler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub coder: Option<CoderConfig>,
-}
-
-/// Conditions on task fields; all given conditions must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MatchRule {
-    /// Glob on the task title (`*` any run of characters, `?` one character), case-insensitive.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// Task priorities accepted (`low`, `medium`, `high`, `urgent`); empty accepts all.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub priority: Vec<String>,
-    /// A key that must be present in the run's metadata.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata_key: Option<String>,
-}
-
-impl MatchRule {
-    /// Whether a task satisfies every given condition.
-    pub fn accepts(&self, document: &TaskDocument) -> bool {
-        if let Some(pattern) = &self.title
-            && !glob_matches(&pattern.to_lowercase(), &document.title.to_lowercase())
-        {
-            return false;
-        }
-        if !self.priority.is_empty() {
-            let priority = document
-                .claim
-                .task
-                .priority
-                .as_ref()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "medium".to_string());
-            if !self
-                .priority
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(&priority))
-            {
-                return false;
-            }
-        }
-        if let Some(key) = &self.metadata_key {
-            let in_run = document
-                .claim
-                .run
-                .metadata
-                .as_ref()
-                .and_then(Value::as_object)
-                .is_some_and(|m| m.contains_key(key));
-            let in_task = document
-                .claim
-                .task
-                .extra
-                .get("metadata")
-                .and_then(Value::as_object)
-                .is_some_and(|m| m.contains_key(key));
-            if !in_run && !in_task {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// Problems with a handler table, each naming the key and what to do.
-pub fn table_problems(handlers: &[HandlerConfig]) -> Vec<(String, String)> {
-    let mut problems = Vec::new();
-    let mut names = BTreeSet::new();
-    for (index, handler) in handlers.iter().enumerate() {
-        let path = format!("handlers[{index}]");
-        if handler.name.trim().is_empty() {
-            problems.push((
-                format!("{path}.name"),
-                format!("{path}.name is empty: give every handler a name"),
-            ));
-        } else if !names.insert(handler.name.as_str()) {
-            problems.push((
-                format!("{path}.name"),
-                format!(
-                    "{path}.name {:?} is used twice: handler names must be unique",
-                    handler.name
-                ),
-            ));
-        }
-        for priority in &handler.matches.priority {
-            if !["low", "medium", "high", "urgent"]
-                .contains(&priority.to_ascii_lowercase().as_str())
-            {
-                problems.push((
-                    format!("{path}.match.priority"),
-                    format!(
-                        "{path}.match.priority {priority:?} is not a priority: use low, medium, high or urgent"
-                    ),
-                ));
-            }
-        }
-        problems.extend(section_problems(
-            &path,
-            handler.kind,
-            HandlerKind::Exec,
-            handler.exec.as_ref(),
-            ExecConfig::problems,
-            "an exec handler needs [handlers.exec] with at least `program`",
-        ));
-        problems.extend(section_problems(
-            &path,
-            handler.kind,
-            HandlerKind::Webhook,
-            handler.webhook.as_ref(),
-            WebhookConfig::problems,
-            "a webhook handler needs [handlers.webhook] with at least `url`",
-        ));
-        problems.extend(section_problems(
-            &path,
-            handler.kind,
-            HandlerKind::Coder,
-            handler.coder.as_ref(),
-            CoderConfig::problems,
-            "a coder handler needs [handlers.coder] (at least a key, key_file or AGENTUITY_SDK_KEY)",
-        ));
-    }
-    problems
-}
-
-/// The problems of the section `[handlers.<owner>]` of the handler at `path`, of `kind`: missing
-/// on a handler of the `owner` kind (`needs` says what it must hold), set on one of any other
-/// kind, and its own problems (`problems_of`) where it belongs.
-fn section_problems<S>(
-    path: &str,
-    kind: HandlerKind,
-    owner: HandlerKind,
-    section: Option<&S>,
-    problems_of: fn(&S, &str) -> Vec<String>,
-    needs: &str,
-) -> Vec<(String, String)> {
-    let key = format!("{path}.{}", owner.as_str());
-    match section {
-        None if kind == owner => vec![(key.clone(), format!("{key} is missing: {needs}"))],
-        None => Vec::new(),
-        Some(section) if kind == owner => problems_of(section, &key)
-            .into_iter()
-            .map(|problem| (key.clone(), problem))
-            .collect(),
-        Some(_) => {
-            let text = format!(
-                "{key} is set on a handler of kind \"{}\": remove it or set kind = \"{}\"",
-                kind.as_str(),
-                owner.as_str()
-            );
-            vec![(key, text)]
-        }
-    }
-}
 
 /// The handlers a worker has: in-process handlers added in code, tried first in the order they
 /// were added, then the configured `[[handlers]]` table, in order. First match wins.
@@ -466,35 +262,12 @@ impl SharedHandlers {
     }
 }
 
-/// `*` matches any run of characters, `?` exactly one; everything else literally.
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((star_p, star_t)) = star {
-            // Let the last star swallow one more character and try again.
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::types::{Claim, Priority, TaskRef, TaskRun};
+    use crate::handler::coder::CoderConfig;
+    use serde_json::Value;
 
     fn document(title: &str, priority: Priority, metadata: Value) -> TaskDocument {
         TaskDocument::new(
@@ -517,52 +290,31 @@ mod tests {
         )
     }
 
-    fn handler(name: &str, matches: MatchRule) -> HandlerConfig {
-        HandlerConfig {
-            name: name.into(),
-            kind: HandlerKind::Noop,
-            matches,
-            exec: None,
-            webhook: None,
-            coder: None,
-        }
-    }
-
-    #[test]
-    fn globs_match_stars_and_question_marks() {
-        assert!(glob_matches("deploy *", "deploy web"));
-        assert!(glob_matches("*", ""));
-        assert!(glob_matches("a?c", "abc"));
-        assert!(glob_matches("*fix*bug*", "please fix this bug now"));
-        assert!(!glob_matches("deploy *", "redeploy web"));
-        assert!(!glob_matches("a?c", "ac"));
-    }
-
     #[test]
     fn the_first_matching_handler_wins_and_an_empty_rule_is_the_default() {
         let set = HandlerSet::new(vec![
-            handler(
+            HandlerConfig::noop(
                 "deploys",
                 MatchRule {
                     title: Some("Deploy *".into()),
                     ..Default::default()
                 },
             ),
-            handler(
+            HandlerConfig::noop(
                 "urgent",
                 MatchRule {
                     priority: vec!["urgent".into()],
                     ..Default::default()
                 },
             ),
-            handler(
+            HandlerConfig::noop(
                 "python",
                 MatchRule {
                     metadata_key: Some("python".into()),
                     ..Default::default()
                 },
             ),
-            handler("default", MatchRule::default()),
+            HandlerConfig::noop("default", MatchRule::default()),
         ]);
         let pick = |title, priority, metadata| {
             set.select(&document(title, priority, metadata))
@@ -588,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_run_no_handler_matches_selects_nothing() {
-        let set = HandlerSet::new(vec![handler(
+        let set = HandlerSet::new(vec![HandlerConfig::noop(
             "deploys",
             MatchRule {
                 title: Some("deploy *".into()),
@@ -599,92 +351,6 @@ mod tests {
             set.select(&document("fix", Priority::Low, json!({})))
                 .is_none()
         );
-    }
-
-    #[test]
-    fn table_problems_name_the_entry_and_what_to_do() {
-        let mut exec_without_settings = handler("a", MatchRule::default());
-        exec_without_settings.kind = HandlerKind::Exec;
-        let bad_priority = handler(
-            "a",
-            MatchRule {
-                priority: vec!["highest".into()],
-                ..Default::default()
-            },
-        );
-        let problems = table_problems(&[exec_without_settings, bad_priority]);
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            vec![
-                "handlers[0].exec",
-                "handlers[1].name",
-                "handlers[1].match.priority"
-            ]
-        );
-    }
-
-    #[test]
-    fn webhook_settings_belong_to_webhook_handlers_only() {
-        let mut webhook_without_settings = handler("a", MatchRule::default());
-        webhook_without_settings.kind = HandlerKind::Webhook;
-        let mut noop_with_webhook = handler("b", MatchRule::default());
-        noop_with_webhook.webhook = Some(WebhookConfig {
-            url: "http://127.0.0.1:8787/task".into(),
-            ..WebhookConfig::default()
-        });
-        let mut webhook_with_exec = handler("c", MatchRule::default());
-        webhook_with_exec.kind = HandlerKind::Webhook;
-        webhook_with_exec.exec = Some(ExecConfig::default());
-        webhook_with_exec.webhook = Some(WebhookConfig {
-            url: "https://agent.example/task".into(),
-            ..WebhookConfig::default()
-        });
-        let problems = table_problems(&[
-            webhook_without_settings,
-            noop_with_webhook,
-            webhook_with_exec,
-        ]);
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            vec![
-                "handlers[0].webhook",
-                "handlers[1].webhook",
-                "handlers[2].exec",
-                "handlers[2].webhook"
-            ]
-        );
-        assert!(problems[2].1.contains("handler of kind \"webhook\""));
-        assert!(
-            problems[3].1.contains("sidecar on this host"),
-            "{problems:?}"
-        );
-    }
-
-    #[test]
-    fn coder_settings_belong_to_coder_handlers_only() {
-        let mut coder_without_settings = handler("a", MatchRule::default());
-        coder_without_settings.kind = HandlerKind::Coder;
-        let mut noop_with_coder = handler("b", MatchRule::default());
-        noop_with_coder.coder = Some(CoderConfig::default());
-        let mut bad_mode = handler("c", MatchRule::default());
-        bad_mode.kind = HandlerKind::Coder;
-        bad_mode.coder = Some(CoderConfig {
-            workflow_mode: "sometimes".into(),
-            ..CoderConfig::default()
-        });
-        let problems = table_problems(&[coder_without_settings, noop_with_coder, bad_mode]);
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            vec![
-                "handlers[0].coder",
-                "handlers[1].coder",
-                "handlers[2].coder"
-            ]
-        );
-        assert!(problems[2].1.contains("workflow_mode"), "{problems:?}");
     }
 
     #[test]
@@ -699,7 +365,7 @@ mod tests {
                 },
                 ..CoderConfig::default()
             }),
-            ..handler(name, MatchRule::default())
+            ..HandlerConfig::noop(name, MatchRule::default())
         };
         let health = HandlerHealth::default();
         let shared = SharedHandlers::new(
@@ -734,7 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_webhook_entry_without_settings_releases_rather_than_guessing() {
-        let mut entry = handler("hook", MatchRule::default());
+        let mut entry = HandlerConfig::noop("hook", MatchRule::default());
         entry.kind = HandlerKind::Webhook;
         let set = HandlerSet::new(vec![entry]);
         let (events, _events) = tokio::sync::mpsc::channel(1);
@@ -767,16 +433,17 @@ mod tests {
     #[tokio::test]
     async fn an_in_process_handler_is_tried_before_the_table_and_survives_a_reload() {
         let shared = SharedHandlers::new(
-            HandlerSet::new(vec![handler("default", MatchRule::default())]).with_in_process(
-                "echo",
-                MatchRule {
-                    title: Some("echo *".into()),
-                    ..Default::default()
-                },
-                Echo,
-            ),
+            HandlerSet::new(vec![HandlerConfig::noop("default", MatchRule::default())])
+                .with_in_process(
+                    "echo",
+                    MatchRule {
+                        title: Some("echo *".into()),
+                        ..Default::default()
+                    },
+                    Echo,
+                ),
         );
-        shared.replace(vec![handler("reloaded", MatchRule::default())]);
+        shared.replace(vec![HandlerConfig::noop("reloaded", MatchRule::default())]);
         let name = |title: &str| {
             shared
                 .select(&document(title, Priority::Low, json!({})))
@@ -804,7 +471,10 @@ mod tests {
 
     #[test]
     fn a_handler_chosen_before_a_reload_keeps_its_entry() {
-        let shared = SharedHandlers::new(HandlerSet::new(vec![handler("a", MatchRule::default())]));
+        let shared = SharedHandlers::new(HandlerSet::new(vec![HandlerConfig::noop(
+            "a",
+            MatchRule::default(),
+        )]));
         let Some(chosen) = shared.select(&document("t", Priority::Low, json!({}))) else {
             panic!("a takes every task");
         };
