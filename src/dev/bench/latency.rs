@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::child::{ChildWorker, noop_handlers_json};
 use super::rig::{Rig, builder, in_process_worker, settings};
-use super::stats::{max, median, min_max, ms, percentile};
+use super::stats::{max, ms, percentile};
 use super::{Plan, Row};
 use crate::dev::sim::{Route, TaskSpec, TransitionKind};
 use crate::handler::{Handler, MatchRule, Outcome, TaskContext};
@@ -100,26 +100,21 @@ pub(super) async fn latency(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>>
         ready.push(r);
         first_claim.push(c);
     }
-    rows.push(
-        Row::new("spawn → /readyz 200, ms", format!("{:.1}", median(&ready)))
-            .spread(min_max(&ready, 1)),
-    );
-    rows.push(
-        Row::new(
-            "spawn → first claim-next waiting at the daemon, ms",
-            format!("{:.1}", median(&first_claim)),
-        )
-        .spread(min_max(&first_claim, 1)),
-    );
+    rows.push(Row::samples("spawn → /readyz 200, ms", &ready, 1));
+    rows.push(Row::samples(
+        "spawn → first claim-next waiting at the daemon, ms",
+        &first_claim,
+        1,
+    ));
 
     // Lease loss → handler cancelled.
     let losses = lease_loss(plan.lease_samples).await?;
     rows.push(
-        Row::new(
+        Row::samples(
             "lease lost at the daemon → handler sees cancel, ms (heartbeat every 1 s)",
-            format!("{:.0}", median(&losses)),
+            &losses,
+            0,
         )
-        .spread(min_max(&losses, 0))
         .target(
             "≤ 1 heartbeat (1000) + a round trip",
             max(&losses) <= 1100.0,
@@ -135,11 +130,11 @@ pub(super) async fn latency(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>>
         released &= run_released;
     }
     rows.push(
-        Row::new(
+        Row::samples(
             "SIGTERM → exit, run in flight, drain timeout 1 s, ms",
-            format!("{:.0}", median(&stops)),
+            &stops,
+            0,
         )
-        .spread(min_max(&stops, 0))
         .target(
             "drain 1 s + < 500 ms; run released",
             max(&stops) < 1500.0 && released,

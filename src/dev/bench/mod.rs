@@ -123,6 +123,12 @@ impl Row {
         }
     }
 
+    /// The median of `samples` with `decimals` places, and their min–max as the spread.
+    fn samples(figure: impl Into<String>, samples: &[f64], decimals: usize) -> Row {
+        Row::new(figure, format!("{:.*}", decimals, stats::median(samples)))
+            .spread(stats::min_max(samples, decimals))
+    }
+
     fn spread(mut self, spread: impl Into<String>) -> Row {
         self.spread = spread.into();
         self

@@ -44,16 +44,8 @@ pub(super) async fn throughput(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     }
     let ratio_median = median(&ratio);
     Ok(vec![
-        Row::new(
-            "floor: claim → context → complete loop, runs/s",
-            format!("{:.0}", median(&floor)),
-        )
-        .spread(min_max(&floor, 0)),
-        Row::new(
-            "worker, noop handler, runs/s",
-            format!("{:.0}", median(&worker)),
-        )
-        .spread(min_max(&worker, 0)),
+        Row::samples("floor: claim → context → complete loop, runs/s", &floor, 0),
+        Row::samples("worker, noop handler, runs/s", &worker, 0),
         Row::new(
             "worker time per run ÷ floor's",
             format!("{ratio_median:.3}"),
@@ -174,16 +166,8 @@ pub(super) async fn against_curl(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let _ = std::fs::remove_dir_all(&dir);
     let ratio_median = median(&ratio);
     Ok(vec![
-        Row::new(
-            "curl loop: claim, `true`, complete; runs/s",
-            format!("{:.1}", median(&curl)),
-        )
-        .spread(min_max(&curl, 1)),
-        Row::new(
-            "worker, exec handler `/bin/true`, runs/s",
-            format!("{:.1}", median(&exec)),
-        )
-        .spread(min_max(&exec, 1)),
+        Row::samples("curl loop: claim, `true`, complete; runs/s", &curl, 1),
+        Row::samples("worker, exec handler `/bin/true`, runs/s", &exec, 1),
         Row::new("worker ÷ curl loop", format!("{ratio_median:.2}×"))
             .spread(min_max(&ratio, 2))
             .target("≥ 4×", ratio_median >= 4.0),
