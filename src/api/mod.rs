@@ -3,13 +3,15 @@
 mod client;
 mod counters;
 mod endpoint;
+mod endpoints;
 mod error;
 pub mod types;
 
 pub use client::{
-    AghClient, ClaimOutcome, ClientOptions, HEADER_AGENT, HEADER_SESSION, HEADER_WORKSPACE,
-    RecvOptions, RetryOptions, SoulAnswer, encode_segment,
+    AghClient, ClientOptions, HEADER_AGENT, HEADER_SESSION, HEADER_WORKSPACE, RetryOptions,
+    encode_segment,
 };
 pub use counters::{ApiRequestCounters, CLASS_DEADLINE, CLASS_OK};
 pub use endpoint::{Endpoint, EndpointParseError, Identity};
+pub use endpoints::{ClaimOutcome, RecvOptions, SoulAnswer};
 pub use error::{ApiError, ErrorKind, classify};
