@@ -64,6 +64,18 @@ impl Rig {
     pub(super) async fn stop(self) {
         self.server.shutdown().await;
     }
+
+    /// Stops the rig and answers the rate of `runs` runs done in `elapsed`, once the simulator
+    /// shows every one of them completed (a rate of runs that did not complete means nothing).
+    pub(super) async fn rate(self, runs: u64, elapsed: std::time::Duration) -> anyhow::Result<f64> {
+        let completed = self.completed();
+        anyhow::ensure!(
+            completed == runs,
+            "{completed} of {runs} runs completed in the simulator"
+        );
+        self.stop().await;
+        Ok(runs as f64 / elapsed.as_secs_f64())
+    }
 }
 
 /// The settings of an in-process worker: long-poll claims, a lease that needs no renewal

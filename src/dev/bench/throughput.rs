@@ -103,13 +103,7 @@ async fn worker_rate(handlers: WorkerBuilder, runs: u64) -> anyhow::Result<f64> 
         exit == WorkerExit::MaxRuns,
         "the worker stopped early: {exit:?}"
     );
-    let completed = rig.completed();
-    ensure!(
-        completed == runs,
-        "{completed} of {runs} runs completed in the simulator"
-    );
-    rig.stop().await;
-    Ok(runs as f64 / elapsed.as_secs_f64())
+    rig.rate(runs, elapsed).await
 }
 
 /// Runs/s of the least a correct worker must do per run, with the same client: claim (waiting),
@@ -136,13 +130,7 @@ async fn floor_rate(runs: u64) -> anyhow::Result<f64> {
         client.complete(&claim.run.id, &result).await?;
     }
     let elapsed = started.elapsed();
-    let completed = rig.completed();
-    ensure!(
-        completed == runs,
-        "{completed} of {runs} runs completed in the simulator"
-    );
-    rig.stop().await;
-    Ok(runs as f64 / elapsed.as_secs_f64())
+    rig.rate(runs, elapsed).await
 }
 
 // ---- against curl ---------------------------------------------------------------------------
@@ -195,13 +183,7 @@ async fn curl_rate(script: &Path, runs: u64) -> anyhow::Result<f64> {
         output.status,
         String::from_utf8_lossy(&output.stderr).trim()
     );
-    let completed = rig.completed();
-    ensure!(
-        completed == runs,
-        "{completed} of {runs} runs completed in the simulator"
-    );
-    rig.stop().await;
-    Ok(runs as f64 / elapsed.as_secs_f64())
+    rig.rate(runs, elapsed).await
 }
 
 fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {
