@@ -1,0 +1,83 @@
+//! The handlers' marker files: which run each handler process works on, and the check that no
+//! handler keeps running for a run its worker no longer holds.
+
+use super::*;
+
+impl Rig {
+    /// A handler whose run is not held by its worker's session any more must be gone within
+    /// `HANDLER_TOLERANCE`.
+    pub(super) fn check_markers(&mut self, now: Instant) {
+        let markers = read_markers(&self.markers);
+        let present: HashSet<String> = markers.iter().map(|m| m.file.clone()).collect();
+        self.unheld_since.retain(|file, _| present.contains(file));
+        for marker in markers {
+            if self.reported.contains(&marker.file) {
+                continue;
+            }
+            let Some(session) = self.session_of(marker.worker_pid) else {
+                // A worker this soak did not start (cannot happen) or one killed long ago.
+                continue;
+            };
+            let held = self.sim.run(&marker.run_id).is_some_and(|run| {
+                run.status == "claimed" && run.session_id.as_deref() == Some(session.as_str())
+            });
+            if held {
+                self.unheld_since.remove(&marker.file);
+                continue;
+            }
+            let since = *self.unheld_since.entry(marker.file.clone()).or_insert(now);
+            if now.duration_since(since) < HANDLER_TOLERANCE || !pid_alive(marker.pid) {
+                continue;
+            }
+            self.reported.insert(marker.file.clone());
+            if self.killed_pids.contains(&marker.worker_pid) {
+                // Nobody is left to stop it: its worker was SIGKILLed. Counted, not a violation
+                // of the worker's rules (see the report).
+                self.report.orphaned_by_kill += 1;
+            } else {
+                self.report.violations.push(format!(
+                    "handler pid {} still runs for run {} {} s after worker pid {} stopped holding it",
+                    marker.pid,
+                    marker.run_id,
+                    HANDLER_TOLERANCE.as_secs(),
+                    marker.worker_pid
+                ));
+            }
+        }
+    }
+}
+
+/// One handler marker file: `<run>.<worker pid>.<handler pid>`.
+pub(super) struct Marker {
+    pub(super) file: String,
+    pub(super) run_id: String,
+    pub(super) worker_pid: u32,
+    pub(super) pid: u32,
+}
+
+pub(super) fn read_markers(dir: &Path) -> Vec<Marker> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            let mut parts = file.rsplitn(3, '.');
+            let pid = parts.next()?.parse().ok()?;
+            let worker_pid = parts.next()?.parse().ok()?;
+            let run_id = parts.next()?.to_owned();
+            Some(Marker {
+                file,
+                run_id,
+                worker_pid,
+                pid,
+            })
+        })
+        .collect()
+}
+
+/// Whether a process lives (zombies aside: handlers are reaped by their worker or by init).
+pub(super) fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}

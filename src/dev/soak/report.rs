@@ -1,0 +1,86 @@
+//! The soak's figures and its verdict: what it prints and whether an invariant broke.
+
+use super::*;
+
+impl Report {
+    pub(super) fn print(&self, plan: &Plan) {
+        let secs = self.elapsed.as_secs_f64().max(0.001);
+        let finished = self.completed + self.failed;
+        let faults: u64 = self.faults.values().sum();
+        let by_kind = self
+            .faults
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "agh-worker soak: seed {}, {} runs, {} worker processes{}",
+            plan.seed,
+            plan.runs,
+            plan.workers,
+            if plan.quick { " (quick)" } else { "" }
+        );
+        println!(
+            "  elapsed               {:>8.1} s{}",
+            secs,
+            if self.finished_in_time {
+                ""
+            } else {
+                "  (stopped at the duration limit)"
+            }
+        );
+        println!("  runs/s                {:>8.1}", finished as f64 / secs);
+        println!("  runs completed        {:>8}", self.completed);
+        println!("  runs failed           {:>8}", self.failed);
+        println!("  runs still queued     {:>8}", self.queued);
+        println!(
+            "  leases left at stop   {:>8}  (swept back to the queue: {})",
+            self.claimed_at_end, self.swept_at_end
+        );
+        println!("  faults injected       {faults:>8}  ({by_kind})");
+        println!("  leases force-expired  {:>8}", self.expiries);
+        println!("  simulator restarts    {:>8}", self.sim_restarts);
+        println!("  workers SIGKILLed     {:>8}", self.kills);
+        let mut recoveries = self.recoveries.clone();
+        recoveries.sort_unstable();
+        match (recoveries.last(), recoveries.get(recoveries.len() / 2)) {
+            (Some(worst), Some(median)) => println!(
+                "  recovery after a kill {:>8} ms worst, {} ms median, {} measured, {} with no run left",
+                worst.as_millis(),
+                median.as_millis(),
+                recoveries.len(),
+                self.unmeasured_recoveries
+            ),
+            _ => println!(
+                "  recovery after a kill      n/a  ({} with no run left)",
+                self.unmeasured_recoveries
+            ),
+        }
+        println!(
+            "  handlers orphaned by a SIGKILL of their worker, outliving the lease: {}",
+            self.orphaned_by_kill
+        );
+        println!(
+            "  handler markers left by a handler that died without cleaning up: {}",
+            self.stale_markers
+        );
+        let transitions = self
+            .transitions
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("  ledger transitions    {transitions}");
+        if self.violations.is_empty() {
+            println!("  invariants            OK");
+        } else {
+            println!(
+                "  invariants            {} VIOLATED:",
+                self.violations.len()
+            );
+            for violation in &self.violations {
+                println!("    - {violation}");
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The worker processes of the soak: starting one against the simulator, watching them exit,
+//! killing one at random, and the session each process runs as.
+
+use super::*;
+
+impl Rig {
+    /// `agh-worker run` for a slot, configured only by environment (like a systemd unit).
+    pub(super) fn spawn_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let slot = &self.slots[index];
+        let handlers = serde_json::json!([
+            {
+                "name": "exec",
+                "kind": "exec",
+                "match": {"title": "exec *"},
+                "exec": {
+                    "program": self.handler,
+                    "kill_grace_ms": KILL_GRACE_MS,
+                    "env": {"SOAK_MARKERS": self.markers},
+                },
+            },
+            {"name": "noop", "kind": "noop"},
+        ])
+        .to_string();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("AGH_SESSION_ID", &slot.session.session_id)
+            .env("AGH_AGENT", &slot.session.agent_name)
+            .env("AGH_WORKER__AGH__ENDPOINT", &slot.endpoint)
+            .env("AGH_WORKER__AGH__WORKSPACE_ID", DEFAULT_WORKSPACE)
+            .env("AGH_WORKER__HANDLERS", handlers)
+            .env(
+                "AGH_WORKER__WORKER__LEASE_SECONDS",
+                LEASE_SECONDS.to_string(),
+            )
+            .env(
+                "AGH_WORKER__WORKER__HEARTBEAT_EVERY_SECONDS",
+                HEARTBEAT_SECONDS.to_string(),
+            )
+            .env(
+                "AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS",
+                DRAIN_SECONDS.to_string(),
+            )
+            .env("AGH_WORKER__WORKER__ORPHAN_POLICY", slot.policy)
+            .env("AGH_WORKER__WORKER__IDENTITY_PROBE_SECONDS", "1")
+            .env(
+                "AGH_WORKER__AGH__LONG_POLL_TIMEOUT_MS",
+                LONG_POLL_MS.to_string(),
+            )
+            .env(
+                "AGH_WORKER__AGH__REQUEST_TIMEOUT_MS",
+                REQUEST_TIMEOUT_MS.to_string(),
+            )
+            .env("AGH_WORKER__AGH__CONNECT_TIMEOUT_MS", "500")
+            .env("AGH_WORKER__RETRY__INITIAL_BACKOFF_MS", "20")
+            .env("AGH_WORKER__RETRY__MAX_BACKOFF_MS", "300")
+            .env("AGH_WORKER__RETRY__TERMINAL_BUDGET_MS", "3000")
+            .env("AGH_WORKER__RETRY__READ_BUDGET_MS", "3000")
+            .env("AGH_WORKER__COORDINATION__LISTEN", "false")
+            .env("AGH_WORKER__LOG__FORMAT", "text")
+            .env("AGH_WORKER__LOG__LEVEL", "info")
+            // Several workers side by side: each health server takes a free port.
+            .env("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start worker {}", slot.index))?;
+        let (first_tx, first_rx) = watch::channel(None);
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        if let Some(stderr) = child.stderr.take() {
+            let tail = tail.clone();
+            let log_dir = self.plan.log_dir.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                // Every process of a slot appends to the same file, restarts included.
+                let mut debug = log_dir.and_then(|dir| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join(format!("worker-{index}.log")))
+                        .ok()
+                });
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(file) = debug.as_mut() {
+                        use std::io::Write as _;
+                        let _ = writeln!(file, "{line}");
+                    }
+                    if first_tx.borrow().is_none() && line.contains("run in hand") {
+                        first_tx.send_replace(Some(Instant::now()));
+                    }
+                    let mut tail = lock(&tail);
+                    if tail.len() == 40 {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            });
+        }
+        if let Some(pid) = child.id() {
+            self.pid_sessions
+                .insert(pid, self.slots[index].session.session_id.clone());
+        }
+        let slot = &mut self.slots[index];
+        slot.pid = child.id();
+        slot.child = Some(child);
+        slot.first_run = first_rx;
+        slot.tail = tail;
+        slot.restart_at = None;
+        Ok(())
+    }
+
+    /// Restarts killed workers when due, times their recovery, and notices a worker that exited
+    /// without being killed (that is a failure: the worker must ride out every fault).
+    pub(super) async fn watch_processes(&mut self, now: Instant) -> anyhow::Result<()> {
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.child.is_none() {
+                if slot.restart_at.is_some_and(|at| at <= now) {
+                    self.spawn_worker(index)?;
+                }
+                continue;
+            }
+            if let (Some(killed_at), Some(first)) = (slot.killed_at, *slot.first_run.borrow()) {
+                self.report.recoveries.push(first.duration_since(killed_at));
+                slot.killed_at = None;
+            }
+            let exited = slot.child.as_mut().and_then(|child| child.try_wait().ok()?);
+            if let Some(status) = exited {
+                let tail = tail_text(&slot.tail);
+                self.report.violations.push(format!(
+                    "worker {} exited by itself ({status}); its last log lines:\n{tail}",
+                    slot.index
+                ));
+                slot.child = None;
+                slot.restart_at = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs one worker whose previous recovery is done; the restart comes a moment later
+    /// with the same session, so the new process finds the orphaned lease.
+    pub(super) async fn kill_one(&mut self, now: Instant) {
+        // A restarted worker gets a second of work before it can be killed again; otherwise a
+        // lone worker would be killed right after each recovery and never get anything done.
+        let ready: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|slot| slot.child.is_some() && slot.killed_at.is_none())
+            .filter(|slot| {
+                slot.first_run
+                    .borrow()
+                    .is_some_and(|first| now.duration_since(first) >= Duration::from_secs(1))
+            })
+            .map(|slot| slot.index)
+            .collect();
+        // Keep at least one worker up (unless there is only one), so work goes on meanwhile.
+        let down = self
+            .slots
+            .iter()
+            .filter(|slot| slot.child.is_none())
+            .count();
+        if ready.is_empty() || (self.slots.len() > 1 && down > 0) {
+            return;
+        }
+        let index = ready[self.rng.usize(..ready.len())];
+        let restart_after = Duration::from_millis(self.rng.u64(100..1_500));
+        let slot = &mut self.slots[index];
+        let Some(mut child) = slot.child.take() else {
+            return;
+        };
+        // tokio's start_kill is SIGKILL: no drain, no release, like a crash or the OOM killer.
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        if let Some(pid) = slot.pid.take() {
+            self.killed_pids.insert(pid);
+        }
+        slot.killed_at = Some(now);
+        slot.restart_at = Some(now + restart_after);
+        self.report.kills += 1;
+    }
+
+    /// The session of the worker process `pid` (current or killed).
+    pub(super) fn session_of(&self, pid: u32) -> Option<String> {
+        self.pid_sessions.get(&pid).cloned()
+    }
+}
+
+pub(super) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    let tail = lock(tail);
+    tail.iter()
+        .map(|line| format!("      {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
