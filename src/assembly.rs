@@ -10,8 +10,7 @@ use crate::api::{AghClient, ApiError, ApiRequestCounters, Endpoint, EndpointPars
 use crate::config::{Config, ResolveEndpointError};
 use crate::coordination::listener::ListenerSettings;
 use crate::coordination::{Coordination, CoordinationSettings};
-use crate::handler::{ChosenHandler, Handler, HandlerEvent, HandlerSet, MatchRule, SharedHandlers};
-use crate::handler::{TaskDocument, health::HandlerHealth};
+use crate::handler::{Handler, HandlerEvent, HandlerSet, MatchRule, SharedHandlers, TaskDocument};
 use crate::worker::{
     ClaimLoop, EventSink, LogEvents, SharedSettings, Shutdown, StatusBoard, WorkerExit,
     WorkerSettings, WorkerStatus,
@@ -287,12 +286,6 @@ impl Worker {
         &self.status
     }
 
-    /// The handler health record, as the health server reads it.
-    #[doc(hidden)]
-    pub fn handler_health(&self) -> &HandlerHealth {
-        self.status.handler_health()
-    }
-
     /// The AGH client the worker uses.
     #[doc(hidden)]
     pub fn client(&self) -> &AghClient {
@@ -310,11 +303,5 @@ impl Worker {
     pub fn reload(&self, handlers: Vec<crate::handler::HandlerConfig>, settings: WorkerSettings) {
         self.handlers.replace(handlers);
         self.settings.replace(settings);
-    }
-
-    /// The handler this worker would choose for `document` now.
-    #[doc(hidden)]
-    pub fn select(&self, document: &TaskDocument) -> Option<ChosenHandler> {
-        self.handlers.select(document)
     }
 }
