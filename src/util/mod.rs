@@ -1,8 +1,9 @@
 //! Small pieces every layer uses: backoff, error chains, poison-tolerant locking, redaction,
-//! timers. They depend on nothing else in the crate.
+//! Server-Sent Events decoding, timers. They depend on nothing else in the crate.
 
 pub mod backoff;
 pub mod error;
 pub mod redact;
+pub mod sse;
 pub mod sync;
 pub mod time;
