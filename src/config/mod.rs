@@ -175,8 +175,8 @@ pub struct CoordinationConfig {
     pub listen: bool,
     /// At most one progress message per run in this many milliseconds; the latest text wins.
     pub progress_interval_ms: u64,
-    /// Longest pause between recv calls that brought nothing new (recv is a peek, so a message
-    /// nobody dequeues would otherwise be returned in a hot loop).
+    /// Longest pause between recv calls (recv is a peek, so a message nobody dequeues would
+    /// otherwise be returned in a hot loop); also the longest a new message waits to be seen.
     pub recv_backoff_max_ms: u64,
     /// Seconds between probes of a channel while the daemon answers 503 (network disabled).
     pub network_disabled_probe_seconds: u64,

@@ -99,6 +99,8 @@ pub(crate) mod fake {
         pub queued: Mutex<Vec<ChannelMessage>>,
         pub long_poll: Duration,
         pub recvs: AtomicUsize,
+        /// When each recv was asked, in (paused) tokio time.
+        pub recv_times: Mutex<Vec<tokio::time::Instant>>,
         pub sends: Mutex<Vec<SendRequest>>,
         pub send_error: Mutex<Option<ApiError>>,
     }
@@ -119,6 +121,7 @@ pub(crate) mod fake {
     impl CoordinationApi for FakeApi {
         async fn recv_wait(&self, _channel: &str) -> Result<Vec<ChannelMessage>, ApiError> {
             self.recvs.fetch_add(1, Ordering::SeqCst);
+            lock(&self.recv_times).push(tokio::time::Instant::now());
             let queued = lock(&self.queued).clone();
             if queued.is_empty() {
                 tokio::time::sleep(self.long_poll).await;

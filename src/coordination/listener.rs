@@ -5,9 +5,11 @@
 //! `recv` is a peek (agh-protocol.md §5.1): it never removes anything, and a waiting `recv`
 //! returns at once while *anything* is queued on the channel, including messages already seen and
 //! envelopes the response then filters out. Asking again straight away would turn one stuck
-//! message into a hot loop, so every answer that brings nothing new is followed by a pause that
-//! starts at 250 ms and doubles up to `coordination.recv_backoff_max_ms`, minus the time the
-//! request itself took (an idle long-poll that ran to its deadline asks again at once).
+//! message into a hot loop, so every answer is followed by a pause that starts at 250 ms and
+//! doubles up to `coordination.recv_backoff_max_ms`, minus the time the request itself took (an
+//! idle long-poll that ran to its deadline asks again at once). An answer with news restarts the
+//! ramp but is still followed by its first pause: asking again at once would only return the
+//! same queue, since one answer already holds everything queued.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -324,10 +326,8 @@ async fn poll_channel<A: CoordinationApi>(
                 waiting = unrouted;
                 if news {
                     idle.reset();
-                    Duration::ZERO
-                } else {
-                    remaining_pause(idle.next_delay(), sent.elapsed())
                 }
+                remaining_pause(idle.next_delay(), sent.elapsed())
             }
             Err(err) => {
                 waiting.clear();
@@ -550,6 +550,66 @@ mod tests {
         // 0.25 + 0.5 + 1 + 2 + 4 s of ramp, then one per 5 s: about 17 in a minute.
         let calls = api.recv_count();
         assert!((12..=20).contains(&calls), "{calls} recv calls in 60 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_listener_with_a_stuck_message_asks_once_then_ramps_to_the_cap() {
+        let api = Arc::new(FakeApi::default());
+        lock_queue(&api).push(message("stuck", "run-9"));
+        let start = tokio::time::Instant::now();
+        listen_for(&api, Arc::new(Runs::default()), Duration::from_secs(60)).await;
+        let times: Vec<Duration> = lock(&api.recv_times)
+            .iter()
+            .map(|at| at.duration_since(start))
+            .collect();
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps[0] >= IDLE_BACKOFF_INITIAL,
+            "asked again {:?} after the first answer",
+            gaps[0]
+        );
+        let in_first_ten = times
+            .iter()
+            .filter(|t| **t < Duration::from_secs(10))
+            .count();
+        assert!(
+            in_first_ten <= 10,
+            "{in_first_ten} recv calls in the first 10 s"
+        );
+        let settled = &gaps[gaps.len() - 5..];
+        assert!(
+            settled.iter().all(|gap| *gap == Duration::from_secs(5)),
+            "settled gaps {settled:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_message_behind_a_stuck_one_is_seen_within_the_backoff_cap() {
+        let api = Arc::new(FakeApi::default());
+        lock_queue(&api).push(message("stuck", "run-9"));
+        let routes = Arc::new(Runs::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let _outbox = routes.register("run-1", Some("builders".into()), tx, no_limit());
+        let shutdown = Shutdown::default();
+        let listener = Listener::new(
+            api.clone(),
+            routes,
+            settings(),
+            StatusBoard::default(),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(listener.run());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        lock_queue(&api).push(message("fresh", "run-1"));
+        let pushed = tokio::time::Instant::now();
+        let routed = tokio::time::timeout(Duration::from_secs(6), rx.recv())
+            .await
+            .expect("seen before the next pause ends")
+            .expect("a message");
+        assert_eq!(routed.message_id, "fresh");
+        assert!(pushed.elapsed() <= Duration::from_secs(5));
+        shutdown.force.cancel();
+        task.await.expect("listener ends");
     }
 
     #[tokio::test(start_paused = true)]
