@@ -10,6 +10,7 @@ use crate::api::{AghClient, ApiError, ApiRequestCounters, Endpoint, EndpointPars
 use crate::config::{Config, ResolveEndpointError};
 use crate::coordination::listener::ListenerSettings;
 use crate::coordination::{Coordination, CoordinationSettings};
+use crate::handler::process_groups::{ProcessGroups, state_dir};
 use crate::handler::{Handler, HandlerEvent, HandlerSet, MatchRule, SharedHandlers, TaskDocument};
 use crate::worker::{
     ClaimLoop, EventSink, LogEvents, SharedSettings, Shutdown, StatusBoard, WorkerExit,
@@ -51,6 +52,7 @@ pub struct WorkerBuilder {
     log_events_only: bool,
     client: Option<AghClient>,
     status: StatusBoard,
+    process_groups: Option<ProcessGroups>,
 }
 
 impl WorkerBuilder {
@@ -66,6 +68,7 @@ impl WorkerBuilder {
             log_events_only: false,
             client: None,
             status: StatusBoard::default(),
+            process_groups: None,
         }
     }
 
@@ -130,6 +133,14 @@ impl WorkerBuilder {
         Ok(self)
     }
 
+    /// Where handler programs' process groups are recorded; by default in [`state_dir`] as the
+    /// environment sets it.
+    #[doc(hidden)]
+    pub fn process_groups(mut self, groups: ProcessGroups) -> Self {
+        self.process_groups = Some(groups);
+        self
+    }
+
     /// Wires the worker. Nothing runs until [`Worker::run`].
     pub fn build(self) -> Result<Worker, BuildError> {
         if self.handlers.is_empty() {
@@ -147,8 +158,13 @@ impl WorkerBuilder {
         let api = Arc::new(client.with_request_counters(requests.clone()));
         let status = self.status;
         // Handlers report into the board's health record, which `/readyz` reads; a reload keeps it.
+        let process_groups = self
+            .process_groups
+            .unwrap_or_else(|| ProcessGroups::in_dir(&state_dir(|name| std::env::var_os(name))));
         let handlers = Arc::new(SharedHandlers::new(
-            self.handlers.with_health(status.handler_health().clone()),
+            self.handlers
+                .with_health(status.handler_health().clone())
+                .with_process_groups(process_groups.clone()),
         ));
         let settings = SharedSettings::new(
             self.settings
@@ -175,6 +191,7 @@ impl WorkerBuilder {
         Ok(Worker {
             api,
             requests,
+            process_groups,
             handlers,
             settings,
             status,
@@ -224,6 +241,7 @@ impl EventSink for Events {
 pub struct Worker {
     api: Arc<AghClient>,
     requests: Arc<ApiRequestCounters>,
+    process_groups: ProcessGroups,
     handlers: Arc<SharedHandlers>,
     settings: SharedSettings,
     status: StatusBoard,
@@ -235,6 +253,9 @@ impl Worker {
     /// Runs until `shutdown` (drain, then force), `max_runs` or idleness; never returns while a
     /// lease is held. The channel listener and the outbox run beside the loop and stop with it.
     pub async fn run(&self, shutdown: Shutdown) -> WorkerExit {
+        // Before any lease is adopted: a handler a dead predecessor left running may be working
+        // on the very run this worker is about to adopt.
+        self.process_groups.sweep();
         // The listener follows the caller's shutdown, and also stops when the loop ends on its
         // own (max runs, idleness), which cancels nothing else.
         let listener_shutdown = Shutdown {

@@ -68,7 +68,14 @@ fn start_document(
     dir: TempDir,
 ) -> Running {
     let (ctx, ends) = support::handler_fixtures::context(document, time_limit);
-    let outcome = tokio::spawn(async move { exec::run(&config, ctx).await });
+    let outcome = tokio::spawn(async move {
+        exec::run(
+            &config,
+            ctx,
+            &agh_worker::handler::process_groups::ProcessGroups::disabled(),
+        )
+        .await
+    });
     Running {
         events: ends.events,
         inbound: ends.inbound,

@@ -115,3 +115,40 @@ fn the_check_reads_every_module_a_file_names_through_crate() {
     );
     assert!(layer("worker") > layer("handler"));
 }
+
+/// The one place product code may use `unsafe`: the parent-death signal of handler programs,
+/// set between fork and exec, which std offers only as an unsafe hook.
+const UNSAFE_ALLOWED_IN: &str = "src/handler/exec/process.rs";
+
+/// Files outside [`UNSAFE_ALLOWED_IN`] that allow `unsafe_code` or hold an `unsafe` block, and
+/// how many such places that file has.
+fn unsafe_places() -> (Vec<String>, usize) {
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    let mut elsewhere = Vec::new();
+    let mut allowed = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a readable source file");
+        let places = text.matches("allow(unsafe_code)").count() + text.matches("unsafe {").count();
+        if places == 0 {
+            continue;
+        }
+        if file == Path::new(UNSAFE_ALLOWED_IN) {
+            allowed = places;
+        } else {
+            elsewhere.push(file.display().to_string());
+        }
+    }
+    (elsewhere, allowed)
+}
+
+#[test]
+fn unsafe_code_lives_in_one_audited_place_only() {
+    let (elsewhere, allowed) = unsafe_places();
+    assert!(elsewhere.is_empty(), "unsafe code in {elsewhere:?}");
+    // One `allow(unsafe_code)` and one `unsafe {` block.
+    assert_eq!(
+        allowed, 2,
+        "{UNSAFE_ALLOWED_IN} should hold exactly one audited block"
+    );
+}

@@ -303,3 +303,113 @@ async fn the_demo_runs_eight_tasks_and_prints_its_summary() {
         .expect("a ledger line");
     assert!(violations.trim_end().ends_with(" 0"), "{stdout}");
 }
+
+/// A handler that leaves a grandchild in its group and reports both pids, then waits.
+const FAMILY_HANDLER: &str =
+    "#!/bin/sh\nsleep 300 &\necho $! >\"$DIR/grandchild\"\necho $$ >\"$DIR/leader\"\nwait\n";
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` runs (a zombie has exited: not running).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// Waits until `done` holds, checking every 20 ms for at most 5 s (a process's death and a
+/// file's appearance have no channel to wait on).
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_workers_handler_dies_with_it_and_the_next_worker_kills_what_it_left() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::new().await;
+    let dir = rig.home.path().join("family");
+    std::fs::create_dir_all(&dir).expect("a folder for the pid files");
+    let program = dir.join("family.sh");
+    std::fs::write(&program, FAMILY_HANDLER).expect("write the handler");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let handlers = serde_json::json!([{
+        "name": "family",
+        "kind": "exec",
+        "exec": {"program": program, "env": {"DIR": dir}},
+    }])
+    .to_string();
+    let state = rig.home.path().join("state");
+    let state_text = state.display().to_string();
+    let env = [
+        ("AGH_WORKER__HANDLERS", handlers.as_str()),
+        ("STATE_DIRECTORY", state_text.as_str()),
+        ("AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS", "0"),
+    ];
+    rig.enqueue("long family job");
+
+    let mut first = Running::start(rig.command(&["run"], &env));
+    first.until_logged("handler started", 1).await;
+    eventually("the handler's pid files", || {
+        read_pid(&dir.join("leader")).is_some() && read_pid(&dir.join("grandchild")).is_some()
+    })
+    .await;
+    let leader = read_pid(&dir.join("leader")).expect("leader pid");
+    let grandchild = read_pid(&dir.join("grandchild")).expect("grandchild pid");
+    let records: Vec<String> = std::fs::read_dir(state.join("process-groups"))
+        .expect("the process-group record exists while the handler runs")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|text| text.contains(&format!("\"pgid\":{leader}"))),
+        "the handler's group is on record: {records:?}"
+    );
+
+    first.signal("-KILL");
+    let _ = first.exit(Duration::from_secs(5)).await;
+    eventually("the handler's death with its worker", || !alive(leader)).await;
+    assert!(
+        alive(grandchild),
+        "the grandchild outlives its parent until a sweep"
+    );
+
+    std::fs::remove_file(dir.join("leader")).expect("reset the pid file");
+    let mut second = Running::start(rig.command(&["run"], &env));
+    second
+        .until_logged(
+            "killed a handler process group left running by a worker that died",
+            1,
+        )
+        .await;
+    eventually("the grandchild's death", || !alive(grandchild)).await;
+    second.until_logged("handler started", 1).await;
+    let log = second.log.borrow().clone();
+    let swept_at = log
+        .find("killed a handler process group")
+        .expect("the sweep line");
+    let started_at = log.find("handler started").expect("the start line");
+    assert!(
+        swept_at < started_at,
+        "swept before the adopted run restarted:\n{log}"
+    );
+    second.signal("-TERM");
+    let (status, log) = second.exit(Duration::from_secs(8)).await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    eventually("the second handler's end", || {
+        read_pid(&dir.join("leader")).is_none_or(|pid| !alive(pid))
+    })
+    .await;
+    rig.check_ledger();
+}

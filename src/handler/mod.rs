@@ -19,6 +19,7 @@ pub mod coder;
 pub mod exec;
 pub mod health;
 pub mod matching;
+pub mod process_groups;
 pub mod select;
 pub mod table;
 pub mod webhook;

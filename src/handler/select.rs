@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::health::{HandlerHealth, HandlerHealthReporter};
 use super::matching::MatchRule;
+use super::process_groups::ProcessGroups;
 use super::table::{HandlerConfig, HandlerKind};
 use super::{Handler, Outcome, TaskContext, TaskDocument, coder, exec, webhook};
 use crate::util::sync::Swap;
@@ -23,6 +24,9 @@ pub struct HandlerSet {
     /// Where runs report whether their handler can work (a record of its own unless
     /// [`HandlerSet::with_health`] shares the status board's).
     health: HandlerHealth,
+    /// Where handler programs' process groups are recorded (nowhere unless
+    /// [`HandlerSet::with_process_groups`] says).
+    process_groups: ProcessGroups,
 }
 
 /// An in-process handler with the tasks it takes.
@@ -73,6 +77,7 @@ impl HandlerSet {
             in_process: Vec::new(),
             configured: handlers.into_iter().map(Arc::new).collect(),
             health: HandlerHealth::default(),
+            process_groups: ProcessGroups::disabled(),
         }
     }
 
@@ -100,6 +105,12 @@ impl HandlerSet {
         self
     }
 
+    /// Records the process groups of the handler programs it starts in `groups`.
+    pub fn with_process_groups(mut self, groups: ProcessGroups) -> Self {
+        self.process_groups = groups;
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.in_process.is_empty() && self.configured.is_empty()
     }
@@ -121,6 +132,7 @@ impl HandlerSet {
             runner: Runner::Configured {
                 config: config.clone(),
                 health: self.health.reporter(&config.name),
+                process_groups: self.process_groups.clone(),
             },
         }
     }
@@ -157,6 +169,7 @@ enum Runner {
     Configured {
         config: Arc<HandlerConfig>,
         health: HandlerHealthReporter,
+        process_groups: ProcessGroups,
     },
     InProcess(Arc<dyn RunBoxed>),
 }
@@ -177,14 +190,18 @@ impl ChosenHandler {
 
     /// Runs the handler to its outcome.
     pub async fn run(self, context: TaskContext) -> Outcome {
-        let (config, health) = match self.runner {
+        let (config, health, process_groups) = match self.runner {
             Runner::InProcess(handler) => return handler.run_boxed(context).await,
-            Runner::Configured { config, health } => (config, health),
+            Runner::Configured {
+                config,
+                health,
+                process_groups,
+            } => (config, health, process_groups),
         };
         let name = &config.name;
         match config.kind {
             HandlerKind::Exec => match &config.exec {
-                Some(exec) => exec::run(exec, context).await,
+                Some(exec) => exec::run(exec, context, &process_groups).await,
                 None => {
                     Outcome::Release(format!("agh-worker: handler {name:?} has no exec settings"))
                 }
@@ -257,6 +274,7 @@ impl SharedHandlers {
                 in_process: current.in_process.clone(),
                 configured: handlers.into_iter().map(Arc::new).collect(),
                 health,
+                process_groups: current.process_groups.clone(),
             }
         });
     }

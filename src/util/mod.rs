@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod error;
+pub mod procfs;
 pub mod redact;
 pub mod sse;
 pub mod sync;

@@ -26,23 +26,24 @@ impl Rig {
                 continue;
             }
             let since = *self.unheld_since.entry(marker.file.clone()).or_insert(now);
-            if now.duration_since(since) < HANDLER_TOLERANCE || !pid_alive(marker.pid) {
+            if now.duration_since(since) < HANDLER_TOLERANCE || !group_alive(marker.pid) {
                 continue;
             }
             self.reported.insert(marker.file.clone());
-            if self.killed_pids.contains(&marker.worker_pid) {
-                // Nobody is left to stop it: its worker was SIGKILLed. Counted, not a violation
-                // of the worker's rules (see the report).
-                self.report.orphaned_by_kill += 1;
+            // A SIGKILLed worker's handler dies with it (parent-death signal) and what it started
+            // is killed by the next worker's sweep, which comes within the restart delay.
+            let how = if self.killed_pids.contains(&marker.worker_pid) {
+                "was SIGKILLed"
             } else {
-                self.report.violations.push(format!(
-                    "handler pid {} still runs for run {} {} s after worker pid {} stopped holding it",
-                    marker.pid,
-                    marker.run_id,
-                    HANDLER_TOLERANCE.as_secs(),
-                    marker.worker_pid
-                ));
-            }
+                "stopped holding it"
+            };
+            self.report.violations.push(format!(
+                "handler group {} still runs for run {} {} s after worker pid {} {how}",
+                marker.pid,
+                marker.run_id,
+                HANDLER_TOLERANCE.as_secs(),
+                marker.worker_pid
+            ));
         }
     }
 }
@@ -77,7 +78,8 @@ pub(super) fn read_markers(dir: &Path) -> Vec<Marker> {
         .collect()
 }
 
-/// Whether a process lives (zombies aside: handlers are reaped by their worker or by init).
-pub(super) fn pid_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+/// Whether anything of the handler's process group lives: the handler script leads its group,
+/// so the marker's pid is the group id, and what the script started is in the group too.
+pub(super) fn group_alive(pgid: u32) -> bool {
+    !crate::util::procfs::group_members(pgid).is_empty()
 }

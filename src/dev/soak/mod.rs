@@ -38,7 +38,7 @@ mod markers;
 mod report;
 mod workers;
 
-use markers::{pid_alive, read_markers};
+use markers::{group_alive, read_markers};
 use workers::tail_text;
 
 const LEASE_SECONDS: u64 = 4;
@@ -461,9 +461,11 @@ impl Rig {
 
         // Handlers of workers that stopped gracefully are all gone now; a live one leaked.
         for marker in read_markers(&self.markers) {
-            if !pid_alive(marker.pid) {
+            if !group_alive(marker.pid) {
                 self.report.stale_markers += 1;
             } else if self.killed_pids.contains(&marker.worker_pid) {
+                // Killed too late for a restarted worker to sweep before the end (a handler
+                // outliving a restart is a violation, found while the soak runs).
                 self.report.orphaned_by_kill += u64::from(self.reported.insert(marker.file));
             } else {
                 self.report.violations.push(format!(

@@ -57,7 +57,7 @@ impl Report {
             ),
         }
         println!(
-            "  handlers orphaned by a SIGKILL of their worker, outliving the lease: {}",
+            "  handler groups of a worker SIGKILLed just before the end, left for the next start's sweep: {}",
             self.orphaned_by_kill
         );
         println!(

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::process_groups::ProcessGroups;
 use super::{Outcome, TaskContext};
 use crate::util::sync::lock;
 use crate::util::time::seconds_text;
@@ -56,7 +57,7 @@ enum ProgramExit {
 
 /// Runs the configured program for one task and maps how it ended to an [`Outcome`].
 /// When this returns, the program's process group is gone.
-pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
+pub async fn run(config: &ExecConfig, ctx: TaskContext, groups: &ProcessGroups) -> Outcome {
     let run_id = ctx.document.run_id.clone();
     if ctx.cancel.is_cancelled() {
         return Outcome::Release(
@@ -99,6 +100,9 @@ pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
     };
     // With process_group(0) the group id is the leader's pid; read it before the leader is reaped.
     let pgid = child.id();
+    // Kept until the group was emptied below, so a crash before then leaves it on record.
+    let group_record =
+        pgid.map(|pgid| groups.record(pgid, &run_id, &config.program.display().to_string()));
     tracing::debug!(target: LOG_TARGET, run_id = %run_id, pid = ?pgid, program = %config.program.display(), "program started");
 
     let TaskContext {
@@ -159,6 +163,7 @@ pub async fn run(config: &ExecConfig, ctx: TaskContext) -> Outcome {
         }
     };
     process::kill_leftovers(pgid);
+    drop(group_record);
 
     // Output written just before the exit is still in the pipes: read it to the end.
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
@@ -271,7 +276,7 @@ fn outcome_of(ending: ProgramExit, captured: &Captured) -> Outcome {
                 #[cfg(unix)]
                 Some(number) => format!(
                     "handler was killed by signal {number} ({})",
-                    process::signal::name(number)
+                    crate::handler::process_groups::signal::name(number)
                 ),
                 #[cfg(not(unix))]
                 Some(number) => format!("handler was killed by signal {number}"),

@@ -10,10 +10,12 @@ use tokio::process::{Child, Command};
 use super::LOG_TARGET;
 use super::config::{ExecConfig, refused_pass_env};
 use crate::handler::TaskContext;
+#[cfg(unix)]
+use crate::handler::process_groups::signal;
 
 /// The command for the configured program: no shell, no environment but [`program_env`], piped
 /// standard streams, and on Unix a process group of its own so that stopping it reaches
-/// everything it started.
+/// everything it started. On Linux it also dies with the worker (see [`die_with_the_worker`]).
 pub(super) fn command(config: &ExecConfig, ctx: &TaskContext) -> Command {
     let mut command = Command::new(&config.program);
     command
@@ -26,10 +28,41 @@ pub(super) fn command(config: &ExecConfig, ctx: &TaskContext) -> Command {
         .kill_on_drop(true);
     #[cfg(unix)]
     command.process_group(0);
+    #[cfg(target_os = "linux")]
+    die_with_the_worker(&mut command);
     if let Some(dir) = &config.working_dir {
         command.current_dir(dir);
     }
     command
+}
+
+/// Gives the program a parent-death signal (SIGKILL): it runs in a group of its own, out of
+/// reach of whatever stops the worker's group, so without it a SIGKILLed worker's handler would
+/// work on, and a restarted worker adopting the lease would start a second one. Its own children
+/// stay in its group; the state-file sweep (`handler::process_groups`) reaches them.
+///
+/// The signal follows the thread that forked: tokio spawns from a runtime worker thread, which
+/// lives as long as the runtime (the worker never spawns from `spawn_blocking` or
+/// `block_in_place`, whose threads come and go).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_the_worker(command: &mut Command) {
+    use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+    let worker = getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two system calls
+    // (prctl, getppid), both async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The worker died between the fork and the prctl: the signal will never come.
+            if getppid() != Some(worker) {
+                return Err(std::io::Error::other(
+                    "the worker exited while starting the program",
+                ));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The environment the program gets: only what is listed, never the worker's secrets.
@@ -92,48 +125,6 @@ pub(super) async fn spawn(command: &mut Command) -> std::io::Result<Child> {
         }
     }
     command.spawn()
-}
-
-#[cfg(unix)]
-pub(super) mod signal {
-    use rustix::process::{Pid, Signal, kill_process_group};
-
-    pub(crate) const SIGKILL: i32 = 9;
-    pub(crate) const SIGTERM: i32 = 15;
-
-    /// Sends `signal` to every process in the group `pgid`. Returns whether any process got it.
-    pub(crate) fn group(pgid: u32, signal: i32) -> bool {
-        // pgid 0 or 1 would mean "our own group" or "everyone": never, whatever went wrong.
-        let Ok(pgid) = i32::try_from(pgid) else {
-            return false;
-        };
-        if pgid <= 1 {
-            return false;
-        }
-        let (Some(pid), Some(signal)) = (Pid::from_raw(pgid), Signal::from_named_raw(signal))
-        else {
-            return false;
-        };
-        kill_process_group(pid, signal).is_ok()
-    }
-
-    /// Names of the signals numbered alike on Linux and the BSDs.
-    pub(crate) fn name(signal: i32) -> &'static str {
-        match signal {
-            1 => "SIGHUP",
-            2 => "SIGINT",
-            3 => "SIGQUIT",
-            4 => "SIGILL",
-            6 => "SIGABRT",
-            8 => "SIGFPE",
-            9 => "SIGKILL",
-            11 => "SIGSEGV",
-            13 => "SIGPIPE",
-            14 => "SIGALRM",
-            15 => "SIGTERM",
-            _ => "signal",
-        }
-    }
 }
 
 /// Stops the program: SIGTERM to its group, SIGKILL after the grace. Returns the signal that
