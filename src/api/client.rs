@@ -133,6 +133,9 @@ impl AghClient {
             .connect_timeout(options.connect_timeout)
             .user_agent(concat!("agh-worker/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
+            // AGH serves plain HTTP only (loopback or a Unix socket): an empty root store
+            // keeps the client from loading the system's certificates for nothing.
+            .tls_certs_only([])
             .pool_idle_timeout(Duration::from_secs(50))
             .redirect(reqwest::redirect::Policy::none());
         let (builder, base) = match &endpoint {

@@ -9,6 +9,7 @@ use std::fmt;
 use super::types::{Diagnostic, ErrorBody};
 use crate::exit;
 use crate::util::redact::redact_claim_tokens;
+use crate::util::text::cut_chars;
 
 /// What kind of failure a call met; decides retry, exit code and the worker's reaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,11 +247,13 @@ impl ApiError {
             None => (snippet(body), None, false),
         };
         let kind = classify(call, status, &message, diagnostic.as_deref(), is_json);
+        // Classified on the whole text, kept only in part: it goes to logs and run failures.
+        let message = cut_chars(&redact_claim_tokens(&message), MAX_DAEMON_MESSAGE_CHARS);
         ApiError {
             kind,
             call,
             status: Some(status),
-            message: redact_claim_tokens(&message),
+            message,
             diagnostic,
             attempts: 1,
         }
@@ -350,17 +353,15 @@ pub fn classify(
     }
 }
 
+/// The most of the daemon's `error` string an [`ApiError`] keeps.
+pub const MAX_DAEMON_MESSAGE_CHARS: usize = 2048;
+
 /// A printable, bounded excerpt of a non-JSON body.
 fn snippet(body: &[u8]) -> String {
     const MAX: usize = 200;
     let text = String::from_utf8_lossy(&body[..body.len().min(MAX * 4)]);
     let collapsed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() > MAX {
-        let cut: String = collapsed.chars().take(MAX).collect();
-        format!("{cut}…")
-    } else {
-        collapsed
-    }
+    cut_chars(&collapsed, MAX)
 }
 
 #[cfg(test)]

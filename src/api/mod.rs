@@ -14,4 +14,4 @@ pub use client::{
 pub use counters::{ApiRequestCounters, CLASS_DEADLINE, CLASS_OK};
 pub use endpoint::{Endpoint, EndpointParseError, Identity};
 pub use endpoints::{ClaimOutcome, RecvOptions, SoulAnswer};
-pub use error::{ApiError, ErrorKind, classify};
+pub use error::{ApiError, ErrorKind, MAX_DAEMON_MESSAGE_CHARS, classify};

@@ -7,4 +7,5 @@ pub mod procfs;
 pub mod redact;
 pub mod sse;
 pub mod sync;
+pub mod text;
 pub mod time;

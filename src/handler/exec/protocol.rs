@@ -173,4 +173,51 @@ mod tests {
         });
         assert!(!line.contains('\n'));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_log_or_a_protocol_line_never_a_panic(
+                raw in prop::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                let _ = parse_line(&raw);
+            }
+
+            #[test]
+            fn a_known_type_with_wrong_fields_is_invalid_or_a_line(
+                kind in prop::sample::select(KNOWN_TYPES.to_vec()),
+                fields in prop::collection::btree_map(
+                    prop_oneof![
+                        Just("text"), Just("result"), Just("reason"), Just("kind"), Just("to"),
+                        Just("agent_name"), Just("ttl_seconds"), Just("permissions"), Just("name"),
+                    ],
+                    prop_oneof![
+                        Just(Value::Null),
+                        any::<i64>().prop_map(Value::from),
+                        any::<bool>().prop_map(Value::from),
+                        "[ -~]{0,32}".prop_map(Value::from),
+                        Just(json!({"allow": ["x"]})),
+                        Just(json!([1, "two"])),
+                    ],
+                    0..5,
+                ),
+            ) {
+                let mut object: serde_json::Map<String, Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                object.insert("type".into(), Value::from(kind));
+                let raw = serde_json::to_vec(&Value::Object(object)).unwrap();
+                match parse_line(&raw) {
+                    Parsed::Protocol(_) => {}
+                    Parsed::Invalid { kind: said, error } => {
+                        prop_assert_eq!(said, kind);
+                        prop_assert!(!error.is_empty());
+                    }
+                    Parsed::Log => prop_assert!(false, "a known type is never mere log"),
+                }
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::LOG_TARGET;
 use crate::handler::Outcome;
 use crate::util::error;
+use crate::util::text::cut_chars;
 
 /// How much of an unexpected answer is quoted in the error and the fail metadata.
 const EXCERPT_BYTES: usize = 512;
@@ -73,7 +74,13 @@ pub(super) async fn answer_outcome(
             };
         }
     };
-    match serde_json::from_slice::<Answer>(&body) {
+    body_outcome(status, &body, target)
+}
+
+/// The outcome a successful answer's body names; anything but an outcome document fails the
+/// run, quoting an excerpt.
+fn body_outcome(status: StatusCode, body: &[u8], target: &str) -> Outcome {
+    match serde_json::from_slice::<Answer>(body) {
         Ok(Answer::Complete { result }) => Outcome::Complete(result),
         Ok(Answer::Fail { error, metadata }) => Outcome::Fail {
             error: error
@@ -87,7 +94,9 @@ pub(super) async fn answer_outcome(
                 .unwrap_or_else(|| "the webhook released the run without a reason".into()),
         ),
         Err(err) => {
-            let excerpt = excerpt(&body);
+            let excerpt = excerpt(body);
+            // serde quotes what it did not expect (an unknown outcome, whole): cut it too.
+            let err = cut_chars(&err.to_string(), EXCERPT_BYTES);
             Outcome::Fail {
                 error: format!(
                     "the webhook answered HTTP {} but not with an outcome ({err}); expected \
@@ -195,5 +204,47 @@ mod tests {
         let long = vec![b'a'; EXCERPT_BYTES + 10];
         let cut = excerpt(&long);
         assert!(cut.ends_with('…') && cut.len() == EXCERPT_BYTES + '…'.len_utf8());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn outcome_text(outcome: &Outcome) -> usize {
+            match outcome {
+                Outcome::Complete(_) => 0,
+                Outcome::Fail { error, .. } => error.len(),
+                Outcome::Release(reason) => reason.len(),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_body_is_an_outcome_and_an_unexpected_one_is_quoted_only_in_part(
+                body in prop::collection::vec(any::<u8>(), 0..4096),
+            ) {
+                let outcome = body_outcome(StatusCode::OK, &body, "http://sidecar");
+                prop_assert!(outcome_text(&outcome) <= 2 * EXCERPT_BYTES + 512);
+            }
+
+            #[test]
+            fn near_miss_outcome_documents_are_outcomes_with_bounded_errors(
+                outcome in prop_oneof![
+                    Just("complete".to_string()), Just("fail".to_string()),
+                    Just("release".to_string()), Just("COMPLETE".to_string()),
+                    "[a-z]{0,3000}",
+                ],
+                field in prop_oneof![Just("result"), Just("error"), Just("reason"), Just("metadata")],
+                value in prop_oneof![
+                    Just(serde_json::Value::Null),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    "[ -~]{0,64}".prop_map(serde_json::Value::from),
+                ],
+            ) {
+                let body = serde_json::to_vec(&json!({"outcome": outcome, field: value})).unwrap();
+                let outcome = body_outcome(StatusCode::OK, &body, "http://sidecar");
+                prop_assert!(outcome_text(&outcome) <= 2 * EXCERPT_BYTES + 512);
+            }
+        }
     }
 }
