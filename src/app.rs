@@ -60,8 +60,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Demo(args) => return crate::dev::demo::run(args).await,
         Command::Soak(args) => return crate::dev::soak::run(args).await,
         // Before the validated load below: `check` reports an invalid configuration itself,
-        // and completions and the man page need no configuration at all.
+        // `agh-setup` needs no identity, and completions and the man page need no configuration.
         Command::Check(args) => return crate::commands::check::run(&cli, args).await,
+        Command::AghSetup(args) => return crate::commands::agh_setup::run(&cli, args),
         Command::Completions(args) => return crate::commands::docs::completions(args),
         Command::Man(args) => return crate::commands::docs::man(args),
         Command::Bench(args) => return crate::dev::bench::run(args).await,

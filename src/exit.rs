@@ -21,6 +21,10 @@ pub const PERMISSION: u8 = 43;
 pub const NOT_FOUND: u8 = 44;
 /// A configuration or command line a person must fix (`EX_USAGE`).
 pub const BAD_CONFIG: u8 = 64;
+/// A file is in the way: it says something else, and the command will not overwrite it (`EX_CANTCREAT`).
+pub const CANT_CREATE: u8 = 73;
+/// A file could not be read or written (`EX_IOERR`).
+pub const IO_ERROR: u8 = 74;
 /// The service (AGH or Agentuity) could not be reached or answered with a server error (`EX_UNAVAILABLE`).
 pub const UNAVAILABLE: u8 = 69;
 /// Gave up waiting: trying again later, or with a longer timeout, may do (`EX_TEMPFAIL`).

@@ -93,6 +93,9 @@ pub enum Command {
     Spawn(SpawnArgs),
     /// Check the configuration, the AGH endpoint, the identity and the handlers; exit 1 on any failure.
     Check(CheckArgs),
+    /// Register the worker with AGH as an agent of its own: print (or, with --write, install) the
+    /// provider entry in $AGH_HOME/config.toml and the agent's AGENT.md. Never overwrites.
+    AghSetup(AghSetupArgs),
     /// Print a shell completion script, e.g. `agh-worker completions bash > /etc/bash_completion.d/agh-worker`.
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -106,6 +109,23 @@ pub enum Command {
     /// The Agentuity Sessions API: `agentuity sessions list|get|logs` (JSON, or a table on a
     /// terminal).
     Agentuity(coder::AgentuityArgs),
+}
+
+/// `agh-setup` options.
+#[derive(Debug, Args)]
+pub struct AghSetupArgs {
+    /// Name of the provider and of the agent (tasks owned by the pool of this name are its work).
+    #[arg(long, default_value = "agh-worker", value_name = "NAME")]
+    pub name: String,
+    /// The command AGH launches, shell-quoted. Default: this binary's absolute path, then `acp`.
+    #[arg(long, value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// AGH's home directory. Default: agh.home, i.e. $AGH_HOME, else ~/.agh.
+    #[arg(long, value_name = "PATH")]
+    pub agh_home: Option<PathBuf>,
+    /// Write the files; without it, only show what would be written.
+    #[arg(long)]
+    pub write: bool,
 }
 
 /// `bench` options.

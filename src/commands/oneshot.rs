@@ -226,6 +226,7 @@ pub async fn execute(
         | Command::Sim(_)
         | Command::Soak(_)
         | Command::Check(_)
+        | Command::AghSetup(_)
         | Command::Completions(_)
         | Command::Man(_)
         | Command::Bench(_)
