@@ -100,7 +100,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Output::Human
     };
     let mut stdout = std::io::stdout();
-    match oneshot::execute(&client, &cli.command, output, &mut stdout).await {
+    match oneshot::execute(
+        &client,
+        &cli.command,
+        config.coordination.spawn_timeout(),
+        output,
+        &mut stdout,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             oneshot::report_error(&err, output, &mut stdout);

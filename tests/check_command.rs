@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use agh_worker::dev::sim::{SimConfig, SimServer, Simulator};
+use agh_worker::dev::sim::{SessionSpec, SimConfig, SimServer, Simulator};
 use serde_json::Value;
 use support::binary::{describe, run_clean as agh_worker, stdout};
 use support::fake_agentuity::FakeAgentuity;
@@ -88,6 +88,10 @@ async fn a_good_deployment_passes_every_check_and_shows_where_each_value_came_fr
         "(configured: agh.endpoint)",
         &format!("✓ identity accepted by AGH: session {}", session.session_id),
         "workspace ws-default; no active lease",
+        "✓ claim filters: this session claims the runs below",
+        "workspace: tasks of workspace ws-default only",
+        "channel: none, so runs of any coordination channel",
+        &format!("pool tasks of agent {}", session.agent_name),
         "✓ handler \"main\" (exec",
         "✓ handler \"smoke\" (noop",
         "All checks passed.",
@@ -133,7 +137,47 @@ async fn a_good_deployment_passes_every_check_and_shows_where_each_value_came_fr
         .iter()
         .filter_map(|c| c["status"].as_str())
         .collect();
-    assert_eq!(statuses, ["pass"; 5], "{report:#}");
+    assert_eq!(statuses, ["pass"; 6], "{report:#}");
+}
+
+#[tokio::test]
+async fn a_session_whose_channel_no_run_could_carry_is_warned_about_with_the_fix() {
+    let deployment = deployment().await;
+    // A channel and no workspace: it claims global tasks only, and those carry no channel.
+    let session = deployment.sim.create_session(SessionSpec {
+        agent_name: "builder".into(),
+        workspace_id: None,
+        channel: Some("builders".into()),
+        ..SessionSpec::default()
+    });
+    let vars = [
+        ("AGH_SESSION_ID", session.session_id.as_str()),
+        ("AGH_AGENT", session.agent_name.as_str()),
+        ("AGH_WORKER__HANDLERS", r#"[{"name":"n","kind":"noop"}]"#),
+    ];
+    let endpoint = format!("agh.endpoint=unix:{}", deployment.socket.display());
+    let args = [
+        "check",
+        "--set",
+        &endpoint,
+        "--set",
+        "worker.required_capabilities=[\"gpu\"]",
+    ];
+    let output = agh_worker(&vars, &args).await;
+    // A warning, not a failure: the worker would run, and idle.
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let text = stdout(&output);
+    for expected in [
+        "! nothing could ever be claimed by this session",
+        "channel: runs whose coordination channel is builders only",
+        "workspace: none, so global tasks only",
+        "among gpu (the agent's catalog and worker.required_capabilities)",
+        "warning: the session has channel builders but no workspace",
+        "agh session new --workspace W --channel builders",
+        "All checks passed; 1 warning(s) (marked !) need a look.",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use agh_worker::dev::sim::{
 };
 use serde_json::{Value, json};
 use support::client_rig::{CannedServer, Rig, Transport, quick_options};
-use support::sim::message;
+use support::sim::{SPAWN_TIMEOUT, message};
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -430,12 +430,15 @@ async fn spawn_creates_a_depth_one_worker_child_of_the_caller(transport: Transpo
     let parent = rig.worker();
     let spawned = rig
         .client()
-        .spawn(&SpawnRequest {
-            agent_name: "coder".into(),
-            ttl_seconds: 60,
-            name: Some("helper".into()),
-            ..Default::default()
-        })
+        .spawn(
+            &SpawnRequest {
+                agent_name: "coder".into(),
+                ttl_seconds: 60,
+                name: Some("helper".into()),
+                ..Default::default()
+            },
+            SPAWN_TIMEOUT,
+        )
         .await
         .expect("spawn");
     assert!(
@@ -693,11 +696,14 @@ async fn a_client_with_an_empty_agent_is_identity_required_on_every_endpoint(tra
             .await
             .map(drop),
         client
-            .spawn(&SpawnRequest {
-                agent_name: "coder".into(),
-                ttl_seconds: 60,
-                ..Default::default()
-            })
+            .spawn(
+                &SpawnRequest {
+                    agent_name: "coder".into(),
+                    ttl_seconds: 60,
+                    ..Default::default()
+                },
+                SPAWN_TIMEOUT,
+            )
             .await
             .map(drop),
         client.claim_next(&ClaimRequest::default()).await.map(drop),
@@ -1034,7 +1040,10 @@ fn child(agent: &str) -> SpawnRequest {
 async fn a_child_cannot_spawn_and_a_sixth_child_is_refused_as_spawn_limit(transport: Transport) {
     let rig = Rig::start(transport).await;
     let parent = rig.client();
-    let first = parent.spawn(&child("coder")).await.expect("first child");
+    let first = parent
+        .spawn(&child("coder"), SPAWN_TIMEOUT)
+        .await
+        .expect("first child");
     let grandchild = rig
         .client_with(
             Identity {
@@ -1044,18 +1053,18 @@ async fn a_child_cannot_spawn_and_a_sixth_child_is_refused_as_spawn_limit(transp
             },
             quick_options(),
         )
-        .spawn(&child("coder"))
+        .spawn(&child("coder"), SPAWN_TIMEOUT)
         .await;
     let err = assert_error(grandchild, ErrorKind::SpawnLimit, 409);
     assert!(err.message.contains("max_depth"), "{}", err.message);
     for _ in 0..4 {
         parent
-            .spawn(&child("coder"))
+            .spawn(&child("coder"), SPAWN_TIMEOUT)
             .await
             .expect("children two to five");
     }
     let err = assert_error(
-        parent.spawn(&child("coder")).await,
+        parent.spawn(&child("coder"), SPAWN_TIMEOUT).await,
         ErrorKind::SpawnLimit,
         409,
     );
@@ -1073,7 +1082,7 @@ async fn permissions_wider_than_the_parent_are_spawn_permission(transport: Trans
         ..child("coder")
     };
     let err = assert_error(
-        rig.client().spawn(&request).await,
+        rig.client().spawn(&request, SPAWN_TIMEOUT).await,
         ErrorKind::SpawnPermission,
         403,
     );
@@ -1089,20 +1098,26 @@ async fn a_zero_ttl_or_a_coordinator_role_is_spawn_validation(transport: Transpo
     let client = rig.client();
     assert_error(
         client
-            .spawn(&SpawnRequest {
-                ttl_seconds: 0,
-                ..child("coder")
-            })
+            .spawn(
+                &SpawnRequest {
+                    ttl_seconds: 0,
+                    ..child("coder")
+                },
+                SPAWN_TIMEOUT,
+            )
             .await,
         ErrorKind::SpawnValidation,
         422,
     );
     assert_error(
         client
-            .spawn(&SpawnRequest {
-                spawn_role: Some("Coordinator".into()),
-                ..child("coder")
-            })
+            .spawn(
+                &SpawnRequest {
+                    spawn_role: Some("Coordinator".into()),
+                    ..child("coder")
+                },
+                SPAWN_TIMEOUT,
+            )
             .await,
         ErrorKind::SpawnValidation,
         422,
@@ -1400,8 +1415,14 @@ async fn spec_vs_code_spawn_ignores_model_and_idempotency_so_the_client_never_se
     assert!(!keys.contains(&"idempotency_key"), "{keys:?}");
     // Without a dedupe key two identical spawns are two children: spawn is never retried.
     let client = rig.client();
-    let first = client.spawn(&request).await.expect("first spawn");
-    let second = client.spawn(&request).await.expect("second spawn");
+    let first = client
+        .spawn(&request, SPAWN_TIMEOUT)
+        .await
+        .expect("first spawn");
+    let second = client
+        .spawn(&request, SPAWN_TIMEOUT)
+        .await
+        .expect("second spawn");
     assert_ne!(first.session.id, second.session.id);
     let claim_keys = serde_json::to_value(ClaimRequest {
         wait: true,

@@ -12,6 +12,7 @@ use agh_worker::api::{
 use agh_worker::dev::sim::{Fault, FaultKind, Route, TaskSpec};
 use serde_json::{Value, json};
 use support::client_rig::{CannedServer, Rig, Transport, quick_options, short_tempdir};
+use support::sim::SPAWN_TIMEOUT;
 
 /// Options without read retries, so a single bad answer surfaces as the error.
 fn no_read_retries() -> ClientOptions {
@@ -409,11 +410,14 @@ async fn a_spawn_is_not_retried_after_a_server_error(transport: Transport) {
     ));
     let err = expect_kind(
         rig.client()
-            .spawn(&SpawnRequest {
-                agent_name: "coder".into(),
-                ttl_seconds: 60,
-                ..Default::default()
-            })
+            .spawn(
+                &SpawnRequest {
+                    agent_name: "coder".into(),
+                    ttl_seconds: 60,
+                    ..Default::default()
+                },
+                SPAWN_TIMEOUT,
+            )
             .await,
         ErrorKind::Server,
     );

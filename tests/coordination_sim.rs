@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use agh_worker::api::types::{
     ChannelMessage, ClaimRequest, CoordinatorConfig, Me, MessageKind, ReplyRequest, SendRequest,
-    SpawnRequest, Spawned,
+    SpawnRequest, Spawned, SpawnedSession,
 };
 use agh_worker::api::{
     AghClient, ApiError, ClaimOutcome, ClientOptions, Endpoint, Identity, RecvOptions,
@@ -30,6 +30,7 @@ use agh_worker::handler::{
 use agh_worker::worker::{ClaimLoop, EventSink, Shutdown, StatusBoard, WorkerSettings};
 use serde_json::{Value, json};
 use support::sim;
+use support::sim::SPAWN_TIMEOUT;
 use tokio::sync::{mpsc, oneshot};
 
 const CHANNEL: &str = "builders";
@@ -53,8 +54,11 @@ impl CoordinationApi for Counting {
     async fn reply(&self, request: &ReplyRequest) -> Result<ChannelMessage, ApiError> {
         CoordinationApi::reply(&self.client, request).await
     }
-    async fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, ApiError> {
-        CoordinationApi::spawn(&self.client, request).await
+    async fn spawn(&self, request: &SpawnRequest, timeout: Duration) -> Result<Spawned, ApiError> {
+        CoordinationApi::spawn(&self.client, request, timeout).await
+    }
+    async fn children(&self) -> Result<Vec<SpawnedSession>, ApiError> {
+        CoordinationApi::children(&self.client).await
     }
     async fn me(&self) -> Result<Me, ApiError> {
         CoordinationApi::me(&self.client).await
@@ -712,11 +716,13 @@ async fn a_spawn_within_the_budget_creates_a_child_kept_in_the_status() {
         session_id,
         agent_name,
         ttl_seconds,
+        found_after_lost_answer,
     } = answer
     else {
         panic!("refused: {answer:?}");
     };
     assert_eq!((agent_name.as_str(), ttl_seconds), ("helper", 120));
+    assert!(!found_after_lost_answer, "the daemon answered this spawn");
     assert_eq!(env.requests(Route::Spawn, 201), 1);
     let snapshot = status.snapshot();
     assert_eq!(snapshot.counters.spawns_created, 1);
@@ -770,11 +776,14 @@ async fn a_child_session_cannot_spawn_and_is_told_so_locally() {
     let worker = env.sim.default_session().expect("default session");
     let parent_client = env.client(&worker, Duration::from_secs(2));
     let spawned = parent_client
-        .spawn(&SpawnRequest {
-            agent_name: "worker".into(),
-            ttl_seconds: 600,
-            ..SpawnRequest::default()
-        })
+        .spawn(
+            &SpawnRequest {
+                agent_name: "worker".into(),
+                ttl_seconds: 600,
+                ..SpawnRequest::default()
+            },
+            SPAWN_TIMEOUT,
+        )
         .await
         .expect("a child");
     let child = env.sim.session(&spawned.session.id).expect("child session");
@@ -847,11 +856,14 @@ async fn the_daemons_limit_permission_and_validation_refusals_become_ordinary_an
 
     // 409: a child this worker does not know of (created by the agent itself) fills the budget.
     client
-        .spawn(&SpawnRequest {
-            agent_name: "helper".into(),
-            ttl_seconds: 60,
-            ..SpawnRequest::default()
-        })
+        .spawn(
+            &SpawnRequest {
+                agent_name: "helper".into(),
+                ttl_seconds: 60,
+                ..SpawnRequest::default()
+            },
+            SPAWN_TIMEOUT,
+        )
         .await
         .expect("a child made behind the worker's back");
     let answer = spawn_answer(&sink, &document, ask("helper", Some(60))).await;
@@ -878,6 +890,7 @@ async fn a_childs_ttl_is_capped_by_the_runs_remaining_time_and_by_the_ceiling() 
             progress_interval: Duration::from_secs(1),
             spawn: SpawnSettings {
                 max_child_ttl_seconds: 60,
+                ..SpawnSettings::default()
             },
         },
     );

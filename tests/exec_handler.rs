@@ -330,6 +330,7 @@ printf '{"type":"result","result":%s}\n' "$answer""#,
                     session_id: "child-1".into(),
                     agent_name: "helper".into(),
                     ttl_seconds: 60,
+                    found_after_lost_answer: false,
                 })
                 .expect("the handler waits for the answer");
         }
@@ -339,7 +340,8 @@ printf '{"type":"result","result":%s}\n' "$answer""#,
     assert_eq!(
         outcome,
         Outcome::Complete(json!({
-            "type": "spawned", "session_id": "child-1", "agent_name": "helper", "ttl_seconds": 60
+            "type": "spawned", "session_id": "child-1", "agent_name": "helper", "ttl_seconds": 60,
+            "found_after_lost_answer": false
         }))
     );
 }

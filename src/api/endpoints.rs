@@ -207,12 +207,35 @@ impl AghClient {
         })
     }
 
-    /// `POST /api/agent/spawn`. Never retried: the daemon does not deduplicate spawns.
-    pub async fn spawn(&self, request: &SpawnRequest) -> Result<Spawned, ApiError> {
+    /// `POST /api/agent/spawn` under its own `timeout`: AGH starts the child's agent process and
+    /// its handshake inside the request, and giving up cancels the spawn. Never retried: the
+    /// daemon ignores `idempotency_key`, so a repeat can create a second child.
+    pub async fn spawn(
+        &self,
+        request: &SpawnRequest,
+        timeout: std::time::Duration,
+    ) -> Result<Spawned, ApiError> {
         let answer: SpawnResponse = self
-            .post_json("spawn", "/api/agent/spawn", request, &[201], Retry::Never)
+            .call(
+                "spawn",
+                Retry::Never,
+                timeout,
+                || self.request(reqwest::Method::POST, "/api/agent/spawn", Some(request)),
+                &[201],
+                |_, body| parse("spawn", body),
+            )
             .await?;
         Ok(answer.spawn)
+    }
+
+    /// `GET /api/sessions`: every visible session, outside the agent API (AGH reads no identity
+    /// there). The spawner reads it to learn whether a spawn whose answer was lost created a
+    /// child (`lineage.parent_session_id`).
+    pub async fn sessions(&self) -> Result<Vec<SpawnedSession>, ApiError> {
+        let answer: SessionsResponse = self
+            .get_json("sessions", "/api/sessions", Retry::Read)
+            .await?;
+        Ok(answer.sessions)
     }
 
     /// `POST /api/agent/tasks/claim-next`. Never retried here: a retry could hit the one-lease

@@ -64,10 +64,12 @@ impl OneShotError {
     }
 }
 
-/// Carries out one one-shot and prints its answer.
+/// Carries out one one-shot and prints its answer. `spawn_timeout` bounds a `spawn`
+/// (`coordination.spawn_timeout_seconds`): AGH starts the child's agent inside the request.
 pub async fn execute(
     client: &AghClient,
     command: &Command,
+    spawn_timeout: std::time::Duration,
     output: Output,
     out: &mut dyn Write,
 ) -> Result<(), OneShotError> {
@@ -219,7 +221,7 @@ pub async fn execute(
                 provider: None,
                 prompt_overlay: None,
             };
-            json!({"spawn": client.spawn(&request).await?})
+            json!({"spawn": client.spawn(&request, spawn_timeout).await?})
         }
         Command::Run(_)
         | Command::Demo(_)

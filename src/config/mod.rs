@@ -182,6 +182,9 @@ pub struct CoordinationConfig {
     pub network_disabled_probe_seconds: u64,
     /// Ceiling on a child session's TTL, in seconds (the run's remaining time also caps it).
     pub max_child_ttl_seconds: u64,
+    /// How long one spawn call may take, in seconds: AGH starts the child's agent process and
+    /// its handshake inside the request, independent of the request timeout and the lease.
+    pub spawn_timeout_seconds: u64,
 }
 
 impl Default for CoordinationConfig {
@@ -192,6 +195,7 @@ impl Default for CoordinationConfig {
             recv_backoff_max_ms: 5_000,
             network_disabled_probe_seconds: 60,
             max_child_ttl_seconds: 3_600,
+            spawn_timeout_seconds: 120,
         }
     }
 }
@@ -207,6 +211,10 @@ impl CoordinationConfig {
 
     pub fn network_disabled_probe(&self) -> Duration {
         Duration::from_secs(self.network_disabled_probe_seconds)
+    }
+
+    pub fn spawn_timeout(&self) -> Duration {
+        Duration::from_secs(self.spawn_timeout_seconds)
     }
 }
 

@@ -3,8 +3,11 @@
 
 use std::future::Future;
 
+use std::time::Duration;
+
 use crate::api::types::{
     ChannelMessage, CoordinatorConfig, Me, ReplyRequest, SendRequest, SpawnRequest, Spawned,
+    SpawnedSession,
 };
 use crate::api::{AghClient, ApiError, RecvOptions};
 
@@ -25,10 +28,14 @@ pub trait CoordinationApi: Send + Sync + 'static {
         &self,
         request: &ReplyRequest,
     ) -> impl Future<Output = Result<ChannelMessage, ApiError>> + Send;
+    /// One spawn call under `timeout` (`coordination.spawn_timeout_seconds`).
     fn spawn(
         &self,
         request: &SpawnRequest,
+        timeout: Duration,
     ) -> impl Future<Output = Result<Spawned, ApiError>> + Send;
+    /// The sessions AGH lists whose `lineage.parent_session_id` is this session.
+    fn children(&self) -> impl Future<Output = Result<Vec<SpawnedSession>, ApiError>> + Send;
     fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send;
     fn coordinator_config(
         &self,
@@ -67,8 +74,23 @@ impl CoordinationApi for AghClient {
     fn spawn(
         &self,
         request: &SpawnRequest,
+        timeout: Duration,
     ) -> impl Future<Output = Result<Spawned, ApiError>> + Send {
-        AghClient::spawn(self, request)
+        AghClient::spawn(self, request, timeout)
+    }
+    async fn children(&self) -> Result<Vec<SpawnedSession>, ApiError> {
+        let me = self.identity().session_id.as_str();
+        let sessions = AghClient::sessions(self).await?;
+        Ok(sessions
+            .into_iter()
+            .filter(|session| {
+                session
+                    .lineage
+                    .as_ref()
+                    .and_then(|lineage| lineage.parent_session_id.as_deref())
+                    == Some(me)
+            })
+            .collect())
     }
     fn me(&self) -> impl Future<Output = Result<Me, ApiError>> + Send {
         AghClient::me(self)
@@ -85,13 +107,13 @@ impl CoordinationApi for AghClient {
 pub(crate) mod fake {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use super::*;
     use crate::api::ErrorKind;
     use crate::util::sync::lock;
 
-    /// Answers every recv with `queued` (at once when something is queued, after `long_poll`
+    /// Answers every spawn with a transport error (the daemon never reached) and lists no
+    /// children. Answers every recv with `queued` (at once when something is queued, after `long_poll`
     /// with `[]` otherwise, like a waiting recv that reaches the client's deadline) and records
     /// every send.
     #[derive(Default)]
@@ -103,6 +125,8 @@ pub(crate) mod fake {
         pub recv_times: Mutex<Vec<tokio::time::Instant>>,
         pub sends: Mutex<Vec<SendRequest>>,
         pub send_error: Mutex<Option<ApiError>>,
+        pub spawns: AtomicUsize,
+        pub children_listed: AtomicUsize,
     }
 
     impl FakeApi {
@@ -142,12 +166,21 @@ pub(crate) mod fake {
         async fn reply(&self, _request: &ReplyRequest) -> Result<ChannelMessage, ApiError> {
             Ok(ChannelMessage::default())
         }
-        async fn spawn(&self, _request: &SpawnRequest) -> Result<Spawned, ApiError> {
+        async fn spawn(
+            &self,
+            _request: &SpawnRequest,
+            _timeout: Duration,
+        ) -> Result<Spawned, ApiError> {
+            self.spawns.fetch_add(1, Ordering::SeqCst);
             Err(ApiError::local(
                 "spawn",
                 ErrorKind::Transport,
                 "not in this fake",
             ))
+        }
+        async fn children(&self) -> Result<Vec<SpawnedSession>, ApiError> {
+            self.children_listed.fetch_add(1, Ordering::SeqCst);
+            Ok(Vec::new())
         }
         async fn me(&self) -> Result<Me, ApiError> {
             Ok(Me::default())

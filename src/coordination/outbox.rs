@@ -57,6 +57,7 @@ impl CoordinationSettings {
             progress_interval: config.coordination.progress_interval(),
             spawn: SpawnSettings {
                 max_child_ttl_seconds: config.coordination.max_child_ttl_seconds,
+                spawn_timeout: config.coordination.spawn_timeout(),
             },
         }
     }

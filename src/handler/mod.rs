@@ -151,8 +151,12 @@ pub enum SpawnAnswer {
         session_id: String,
         agent_name: String,
         ttl_seconds: i64,
+        /// The spawn's answer was lost (transport error, timeout) and the child was then found
+        /// among this session's children: created once, not twice.
+        found_after_lost_answer: bool,
     },
-    /// Refused, locally (budget) or by the daemon; `reason` says which and why.
+    /// Not created: refused locally (budget) or by the daemon, or no child came of a spawn whose
+    /// answer was lost; `reason` says which and why.
     Refused { reason: String },
 }
 

@@ -17,9 +17,27 @@ pub(crate) enum Transport {
 }
 
 /// Writes each listed test (an `async fn(Transport)` in the parent module) once per transport,
-/// as `tcp::<name>` and `unix::<name>`.
+/// as `tcp::<name>` and `unix::<name>`; after `paused:`, on paused tokio time.
 #[macro_export]
 macro_rules! on_both_transports {
+    (paused: $($name:ident),* $(,)?) => {
+        mod tcp {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name($crate::support::client_rig::Transport::Tcp).await;
+                }
+            )*
+        }
+        mod unix {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name($crate::support::client_rig::Transport::Unix).await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod tcp {
             $(

@@ -37,6 +37,9 @@ pub(crate) async fn serve(
     (server, endpoint)
 }
 
+/// The spawn timeout of a client call in tests: `coordination.spawn_timeout_seconds`' default.
+pub(crate) const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Client options on the scale of [`worker_settings`]: one-second long polls, quick retries.
 pub(crate) fn worker_client_options() -> ClientOptions {
     ClientOptions {

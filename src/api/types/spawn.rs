@@ -72,6 +72,14 @@ pub struct Spawned {
     pub permissions: Option<Permissions>,
 }
 
+/// `GET /api/sessions`: `{"sessions": [SessionPayload]}` (AGH `internal/api/contract/responses.go`
+/// ~8-10; the payload `contract/contract.go` ~91-120, `lineage` among its fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionsResponse {
+    #[serde(default, deserialize_with = "super::null_as_empty")]
+    pub sessions: Vec<SpawnedSession>,
+}
+
 /// The subset of the session payload a worker uses; the rest is kept in `extra`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpawnedSession {

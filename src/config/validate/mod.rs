@@ -198,7 +198,7 @@ fn validate_health(health: &HealthConfig, errors: &mut ValidationErrors) {
 
 /// Range rules of `[coordination]`: (key, value, lowest, highest, why the lowest).
 fn validate_coordination(coordination: &CoordinationConfig, errors: &mut ValidationErrors) {
-    let rules: [(&str, u64, u64, u64, &str); 4] = [
+    let rules: [(&str, u64, u64, u64, &str); 5] = [
         (
             "coordination.progress_interval_ms",
             coordination.progress_interval_ms,
@@ -226,6 +226,13 @@ fn validate_coordination(coordination: &CoordinationConfig, errors: &mut Validat
             1,
             604_800,
             "AGH refuses a TTL of 0",
+        ),
+        (
+            "coordination.spawn_timeout_seconds",
+            coordination.spawn_timeout_seconds,
+            1,
+            3_600,
+            "0 would give up on every spawn at once",
         ),
     ];
     for (key, value, low, high, why) in rules {

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The endpoints a fault (or a request counter) can be attached to: the agent API, and the run
-/// detail (`GET /api/task-runs/{id}`) a worker reads after a lost terminal answer.
+/// The endpoints a fault (or a request counter) can be attached to: the agent API, the run
+/// detail (`GET /api/task-runs/{id}`) a worker reads after a lost terminal answer, and the
+/// sessions list (`GET /api/sessions`) it reads after a lost spawn answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
@@ -25,6 +26,8 @@ pub enum Route {
     SoulValidate,
     CoordinatorConfig,
     TaskRun,
+    /// `GET /api/sessions`, which a worker reads to find the child of a spawn whose answer was lost.
+    Sessions,
     /// Matches every endpoint above.
     Any,
 }
@@ -48,6 +51,7 @@ impl Route {
             Route::SoulValidate => "soul_validate",
             Route::CoordinatorConfig => "coordinator_config",
             Route::TaskRun => "task_run",
+            Route::Sessions => "sessions",
             Route::Any => "any",
         }
     }

@@ -60,6 +60,12 @@ fn match_route(method: &Method, path: &str) -> Option<Matched> {
             param: param.to_owned(),
         })
     };
+    if path == "/api/sessions" {
+        return (method == Method::GET).then_some(Matched {
+            route: Route::Sessions,
+            param: String::new(),
+        });
+    }
     if let Some(run) = path.strip_prefix("/api/task-runs/") {
         return match (
             method.clone(),
@@ -261,7 +267,10 @@ async fn agent(
     // over the HTTP cap only fails when it is read. The run detail is not an agent endpoint:
     // without either identity header the caller is the operator; with one, both are checked.
     let credentials = credentials(headers);
-    let identity = if matched.route == Route::TaskRun && credentials.is_empty() {
+    let identity = if (matched.route == Route::TaskRun && credentials.is_empty())
+        || matched.route == Route::Sessions
+    {
+        // AGH's session list reads no identity header at all (core/handlers.go ~326-363).
         Ok(String::new())
     } else {
         state.inner.state().resolve_identity(&credentials)
@@ -392,9 +401,21 @@ async fn handle(
         }
         Route::Spawn => {
             let request = SpawnRequest::parse(body)?;
+            // AGH starts the child's agent and its handshake inside the request; a client that
+            // gives up drops this future, so no child is made (session/spawn.go Spawn → Create).
+            let delay = inner.spawn_delay();
+            if !delay.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = state.kill.cancelled() => {
+                        return Err(SimError::new(500, "session: spawn canceled: context canceled"));
+                    }
+                }
+            }
             let now = inner.now();
             Ok((201, Some(inner.state().spawn(&session_id, request, now)?)))
         }
+        Route::Sessions => Ok((200, Some(inner.state().sessions_list()))),
         Route::TaskRun => Ok((200, Some(inner.state().task_run_detail(run_id)?))),
         Route::Any => Err(SimError::new(404, "404 page not found")),
     }
@@ -469,11 +490,23 @@ struct MessageRequest {
     message: MessageSpec,
 }
 
+/// A duration in an admin request: `{"seconds":…}` and/or `{"millis":…}`.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct AdvanceRequest {
     seconds: f64,
     millis: u64,
+}
+
+impl AdvanceRequest {
+    fn duration(&self) -> Duration {
+        let seconds = if self.seconds.is_finite() && self.seconds > 0.0 {
+            Duration::from_secs_f64(self.seconds.min(1e9))
+        } else {
+            Duration::ZERO
+        };
+        seconds + Duration::from_millis(self.millis)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -548,14 +581,14 @@ fn admin_route(
             simulator.clear_faults();
             json_response(200, &json!({ "ok": true }))
         }
+        (Method::POST, ["spawn-delay"]) => {
+            let request: AdvanceRequest = decode_admin(body)?;
+            simulator.set_spawn_delay(request.duration());
+            json_response(200, &json!({ "ok": true }))
+        }
         (Method::POST, ["clock", "advance"]) => {
             let request: AdvanceRequest = decode_admin(body)?;
-            let seconds = if request.seconds.is_finite() && request.seconds > 0.0 {
-                Duration::from_secs_f64(request.seconds.min(1e9))
-            } else {
-                Duration::ZERO
-            };
-            simulator.advance_clock(seconds + Duration::from_millis(request.millis));
+            simulator.advance_clock(request.duration());
             json_response(200, &json!({ "now": simulator.now().to_rfc3339() }))
         }
         (Method::POST, ["runs", id, "expire"]) => {

@@ -16,7 +16,12 @@
 //! kinds `status`, `delay` (`millis`), `drop_after_commit`, `garbage`, `truncated`, `oversize`
 //! (`bytes`)), `DELETE /sim/faults`, `POST /sim/clock/advance` (`{"seconds":…}` or
 //! `{"millis":…}`), `POST /sim/runs/{id}/expire`, `POST /sim/sweep`, `POST /sim/reap`,
-//! `POST /sim/souls/{agent}` (`{"body":…|null}`), `GET /sim/ledger`, `GET /sim/runs/{id}`.
+//! `POST /sim/souls/{agent}` (`{"body":…|null}`), `GET /sim/ledger`, `GET /sim/runs/{id}`,
+//! `POST /sim/spawn-delay` (`{"seconds":…}` or `{"millis":…}`: how long each spawn takes).
+//!
+//! Beyond the agent API it serves what a worker reads of AGH's operator API: `GET /api/sessions`
+//! (no identity read, as in AGH) and `GET /api/task-runs/{id}`. A spawn whose answer is lost after
+//! the child was made is the `drop_after_commit` fault on route `spawn`.
 
 mod clock;
 mod errors;
@@ -67,6 +72,10 @@ pub struct SimConfig {
     pub create_default_session: bool,
     /// How often the spawn reaper stops children past their TTL or without a live parent.
     pub reap_interval: Duration,
+    /// How long a spawn takes before the child exists: AGH starts the child's agent process and
+    /// its ACP handshake inside the request. A client that gives up first makes no child.
+    /// Changed at run time with [`Simulator::set_spawn_delay`] or `POST /sim/spawn-delay`.
+    pub spawn_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -78,6 +87,7 @@ impl Default for SimConfig {
             max_queue_depth: 100,
             create_default_session: true,
             reap_interval: Duration::from_secs(5),
+            spawn_delay: Duration::ZERO,
         }
     }
 }
@@ -99,9 +109,14 @@ pub(crate) struct Inner {
     /// Background sweeps completed, so tests can wait for one without sleeping.
     background_sweeps: AtomicU64,
     background_sweep_done: Notify,
+    spawn_delay: Mutex<Duration>,
 }
 
 impl Inner {
+    pub(crate) fn spawn_delay(&self) -> Duration {
+        *lock(&self.spawn_delay)
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, SimState> {
         lock(&self.state)
     }
@@ -180,6 +195,7 @@ impl Simulator {
                 clock.now(),
             )
         });
+        let spawn_delay = config.spawn_delay;
         Simulator {
             inner: Arc::new(Inner {
                 config,
@@ -195,6 +211,7 @@ impl Simulator {
                 waiters_changed: Notify::new(),
                 background_sweeps: AtomicU64::new(0),
                 background_sweep_done: Notify::new(),
+                spawn_delay: Mutex::new(spawn_delay),
             }),
         }
     }
@@ -264,6 +281,11 @@ impl Simulator {
 
     pub fn clear_faults(&self) {
         self.inner.faults().clear();
+    }
+
+    /// How long each spawn takes from now on (see [`SimConfig::spawn_delay`]).
+    pub fn set_spawn_delay(&self, delay: Duration) {
+        *lock(&self.inner.spawn_delay) = delay;
     }
 
     /// Moves the simulator's "now" forward (leases, TTLs and timestamps follow it).

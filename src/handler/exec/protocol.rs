@@ -103,11 +103,13 @@ pub(super) fn spawn_answer_line(answer: &SpawnAnswer) -> String {
             session_id,
             agent_name,
             ttl_seconds,
+            found_after_lost_answer,
         } => json!({
             "type": "spawned",
             "session_id": session_id,
             "agent_name": agent_name,
             "ttl_seconds": ttl_seconds,
+            "found_after_lost_answer": found_after_lost_answer,
         }),
         SpawnAnswer::Refused { reason } => json!({"type": "spawn_refused", "reason": reason}),
     };
@@ -163,10 +165,11 @@ mod tests {
             session_id: "s1".into(),
             agent_name: "helper".into(),
             ttl_seconds: 60,
+            found_after_lost_answer: true,
         });
         assert_eq!(
             serde_json::from_str::<Value>(&line).unwrap(),
-            json!({"type":"spawned","session_id":"s1","agent_name":"helper","ttl_seconds":60})
+            json!({"type":"spawned","session_id":"s1","agent_name":"helper","ttl_seconds":60,"found_after_lost_answer":true})
         );
         let line = spawn_answer_line(&SpawnAnswer::Refused {
             reason: "budget\nexceeded".into(),

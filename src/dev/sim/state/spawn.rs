@@ -14,6 +14,9 @@ use super::{
     DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH, Lineage, RunStatus, Session, SimState, new_id,
 };
 
+/// AGH's daemon-owned extractor children (`session/spawn.go` ~21-22): no channel, not listed.
+const MEMORY_EXTRACTOR_ROLE: &str = "memory-extractor";
+
 impl Session {
     /// The lineage's budget with zeros replaced by the daemon defaults.
     fn effective_budget(&self) -> SpawnBudget {
@@ -163,7 +166,7 @@ impl SimState {
                 .unwrap_or_else(|| agent_name.clone()),
             workspace_id: parent.workspace_id.clone(),
             kind: "spawned",
-            channel: if role == "memory-extractor" {
+            channel: if role == MEMORY_EXTRACTOR_ROLE {
                 None
             } else {
                 parent.channel.clone()
@@ -227,5 +230,25 @@ impl SimState {
             }
         }
         doomed.len()
+    }
+}
+
+impl SimState {
+    /// `GET /api/sessions`: `{"sessions": [SessionPayload]}` (AGH `contract/responses.go` ~8-10,
+    /// `contract/contract.go` ~91-120), lineage included (`core/conversions.go` ~46-76); internal
+    /// memory-extractor children are hidden (`conversions.go` ~119-128). Oldest first.
+    pub(crate) fn sessions_list(&self) -> Value {
+        let mut sessions: Vec<&Session> = self
+            .sessions
+            .values()
+            .filter(|session| {
+                !session.lineage.as_ref().is_some_and(|lineage| {
+                    lineage.spawn_role.as_deref() == Some(MEMORY_EXTRACTOR_ROLE)
+                })
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let sessions: Vec<Value> = sessions.into_iter().map(Self::session_full).collect();
+        json!({ "sessions": sessions })
     }
 }
