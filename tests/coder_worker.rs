@@ -22,7 +22,7 @@ use agh_worker::dev::sim::{
     DEFAULT_WORKSPACE, EnqueuedRun, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
     Simulator, TaskSpec, TransitionKind,
 };
-use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client};
+use agh_worker::handler::coder::{CoderConfig, FollowMode, StopPolicy, run_with_client};
 use agh_worker::handler::{Handler, SharedHandlers};
 use agh_worker::handler::{
     HandlerConfig, HandlerEvent, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext,
@@ -174,6 +174,8 @@ fn coder_config(hub_url: &str) -> CoderConfig {
             hub_url: Some(hub_url.into()),
             ..ClientSettings::default()
         },
+        // These tests script the session's reads; the live stream has tests of its own.
+        follow: FollowMode::Poll,
         poll_seconds: 0.02,
         progress_interval_seconds: 0.0,
         blocked_grace_seconds: 0.1,

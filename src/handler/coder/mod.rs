@@ -35,13 +35,16 @@ mod events;
 mod finish;
 mod follow;
 mod hub;
+mod live;
 mod probe;
+mod repo;
 mod request;
 mod stop;
 mod summary;
 mod table;
 
-pub use config::{CoderConfig, StopPolicy};
+pub use config::{CoderConfig, FollowMode, StopPolicy};
+pub use repo::RepoConfig;
 pub use hub::refused_key_reason;
 pub use probe::{ProbeFailure, probe};
 pub use request::run_tag;
@@ -126,6 +129,8 @@ struct Run<'a> {
     created_at: Option<Instant>,
     last_event_id: Option<i64>,
     lead_ended_at: Option<Instant>,
+    /// The lead's `agent_end` came over the live stream.
+    lead_end_live: bool,
     blocked_since: Option<Instant>,
     resumes: u32,
     last_progress: Option<Instant>,
@@ -163,6 +168,7 @@ impl<'a> Run<'a> {
             created_at: None,
             last_event_id: None,
             lead_ended_at: None,
+            lead_end_live: false,
             blocked_since: None,
             resumes: 0,
             last_progress: None,

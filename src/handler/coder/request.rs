@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::config::CoderConfig;
+use super::repo::RepoConfig;
 use crate::agentuity::WorkflowMode;
 use crate::handler::TaskDocument;
 
@@ -40,16 +41,19 @@ impl CoderConfig {
         };
         put("agent", self.agent.clone().map(Value::from));
         put("workspaceId", self.workspace_id.clone().map(Value::from));
-        put(
-            "repo",
-            self.repo_url.as_ref().map(|url| {
-                let mut repo = json!({ "url": url });
-                if let Some(branch) = &self.repo_branch {
-                    repo["branch"] = json!(branch);
-                }
-                repo
-            }),
-        );
+        let first = RepoConfig {
+            url: self.repo_url.clone(),
+            clone_url: self.repo_clone_url.clone(),
+            branch: self.repo_branch.clone(),
+        };
+        let repos: Vec<Value> = std::iter::once(&first)
+            .chain(&self.repos)
+            .filter_map(RepoConfig::to_ref)
+            .collect();
+        put("repo", repos.first().cloned());
+        if repos.len() > 1 {
+            put("repos", Some(Value::Array(repos)));
+        }
         if self.mode() == WorkflowMode::Loop {
             let mut loop_body = json!({
                 "goal": self.loop_goal.as_ref().map_or_else(|| task.clone(), |g| substitute(g, document)),
