@@ -197,6 +197,16 @@ async fn coder_users_sends_search_and_limit_to_the_hub_and_prints_its_answer() {
 }
 
 #[tokio::test]
+async fn coder_users_accepts_a_bare_array_of_users_as_the_sdk_does() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().users_bare = true;
+    let ran = run(&fake, &["coder", "users", "--search", "Jan"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.json["users"][0]["displayName"], "Jane Doe");
+    assert_eq!(ran.json["total"], 2);
+}
+
+#[tokio::test]
 async fn coder_agents_commands_call_their_hub_endpoints_and_print_the_answer() {
     let fake = FakeAgentuity::start().await;
     canned_json(

@@ -142,7 +142,11 @@ async fn a_task_is_created_as_a_session_followed_to_completion_and_reported_with
     assert_eq!(body["metadata"]["agh_run_id"], "run-1");
     assert_eq!(body["metadata"]["agh_attempt"], "2");
     assert_eq!(body["label"], "agh:ENG-7");
+    // The web URL and the clone URL, as the SDK's repository reference has them.
     assert_eq!(body["repo"]["url"], "https://github.com/acme/app");
+    assert_eq!(body["repo"]["cloneUrl"], "https://github.com/acme/app.git");
+    assert_eq!(body["repo"]["fullName"], "acme/app");
+    assert!(body.get("repos").is_none(), "one repository: `repo` only");
     assert_eq!(body["timeout"]["idle"], "30m");
     let task = body["task"].as_str().expect("task text");
     assert!(

@@ -59,11 +59,13 @@ impl AgentuityClient {
         push_opt(&mut query, "limit", params.limit);
         push_opt(&mut query, "offset", params.offset);
         let answer: Value = self.hub_get("/users", &query).await?;
-        serde_json::from_value(super::types::listed(answer, "users")).map_err(|err| AgentuityError::Decode {
-            method: "GET".into(),
-            path: "/api/hub/users".into(),
-            message: err.to_string(),
-            trace_id: None,
+        serde_json::from_value(super::types::listed(answer, "users")).map_err(|err| {
+            AgentuityError::Decode {
+                method: "GET".into(),
+                path: "/api/hub/users".into(),
+                message: err.to_string(),
+                trace_id: None,
+            }
         })
     }
 

@@ -373,7 +373,6 @@ impl AgentuityClient {
         })))
     }
 
-
     /// Replaces the key wherever an answer echoes it.
     pub(super) fn scrub(&self, text: &str) -> String {
         if self.key.0.is_empty() {

@@ -45,7 +45,10 @@ impl StreamMessage {
         let kind = if TYPED_FRAMES.contains(&frame) {
             Some(frame.to_string())
         } else {
-            value.get("type").and_then(Value::as_str).map(str::to_string)
+            value
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_string)
         };
         let Value::Object(mut fields) = value else {
             return Some(StreamMessage::Other {

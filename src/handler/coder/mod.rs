@@ -44,9 +44,9 @@ mod summary;
 mod table;
 
 pub use config::{CoderConfig, FollowMode, StopPolicy};
-pub use repo::RepoConfig;
 pub use hub::refused_key_reason;
 pub use probe::{ProbeFailure, probe};
+pub use repo::RepoConfig;
 pub use request::run_tag;
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";

@@ -121,5 +121,4 @@ mod tests {
         assert_eq!(both["cloneUrl"], "ssh://git@git.example.com/team/app.git");
         assert_eq!(RepoConfig::default().to_ref(), None);
     }
-
 }

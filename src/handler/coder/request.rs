@@ -142,3 +142,32 @@ fn substitute(template: &str, document: &TaskDocument) -> String {
         .replace("{attempt}", &document.attempt.to_string())
         .replace("{identifier}", &identifier)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::Claim;
+
+    #[test]
+    fn several_repositories_go_out_as_repo_and_repos() {
+        let claim: Claim = serde_json::from_value(json!({
+            "task": {"id": "t", "title": "x"},
+            "run": {"id": "r", "attempt": 1},
+        }))
+        .expect("claim");
+        let config = CoderConfig {
+            repo_url: Some("https://github.com/acme/app".into()),
+            repos: vec![RepoConfig {
+                clone_url: Some("https://github.com/acme/lib.git".into()),
+                branch: Some("dev".into()),
+                ..RepoConfig::default()
+            }],
+            ..CoderConfig::default()
+        };
+        let body = config.session_body(&TaskDocument::new(claim, None, None));
+        assert_eq!(body["repo"]["cloneUrl"], "https://github.com/acme/app.git");
+        assert_eq!(body["repos"][0], body["repo"]);
+        assert_eq!(body["repos"][1]["url"], "https://github.com/acme/lib");
+        assert_eq!(body["repos"][1]["branch"], "dev");
+    }
+}

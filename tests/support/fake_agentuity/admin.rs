@@ -433,4 +433,3 @@ pub(super) fn more(
         _ => not_found(),
     }
 }
-

@@ -34,6 +34,8 @@ pub(crate) struct Seen {
     pub authorization: Option<String>,
     pub org: Option<String>,
     pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
     pub body: Value,
 }
 
@@ -340,6 +342,17 @@ impl FakeAgentuity {
         state.scripts.insert(id.into(), steps.into());
     }
 
+    /// Session `id`'s loop is in `state` from now on (later script steps included).
+    pub(crate) fn set_loop(&self, id: &str, state: Value) {
+        let mut fake = self.lock();
+        if let Some(script) = fake.scripts.get_mut(id) {
+            for step in script.iter_mut() {
+                step.loop_state = Some(state.clone());
+            }
+        }
+        fake.loops.insert(id.into(), state);
+    }
+
     pub(crate) fn seen(&self) -> Vec<Seen> {
         self.lock().seen.clone()
     }
@@ -451,6 +464,8 @@ fn held(state: &Mutex<State>, method: &Method, uri: &Uri) -> bool {
         authorization: None,
         org: None,
         user_agent: None,
+        content_type: None,
+        accept: None,
         body: Value::Null,
     });
     true
@@ -512,6 +527,8 @@ fn answer(
         authorization: header("authorization"),
         org: header("x-agentuity-orgid"),
         user_agent: header("user-agent"),
+        content_type: header("content-type"),
+        accept: header("accept"),
         body: body.clone(),
     });
     let matching = state

@@ -18,7 +18,11 @@ pub(super) fn open(state: &mut State, id: &str) -> Response {
     };
     let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
     let _ = sender.send(frame("snapshot", &snapshot(id, &detail)));
-    state.streams.entry(id.to_string()).or_default().push(sender);
+    state
+        .streams
+        .entry(id.to_string())
+        .or_default()
+        .push(sender);
     state.stream_opened.notify_waiters();
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver
