@@ -69,6 +69,29 @@ impl StreamMessage {
         })
     }
 
+    /// The message as the SDK types it: its fields with `type` (a broadcast's `data` nested).
+    pub fn to_value(&self) -> Value {
+        let (kind, mut fields) = match self {
+            StreamMessage::Snapshot(fields) => ("snapshot", fields.clone()),
+            StreamMessage::Hydration(fields) => ("hydration", fields.clone()),
+            StreamMessage::Presence(fields) => ("presence", fields.clone()),
+            StreamMessage::Broadcast(b) => {
+                let mut fields = Map::new();
+                fields.insert("event".into(), Value::from(b.event.clone()));
+                fields.insert("data".into(), Value::Object(b.data.clone()));
+                fields.insert("category".into(), Value::from(b.category.clone()));
+                fields.insert("sessionId".into(), Value::from(b.session_id.clone()));
+                fields.insert("timestamp".into(), Value::from(b.timestamp));
+                ("broadcast", fields)
+            }
+            StreamMessage::Other { frame, data } => {
+                return serde_json::json!({"type": frame, "data": data});
+            }
+        };
+        fields.insert("type".into(), Value::from(kind));
+        Value::Object(fields)
+    }
+
     /// The name a person reads for it: the broadcast's or presence's event, else the kind.
     pub fn name(&self) -> &str {
         match self {
