@@ -615,7 +615,12 @@ fn answer(
             // Paged by the SDK's `limit` and `offset`.
             let offset = number(&params, "offset").unwrap_or(0);
             let limit = number(&params, "limit").unwrap_or(usize::MAX);
-            let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
+            let page: Vec<Value> = matching
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(complete)
+                .collect();
             json_response(
                 200,
                 json!({"sessions": {"websocket": page, "sandbox": []}, "total": total}),
@@ -651,13 +656,20 @@ fn answer(
                 let first = list.len() as i64 + 1;
                 for (id, mut event) in (first..).zip(step.events) {
                     event["id"] = json!(id);
+                    // The SDK's `CoderSessionEventSchema` requires when it happened.
+                    if event.get("occurredAt").is_none() {
+                        event["occurredAt"] = json!(NOW);
+                    }
                     list.push(event);
                 }
                 if let Some(loop_state) = step.loop_state {
                     state.loops.insert(id.clone(), loop_state);
                 }
             }
-            json_response(200, state.current.get(&id).cloned().unwrap_or(json!({})))
+            json_response(
+                200,
+                complete(state.current.get(&id).cloned().unwrap_or(json!({}))),
+            )
         }
         ("POST", ["api", "hub", "session", id, "archive"]) => {
             if !state.current.contains_key(*id) {
@@ -736,6 +748,42 @@ fn answer(
         ),
         _ => more(&mut state, method.as_str(), &parts, &params, body),
     }
+}
+
+/// A session as the Hub answers it: the fields the SDK's `CoderSessionListItemSchema` requires
+/// (`@agentuity/core` `services/coder/types.ts`) filled in from its status where a script left
+/// them out; what the script set wins.
+fn complete(detail: Value) -> Value {
+    let status = detail["status"].as_str().unwrap_or("active").to_string();
+    let bucket = match status.as_str() {
+        "archived" | "shutdown" | "stopped" | "ended" => "history",
+        "creating" | "provisioning" => "provisioning",
+        "paused" | "resuming" => "paused",
+        _ => "running",
+    };
+    let mut full = json!({
+        "label": "agh",
+        "status": status,
+        "mode": "sandbox",
+        "visibility": "private",
+        "workflowMode": "standard",
+        "createdAt": NOW,
+        "lastActivityAt": NOW,
+        "taskCount": 0,
+        "subAgentCount": 0,
+        "observerCount": 0,
+        "participantCount": 0,
+        "tags": [],
+        "skills": [],
+        "bucket": bucket,
+        "runtimeAvailable": bucket == "running",
+        "controlAvailable": bucket == "running",
+        "wakeAvailable": bucket == "paused",
+        "historyOnly": bucket == "history",
+        "liveExpected": bucket != "history",
+    });
+    merge(&mut full, &detail);
+    full
 }
 
 /// The create's answer, or the loss of it that a test asked for.
