@@ -197,6 +197,16 @@ async fn coder_users_sends_search_and_limit_to_the_hub_and_prints_its_answer() {
 }
 
 #[tokio::test]
+async fn coder_users_accepts_a_bare_array_of_users_as_the_sdk_does() {
+    let fake = FakeAgentuity::start().await;
+    fake.lock().users_bare = true;
+    let ran = run(&fake, &["coder", "users", "--search", "Jan"], None).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.json["users"][0]["displayName"], "Jane Doe");
+    assert_eq!(ran.json["total"], 2);
+}
+
+#[tokio::test]
 async fn coder_agents_commands_call_their_hub_endpoints_and_print_the_answer() {
     let fake = FakeAgentuity::start().await;
     canned_json(
@@ -859,4 +869,48 @@ async fn coder_wake_of_an_archived_session_prints_it_and_exits_44_without_resumi
     )
     .await;
     assert_eq!(zero.code, 2, "{}", zero.stderr);
+}
+
+#[tokio::test]
+async fn coder_follow_prints_the_sessions_events_live_until_it_completes() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session("codesess_9", vec![Step::active()]);
+    let hub = fake.clone();
+    let broadcaster = tokio::spawn(async move {
+        hub.until_streaming("codesess_9").await;
+        hub.broadcast(
+            "codesess_9",
+            "tool_execution_start",
+            json!({"agentName": "lead", "toolName": "bash"}),
+        );
+        hub.broadcast("codesess_9", "session_complete", json!({}));
+    });
+    let ran = run(&fake, &["coder", "follow", "codesess_9"], None).await;
+    broadcaster.await.expect("broadcast");
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    // Not a terminal: one SDK-shaped message per line.
+    let lines: Vec<Value> = ran
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["type"], "snapshot");
+    assert_eq!(lines[1]["event"], "tool_execution_start");
+    assert_eq!(lines[1]["data"]["toolName"], "bash");
+    assert_eq!(lines[2]["event"], "session_complete");
+    let stream = fake.requests("GET", "/api/hub/session/codesess_9/events");
+    assert!(
+        stream[0].query.starts_with("subscribe=*"),
+        "{}",
+        stream[0].query
+    );
+
+    let table = run(
+        &fake,
+        &["coder", "follow", "codesess_missing", "--table"],
+        None,
+    )
+    .await;
+    assert_ne!(table.code, 0);
+    assert!(table.stderr.contains("404"), "{}", table.stderr);
 }

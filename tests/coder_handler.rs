@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use agh_worker::agentuity::{AgentuityClient, ClientSettings, Env, RetryPolicy};
 use agh_worker::api::types::{Claim, TaskBundle};
-use agh_worker::handler::coder::{CoderConfig, StopPolicy, run_with_client, run_with_health};
+use agh_worker::handler::coder::{
+    CoderConfig, FollowMode, StopPolicy, run_with_client, run_with_health,
+};
 use agh_worker::handler::{HandlerEvent, Outcome, TaskContext, TaskDocument};
 use agh_worker::worker::HandlerHealth;
 use serde_json::{Value, json};
@@ -25,6 +27,8 @@ fn config(fake: &FakeAgentuity) -> CoderConfig {
             hub_url: Some(fake.url.clone()),
             ..ClientSettings::default()
         },
+        // These tests script the session's reads; the live stream has tests of its own.
+        follow: FollowMode::Poll,
         poll_seconds: 0.01,
         progress_interval_seconds: 0.0,
         blocked_grace_seconds: 0.1,
@@ -138,7 +142,11 @@ async fn a_task_is_created_as_a_session_followed_to_completion_and_reported_with
     assert_eq!(body["metadata"]["agh_run_id"], "run-1");
     assert_eq!(body["metadata"]["agh_attempt"], "2");
     assert_eq!(body["label"], "agh:ENG-7");
+    // The web URL and the clone URL, as the SDK's repository reference has them.
     assert_eq!(body["repo"]["url"], "https://github.com/acme/app");
+    assert_eq!(body["repo"]["cloneUrl"], "https://github.com/acme/app.git");
+    assert_eq!(body["repo"]["fullName"], "acme/app");
+    assert!(body.get("repos").is_none(), "one repository: `repo` only");
     assert_eq!(body["timeout"]["idle"], "30m");
     let task = body["task"].as_str().expect("task text");
     assert!(
@@ -214,8 +222,8 @@ async fn a_create_with_an_unknown_outcome_is_looked_up_before_it_is_repeated() {
     let outcome = run_with_client(&config, harness.context, &client(&config)).await;
     result(&outcome);
     assert_eq!(fake.count("POST", "/api/hub/session"), 2);
-    // Each lookup searches by the tag, then by the bare run id.
-    assert_eq!(fake.count("GET", "/api/hub/sessions"), 4);
+    // Each lookup searches by the run's tag once: list items carry tags, not metadata.
+    assert_eq!(fake.count("GET", "/api/hub/sessions"), 2);
 }
 
 #[tokio::test]
@@ -507,7 +515,7 @@ async fn a_refused_key_fails_the_run_and_a_hub_that_keeps_failing_gives_it_back(
         matches!(&outcome, Outcome::Release(reason) if reason.contains("kept failing")),
         "{outcome:?}"
     );
-    assert_eq!(fake.count("GET", "/api/hub/sessions"), 1 + 4 * 2);
+    assert_eq!(fake.count("GET", "/api/hub/sessions"), 1 + 4);
 }
 
 #[test]

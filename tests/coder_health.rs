@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use agh_worker::agentuity::ClientSettings;
 use agh_worker::api::types::Claim;
 use agh_worker::config::Config;
-use agh_worker::handler::coder::CoderConfig;
+use agh_worker::handler::coder::{CoderConfig, FollowMode};
 use agh_worker::handler::{
     HandlerConfig, HandlerKind, HandlerSet, MatchRule, Outcome, TaskContext, TaskDocument,
 };
@@ -40,6 +40,8 @@ fn handlers(fake: &FakeAgentuity) -> Vec<HandlerConfig> {
                     hub_url: Some(fake.url.clone()),
                     ..ClientSettings::default()
                 },
+                // These tests script the session's reads; the live stream has tests of its own.
+                follow: FollowMode::Poll,
                 poll_seconds: 0.01,
                 progress_interval_seconds: 0.0,
                 quiet_seconds: 0.05,

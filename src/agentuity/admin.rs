@@ -50,13 +50,23 @@ impl AgentuityClient {
             .await
     }
 
-    /// `GET /hub/users?search&limit&offset`: `search` matches display names.
+    /// `GET /hub/users?search&limit&offset`: `search` matches display names. The Hub answers
+    /// `{users, total, limit, offset}` or a bare array of users; the SDK accepts both, and so does
+    /// this.
     pub async fn search_users(&self, params: &ListUsers) -> Result<UserList, AgentuityError> {
         let mut query = Vec::new();
         push_opt(&mut query, "search", params.search.as_ref());
         push_opt(&mut query, "limit", params.limit);
         push_opt(&mut query, "offset", params.offset);
-        self.hub_get("/users", &query).await
+        let answer: Value = self.hub_get("/users", &query).await?;
+        serde_json::from_value(super::types::listed(answer, "users")).map_err(|err| {
+            AgentuityError::Decode {
+                method: "GET".into(),
+                path: "/api/hub/users".into(),
+                message: err.to_string(),
+                trace_id: None,
+            }
+        })
     }
 
     /// `POST /hub/session/builder`: a Lead + agent-builder session that designs, edits or

@@ -12,7 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -53,10 +53,17 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The `User-Agent` of every request: the SDK sends `Agentuity SDK/<version>`; this names the
+/// worker and its version instead, so the service's client-version checks can tell them apart.
+pub(super) const USER_AGENT: &str = concat!("agh-worker/", env!("CARGO_PKG_VERSION"));
+
 /// A typed client of the Coder Hub and the Sessions API.
 #[derive(Debug)]
 pub struct AgentuityClient {
     http: reqwest::Client,
+    /// For event streams: no overall timeout (a stream stays open for the session's life);
+    /// the follower notices silence itself.
+    streaming: reqwest::Client,
     key: Secret,
     org_id: Option<String>,
     explicit_hub: Option<String>,
@@ -89,16 +96,21 @@ impl AgentuityClient {
             0 => Duration::from_secs(30),
             seconds => Duration::from_secs(seconds),
         };
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("agh-worker/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(timeout)
-            // A redirect could carry the Authorization header to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|err| AgentuityError::Client(err.to_string()))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(Duration::from_secs(10))
+                // A redirect could carry the Authorization header to another host.
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let built = |client: reqwest::Result<reqwest::Client>| {
+            client.map_err(|err| AgentuityError::Client(err.to_string()))
+        };
+        let http = built(builder().timeout(timeout).build())?;
+        let streaming = built(builder().build())?;
         Ok(AgentuityClient {
             http,
+            streaming,
             key: Secret(key),
             org_id: settings.org_id.clone().filter(|o| !o.trim().is_empty()),
             explicit_hub,
@@ -277,8 +289,92 @@ impl AgentuityClient {
 
     // ---- the transport ----
 
+    /// The headers of every request, as the SDK sends them: `Content-Type` and `Accept` (also on
+    /// GETs and body-less POSTs), the key, the org when one is set.
+    fn headers(&self, accept: &'static str) -> Result<HeaderMap, AgentuityError> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.key.0))
+            .map_err(|_| AgentuityError::BadKey)?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        if let Some(org) = &self.org_id {
+            let org = HeaderValue::from_str(org).map_err(|_| AgentuityError::BadUrl {
+                what: "org_id",
+                value: org.clone(),
+                why: "has characters an HTTP header cannot carry".into(),
+            })?;
+            headers.insert(ORG_HEADER, org);
+        }
+        Ok(headers)
+    }
+
+    /// Opens `GET {hub}/api/hub{path}` as an event stream (`Accept: text/event-stream`), as the
+    /// SDK's `CoderSSEClient` does: the key and the org also go in the query (`api_key`,
+    /// `org_id`), since browsers' `EventSource` cannot send headers and the Hub is documented to
+    /// read them there; the `Authorization` header goes too. Not retried: the follower reopens
+    /// the stream with its own backoff. A refusal is the failure the Hub answered.
+    pub(super) async fn open_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<reqwest::Response, AgentuityError> {
+        let path = format!("/api/hub{path}");
+        let base_url = self.hub_url().await?;
+        let mut url =
+            Url::parse(&format!("{base_url}{path}")).map_err(|err| AgentuityError::BadUrl {
+                what: "request url",
+                value: format!("{base_url}{path}"),
+                why: err.to_string(),
+            })?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            pairs.append_pair("api_key", &self.key.0);
+            if let Some(org) = &self.org_id {
+                pairs.append_pair("org_id", org);
+            }
+        }
+        let mut headers = self.headers("text/event-stream")?;
+        // A stream request has no body: the SDK's SSE client sends only `Accept`.
+        headers.remove(CONTENT_TYPE);
+        let response = self
+            .streaming
+            .get(url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|err| AgentuityError::Transport {
+                method: "GET".into(),
+                path: path.clone(),
+                timeout: err.is_timeout(),
+                // The URL carries the key in its query: reqwest's message names the URL.
+                message: self.scrub(&err.without_url().to_string()),
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let (code, message, issues) = ApiFailure::describe_body(&self.scrub(&text));
+        Err(AgentuityError::Api(Box::new(ApiFailure {
+            method: "GET".into(),
+            path,
+            status: status.as_u16(),
+            code,
+            message,
+            issues,
+            trace_id: header_str(&headers, TRACE_HEADER),
+            upgrade_url: header_str(&headers, UPGRADE_URL_HEADER),
+            retry_after: server_wait(&headers),
+            rate_limited: rate_limited(&headers),
+        })))
+    }
+
     /// Replaces the key wherever an answer echoes it.
-    fn scrub(&self, text: &str) -> String {
+    pub(super) fn scrub(&self, text: &str) -> String {
         if self.key.0.is_empty() {
             text.to_string()
         } else {
@@ -299,9 +395,7 @@ impl AgentuityClient {
     ) -> Result<(Value, Option<String>), AgentuityError> {
         let mut retries = Retries::new(&self.retry, repeat);
         let mut region_retried = false;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.key.0))
-            .map_err(|_| AgentuityError::BadKey)?;
-        auth.set_sensitive(true);
+        let headers = self.headers("application/json")?;
         loop {
             let mut url =
                 Url::parse(&format!("{base_url}{path}")).map_err(|err| AgentuityError::BadUrl {
@@ -316,15 +410,9 @@ impl AgentuityClient {
             let mut request = self
                 .http
                 .request(method.clone(), url)
-                .header(AUTHORIZATION, auth.clone())
-                .header(ACCEPT, "application/json");
-            if let Some(org) = &self.org_id {
-                request = request.header(ORG_HEADER, org.as_str());
-            }
+                .headers(headers.clone());
             if let Some(body) = body {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.to_string());
+                request = request.body(body.to_string());
             }
             let transport = |err: reqwest::Error| AgentuityError::Transport {
                 method: method.to_string(),

@@ -4,7 +4,7 @@
 //! shapes, retries.
 //!
 //! `settings` says how to reach Agentuity, `core` is the client and its one request path,
-//! `retry` when a request is sent again; the endpoints are `impl AgentuityClient` blocks in `hub`
+//! `retry` when a request is sent again, `stream` a session's live event stream; the endpoints are `impl AgentuityClient` blocks in `hub`
 //! (what the coder handler calls) and `admin` (what only the operator commands call).
 
 mod admin;
@@ -13,10 +13,12 @@ pub mod error;
 mod hub;
 mod retry;
 mod settings;
+mod stream;
 pub mod types;
 
 pub use self::core::AgentuityClient;
 pub use error::{AgentuityError, ApiFailure, ErrorClass};
 pub use retry::RetryPolicy;
 pub use settings::{ClientSettings, Env, process_env};
+pub use stream::{SessionStream, StreamRead};
 pub use types::*;

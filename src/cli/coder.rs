@@ -44,6 +44,18 @@ pub enum CoderCommand {
         /// The session id.
         id: String,
     },
+    /// Follow a session live over its event stream (GET …/events, Server-Sent Events): a line
+    /// per event (a table on a terminal, JSON lines otherwise) until the session completes,
+    /// fails or shuts down; reopened with backoff when it breaks.
+    Follow {
+        /// The session id.
+        id: String,
+        /// Only these events: names, categories or `prefix_*`, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        subscribe: Vec<String>,
+        #[command(flatten)]
+        view: ListView,
+    },
     /// A session's event history, newest first.
     Events {
         id: String,

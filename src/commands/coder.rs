@@ -24,6 +24,7 @@ use crate::config::{ConfigSources, load_unvalidated};
 use crate::exit;
 use crate::handler::HandlerKind;
 
+mod follow;
 mod table;
 
 use table::Column;
@@ -234,6 +235,7 @@ impl CoderCommand {
     fn view(&self) -> Option<ListView> {
         match self {
             CoderCommand::Sessions { view, .. }
+            | CoderCommand::Follow { view, .. }
             | CoderCommand::Events { view, .. }
             | CoderCommand::Participants { view, .. }
             | CoderCommand::Users { view, .. }
@@ -291,7 +293,7 @@ fn print(answer: Result<Value, AgentuityError>, table: Option<&Layout>) -> ExitC
 
 /// The exit code of a failed command. Every variant is named so that a new one is classified
 /// here rather than falling into "bad setting".
-fn exit_code(err: &AgentuityError) -> u8 {
+pub(super) fn exit_code(err: &AgentuityError) -> u8 {
     match err {
         AgentuityError::Api(_) if err.is_gone() => exit::NOT_FOUND,
         AgentuityError::Api(_)
@@ -442,6 +444,14 @@ pub async fn coder(cli: &Cli, args: &CoderArgs) -> ExitCode {
             },
             table_for(cli, *view, &SESSIONS),
         ),
+        CoderCommand::Follow {
+            id,
+            subscribe,
+            view,
+        } => {
+            let table = wants_table(cli.json, view.table, std::io::stdout().is_terminal());
+            return follow::follow(&client, id, subscribe, table).await;
+        }
         CoderCommand::Show { id } => (to_value(client.get_session(id).await), None),
         CoderCommand::Loop { id } => (to_value(client.loop_state(id).await), None),
         CoderCommand::Replay { id } => (to_value(client.replay(id).await), None),

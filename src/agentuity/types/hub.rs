@@ -267,7 +267,7 @@ pub struct ListSessions {
 }
 
 /// One page of sessions, flattened from `{sessions:{websocket:[…],sandbox:[…]},total}` (or a
-/// plain `sessions:[…]`).
+/// plain `sessions:[…]`, or a bare array, which the SDK's list schema also accepts).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SessionPage {
     pub sessions: Vec<Session>,
@@ -276,6 +276,7 @@ pub struct SessionPage {
 
 impl SessionPage {
     pub(crate) fn from_value(value: Value) -> Self {
+        let value = super::listed(value, "sessions");
         let parse = |items: &Value| -> Vec<Session> {
             items
                 .as_array()

@@ -114,8 +114,22 @@ fn lenient_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
     })
 }
 
+/// A list answer as an object: a bare array (which the SDK accepts for users and sessions) becomes
+/// `{key: [...], total: n}`; an object stays as it is.
+pub(crate) fn listed(answer: Value, key: &str) -> Value {
+    match answer {
+        Value::Array(items) => {
+            let total = items.len();
+            serde_json::json!({ key: items, "total": total })
+        }
+        other => other,
+    }
+}
+
 mod admin;
 mod hub;
+mod stream;
 
 pub use admin::*;
 pub use hub::*;
+pub use stream::*;

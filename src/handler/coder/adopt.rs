@@ -103,34 +103,26 @@ impl Run<'_> {
         id
     }
 
-    /// A live session tagged (or labelled in metadata) with this run.
+    /// A live session tagged with this run. List items carry tags but no `metadata` (the SDK's
+    /// list schema has none), so the tag is what is matched.
     pub(super) async fn find_for_run(&self) -> Result<Option<String>, AgentuityError> {
-        let run_id = &self.document().run_id;
-        let tag = run_tag(run_id);
-        // Whether `search` covers tags is unconfirmed (it covers title, task and metadata), so
-        // the tag is tried first and the bare run id (the `agh_run_id` metadata value) second.
-        for search in [tag.clone(), run_id.clone()] {
-            let page = self
-                .client
-                .list_sessions(&ListSessions {
-                    search: Some(search),
-                    include_archived: true,
-                    limit: Some(50),
-                    offset: None,
-                })
-                .await?;
-            let found = page
-                .sessions
-                .into_iter()
-                .filter(|s| s.tags.contains(&tag) || s.metadata_str("agh_run_id") == Some(run_id))
-                // A session already over was finished (or archived) by an earlier holder of the
-                // run; its outcome was reported then.
-                .filter(|s| !s.is_over())
-                .find_map(|s| s.session_id);
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Ok(None)
+        let tag = run_tag(&self.document().run_id);
+        let page = self
+            .client
+            .list_sessions(&ListSessions {
+                search: Some(tag.clone()),
+                include_archived: true,
+                limit: Some(50),
+                offset: None,
+            })
+            .await?;
+        Ok(page
+            .sessions
+            .into_iter()
+            .filter(|s| s.tags.contains(&tag))
+            // A session already over was finished (or archived) by an earlier holder of the
+            // run; its outcome was reported then.
+            .filter(|s| !s.is_over())
+            .find_map(|s| s.session_id))
     }
 }

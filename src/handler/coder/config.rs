@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::repo::RepoConfig;
 use crate::agentuity::{ClientSettings, WorkflowMode};
 
 /// What to do with a live session when the run is stopped by the worker (lease lost, shutdown).
@@ -19,6 +20,18 @@ pub enum StopPolicy {
     /// Leave it running and release the run, naming the session: the next claim of the run finds
     /// it by its tag and adopts it.
     LeaveRunning,
+}
+
+/// How a session is followed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowMode {
+    /// Listen to the session's event stream (as the SDK does), reading the session now and then
+    /// in case a broadcast is missed; poll while the stream is down.
+    #[default]
+    Stream,
+    /// Poll the session and its event history every `poll_seconds`.
+    Poll,
 }
 
 /// Configuration of one coder handler (`handlers[].coder`).
@@ -46,9 +59,13 @@ pub struct CoderConfig {
     pub agent: Option<String>,
     /// A pre-built workspace (repos, skills, system prompt).
     pub workspace_id: Option<String>,
-    /// A repository to clone into the sandbox.
+    /// A repository to clone into the sandbox: its web URL (`https://github.com/acme/app`).
     pub repo_url: Option<String>,
+    /// Its clone URL; for GitHub derived from `repo_url` (and the other way round) when unset.
+    pub repo_clone_url: Option<String>,
     pub repo_branch: Option<String>,
+    /// More repositories (`[{url, clone_url, branch}]`), after the one of `repo_url`.
+    pub repos: Vec<RepoConfig>,
     /// `private`, `organization` or `collaborate`.
     pub visibility: String,
     /// Loop mode: the goal (same placeholders; default the task text).
@@ -68,7 +85,15 @@ pub struct CoderConfig {
     /// Tags added to the run's own (`agh-run:<run_id>`, `agh-task:<task_id>`).
     pub tags: Vec<String>,
 
-    /// Pause between polls of a session, in seconds.
+    /// How sessions are followed: `stream` (live events) or `poll`.
+    pub follow: FollowMode,
+    /// While the event stream is live, the session is still read this often, in seconds, in case
+    /// a broadcast was missed.
+    pub stream_check_seconds: f64,
+    /// A live stream that sends nothing for this long, in seconds, is dropped and reopened
+    /// (polling meanwhile).
+    pub stream_silence_seconds: f64,
+    /// Pause between polls of a session, in seconds (also while its stream is down).
     pub poll_seconds: f64,
     /// Longest wait for a session to leave `creating`/`provisioning`, in seconds.
     pub provisioning_timeout_seconds: f64,
@@ -104,7 +129,9 @@ impl Default for CoderConfig {
             agent: None,
             workspace_id: None,
             repo_url: None,
+            repo_clone_url: None,
             repo_branch: None,
+            repos: Vec::new(),
             visibility: "private".into(),
             loop_goal: None,
             loop_max_iterations: None,
@@ -115,6 +142,9 @@ impl Default for CoderConfig {
             sandbox_paused_timeout: Some("1h".into()),
             env: BTreeMap::new(),
             tags: Vec::new(),
+            follow: FollowMode::Stream,
+            stream_check_seconds: 60.0,
+            stream_silence_seconds: 90.0,
             poll_seconds: 5.0,
             provisioning_timeout_seconds: 300.0,
             event_page_size: 100,
@@ -144,7 +174,9 @@ impl fmt::Debug for CoderConfig {
             .field("agent", &self.agent)
             .field("workspace_id", &self.workspace_id)
             .field("repo_url", &self.repo_url)
+            .field("repos", &self.repos)
             .field("env", &env)
+            .field("follow", &self.follow)
             .field("poll_seconds", &self.poll_seconds)
             .field("on_stop", &self.on_stop)
             .finish_non_exhaustive()
@@ -172,6 +204,8 @@ impl CoderConfig {
         }
         for (name, value) in [
             ("poll_seconds", self.poll_seconds),
+            ("stream_check_seconds", self.stream_check_seconds),
+            ("stream_silence_seconds", self.stream_silence_seconds),
             (
                 "provisioning_timeout_seconds",
                 self.provisioning_timeout_seconds,
@@ -191,6 +225,23 @@ impl CoderConfig {
             problems.push(format!(
                 "{path}.poll_seconds must be above 0: the hub would be polled without a pause"
             ));
+        }
+        for (name, value) in [
+            ("stream_check_seconds", self.stream_check_seconds),
+            ("stream_silence_seconds", self.stream_silence_seconds),
+        ] {
+            if value.is_finite() && value <= 0.0 {
+                problems.push(format!(
+                    "{path}.{name} must be above 0: the session would be read without a pause"
+                ));
+            }
+        }
+        for (index, repo) in self.repos.iter().enumerate() {
+            if repo.url.is_none() && repo.clone_url.is_none() {
+                problems.push(format!(
+                    "{path}.repos[{index}] has no url: set url (the web URL) or clone_url"
+                ));
+            }
         }
         if self.event_page_size == 0 {
             problems.push(format!("{path}.event_page_size must be at least 1"));

@@ -52,7 +52,9 @@ impl Run<'_> {
         self.context.progress(format!("coder: {line}")).await;
     }
 
-    pub(super) async fn on_event(&mut self, event: &HubEvent) {
+    /// One event of the session; `live` when it came over the stream as it happened (not read
+    /// from the history later).
+    pub(super) async fn on_event(&mut self, event: &HubEvent, live: bool) {
         let name = event.event.as_str();
         let payload_text = |key: &str| {
             event.payload.get(key).and_then(|v| {
@@ -82,6 +84,7 @@ impl Run<'_> {
             }
             "agent_end" if event.task_id.is_none() => {
                 self.lead_ended_at = Some(Instant::now());
+                self.lead_end_live = live;
             }
             "agent_start"
             | "turn_start"
@@ -107,6 +110,15 @@ impl Run<'_> {
                 payload_text("error").unwrap_or_default()
             )),
             "agent_end" if event.task_id.is_none() => Some(format!("{who} finished its turn")),
+            "tool_execution_start" | "tool_call" => Some(format!(
+                "{who}: {}",
+                payload_text("toolName")
+                    .or_else(|| payload_text("name"))
+                    .unwrap_or_else(|| "tool".into())
+            )),
+            "loop_completed" => Some("loop completed".into()),
+            "loop_blocked" => Some("loop blocked".into()),
+            "loop_cancelled" => Some("loop cancelled".into()),
             "agent_progress" => match payload_text("status").as_deref() {
                 Some("tool_start") => Some(format!(
                     "{who}: {}",

@@ -1,14 +1,20 @@
-//! Following a session to its end: poll its detail, its loop state and the tail of its event
-//! history; decide completion by the loop's terminal states, or in standard mode by the session
-//! going to history or the lead's `agent_end` followed by a quiet period confirmed by a re-read;
-//! wake a paused session within the allowed resumes.
+//! Following a session to its end: listen to its live event stream (or poll while there is none),
+//! read its detail, its loop state and the tail of its event history; decide completion by
+//! `session_complete`/`session_error`, the loop's terminal states, the session going to history,
+//! or in standard mode the lead's `agent_end` with no task running (at once when the stream said
+//! so; after a quiet period confirmed by a re-read when only the history did); wake a paused
+//! session within the allowed resumes.
 
 use tokio::time::Instant;
 
 use super::config::seconds;
 use super::hub::explain;
+use super::live::{Live, SUBSCRIBE};
 use super::{LOG_TARGET, Run, SessionEnd};
-use crate::agentuity::{HubEvent, LoopStatus, Session, SessionStatus, WorkflowMode};
+use crate::agentuity::{
+    AgentuityError, HubEvent, LoopStatus, Session, SessionStatus, StreamMessage, StreamRead,
+    WorkflowMode,
+};
 use crate::handler::Outcome;
 use crate::util::time::sleep_until_option;
 
@@ -18,20 +24,90 @@ const MAX_READ_FAILURES: u32 = 10;
 /// polls are not news any more, and a bound keeps a Hub that pages wrongly from holding a poll.
 const MAX_EVENT_PAGES: u32 = 10;
 
+/// What the follower does next.
+enum Next {
+    Stop,
+    Read,
+    Connect,
+    Heard(Result<StreamRead, AgentuityError>),
+    Silent,
+}
+
 impl Run<'_> {
+    /// Follows the session to its end: its live event stream when it can be opened (reading the
+    /// session at once on every (re)open, to catch up, and now and then after), polling while it
+    /// is down or when following by polling.
     pub(super) async fn follow(&mut self, id: &str) -> Outcome {
         let cancel = self.context.cancel.clone();
         let deadline = self.deadline;
-        let mut first = true;
+        let mut live = Live::new(self.config, self.poll);
+        let mut read_at = Instant::now();
+        let subscribe: Vec<String> = SUBSCRIBE.iter().map(|s| s.to_string()).collect();
         loop {
-            // Every Hub call of a poll can be interrupted: a stop must not wait for a slow answer.
+            let blocked_until = self.blocked_until();
+            let connect_at = live.connect_at();
+            let silent_at = live.silent_at();
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Next::Stop,
+                _ = sleep_until_option(deadline) => Next::Stop,
+                heard = live.next(), if live.is_open() => Next::Heard(heard),
+                _ = sleep_until_option(connect_at), if connect_at.is_some() => Next::Connect,
+                _ = sleep_until_option(silent_at), if silent_at.is_some() => Next::Silent,
+                _ = tokio::time::sleep_until(read_at) => Next::Read,
+                _ = sleep_until_option(blocked_until), if blocked_until.is_some() => Next::Read,
+            };
+            // Every Hub call can be interrupted: a stop must not wait for a slow answer.
+            let step = async {
+                match next {
+                    Next::Stop => None,
+                    Next::Read => {
+                        let history = !live.is_open();
+                        let end = self.poll_once(id, history).await;
+                        read_at = self.next_read(&live);
+                        Some(end)
+                    }
+                    Next::Connect => match self.client.session_events(id, &subscribe).await {
+                        Ok(stream) => {
+                            live.opened(stream);
+                            // What happened before the stream opened (or while it was down) is
+                            // read now: the session and its event history.
+                            let end = self.poll_once(id, true).await;
+                            read_at = self.next_read(&live);
+                            Some(end)
+                        }
+                        Err(err) => {
+                            live.lost(&err.to_string());
+                            Some(None)
+                        }
+                    },
+                    Next::Silent => {
+                        live.lost("silent for too long");
+                        read_at = Instant::now();
+                        Some(None)
+                    }
+                    Next::Heard(Ok(StreamRead::Message(message))) => {
+                        Some(self.on_message(id, message).await)
+                    }
+                    Next::Heard(Ok(StreamRead::Alive)) => Some(None),
+                    Next::Heard(Ok(StreamRead::Ended)) => {
+                        live.lost("the hub closed it");
+                        read_at = Instant::now();
+                        Some(None)
+                    }
+                    Next::Heard(Err(err)) => {
+                        live.lost(&err.to_string());
+                        read_at = Instant::now();
+                        Some(None)
+                    }
+                }
+            };
             let step = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => None,
                 _ = sleep_until_option(deadline) => None,
-                end = self.poll_once(id, first) => Some(end),
+                step = step => step,
             };
-            first = false;
             match step {
                 None => return self.stopped(Some(id)).await,
                 Some(Some(end)) => return self.finish(id, end).await,
@@ -40,12 +116,59 @@ impl Run<'_> {
         }
     }
 
-    /// One poll: waits the cadence (except the first time), reads the session and its events,
-    /// and says whether it is done.
-    async fn poll_once(&mut self, id: &str, first: bool) -> Option<SessionEnd> {
-        if !first {
-            tokio::time::sleep(self.poll).await;
+    /// When to read the session next: at the poll cadence while it provisions (no broadcast says
+    /// when that ends) or while the stream is down, rarely while the stream is live.
+    fn next_read(&self, live: &Live) -> Instant {
+        let provisioning = self
+            .last_session
+            .as_ref()
+            .is_none_or(Session::is_provisioning);
+        Instant::now()
+            + if provisioning {
+                self.poll
+            } else {
+                live.read_interval()
+            }
+    }
+
+    /// When a blocked loop's grace runs out, so it is read again then.
+    fn blocked_until(&self) -> Option<Instant> {
+        self.blocked_since
+            .map(|since| since + seconds(self.config.blocked_grace_seconds, 120.0))
+    }
+
+    /// A message of the live stream: a broadcast is read like an event of the history; one that
+    /// decides (or may decide) the run's end is confirmed by reading the session at once.
+    async fn on_message(&mut self, id: &str, message: StreamMessage) -> Option<SessionEnd> {
+        let StreamMessage::Broadcast(broadcast) = message else {
+            return None;
+        };
+        let event = broadcast.to_event();
+        self.on_event(&event, true).await;
+        if let Some(end) = self.session_ended.take() {
+            return Some(end);
         }
+        let decisive = matches!(
+            event.event.as_str(),
+            "session_shutdown"
+                | "loop_state_updated"
+                | "loop_started"
+                | "loop_resumed"
+                | "loop_paused"
+                | "loop_blocked"
+                | "loop_completed"
+                | "loop_cancelled"
+        ) || (event.event == "agent_end" && self.lead_ended_at.is_some());
+        if decisive {
+            return self.poll_once(id, false).await;
+        }
+        self.progress_due().await;
+        None
+    }
+
+    /// One read: the session (and, when `history`, the new events of its history), and whether
+    /// it is done.
+    async fn poll_once(&mut self, id: &str, history: bool) -> Option<SessionEnd> {
         let provisioning_limit = seconds(self.config.provisioning_timeout_seconds, 300.0);
         let session = match self.client.get_session(id).await {
             Ok(session) => {
@@ -90,7 +213,9 @@ impl Run<'_> {
             self.last_session = Some(session);
             return None;
         }
-        self.read_events(id).await;
+        if history {
+            self.read_events(id).await;
+        }
         let end = self.decide(id, &session).await;
         if let Some(cost) = session.usage.as_ref().and_then(|u| u.cost_usd)
             && self
@@ -162,7 +287,7 @@ impl Run<'_> {
             if let Some(event_id) = event.id {
                 self.last_event_id = Some(self.last_event_id.map_or(event_id, |s| s.max(event_id)));
             }
-            self.on_event(&event).await;
+            self.on_event(&event, false).await;
         }
     }
 
@@ -262,6 +387,14 @@ impl Run<'_> {
         }
         if session.status == Some(SessionStatus::Paused) {
             self.wake(id, session).await;
+        }
+        if self.lead_ended_at.is_some() && self.lead_end_live && !tasks_running(session) {
+            // The live broadcast is authoritative, and the read just made shows the session idle
+            // (as the SDK's own consumers judge it): no quiet period to wait out.
+            return Some(SessionEnd::Complete {
+                status: "idle".into(),
+                summary: None,
+            });
         }
         let quiet = seconds(self.config.quiet_seconds, 45.0);
         if let Some(ended) = self.lead_ended_at

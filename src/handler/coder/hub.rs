@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::config::CoderConfig;
 use crate::agentuity::{
     AgentuityClient, AgentuityError, CreatedSession, ErrorClass, EventHistory, ListSessions,
-    LoopStateAnswer, Replay, Session, SessionPage,
+    LoopStateAnswer, Replay, Session, SessionPage, SessionStream,
 };
 use crate::handler::Outcome;
 use crate::handler::health::HandlerHealthReporter;
@@ -144,6 +144,17 @@ impl Hub<'_> {
 
     pub(super) async fn replay(&self, id: &str) -> Result<Replay, AgentuityError> {
         self.seen(CallScope::Session, self.client.replay(id).await)
+    }
+
+    pub(super) async fn session_events(
+        &self,
+        id: &str,
+        subscribe: &[String],
+    ) -> Result<SessionStream, AgentuityError> {
+        self.seen(
+            CallScope::Session,
+            self.client.session_events(id, subscribe).await,
+        )
     }
 
     pub(super) async fn event_history(

@@ -1,11 +1,12 @@
 //! The `coder` handler: runs each task as an Agentuity Coder Hub session.
 //!
-//! The flow follows the research notes (§9): adopt a session already made for this run (by the
-//! `agh-run:<run_id>` tag or metadata) or create one from the configured template; wait while it
-//! provisions; follow it by polling its detail, its loop state and the tail of its event history,
-//! forwarding milestones as throttled progress; decide completion by the loop's terminal states,
-//! or in standard mode by `session_complete`/`session_error`, the session going to history, or the
-//! lead's `agent_end` followed by a quiet period confirmed by a re-read. The result carries the
+//! The flow follows the research notes (§9) and the official SDK: adopt a session already made for
+//! this run (by the `agh-run:<run_id>` tag, or the run's metadata) or create one from the
+//! configured template; follow it over its live event stream (polling its detail, its loop state
+//! and the tail of its event history while the stream is down), forwarding milestones as
+//! throttled progress; decide completion by `session_complete`/`session_error`, the loop's terminal
+//! states, the session going to history, or in standard mode the lead's `agent_end` with no task
+//! running. The result carries the
 //! summary, the session id, usage with cost (`null` when unknown, never 0) and the duration. The
 //! session is archived once done, on the deadline, and (by default) when the run is cancelled.
 //!
@@ -14,7 +15,8 @@
 //!
 //! This file runs one task and holds what a run knows; `config` (with `table`, how its one flat
 //! table is read) and `request` say what sessions are created with, `hub` wraps the client with
-//! health and error explanations, `adopt` starts the session, `follow` and `events` follow it,
+//! health and error explanations, `adopt` starts the session, `follow`, `live` and `events`
+//! follow it,
 //! `finish`, `stop` and `summary` end the run, and `probe` is `agh-worker check`'s.
 
 use std::time::Duration;
@@ -35,15 +37,18 @@ mod events;
 mod finish;
 mod follow;
 mod hub;
+mod live;
 mod probe;
+mod repo;
 mod request;
 mod stop;
 mod summary;
 mod table;
 
-pub use config::{CoderConfig, StopPolicy};
+pub use config::{CoderConfig, FollowMode, StopPolicy};
 pub use hub::refused_key_reason;
 pub use probe::{ProbeFailure, probe};
+pub use repo::RepoConfig;
 pub use request::run_tag;
 
 const LOG_TARGET: &str = "agh_worker::handler::coder";
@@ -126,6 +131,8 @@ struct Run<'a> {
     created_at: Option<Instant>,
     last_event_id: Option<i64>,
     lead_ended_at: Option<Instant>,
+    /// The lead's `agent_end` came over the live stream.
+    lead_end_live: bool,
     blocked_since: Option<Instant>,
     resumes: u32,
     last_progress: Option<Instant>,
@@ -163,6 +170,7 @@ impl<'a> Run<'a> {
             created_at: None,
             last_event_id: None,
             lead_ended_at: None,
+            lead_end_live: false,
             blocked_since: None,
             resumes: 0,
             last_progress: None,

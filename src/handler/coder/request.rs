@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::config::CoderConfig;
+use super::repo::RepoConfig;
 use crate::agentuity::WorkflowMode;
 use crate::handler::TaskDocument;
 
@@ -40,16 +41,19 @@ impl CoderConfig {
         };
         put("agent", self.agent.clone().map(Value::from));
         put("workspaceId", self.workspace_id.clone().map(Value::from));
-        put(
-            "repo",
-            self.repo_url.as_ref().map(|url| {
-                let mut repo = json!({ "url": url });
-                if let Some(branch) = &self.repo_branch {
-                    repo["branch"] = json!(branch);
-                }
-                repo
-            }),
-        );
+        let first = RepoConfig {
+            url: self.repo_url.clone(),
+            clone_url: self.repo_clone_url.clone(),
+            branch: self.repo_branch.clone(),
+        };
+        let repos: Vec<Value> = std::iter::once(&first)
+            .chain(&self.repos)
+            .filter_map(RepoConfig::to_ref)
+            .collect();
+        put("repo", repos.first().cloned());
+        if repos.len() > 1 {
+            put("repos", Some(Value::Array(repos)));
+        }
         if self.mode() == WorkflowMode::Loop {
             let mut loop_body = json!({
                 "goal": self.loop_goal.as_ref().map_or_else(|| task.clone(), |g| substitute(g, document)),
@@ -137,4 +141,33 @@ fn substitute(template: &str, document: &TaskDocument) -> String {
         .replace("{run_id}", &document.run_id)
         .replace("{attempt}", &document.attempt.to_string())
         .replace("{identifier}", &identifier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::Claim;
+
+    #[test]
+    fn several_repositories_go_out_as_repo_and_repos() {
+        let claim: Claim = serde_json::from_value(json!({
+            "task": {"id": "t", "title": "x"},
+            "run": {"id": "r", "attempt": 1},
+        }))
+        .expect("claim");
+        let config = CoderConfig {
+            repo_url: Some("https://github.com/acme/app".into()),
+            repos: vec![RepoConfig {
+                clone_url: Some("https://github.com/acme/lib.git".into()),
+                branch: Some("dev".into()),
+                ..RepoConfig::default()
+            }],
+            ..CoderConfig::default()
+        };
+        let body = config.session_body(&TaskDocument::new(claim, None, None));
+        assert_eq!(body["repo"]["cloneUrl"], "https://github.com/acme/app.git");
+        assert_eq!(body["repos"][0], body["repo"]);
+        assert_eq!(body["repos"][1]["url"], "https://github.com/acme/lib");
+        assert_eq!(body["repos"][1]["branch"], "dev");
+    }
 }

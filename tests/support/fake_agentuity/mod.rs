@@ -20,6 +20,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+mod admin;
+mod stream;
+
+use admin::{more, new_agent};
+
 /// One request the fake saw.
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
@@ -29,6 +34,8 @@ pub(crate) struct Seen {
     pub authorization: Option<String>,
     pub org: Option<String>,
     pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
     pub body: Value,
 }
 
@@ -191,6 +198,12 @@ pub(crate) struct State {
     pub held: Vec<Held>,
     /// The event history answers the newest page whatever `beforeId` asks for.
     pub ignore_before_id: bool,
+    /// Open event streams by session id.
+    pub streams: BTreeMap<String, Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>>,
+    /// Woken whenever a stream opens.
+    pub stream_opened: Arc<tokio::sync::Notify>,
+    /// `GET /api/hub/users` answers a bare array, as the SDK also accepts.
+    pub users_bare: bool,
 }
 
 /// Requests to `method` `path` after the first `skip` are held: seen, never answered.
@@ -329,6 +342,17 @@ impl FakeAgentuity {
         state.scripts.insert(id.into(), steps.into());
     }
 
+    /// Session `id`'s loop is in `state` from now on (later script steps included).
+    pub(crate) fn set_loop(&self, id: &str, state: Value) {
+        let mut fake = self.lock();
+        if let Some(script) = fake.scripts.get_mut(id) {
+            for step in script.iter_mut() {
+                step.loop_state = Some(state.clone());
+            }
+        }
+        fake.loops.insert(id.into(), state);
+    }
+
     pub(crate) fn seen(&self) -> Vec<Seen> {
         self.lock().seen.clone()
     }
@@ -440,6 +464,8 @@ fn held(state: &Mutex<State>, method: &Method, uri: &Uri) -> bool {
         authorization: None,
         org: None,
         user_agent: None,
+        content_type: None,
+        accept: None,
         body: Value::Null,
     });
     true
@@ -464,7 +490,7 @@ fn with_id(mut detail: Value, id: &str) -> Value {
     detail
 }
 
-fn json_response(status: u16, body: Value) -> Response {
+pub(super) fn json_response(status: u16, body: Value) -> Response {
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
         [
@@ -501,6 +527,8 @@ fn answer(
         authorization: header("authorization"),
         org: header("x-agentuity-orgid"),
         user_agent: header("user-agent"),
+        content_type: header("content-type"),
+        accept: header("accept"),
         body: body.clone(),
     });
     let matching = state
@@ -584,9 +612,18 @@ fn answer(
                 .cloned()
                 .collect();
             let total = matching.len();
+            // Paged by the SDK's `limit` and `offset`.
+            let offset = number(&params, "offset").unwrap_or(0);
+            let limit = number(&params, "limit").unwrap_or(usize::MAX);
+            let page: Vec<Value> = matching
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(complete)
+                .collect();
             json_response(
                 200,
-                json!({"sessions": {"websocket": matching, "sandbox": []}, "total": total}),
+                json!({"sessions": {"websocket": page, "sandbox": []}, "total": total}),
             )
         }
         ("GET", ["api", "hub", "session", id]) => {
@@ -619,13 +656,20 @@ fn answer(
                 let first = list.len() as i64 + 1;
                 for (id, mut event) in (first..).zip(step.events) {
                     event["id"] = json!(id);
+                    // The SDK's `CoderSessionEventSchema` requires when it happened.
+                    if event.get("occurredAt").is_none() {
+                        event["occurredAt"] = json!(NOW);
+                    }
                     list.push(event);
                 }
                 if let Some(loop_state) = step.loop_state {
                     state.loops.insert(id.clone(), loop_state);
                 }
             }
-            json_response(200, state.current.get(&id).cloned().unwrap_or(json!({})))
+            json_response(
+                200,
+                complete(state.current.get(&id).cloned().unwrap_or(json!({}))),
+            )
         }
         ("POST", ["api", "hub", "session", id, "archive"]) => {
             if !state.current.contains_key(*id) {
@@ -647,6 +691,7 @@ fn answer(
                 json!({"sessionId": id, "workflowMode": if state_value.is_some() {"loop"} else {"standard"}, "loop": state_value}),
             )
         }
+        ("GET", ["api", "hub", "session", id, "events"]) => stream::open(&mut state, id),
         ("GET", ["api", "hub", "session", id, "events", "history"]) => {
             let limit: usize = params
                 .get("limit")
@@ -705,8 +750,44 @@ fn answer(
     }
 }
 
+/// A session as the Hub answers it: the fields the SDK's `CoderSessionListItemSchema` requires
+/// (`@agentuity/core` `services/coder/types.ts`) filled in from its status where a script left
+/// them out; what the script set wins.
+fn complete(detail: Value) -> Value {
+    let status = detail["status"].as_str().unwrap_or("active").to_string();
+    let bucket = match status.as_str() {
+        "archived" | "shutdown" | "stopped" | "ended" => "history",
+        "creating" | "provisioning" => "provisioning",
+        "paused" | "resuming" => "paused",
+        _ => "running",
+    };
+    let mut full = json!({
+        "label": "agh",
+        "status": status,
+        "mode": "sandbox",
+        "visibility": "private",
+        "workflowMode": "standard",
+        "createdAt": NOW,
+        "lastActivityAt": NOW,
+        "taskCount": 0,
+        "subAgentCount": 0,
+        "observerCount": 0,
+        "participantCount": 0,
+        "tags": [],
+        "skills": [],
+        "bucket": bucket,
+        "runtimeAvailable": bucket == "running",
+        "controlAvailable": bucket == "running",
+        "wakeAvailable": bucket == "paused",
+        "historyOnly": bucket == "history",
+        "liveExpected": bucket != "history",
+    });
+    merge(&mut full, &detail);
+    full
+}
+
 /// The create's answer, or the loss of it that a test asked for.
-fn created(state: &mut State, answer: Value) -> Response {
+pub(super) fn created(state: &mut State, answer: Value) -> Response {
     match state.lose_create.take() {
         None => json_response(201, answer),
         Some(LostAnswer::BadGateway) => (StatusCode::BAD_GATEWAY, "Bad Gateway").into_response(),
@@ -726,7 +807,7 @@ fn created(state: &mut State, answer: Value) -> Response {
 }
 
 /// `fields`' keys written over `target`'s (both objects).
-fn merge(target: &mut Value, fields: &Value) {
+pub(super) fn merge(target: &mut Value, fields: &Value) {
     if let (Some(target), Some(fields)) = (target.as_object_mut(), fields.as_object()) {
         for (key, value) in fields {
             target.insert(key.clone(), value.clone());
@@ -734,439 +815,17 @@ fn merge(target: &mut Value, fields: &Value) {
     }
 }
 
-fn error(status: u16, message: &str) -> Response {
+pub(super) fn error(status: u16, message: &str) -> Response {
     json_response(status, json!({"error": message}))
 }
 
-const NOW: &str = "2026-01-05T10:00:00Z";
+pub(super) const NOW: &str = "2026-01-05T10:00:00Z";
 
-const SNAPSHOT_FIELDS: [&str; 11] = [
-    "slug",
-    "displayName",
-    "description",
-    "instructions",
-    "model",
-    "thinkingLevel",
-    "headlessCompatible",
-    "tools",
-    "serviceTools",
-    "savedSkills",
-    "companionAgents",
-];
-
-fn new_agent(id: &str, body: &Value) -> Value {
-    let mut agent = json!({
-        "id": id,
-        "ownerUserId": "user_jane",
-        "lifecycle": "draft",
-        "visibility": "private_draft",
-        "createdAt": NOW,
-        "updatedAt": NOW,
-        "hasPublishedVersion": false,
-        "hasUnpublishedChanges": true,
-        "instructions": "",
-        "headlessCompatible": false,
-        "tools": [],
-        "serviceTools": [],
-        "savedSkills": [],
-        "companionAgents": [],
-    });
-    for key in SNAPSHOT_FIELDS {
-        if let Some(value) = body.get(key) {
-            agent[key] = value.clone();
-        }
-    }
-    agent["draft"] = snapshot(&agent);
-    agent
-}
-
-fn snapshot(agent: &Value) -> Value {
-    let mut out = json!({});
-    for key in SNAPSHOT_FIELDS {
-        if let Some(value) = agent.get(key) {
-            out[key] = value.clone();
-        }
-    }
-    out
-}
-
-/// The agent an `{idOrSlug}` path segment names.
-fn agent_key(state: &State, id_or_slug: &str) -> Option<String> {
-    if state.agents.contains_key(id_or_slug) {
-        return Some(id_or_slug.to_string());
-    }
-    state
-        .agents
-        .iter()
-        .find(|(_, agent)| agent["slug"] == id_or_slug)
-        .map(|(id, _)| id.clone())
-}
-
-fn next_object(state: &mut State, prefix: &str) -> String {
-    state.next_object += 1;
-    format!("{prefix}_{}", state.next_object)
-}
-
-fn number(params: &BTreeMap<String, String>, name: &str) -> Option<usize> {
+pub(super) fn number(params: &BTreeMap<String, String>, name: &str) -> Option<usize> {
     params.get(name).and_then(|v| v.parse().ok())
 }
 
-/// The Hub endpoints beyond the session lifecycle the handler drives.
-fn more(
-    state: &mut State,
-    method: &str,
-    parts: &[&str],
-    params: &BTreeMap<String, String>,
-    body: Value,
-) -> Response {
-    let not_found = || json_response(404, json!({"code": "CODER_SESSION_NOT_FOUND"}));
-    let ["api", "hub", rest @ ..] = parts else {
-        return not_found();
-    };
-    let decoded: Vec<String> = rest.iter().map(|p| percent(p)).collect();
-    let rest: Vec<&str> = decoded.iter().map(String::as_str).collect();
-    match (method, rest.as_slice()) {
-        ("PATCH", ["session", id]) => {
-            let Some(current) = state.current.get_mut(*id) else {
-                return not_found();
-            };
-            merge(current, &body);
-            current["updatedAt"] = json!(NOW);
-            let current = current.clone();
-            // Later script steps keep what the update changed.
-            if let Some(script) = state.scripts.get_mut(*id) {
-                for step in script.iter_mut() {
-                    merge(&mut step.detail, &body);
-                }
-            }
-            let mut answer = json!({"sessionId": id});
-            for key in [
-                "label",
-                "visibility",
-                "tags",
-                "skills",
-                "defaultAgent",
-                "enabledAgents",
-                "metadata",
-            ] {
-                if let Some(value) = current.get(key) {
-                    answer[key] = value.clone();
-                }
-            }
-            json_response(200, answer)
-        }
-        ("DELETE", ["session", id]) => {
-            if state.current.remove(*id).is_none() {
-                return not_found();
-            }
-            state.scripts.remove(*id);
-            state.deleted.push(id.to_string());
-            json_response(200, json!({"sessionId": id, "status": "deleted"}))
-        }
-        ("POST", ["session", "builder"]) => {
-            if let Some(source) = body.get("sourceSessionId").and_then(Value::as_str)
-                && !state.current.contains_key(source)
-            {
-                return not_found();
-            }
-            let target = body
-                .get("targetAgentId")
-                .or_else(|| body.get("targetAgentSlug"))
-                .and_then(Value::as_str);
-            if let Some(target) = target
-                && agent_key(state, target).is_none()
-            {
-                return error(404, "custom agent not found");
-            }
-            state.next_id += 1;
-            let id = format!("codesess_{}", state.next_id);
-            let visibility = body.get("visibility").cloned().unwrap_or(json!("private"));
-            let detail = json!({
-                "sessionId": id,
-                "label": body.get("label").cloned().unwrap_or(json!("Agent builder")),
-                "status": "creating",
-                "bucket": "provisioning",
-                "mode": "sandbox",
-                "visibility": visibility,
-                "sessionKind": "agent_builder",
-                "builder": {
-                    "mode": body.get("mode").cloned().unwrap_or(json!("new")),
-                    "sourceSession": body.get("sourceSessionId").map(|s| json!({"sessionId": s})),
-                },
-                "createdAt": NOW,
-            });
-            state.current.insert(id.clone(), detail.clone());
-            state
-                .scripts
-                .insert(id.clone(), vec![Step::detail(detail)].into());
-            created(
-                state,
-                json!({"sessionId": id, "sandboxId": null, "status": "creating", "mode": "sandbox", "visibility": visibility}),
-            )
-        }
-        ("GET", ["session", id, "participants"]) => {
-            if !state.current.contains_key(*id) {
-                return not_found();
-            }
-            let all = state.participants.get(*id).cloned().unwrap_or_else(|| {
-                vec![
-                    json!({"id": "lead", "role": "lead", "transport": "sandbox", "agentRole": "lead", "connectedAt": "2026-01-05T09:00:00Z", "lastActivityAt": NOW}),
-                    json!({"id": "obs_1", "role": "observer", "transport": "websocket", "connectedAt": "2026-01-05T09:05:00Z", "disconnectedAt": "2026-01-05T09:10:00Z"}),
-                ]
-            });
-            let include_gone =
-                params.get("includeDisconnected").map(String::as_str) == Some("true");
-            let mut participants: Vec<Value> = all
-                .into_iter()
-                .filter(|p| include_gone || p.get("disconnectedAt").is_none())
-                .collect();
-            if let Some(limit) = number(params, "limit") {
-                participants.truncate(limit);
-            }
-            json_response(200, json!({"sessionId": id, "participants": participants}))
-        }
-        ("GET", ["users"]) => {
-            let search = params
-                .get("search")
-                .map(|s| s.to_lowercase())
-                .unwrap_or_default();
-            let matching: Vec<Value> = state
-                .users
-                .iter()
-                .filter(|u| {
-                    u["displayName"]
-                        .as_str()
-                        .is_some_and(|n| n.to_lowercase().contains(&search))
-                })
-                .cloned()
-                .collect();
-            let total = matching.len();
-            let offset = number(params, "offset").unwrap_or(0);
-            let limit = number(params, "limit").unwrap_or(50);
-            let page: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
-            json_response(
-                200,
-                json!({"users": page, "total": total, "limit": limit, "offset": offset}),
-            )
-        }
-        ("GET", ["agents"]) => {
-            let archived = params.get("includeArchived").map(String::as_str) == Some("true");
-            let agents: Vec<Value> = state
-                .agents
-                .values()
-                .filter(|a| archived || a["lifecycle"] != "archived")
-                .cloned()
-                .collect();
-            json_response(200, json!({"agents": agents}))
-        }
-        ("POST", ["agents"]) => {
-            let Some(slug) = body.get("slug").and_then(Value::as_str) else {
-                return json_response(
-                    400,
-                    json!({"success": false, "error": {"name": "ZodError", "issues": [{"code": "invalid_type", "path": ["slug"], "message": "Required"}]}}),
-                );
-            };
-            if agent_key(state, slug).is_some() {
-                return json_response(
-                    409,
-                    json!({"message": format!("a custom agent with slug {slug} exists")}),
-                );
-            }
-            let id = next_object(state, "agent");
-            let agent = new_agent(&id, &body);
-            state.agents.insert(id, agent.clone());
-            json_response(201, agent)
-        }
-        ("GET", ["agents", key]) => match agent_key(state, key) {
-            Some(id) => json_response(200, state.agents[&id].clone()),
-            None => error(404, "custom agent not found"),
-        },
-        ("PATCH", ["agents", key]) => {
-            let Some(id) = agent_key(state, key) else {
-                return error(404, "custom agent not found");
-            };
-            let agent = state.agents.get_mut(&id).expect("agent");
-            for key in SNAPSHOT_FIELDS {
-                if let Some(value) = body.get(key) {
-                    agent[key] = value.clone();
-                }
-            }
-            agent["draft"] = snapshot(agent);
-            agent["hasUnpublishedChanges"] = json!(true);
-            agent["updatedAt"] = json!(NOW);
-            json_response(200, agent.clone())
-        }
-        ("POST", ["agents", key, "publish"]) => {
-            let Some(id) = agent_key(state, key) else {
-                return error(404, "custom agent not found");
-            };
-            let versions = state.agent_versions.entry(id.clone()).or_default();
-            let number = versions.len() as u64 + 1;
-            let agent = state.agents.get_mut(&id).expect("agent");
-            let mut version = snapshot(agent);
-            merge(
-                &mut version,
-                &json!({"id": format!("{id}_v{number}"), "agentId": id, "version": number, "createdByUserId": "user_jane", "createdAt": NOW}),
-            );
-            versions.push(version.clone());
-            merge(
-                agent,
-                &json!({"lifecycle": "published", "visibility": "org", "hasPublishedVersion": true, "hasUnpublishedChanges": false, "latestPublishedVersion": number, "latestPublishedAt": NOW, "published": version}),
-            );
-            json_response(200, agent.clone())
-        }
-        ("POST", ["agents", key, "archive"]) => {
-            let Some(id) = agent_key(state, key) else {
-                return error(404, "custom agent not found");
-            };
-            let agent = state.agents.get_mut(&id).expect("agent");
-            agent["lifecycle"] = json!("archived");
-            json_response(200, agent.clone())
-        }
-        ("GET", ["agents", key, "versions"]) => match agent_key(state, key) {
-            Some(id) => json_response(
-                200,
-                json!({"versions": state.agent_versions.get(&id).cloned().unwrap_or_default()}),
-            ),
-            None => error(404, "custom agent not found"),
-        },
-        ("POST", ["workspaces"]) => {
-            let Some(name) = body.get("name").and_then(Value::as_str) else {
-                return error(400, "name is required");
-            };
-            let id = next_object(state, "ws");
-            let repos = body.get("repos").cloned().unwrap_or(json!([]));
-            let skills = body.get("savedSkillIds").cloned().unwrap_or(json!([]));
-            let buckets = body.get("skillBucketIds").cloned().unwrap_or(json!([]));
-            let selections = [&repos, &skills, &buckets]
-                .iter()
-                .map(|v| v.as_array().map_or(0, Vec::len))
-                .sum::<usize>();
-            let workspace = json!({
-                "id": id,
-                "name": name,
-                "description": body.get("description"),
-                "scope": body.get("scope").cloned().unwrap_or(json!("user")),
-                "ownerUserId": "user_jane",
-                "repoCount": repos.as_array().map_or(0, Vec::len),
-                "repos": repos,
-                "dependencies": [],
-                "setupScript": "",
-                "systemPrompt": "",
-                "systemPromptMode": "append",
-                "savedSkillIds": skills,
-                "skillBucketIds": buckets,
-                "enabledAgents": [],
-                "selectionCount": selections,
-                "createdAt": NOW,
-                "updatedAt": NOW,
-            });
-            state.workspaces.insert(id, workspace.clone());
-            json_response(201, json!({"workspace": workspace}))
-        }
-        ("GET", ["workspaces"]) => json_response(
-            200,
-            json!({"workspaces": state.workspaces.values().cloned().collect::<Vec<_>>()}),
-        ),
-        ("GET", ["workspaces", id]) => match state.workspaces.get(*id) {
-            Some(workspace) => json_response(200, json!({"workspace": workspace})),
-            None => error(404, "workspace not found"),
-        },
-        ("DELETE", ["workspaces", id]) => match state.workspaces.remove(*id) {
-            Some(_) => json_response(200, json!({"ok": true})),
-            None => error(404, "workspace not found"),
-        },
-        ("POST", ["skills", "library"]) => {
-            let (Some(repo), Some(skill_id), Some(name)) = (
-                body.get("repo").and_then(Value::as_str),
-                body.get("skillId").and_then(Value::as_str),
-                body.get("name").and_then(Value::as_str),
-            ) else {
-                return error(400, "repo, skillId and name are required");
-            };
-            let id = next_object(state, "skill");
-            let mut skill = json!({
-                "id": id,
-                "source": body.get("source").cloned().unwrap_or(json!("registry")),
-                "repo": repo,
-                "skillId": skill_id,
-                "name": name,
-                "createdAt": NOW,
-                "updatedAt": NOW,
-            });
-            for key in ["description", "url", "content"] {
-                if let Some(value) = body.get(key) {
-                    skill[key] = value.clone();
-                }
-            }
-            state.skills.insert(id, skill.clone());
-            json_response(201, json!({"skill": skill}))
-        }
-        ("GET", ["skills", "library"]) => json_response(
-            200,
-            json!({"skills": state.skills.values().cloned().collect::<Vec<_>>()}),
-        ),
-        ("DELETE", ["skills", "library", id]) => match state.skills.remove(*id) {
-            Some(_) => json_response(200, json!({"ok": true})),
-            None => error(404, "saved skill not found"),
-        },
-        ("POST", ["skills", "buckets"]) => {
-            let Some(name) = body.get("name").and_then(Value::as_str) else {
-                return error(400, "name is required");
-            };
-            let mut skills = Vec::new();
-            for id in body
-                .get("savedSkillIds")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                match id.as_str().and_then(|id| state.skills.get(id)) {
-                    Some(skill) => skills.push(skill.clone()),
-                    None => return error(400, "One or more selected saved skills do not exist."),
-                }
-            }
-            let id = next_object(state, "bucket");
-            let mut bucket = json!({
-                "id": id,
-                "name": name,
-                "createdAt": NOW,
-                "updatedAt": NOW,
-                "skillCount": skills.len(),
-                "skills": skills,
-            });
-            if let Some(description) = body.get("description") {
-                bucket["description"] = description.clone();
-            }
-            state.buckets.insert(id, bucket.clone());
-            json_response(201, json!({"bucket": bucket}))
-        }
-        ("GET", ["skills", "buckets"]) => json_response(
-            200,
-            json!({"buckets": state.buckets.values().cloned().collect::<Vec<_>>()}),
-        ),
-        ("DELETE", ["skills", "buckets", id]) => match state.buckets.remove(*id) {
-            Some(_) => json_response(200, json!({"ok": true})),
-            None => error(404, "skill bucket not found"),
-        },
-        ("GET", ["github", "accounts"]) => json_response(200, state.github_accounts.clone()),
-        ("GET", ["github", "repos"]) => {
-            let Some(account) = params.get("accountId") else {
-                return error(400, "accountId is required");
-            };
-            match state.github_repos.get(account) {
-                Some(repos) => json_response(
-                    200,
-                    json!({"accountId": account, "totalCount": repos.len(), "repositories": repos}),
-                ),
-                None => error(404, "GitHub account not found"),
-            }
-        }
-        _ => not_found(),
-    }
-}
-
-fn percent(value: &str) -> String {
+pub(super) fn percent(value: &str) -> String {
     let bytes = value.replace('+', " ").into_bytes();
     let mut out = Vec::new();
     let mut i = 0;
