@@ -65,10 +65,13 @@ async fn a_good_deployment_passes_every_check_and_shows_where_each_value_came_fr
         ),
     );
     let config_arg = config.display().to_string();
+    let home = agh_worker_agent_home(deployment.dir.path(), &session.agent_name);
+    let home = home.display().to_string();
     let vars = [
         ("AGH_SESSION_ID", session.session_id.as_str()),
         ("AGH_AGENT", session.agent_name.as_str()),
         ("AGH_WORKER__LOG__LEVEL", "debug"),
+        ("AGH_HOME", home.as_str()),
     ];
     let output = agh_worker(
         &vars,
@@ -92,6 +95,10 @@ async fn a_good_deployment_passes_every_check_and_shows_where_each_value_came_fr
         "workspace: tasks of workspace ws-default only",
         "channel: none, so runs of any coordination channel",
         &format!("pool tasks of agent {}", session.agent_name),
+        &format!(
+            "✓ way of running: the session of agent {}, an agh-worker agent",
+            session.agent_name
+        ),
         "✓ handler \"main\" (exec",
         "✓ handler \"smoke\" (noop",
         "All checks passed.",
@@ -137,7 +144,61 @@ async fn a_good_deployment_passes_every_check_and_shows_where_each_value_came_fr
         .iter()
         .filter_map(|c| c["status"].as_str())
         .collect();
-    assert_eq!(statuses, ["pass"; 6], "{report:#}");
+    assert_eq!(statuses, ["pass"; 7], "{report:#}");
+}
+
+/// An AGH home under `dir` in which `agent` is an agh-worker agent, as `agh-setup` writes it.
+fn agh_worker_agent_home(dir: &Path, agent: &str) -> PathBuf {
+    let home = dir.join("agh-home");
+    std::fs::create_dir_all(home.join("agents").join(agent)).expect("agent folder");
+    write(
+        &home.join("config.toml"),
+        "[providers.agh-worker]\ncommand = \"/usr/local/bin/agh-worker acp\"\nharness = \"acp\"\n",
+    );
+    write(
+        &home.join("agents").join(agent).join("AGENT.md"),
+        &format!("---\nname: {agent}\nprovider: agh-worker\n---\n\nA worker.\n"),
+    );
+    home
+}
+
+#[tokio::test]
+async fn a_borrowed_identity_is_warned_about_naming_the_risk_and_the_fix() {
+    let deployment = deployment().await;
+    let session = deployment.sim.default_session().expect("default session");
+    let home = deployment.dir.path().join("agh-home");
+    let agent_dir = home.join("agents").join(&session.agent_name);
+    std::fs::create_dir_all(&agent_dir).expect("agent folder");
+    write(
+        &agent_dir.join("AGENT.md"),
+        "---\nname: x\nprovider: claude\ncommand: 'claude-code-acp'\n---\n\nAn LLM agent.\n",
+    );
+    let home = home.display().to_string();
+    let endpoint = format!("agh.endpoint=unix:{}", deployment.socket.display());
+    let vars = [
+        ("AGH_SESSION_ID", session.session_id.as_str()),
+        ("AGH_AGENT", session.agent_name.as_str()),
+        ("AGH_HOME", home.as_str()),
+        ("AGH_WORKER__HANDLERS", r#"[{"name":"n","kind":"noop"}]"#),
+    ];
+    let output = agh_worker(&vars, &["check", "--set", &endpoint]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a warning is not a failure: {}",
+        describe(&output)
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains("! way of running: a borrowed identity"),
+        "{text}"
+    );
+    assert!(text.contains("`claude-code-acp`"), "{text}");
+    assert!(
+        text.contains("can heartbeat, complete or fail this worker's run"),
+        "{text}"
+    );
+    assert!(text.contains("agh-worker agh-setup --write"), "{text}");
 }
 
 #[tokio::test]
@@ -464,4 +525,49 @@ async fn an_unreachable_coder_hub_fails_its_line_naming_the_url() {
         "{text}"
     );
     assert_no_key(&human);
+}
+
+#[tokio::test]
+async fn a_secret_file_other_users_can_read_is_warned_about_with_the_chmod_to_run() {
+    let deployment = deployment().await;
+    let key = deployment.dir.path().join("hook.key");
+    write(&key, "s3cret-signing-key\n");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    let handlers = serde_json::json!([{
+        "name": "hook",
+        "kind": "webhook",
+        "webhook": {"url": "http://127.0.0.1:9/run", "secret_file": key},
+    }])
+    .to_string();
+    let vars = [
+        ("AGH_SESSION_ID", "s-1"),
+        ("AGH_AGENT", "builder"),
+        ("AGH_WORKER__HANDLERS", handlers.as_str()),
+    ];
+    let args = [
+        "check",
+        "--no-probe",
+        "--set",
+        "agh.endpoint=http://127.0.0.1:9",
+    ];
+    let shared = agh_worker(&vars, &args).await;
+    let text = stdout(&shared);
+    assert!(
+        text.contains("holds a secret and other users can read it"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("chmod 600 {}", key.display())),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret-signing-key"),
+        "the secret itself is never shown: {text}"
+    );
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    let private = agh_worker(&vars, &args).await;
+    let text = stdout(&private);
+    assert!(text.contains("is readable"), "{text}");
+    assert!(!text.contains("other users can read it"), "{text}");
 }

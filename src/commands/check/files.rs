@@ -20,6 +20,18 @@ pub(super) fn credential_file_checks(config: &config::Config) -> Vec<CheckLine> 
         .map(|(key, raw)| {
             let path = resolve_file(&raw, credentials.as_deref());
             match std::fs::File::open(&path) {
+                Ok(file) if shared_with_others(&file) => CheckLine::new(
+                    format!("file:{key}"),
+                    Status::Warn,
+                    format!(
+                        "{key}: {} holds a secret and other users can read it",
+                        path.display()
+                    ),
+                )
+                .with_details(vec![format!(
+                    "make it readable by the worker's user only: chmod 600 {}",
+                    path.display()
+                )]),
                 Ok(_) => CheckLine::new(
                     format!("file:{key}"),
                     Status::Pass,
@@ -37,6 +49,21 @@ pub(super) fn credential_file_checks(config: &config::Config) -> Vec<CheckLine> 
             }
         })
         .collect()
+}
+
+/// Whether the group or others may read the file (on Unix; elsewhere nothing is known).
+fn shared_with_others(file: &std::fs::File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.metadata()
+            .is_ok_and(|meta| meta.permissions().mode() & 0o044 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        false
+    }
 }
 
 fn collect_file_keys(value: &Value, path: String, found: &mut Vec<(String, String)>) {

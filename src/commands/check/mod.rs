@@ -12,6 +12,7 @@ mod claim;
 mod files;
 mod handlers;
 mod identity;
+mod mode;
 mod render;
 
 use std::io::Write;
@@ -56,7 +57,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckLine {
     /// Stable identifier for scripts: `config`, `endpoint`, `identity`, `claim`, `handlers`,
-    /// `handler:<name>`, `webhook:<name>`, `coder:<name>`, `file:<key>`.
+    /// `handler:<name>`, `webhook:<name>`, `coder:<name>`, `file:<key>`, `mode`.
     pub id: String,
     pub status: Status,
     pub summary: String,
@@ -191,6 +192,7 @@ pub async fn inspect(loaded: &LoadedConfig, probe: bool) -> Report {
 
     let (identity, me) = identity::identity_check(config, endpoint, probe).await;
     checks.push(identity);
+    checks.push(mode::mode_check(config));
     checks.push(claim::claim_check(me.as_ref(), &config.worker));
     checks.extend(handlers::handler_checks(
         &config.handlers,
