@@ -89,16 +89,10 @@ pub fn run_tag(run_id: &str) -> String {
     format!("agh-run:{run_id}")
 }
 
+/// The task's description, from the task view read after the claim (the claim itself carries
+/// none).
 fn description(document: &TaskDocument) -> Option<String> {
-    document
-        .claim
-        .task
-        .extra
-        .get("description")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(str::to_string)
+    document.description.clone()
 }
 
 fn handoff(document: &TaskDocument) -> Option<String> {
