@@ -25,6 +25,8 @@ pub enum Route {
     SoulValidate,
     CoordinatorConfig,
     TaskRun,
+    /// `GET /api/tasks/{id}`: the task view.
+    Task,
     /// Matches every endpoint above.
     Any,
 }
@@ -48,6 +50,7 @@ impl Route {
             Route::SoulValidate => "soul_validate",
             Route::CoordinatorConfig => "coordinator_config",
             Route::TaskRun => "task_run",
+            Route::Task => "task",
             Route::Any => "any",
         }
     }

@@ -12,7 +12,7 @@ use super::{
     SimState, Task,
 };
 
-fn time(value: Option<Timestamp>) -> Value {
+pub(super) fn time(value: Option<Timestamp>) -> Value {
     value.map_or(Value::Null, |instant| Value::String(instant.to_rfc3339()))
 }
 
@@ -28,16 +28,25 @@ pub(super) fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn owner_payload(owner: &str) -> Value {
+/// A `json.RawMessage` with `omitempty`: absent when nothing was stored.
+pub(super) fn put_raw(map: &mut Map<String, Value>, key: &str, value: &Value) {
+    if !value.is_null() {
+        map.insert(key.to_owned(), value.clone());
+    }
+}
+
+pub(super) fn owner_payload(owner: &str) -> Value {
     let (kind, reference) = owner.split_once(':').unwrap_or(("pool", owner));
     json!({ "kind": kind, "ref": reference })
 }
 
 impl SimState {
+    /// `TaskReferencePayload` (AGH `internal/api/contract/tasks.go` ~11-24): no description and
+    /// no metadata; the pause fields only when paused (`omitempty`).
     pub(super) fn task_ref(&self, task: &Task) -> Value {
         let mut map = Map::new();
         map.insert("id".into(), json!(task.id));
-        map.insert("identifier".into(), json!(task.identifier));
+        put(&mut map, "identifier", json!(task.identifier));
         map.insert("title".into(), json!(task.title));
         map.insert("status".into(), json!(task.status));
         map.insert("priority".into(), json!(task.priority.as_str()));
@@ -49,10 +58,18 @@ impl SimState {
             json!(if task.global { "global" } else { "workspace" }),
         );
         put(&mut map, "workspace_id", json!(task.workspace_id));
-        map.insert("latest_event_seq".into(), json!(0));
-        map.insert("paused".into(), json!(task.paused));
-        map.insert("effective_paused".into(), json!(task.paused));
+        map.insert("latest_event_seq".into(), json!(task.event_seq));
+        Self::put_paused(&mut map, task);
         Value::Object(map)
+    }
+
+    /// `paused`, `effective_paused` and `paused_by_task_id`, all `omitempty`.
+    pub(super) fn put_paused(map: &mut Map<String, Value>, task: &Task) {
+        if task.paused {
+            map.insert("paused".into(), json!(true));
+            map.insert("effective_paused".into(), json!(true));
+            map.insert("paused_by_task_id".into(), json!(task.id));
+        }
     }
 
     pub(super) fn coordination_channel(&self, run: &Run, purpose: Option<&str>) -> Option<Value> {
@@ -75,6 +92,8 @@ impl SimState {
         Some(Value::Object(map))
     }
 
+    /// `TaskRunPayload` (AGH `contract/tasks.go` ~141-165): `metadata` and `result` only when
+    /// set (`omitempty`), no `max_attempts` (that is the run summary's).
     pub(super) fn run_payload(&self, run: &Run, with_channel: bool) -> Value {
         let mut map = Map::new();
         map.insert("id".into(), json!(run.id));
@@ -106,11 +125,10 @@ impl SimState {
         if with_channel && let Some(channel) = self.coordination_channel(run, None) {
             map.insert("coordination_channel".into(), channel);
         }
-        map.insert("metadata".into(), run.metadata.clone());
-        map.insert("result".into(), run.result.clone().unwrap_or(Value::Null));
         put(&mut map, "error", json!(run.error));
-        if let Some(task) = self.tasks.get(&run.task_id) {
-            map.insert("max_attempts".into(), json!(task.max_attempts));
+        put_raw(&mut map, "metadata", &run.metadata);
+        if let Some(result) = &run.result {
+            put_raw(&mut map, "result", result);
         }
         Value::Object(map)
     }
