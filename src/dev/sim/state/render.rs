@@ -63,6 +63,19 @@ impl SimState {
         Value::Object(map)
     }
 
+    /// The claim's task reference, built from the task record alone: `latest_event_seq` is never
+    /// filled in (always 0) and of the pause fields only `paused` is (AGH
+    /// `internal/api/core/agent_tasks.go` ~532-544).
+    fn claim_task_ref(&self, task: &Task) -> Value {
+        let mut reference = self.task_ref(task);
+        if let Some(map) = reference.as_object_mut() {
+            map.insert("latest_event_seq".into(), json!(0));
+            map.remove("effective_paused");
+            map.remove("paused_by_task_id");
+        }
+        reference
+    }
+
     /// `paused`, `effective_paused` and `paused_by_task_id`, all `omitempty`.
     pub(super) fn put_paused(map: &mut Map<String, Value>, task: &Task) {
         if task.paused {
@@ -78,6 +91,9 @@ impl SimState {
         let mut map = Map::new();
         map.insert("id".into(), json!(channel));
         map.insert("channel".into(), json!(channel));
+        // Never omitted: the channel id when the channel has no name of its own (AGH
+        // `internal/api/core/agent_tasks.go` ~513-516).
+        map.insert("display_name".into(), json!(channel));
         put(
             &mut map,
             "workspace_id",
@@ -122,7 +138,9 @@ impl SimState {
             "coordination_channel_id",
             json!(run.coordination_channel_id),
         );
-        if with_channel && let Some(channel) = self.coordination_channel(run, None) {
+        if with_channel
+            && let Some(channel) = self.coordination_channel(run, Some("task_run_coordination"))
+        {
             map.insert("coordination_channel".into(), channel);
         }
         put(&mut map, "error", json!(run.error));
@@ -168,12 +186,15 @@ impl SimState {
         let Some(run) = self.runs.get(run_id) else {
             return Value::Null;
         };
-        let task = self.tasks.get(&run.task_id).map(|task| self.task_ref(task));
+        let task = self
+            .tasks
+            .get(&run.task_id)
+            .map(|task| self.claim_task_ref(task));
         let mut claim = Map::new();
         claim.insert("task".into(), task.unwrap_or(Value::Null));
         claim.insert("run".into(), self.run_payload(run, true));
         claim.insert("lease".into(), self.lease_summary(run_id, true));
-        if let Some(channel) = self.coordination_channel(run, None) {
+        if let Some(channel) = self.coordination_channel(run, Some("task_run_coordination")) {
             claim.insert("coordination_channel".into(), channel);
         }
         json!({ "claim": claim })
@@ -188,7 +209,9 @@ impl SimState {
             .ok_or_else(|| SimError::new(404, "task: task run not found"))?;
         let task = self.tasks.get(&run.task_id);
         let mut detail = Map::new();
-        detail.insert("run".into(), self.run_payload(run, true));
+        // `TaskRunPayloadFromRun` alone: no coordination channel object (AGH
+        // `internal/api/core/tasks.go` ~2136-2163).
+        detail.insert("run".into(), self.run_payload(run, false));
         detail.insert(
             "task".into(),
             task.map_or(Value::Null, |task| self.task_ref(task)),
@@ -325,6 +348,7 @@ impl SimState {
         let mut map = Map::new();
         map.insert("id".into(), json!(channel));
         map.insert("channel".into(), json!(channel));
+        map.insert("display_name".into(), json!(channel));
         map.insert("purpose".into(), json!("network_channel"));
         put(&mut map, "workspace_id", json!(workspace));
         map.insert("allowed_message_kinds".into(), json!(MESSAGE_KINDS));
