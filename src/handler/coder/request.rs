@@ -132,3 +132,37 @@ fn substitute(template: &str, document: &TaskDocument) -> String {
         .replace("{attempt}", &document.attempt.to_string())
         .replace("{identifier}", &identifier)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{Claim, TaskView};
+
+    fn document(description: Option<&str>) -> TaskDocument {
+        let claim: Claim = serde_json::from_value(json!({
+            "task": {"id": "task-1", "identifier": "ENG-7", "title": "Fix the login bug"},
+            "run": {"id": "run-1", "attempt": 2},
+        }))
+        .unwrap();
+        let view: TaskView = serde_json::from_value(json!({
+            "task": {"id": "task-1", "description": description},
+        }))
+        .unwrap();
+        TaskDocument::new(claim, None, None).with_task_view(&view)
+    }
+
+    #[test]
+    fn the_description_placeholder_is_the_task_views_description() {
+        let config = CoderConfig {
+            task_template: Some("{identifier} {title}: {description}".into()),
+            ..CoderConfig::default()
+        };
+        let body = config.session_body(&document(Some("Users cannot log in.")));
+        assert_eq!(
+            body["task"],
+            "ENG-7 Fix the login bug: Users cannot log in."
+        );
+        let body = config.session_body(&document(None));
+        assert_eq!(body["task"], "ENG-7 Fix the login bug: ");
+    }
+}
