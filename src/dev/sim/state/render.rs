@@ -28,6 +28,17 @@ pub(super) fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
+/// The session a run is bound to, as `session_id` and the `claimed_by` actor.
+pub(super) fn put_holder(map: &mut Map<String, Value>, run: &Run) {
+    if let Some(session_id) = &run.session_id {
+        map.insert("session_id".into(), json!(session_id));
+        map.insert(
+            "claimed_by".into(),
+            json!({ "kind": "agent_session", "ref": session_id }),
+        );
+    }
+}
+
 /// A `json.RawMessage` with `omitempty`: absent when nothing was stored.
 pub(super) fn put_raw(map: &mut Map<String, Value>, key: &str, value: &Value) {
     if !value.is_null() {
@@ -116,13 +127,7 @@ impl SimState {
         map.insert("task_id".into(), json!(run.task_id));
         map.insert("status".into(), json!(run.status.as_str()));
         map.insert("attempt".into(), json!(run.attempt));
-        if let Some(session_id) = &run.session_id {
-            map.insert(
-                "claimed_by".into(),
-                json!({ "kind": "agent_session", "ref": session_id }),
-            );
-            map.insert("session_id".into(), json!(session_id));
-        }
+        put_holder(&mut map, run);
         map.insert(
             "origin".into(),
             json!({ "kind": run.origin, "ref": "agent.task.next" }),
@@ -159,13 +164,7 @@ impl SimState {
         map.insert("task_id".into(), json!(run.task_id));
         map.insert("run_id".into(), json!(run.id));
         map.insert("status".into(), json!(run.status.as_str()));
-        if let Some(session_id) = &run.session_id {
-            map.insert("session_id".into(), json!(session_id));
-            map.insert(
-                "claimed_by".into(),
-                json!({ "kind": "agent_session", "ref": session_id }),
-            );
-        }
+        put_holder(&mut map, run);
         put(&mut map, "claim_token_hash", json!(run.claim_token_hash));
         put(&mut map, "lease_until", time(run.lease_until));
         put(&mut map, "heartbeat_at", time(run.heartbeat_at));

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::clock::Timestamp;
 use super::super::errors::SimError;
-use super::render::{owner_payload, put, put_raw, time};
+use super::render::{owner_payload, put, put_holder, put_raw, time};
 use super::{Run, RunStatus, SimState, Task};
 
 /// How Go writes an unset `time.Time` without `omitempty`.
@@ -21,6 +21,15 @@ fn zero_or(value: Option<Timestamp>) -> Value {
 /// The simulator stands for the daemon as every writer of events and runs.
 fn daemon_actor() -> Value {
     json!({ "kind": "daemon", "ref": "agh-sim" })
+}
+
+/// What a stored event says, as both `TimelineItem` and `TaskEventPayload` spell it.
+fn put_event_body(map: &mut Map<String, Value>, event: &Value) {
+    map.insert("event_type".into(), event["event_type"].clone());
+    map.insert("actor".into(), event["actor"].clone());
+    map.insert("origin".into(), daemon_actor());
+    put_raw(map, "payload", &event["payload"]);
+    map.insert("timestamp".into(), event["timestamp"].clone());
 }
 
 impl SimState {
@@ -66,13 +75,7 @@ impl SimState {
             "max_attempts".into(),
             json!(self.tasks.get(&run.task_id).map_or(0, |t| t.max_attempts)),
         );
-        if let Some(session_id) = &run.session_id {
-            map.insert("session_id".into(), json!(session_id));
-            map.insert(
-                "claimed_by".into(),
-                json!({ "kind": "agent_session", "ref": session_id }),
-            );
-        }
+        put_holder(&mut map, run);
         put(&mut map, "claim_token_hash", json!(run.claim_token_hash));
         put(
             &mut map,
@@ -93,11 +96,7 @@ impl SimState {
         if let Some(run) = self.event_run(event) {
             map.insert("run".into(), self.run_summary(run));
         }
-        map.insert("event_type".into(), event["event_type"].clone());
-        map.insert("actor".into(), event["actor"].clone());
-        map.insert("origin".into(), daemon_actor());
-        put_raw(&mut map, "payload", &event["payload"]);
-        map.insert("timestamp".into(), event["timestamp"].clone());
+        put_event_body(&mut map, event);
         Value::Object(map)
     }
 
@@ -175,11 +174,7 @@ impl SimState {
                 map.insert("id".into(), event["event_id"].clone());
                 map.insert("task_id".into(), json!(task.id));
                 put(&mut map, "run_id", event["payload"]["run_id"].clone());
-                map.insert("event_type".into(), event["event_type"].clone());
-                map.insert("actor".into(), event["actor"].clone());
-                map.insert("origin".into(), daemon_actor());
-                put_raw(&mut map, "payload", &event["payload"]);
-                map.insert("timestamp".into(), event["timestamp"].clone());
+                put_event_body(&mut map, event);
                 Value::Object(map)
             })
             .collect();
