@@ -69,5 +69,5 @@ pub mod worker;
 
 pub use assembly::{BuildError, Worker, WorkerBuilder};
 pub use config::Config;
-pub use handler::{Handler, MatchRule, Outcome, TaskContext, TaskDocument};
+pub use handler::{Handler, MatchRule, Outcome, TaskContext, TaskDetails, TaskDocument};
 pub use worker::{Shutdown, WorkerExit, WorkerStatus};

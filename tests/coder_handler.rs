@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agh_worker::agentuity::{AgentuityClient, ClientSettings, Env, RetryPolicy};
-use agh_worker::api::types::{Claim, TaskBundle};
+use agh_worker::api::types::{Claim, TaskBundle, TaskView};
 use agh_worker::handler::coder::{
     CoderConfig, FollowMode, StopPolicy, run_with_client, run_with_health,
 };
@@ -59,14 +59,19 @@ struct Harness {
 
 fn harness(time_limit: Option<Duration>) -> Harness {
     let claim: Claim = serde_json::from_value(json!({
-        "task": {"id": "task-1", "identifier": "ENG-7", "title": "Fix the login bug", "description": "Users cannot log in."},
+        "task": {"id": "task-1", "identifier": "ENG-7", "title": "Fix the login bug"},
         "run": {"id": "run-1", "attempt": 2},
     }))
     .expect("claim");
+    // The description is the task view's: AGH's claim carries none.
+    let view: TaskView = serde_json::from_value(json!({
+        "task": {"id": "task-1", "title": "Fix the login bug", "description": "Users cannot log in."},
+    }))
+    .expect("task view");
     let bundle: TaskBundle =
         serde_json::from_value(json!({"handoff_summary": "Attempt 1 found the bug in auth.rs."}))
             .expect("bundle");
-    let document = TaskDocument::new(claim, Some(bundle), time_limit);
+    let document = TaskDocument::new(claim, Some(bundle), time_limit).with_task_view(&view);
     // The inbox's sender is dropped: no messages come for this run.
     let (context, ends) = support::handler_fixtures::context(document, time_limit);
     Harness {

@@ -397,7 +397,11 @@ async fn a_standard_task_completes_with_its_result(via: Transport) {
             {"type": "message", "content": "scout: the bug is in auth.rs", "taskId": "t1"},
         ]}),
     );
-    let run = rig.enqueue("Fix the login bug");
+    // The description is only in the task view: AGH's claim carries none.
+    let run = rig.sim.enqueue_task(TaskSpec {
+        description: Some("Users cannot log in since the upgrade.".into()),
+        ..TaskSpec::titled("Fix the login bug")
+    });
     let worker = rig.coder_worker(coder_config(&rig.fake.url));
     assert_eq!(ends(start(&worker)).await, WorkerExit::MaxRuns);
 
@@ -430,13 +434,9 @@ async fn a_standard_task_completes_with_its_result(via: Transport) {
         created.body
     );
     assert_eq!(created.body["metadata"]["agh_run_id"], json!(run.run_id));
-    assert!(
-        created.body["task"]
-            .as_str()
-            .expect("task text")
-            .starts_with("Fix the login bug"),
-        "{}",
-        created.body
+    assert_eq!(
+        created.body["task"], "Fix the login bug\n\nUsers cannot log in since the upgrade.",
+        "the title and the task view's description"
     );
     assert_eq!(worker.api.terminal_calls().len(), 1);
     rig.check_ledger();

@@ -337,6 +337,14 @@ impl AghClient {
         Ok(answer.run)
     }
 
+    /// `GET /api/tasks/{task}`: the task view, the one read with the task's description and its
+    /// own metadata. Outside the agent API, it takes the identity headers like an agent call.
+    pub async fn task(&self, task_id: &str) -> Result<TaskView, ApiError> {
+        let path = format!("/api/tasks/{}", path_segment("task", "task id", task_id)?);
+        let answer: TaskViewResponse = self.get_json("task", &path, Retry::Read).await?;
+        Ok(answer.task)
+    }
+
     async fn lease_call<B: Serialize>(
         &self,
         call: &'static str,

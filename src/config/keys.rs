@@ -33,6 +33,8 @@ pub fn handler_keys() -> Vec<String> {
             title: Some(String::new()),
             priority: vec![String::new()],
             metadata_key: Some(String::new()),
+            run_metadata_key: Some(String::new()),
+            task_metadata_key: Some(String::new()),
         },
         exec: Some(ExecConfig::default()),
         webhook: Some(WebhookConfig::default()),

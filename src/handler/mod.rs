@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBundle};
+use crate::api::types::{ChannelMessage, Claim, MessageKind, Permissions, TaskBundle, TaskView};
 
 pub mod coder;
 pub mod exec;
@@ -45,8 +45,22 @@ pub trait Handler: Send + Sync + 'static {
     fn run(&self, context: TaskContext) -> impl Future<Output = Outcome> + Send;
 }
 
-/// Everything known about the run when the handler starts: the claim and the context bundle.
-/// Serialised, it is the first stdin line of an exec handler.
+/// Whether the task view (`GET /api/tasks/{id}`) was read for a run: it alone carries the task's
+/// description and its own metadata (the claim and the context bundle hold a task reference
+/// without either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskDetails {
+    /// Read: `description` and `task_metadata` are the task's (absent when it has none).
+    Read,
+    /// Not read (an error, or no answer within the bound): the document holds only what the
+    /// claim and the bundle gave, so `description` and `task_metadata` are unknown, not empty.
+    Unavailable,
+}
+
+/// Everything known about the run when the handler starts: the claim, the task view and the
+/// context bundle. Serialised, it is the first stdin line of an exec handler and the body a
+/// webhook receives.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TaskDocument {
     /// Always `"task"`, so a program reading stdin lines can tell it from messages.
@@ -56,7 +70,20 @@ pub struct TaskDocument {
     pub task_id: String,
     pub attempt: i64,
     pub title: String,
-    /// The claim as the daemon answered it (task, run, lease, coordination channel).
+    /// The task's description, from the task view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The task's own metadata (given when the task was created), from the task view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_metadata: Option<Value>,
+    /// The run's own metadata: what the run was enqueued with, plus the `soul` entry AGH adds at
+    /// the claim. From the claim; for an adopted run, from the task view's entry for the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_metadata: Option<Value>,
+    /// Whether the task view was read (`"read"`) or not (`"unavailable"`).
+    pub task_details: TaskDetails,
+    /// The claim as the daemon answered it (task, run, lease, coordination channel); for an
+    /// adopted run, rebuilt from the lease and the context bundle.
     pub claim: Claim,
     /// The context bundle (handoff summary, prior attempts, limits, profile), when it could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,7 +94,8 @@ pub struct TaskDocument {
 }
 
 impl TaskDocument {
-    /// Builds the document from a claim and the bundle read after it.
+    /// Builds the document from a claim and the bundle read after it; the task view is not
+    /// read yet (`task_details: "unavailable"`) until [`TaskDocument::with_task_view`].
     pub fn new(claim: Claim, bundle: Option<TaskBundle>, deadline: Option<Duration>) -> Self {
         let task_id = if claim.task.id.is_empty() {
             claim.run.task_id.clone().unwrap_or_default()
@@ -80,10 +108,40 @@ impl TaskDocument {
             task_id,
             attempt: claim.run.attempt.unwrap_or(1),
             title: claim.task.title.clone().unwrap_or_default(),
+            description: None,
+            task_metadata: None,
+            run_metadata: present(claim.run.metadata.as_ref()),
+            task_details: TaskDetails::Unavailable,
             claim,
             bundle,
             deadline_seconds: deadline.map(|d| d.as_secs()),
         }
+    }
+
+    /// Adds what the task view tells: the description and the task's metadata, and the run's
+    /// metadata when the claim had none (an adopted run's claim is rebuilt without it).
+    pub fn with_task_view(mut self, view: &TaskView) -> Self {
+        self.description = view
+            .task
+            .description
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
+        self.task_metadata = present(view.task.metadata.as_ref());
+        if self.run_metadata.is_none()
+            && let Some(metadata) = view
+                .run(&self.run_id)
+                .and_then(|run| present(run.metadata.as_ref()))
+        {
+            self.claim.run.metadata = Some(metadata.clone());
+            self.run_metadata = Some(metadata);
+        }
+        if self.title.is_empty() {
+            self.title = view.task.title.clone().unwrap_or_default();
+        }
+        self.task_details = TaskDetails::Read;
+        self
     }
 
     /// The run's coordination channel id, when it has one.
@@ -100,6 +158,13 @@ impl TaskDocument {
                 .and_then(|c| c.id.as_deref()))
             .filter(|id| !id.is_empty())
     }
+}
+
+/// Metadata worth passing on: `null` and `{}` say nothing.
+fn present(metadata: Option<&Value>) -> Option<Value> {
+    metadata
+        .filter(|m| !m.is_null() && m.as_object().is_none_or(|o| !o.is_empty()))
+        .cloned()
 }
 
 /// An inbound channel message as a handler's program reads it: a stdin line for an exec program,

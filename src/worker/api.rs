@@ -5,7 +5,7 @@ use std::future::Future;
 
 use crate::api::types::{
     AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
-    ReleaseRequest, TaskRunDetail,
+    ReleaseRequest, TaskRunDetail, TaskView,
 };
 use crate::api::{AghClient, ApiError, ClaimOutcome};
 
@@ -45,6 +45,8 @@ pub trait AghApi: Send + Sync + 'static {
         &self,
         run_id: &str,
     ) -> impl Future<Output = Result<TaskRunDetail, ApiError>> + Send;
+    /// The task view (`GET /api/tasks/{id}`): the task's description and metadata, its runs.
+    fn task(&self, task_id: &str) -> impl Future<Output = Result<TaskView, ApiError>> + Send;
 }
 
 impl AghApi for AghClient {
@@ -96,5 +98,8 @@ impl AghApi for AghClient {
         run_id: &str,
     ) -> impl Future<Output = Result<TaskRunDetail, ApiError>> + Send {
         AghClient::task_run(self, run_id)
+    }
+    fn task(&self, task_id: &str) -> impl Future<Output = Result<TaskView, ApiError>> + Send {
+        AghClient::task(self, task_id)
     }
 }

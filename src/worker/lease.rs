@@ -1,6 +1,6 @@
-//! One lease's life, from claim to its single terminal call: read the bundle, pick the handler,
-//! keep the lease renewed while the handler works, cancel it when the lease is lost, the time
-//! limit passes or the drain ends, then complete, fail or release exactly once.
+//! One lease's life, from claim to its single terminal call: read the bundle and the task view,
+//! pick the handler, keep the lease renewed while the handler works, cancel it when the lease is
+//! lost, the time limit passes or the drain ends, then complete, fail or release exactly once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -10,17 +10,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::reckon::reckon;
 use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
 use super::terminal::finish;
-use super::{AghApi, ClaimLoop, EventSink, WorkerSettings};
-use crate::api::types::{
-    ChannelMessage, Claim, HeartbeatRequest, LeaseSummary, TaskBundle, TaskRef, TaskRun,
-};
+use super::{AghApi, ClaimLoop, EventSink, WorkerSettings, task_view};
+use crate::api::types::{ChannelMessage, Claim, HeartbeatRequest, TaskBundle};
 use crate::api::{ApiError, ErrorKind};
 use crate::handler::FORCED_STOP_GRACE;
 use crate::handler::{ChosenHandler, Outcome, TaskContext, TaskDocument};
 use crate::util::backoff::Backoff;
-use crate::util::time::sleep_until_option;
+use crate::util::time::{parse_rfc3339, sleep_until_option};
 
 /// How the worker came to hold the lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,40 +60,6 @@ impl std::fmt::Display for LeaseLoss {
     }
 }
 
-/// Rebuilds a claim for an orphaned lease from the context's task section.
-pub async fn claim_from_orphan<A: AghApi>(api: &A, lease: LeaseSummary) -> Claim {
-    let mut claim = Claim {
-        task: TaskRef {
-            id: lease.task_id.clone().unwrap_or_default(),
-            ..Default::default()
-        },
-        run: TaskRun {
-            id: lease.run_id.clone(),
-            task_id: lease.task_id.clone(),
-            status: lease.status.clone(),
-            coordination_channel_id: lease.coordination_channel_id.clone(),
-            ..Default::default()
-        },
-        coordination_channel: lease.coordination_channel.clone(),
-        lease,
-    };
-    if let Ok(context) = api.context().await
-        && let Some(section) = context.task
-    {
-        if let Some(task) = section.task.filter(|t| !t.id.is_empty()) {
-            claim.task = task;
-        }
-        if let Some(run) = section
-            .bundle
-            .and_then(|b| b.current_run)
-            .filter(|r| r.id == claim.run.id)
-        {
-            claim.run = run;
-        }
-    }
-    claim
-}
-
 /// Drives one lease to its end and answers how it ended. Never returns while the handler still runs.
 pub async fn run_lease<A: AghApi, E: EventSink>(
     worker: &ClaimLoop<A, E>,
@@ -131,20 +96,17 @@ async fn drive<A: AghApi, E: EventSink>(
         "run in hand"
     );
 
-    // The lease runs from when the claim was sent: reckon conservatively.
-    let reckoned = claim_sent + settings.lease;
-    // Unknown age: renew at once; until then assume only the margin is left.
-    let unknown_age = Instant::now() + settings.lease_margin() * 2;
-    // A waiting claim answered late in its long poll was committed just before its answer, not
-    // when it was sent. Reckoning from the send alone put the deadline inside the margin at once
-    // (e.g. a 30 s lease claimed 28 s into a 30 s long poll), and the keeper gave a fresh lease
-    // up without trying a single renewal. Such a claim is treated like an adopted lease instead:
-    // renewed at once, with the margin assumed to be left.
-    let renew_at_once = origin == Origin::Adopted || reckoned < unknown_age;
-    let first_deadline = match origin {
-        Origin::Claimed => reckoned.max(unknown_age),
-        Origin::Adopted => unknown_age,
-    };
+    // The lease runs from when the claim was sent (an adopted one: from the daemon's
+    // lease_until): reckon conservatively.
+    let daemon_lease_until = claim.lease.lease_until.as_deref().and_then(parse_rfc3339);
+    let first = reckon(
+        origin,
+        claim_sent,
+        daemon_lease_until,
+        &settings,
+        Instant::now(),
+    );
+    let (first_deadline, first_beat) = (first.deadline, first.first_beat);
     let (deadline_tx, deadline_rx) = watch::channel(first_deadline);
     let (loss_tx, loss_rx) = oneshot::channel();
     // The keeper runs in this task, polled beside the run below, not as a task of its own: a
@@ -160,7 +122,7 @@ async fn drive<A: AghApi, E: EventSink>(
         let settings = settings.clone();
         let status = worker.status.clone();
         async move {
-            let loss = keep_lease(api, run_id, settings, status, deadline_tx, renew_at_once).await;
+            let loss = keep_lease(api, run_id, settings, status, deadline_tx, first_beat).await;
             let _ = loss_tx.send(loss);
             std::future::pending::<std::convert::Infallible>().await
         }
@@ -181,9 +143,22 @@ async fn drive<A: AghApi, E: EventSink>(
             lease_deadline: to_system_time(first_deadline),
         });
 
-        let bundle = read_bundle(worker.api.as_ref(), &run_id).await;
+        // The task view holds what the claim lacks (description, task metadata); read beside
+        // the bundle, so it costs the handler's start no extra round trip.
+        let (bundle, view) = tokio::join!(
+            read_bundle(worker.api.as_ref(), &run_id),
+            task_view::read(
+                worker.api.as_ref(),
+                &claim,
+                task_view::read_bound(&settings)
+            ),
+        );
         let time_limit = time_limit(bundle.as_ref(), settings.max_runtime);
-        let document = Arc::new(TaskDocument::new(claim, bundle, time_limit));
+        let document = TaskDocument::new(claim, bundle, time_limit);
+        let document = Arc::new(match &view {
+            Some(view) => document.with_task_view(view),
+            None => document,
+        });
 
         let outcome = match handlers.select(&document) {
             None => {
@@ -451,19 +426,14 @@ async fn keep_lease<A: AghApi>(
     settings: Arc<WorkerSettings>,
     status: super::StatusBoard,
     deadline_tx: watch::Sender<Instant>,
-    renew_at_once: bool,
+    first_beat: Instant,
 ) -> LeaseLoss {
     let margin = settings.lease_margin();
     let request = HeartbeatRequest {
         lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
     };
     let mut deadline = *deadline_tx.borrow();
-    let mut next_beat = if renew_at_once {
-        Instant::now()
-    } else {
-        // The first renewal is due one interval after the claim was sent.
-        deadline - settings.lease + settings.heartbeat_every
-    };
+    let mut next_beat = first_beat;
     let mut failures: u32 = 0;
     loop {
         let give_up_at = deadline.checked_sub(margin).unwrap_or(deadline);

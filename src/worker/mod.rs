@@ -8,9 +8,11 @@ pub mod api;
 pub mod lease;
 mod orphans;
 pub mod payload;
+mod reckon;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
+mod task_view;
 mod terminal;
 
 use std::future::Future;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use agh_worker::api::types::{
     AgentContext, AgentLimits, BundleLimits, Claim, ClaimRequest, CompleteRequest, FailRequest,
-    HeartbeatRequest, LeaseSummary, Me, ReleaseRequest, RunStatus, SelfInfo, TaskBundle, TaskRef,
-    TaskRun, TaskRunDetail, TaskSection,
+    HeartbeatRequest, LeaseSummary, Me, ReleaseRequest, RunStatus, SelfInfo, TaskBundle,
+    TaskRecord, TaskRef, TaskRun, TaskRunDetail, TaskSection, TaskView,
 };
 use agh_worker::api::{ApiError, ClaimOutcome, ErrorKind};
 use agh_worker::worker::AghApi;
@@ -35,6 +35,8 @@ pub(crate) enum Op {
     Release,
     /// `GET /api/task-runs/{id}`.
     TaskRun,
+    /// `GET /api/tasks/{id}`.
+    Task,
 }
 
 impl Op {
@@ -52,6 +54,7 @@ impl Op {
             Op::Fail => "fail",
             Op::Release => "release",
             Op::TaskRun => "task-run",
+            Op::Task => "task",
         }
     }
 }
@@ -444,6 +447,19 @@ impl FakeAgh {
             fault = Some(Fault::Error(identity_stale(op.call())));
         }
         (index, fault)
+    }
+
+    /// Applies a scripted fault to a read: its error, or no answer at all.
+    async fn read_fault(&self, index: usize, fault: Option<Fault>) -> Result<(), ApiError> {
+        match fault {
+            None => Ok(()),
+            Some(Fault::Error(err)) => self.finish_err(index, err),
+            Some(Fault::Hang) => {
+                self.end(index, "hung");
+                std::future::pending().await
+            }
+            Some(other) => panic!("fault {other:?} does not fit a read"),
+        }
     }
 
     fn end(&self, index: usize, outcome: impl Into<String>) {
@@ -879,6 +895,37 @@ impl State {
         })
     }
 
+    /// The task view of `task_id`: its description is `about <title>`, its runs those enqueued.
+    fn task_view(&self, task_id: &str) -> Result<TaskView, ApiError> {
+        let runs: Vec<TaskRun> = self
+            .runs
+            .iter()
+            .filter(|run| run.task_id == task_id)
+            .map(|run| TaskRun {
+                id: run.id.clone(),
+                task_id: Some(run.task_id.clone()),
+                attempt: Some(run.attempt),
+                ..Default::default()
+            })
+            .collect();
+        let title = self
+            .runs
+            .iter()
+            .find(|run| run.task_id == task_id)
+            .map(|run| run.title.clone())
+            .ok_or_else(|| error("task", 404, "task: task not found"))?;
+        Ok(TaskView {
+            task: TaskRecord {
+                id: task_id.to_string(),
+                description: Some(format!("about {title}")),
+                title: Some(title),
+                ..Default::default()
+            },
+            runs,
+            ..Default::default()
+        })
+    }
+
     fn context(&self) -> AgentContext {
         let task = match self.our_held() {
             Some((idx, h)) => {
@@ -981,17 +1028,22 @@ impl AghApi for FakeAgh {
         SESSION
     }
 
+    async fn task(&self, task_id: &str) -> Result<TaskView, ApiError> {
+        let (index, fault) = self.begin(Op::Task, None, None, None);
+        self.read_fault(index, fault).await?;
+        let view = self.lock().task_view(task_id);
+        match view {
+            Ok(view) => {
+                self.end(index, "ok");
+                Ok(view)
+            }
+            Err(err) => self.finish_err(index, err),
+        }
+    }
+
     async fn task_run(&self, run_id: &str) -> Result<TaskRunDetail, ApiError> {
         let (index, fault) = self.begin(Op::TaskRun, Some(run_id), None, None);
-        match fault {
-            None => {}
-            Some(Fault::Error(err)) => return self.finish_err(index, err),
-            Some(Fault::Hang) => {
-                self.end(index, "hung");
-                return std::future::pending().await;
-            }
-            Some(other) => panic!("fault {other:?} does not fit a read"),
-        }
+        self.read_fault(index, fault).await?;
         let detail = {
             let mut s = self.lock();
             s.sweep(Instant::now());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agh_worker::api::types::{
     AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
-    ReleaseRequest, TaskRunDetail,
+    ReleaseRequest, TaskRunDetail, TaskView,
 };
 use agh_worker::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
 use agh_worker::worker::AghApi;
@@ -111,6 +111,12 @@ impl AghApi for Recorder {
             Err(_) => Value::Null,
         };
         self.note("task-run", run_id, status, &result);
+        result
+    }
+
+    async fn task(&self, task_id: &str) -> Result<TaskView, ApiError> {
+        let result = self.inner.task(task_id).await;
+        self.note("task", "", json!({ "task_id": task_id }), &result);
         result
     }
 

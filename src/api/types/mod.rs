@@ -5,7 +5,7 @@
 //! enum values this build does not know are kept as `Other(..)` instead of failing the call.
 //!
 //! One file per concern, all re-exported here: `identity` (me, sessions, lineage, limits),
-//! `context`, `tasks` (claim, leases, terminal calls, run detail), `channels`, `soul`, `spawn`
+//! `context`, `tasks` (claim, leases, terminal calls, run detail), `task_view` (the task view), `channels`, `soul`, `spawn`
 //! (and the coordinator settings) and `errors` (error bodies).
 
 use serde::{Deserialize, Deserializer};
@@ -76,6 +76,7 @@ mod errors;
 mod identity;
 mod soul;
 mod spawn;
+mod task_view;
 mod tasks;
 
 pub use channels::*;
@@ -84,4 +85,5 @@ pub use errors::*;
 pub use identity::*;
 pub use soul::*;
 pub use spawn::*;
+pub use task_view::*;
 pub use tasks::*;

@@ -28,6 +28,8 @@ pub enum Route {
     TaskRun,
     /// `GET /api/sessions`, which a worker reads to find the child of a spawn whose answer was lost.
     Sessions,
+    /// `GET /api/tasks/{id}`: the task view.
+    Task,
     /// Matches every endpoint above.
     Any,
 }
@@ -52,6 +54,7 @@ impl Route {
             Route::CoordinatorConfig => "coordinator_config",
             Route::TaskRun => "task_run",
             Route::Sessions => "sessions",
+            Route::Task => "task",
             Route::Any => "any",
         }
     }

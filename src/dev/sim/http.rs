@@ -66,6 +66,15 @@ fn match_route(method: &Method, path: &str) -> Option<Matched> {
             param: String::new(),
         });
     }
+    if let Some(task) = path.strip_prefix("/api/tasks/") {
+        return match (
+            method.clone(),
+            task.split('/').collect::<Vec<_>>().as_slice(),
+        ) {
+            (Method::GET, [task]) if !task.is_empty() => matched(Route::Task, task),
+            _ => None,
+        };
+    }
     if let Some(run) = path.strip_prefix("/api/task-runs/") {
         return match (
             method.clone(),
@@ -264,13 +273,14 @@ async fn agent(
         }
     }
     // Identity is checked before the body is read, as in the daemon's handlers; a streamed body
-    // over the HTTP cap only fails when it is read. The run detail is not an agent endpoint:
-    // without either identity header the caller is the operator; with one, both are checked.
+    // over the HTTP cap only fails when it is read. The run detail and the task view are not
+    // agent endpoints: without either identity header the caller is the operator; with one, both
+    // are checked like an agent call (AGH `internal/api/core/tasks.go` ~106-131).
     let credentials = credentials(headers);
-    let identity = if (matched.route == Route::TaskRun && credentials.is_empty())
-        || matched.route == Route::Sessions
+    let operator_read = matches!(matched.route, Route::TaskRun | Route::Task);
+    // AGH's session list reads no identity header at all (core/handlers.go ~326-363).
+    let identity = if (operator_read && credentials.is_empty()) || matched.route == Route::Sessions
     {
-        // AGH's session list reads no identity header at all (core/handlers.go ~326-363).
         Ok(String::new())
     } else {
         state.inner.state().resolve_identity(&credentials)
@@ -417,6 +427,7 @@ async fn handle(
         }
         Route::Sessions => Ok((200, Some(inner.state().sessions_list()))),
         Route::TaskRun => Ok((200, Some(inner.state().task_run_detail(run_id)?))),
+        Route::Task => Ok((200, Some(inner.state().task_view(matched.param.trim())?))),
         Route::Any => Err(SimError::new(404, "404 page not found")),
     }
 }

@@ -166,8 +166,14 @@ pub struct TaskSpec {
     pub scope: TaskScope,
     /// The task's network channel; becomes the run's coordination channel (workspace runs).
     pub channel: Option<String>,
-    /// Free JSON handed to the claimer as the run's `metadata`.
+    /// The task's description: only `GET /api/tasks/{id}` shows it, as in AGH (the claim and
+    /// the context carry a task reference without it).
+    pub description: Option<String>,
+    /// The metadata the task's runs are enqueued with: the claim's `run.metadata` (plus a `soul`
+    /// entry when the claiming agent has a valid soul).
     pub metadata: Value,
+    /// The task's own metadata, given at creation: only `GET /api/tasks/{id}` shows it.
+    pub task_metadata: Value,
     pub handoff_summary: Option<String>,
     pub max_runtime_seconds: u64,
     /// Capabilities a claimer must offer.

@@ -93,16 +93,10 @@ pub fn run_tag(run_id: &str) -> String {
     format!("agh-run:{run_id}")
 }
 
+/// The task's description, from the task view read after the claim (the claim itself carries
+/// none).
 fn description(document: &TaskDocument) -> Option<String> {
-    document
-        .claim
-        .task
-        .extra
-        .get("description")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(str::to_string)
+    document.description.clone()
 }
 
 fn handoff(document: &TaskDocument) -> Option<String> {
@@ -146,7 +140,35 @@ fn substitute(template: &str, document: &TaskDocument) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::Claim;
+    use crate::api::types::{Claim, TaskView};
+
+    fn document(description: Option<&str>) -> TaskDocument {
+        let claim: Claim = serde_json::from_value(json!({
+            "task": {"id": "task-1", "identifier": "ENG-7", "title": "Fix the login bug"},
+            "run": {"id": "run-1", "attempt": 2},
+        }))
+        .unwrap();
+        let view: TaskView = serde_json::from_value(json!({
+            "task": {"id": "task-1", "description": description},
+        }))
+        .unwrap();
+        TaskDocument::new(claim, None, None).with_task_view(&view)
+    }
+
+    #[test]
+    fn the_description_placeholder_is_the_task_views_description() {
+        let config = CoderConfig {
+            task_template: Some("{identifier} {title}: {description}".into()),
+            ..CoderConfig::default()
+        };
+        let body = config.session_body(&document(Some("Users cannot log in.")));
+        assert_eq!(
+            body["task"],
+            "ENG-7 Fix the login bug: Users cannot log in."
+        );
+        let body = config.session_body(&document(None));
+        assert_eq!(body["task"], "ENG-7 Fix the login bug: ");
+    }
 
     #[test]
     fn several_repositories_go_out_as_repo_and_repos() {

@@ -9,6 +9,7 @@ mod render;
 mod sessions;
 mod souls;
 mod spawn;
+mod views;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -127,7 +128,12 @@ struct Task {
     workspace_id: Option<String>,
     owner: Option<String>,
     paused: bool,
+    description: Option<String>,
+    /// What each run of the task is enqueued with.
+    run_metadata: Value,
+    /// The task's own metadata, shown only by the task view.
     metadata: Value,
+    created_at: Timestamp,
     handoff_summary: Option<String>,
     max_runtime_seconds: u64,
     required_capabilities: Vec<String>,

@@ -39,6 +39,17 @@ fn derived_coordination_channel(run_id: &str) -> String {
     channel
 }
 
+/// Merges the claim's `soul` entry into a run's metadata as AGH does: into the object, or as the
+/// only key of a new one (`global_db_task_claim.go` ~727-768).
+fn merge_soul_entry(metadata: &mut Value, soul: Value) {
+    match metadata {
+        Value::Object(map) => {
+            map.insert("soul".into(), soul);
+        }
+        _ => *metadata = json!({ "soul": soul }),
+    }
+}
+
 impl SimState {
     pub(crate) fn enqueue_task(&mut self, spec: TaskSpec, now: Timestamp) -> EnqueuedRun {
         self.task_counter += 1;
@@ -69,7 +80,10 @@ impl SimState {
             workspace_id,
             owner: spec.owner.filter(|owner| !owner.is_empty()),
             paused: spec.paused,
-            metadata: spec.metadata,
+            description: spec.description.filter(|d| !d.trim().is_empty()),
+            run_metadata: spec.metadata,
+            metadata: spec.task_metadata,
+            created_at: now,
             handoff_summary: spec.handoff_summary,
             max_runtime_seconds: spec.max_runtime_seconds,
             required_capabilities: spec.required_capabilities,
@@ -134,7 +148,9 @@ impl SimState {
             result: None,
             error: None,
             coordination_channel_id,
-            metadata: task.metadata.clone(),
+            // The enqueue request's metadata only; the task's own metadata never reaches a run
+            // (AGH `internal/task/manager.go` ~683-688, `EnqueueRun` ~1662-1711).
+            metadata: task.run_metadata.clone(),
             origin: "daemon",
             claims: 0,
         };
@@ -240,6 +256,7 @@ impl SimState {
         now: Timestamp,
     ) -> Result<Option<Value>, SimError> {
         let session = self.session(session_id)?;
+        let agent = session.agent_name.clone();
         if session.state != SessionState::Active {
             return Err(SimError::new(
                 403,
@@ -311,6 +328,11 @@ impl SimState {
         run.origin = transport.as_str();
         run.claims += 1;
         let task_id = run.task_id.clone();
+        if let Some(soul) = self.claim_soul_entry(&agent, now)
+            && let Some(run) = self.runs.get_mut(&run_id)
+        {
+            merge_soul_entry(&mut run.metadata, soul);
+        }
         self.claimed_runs.insert(run_id.clone());
         if let Some(session) = self.sessions.get_mut(session_id) {
             session.active_run = Some(run_id.clone());

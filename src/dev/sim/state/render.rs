@@ -12,7 +12,7 @@ use super::{
     SimState, Task,
 };
 
-fn time(value: Option<Timestamp>) -> Value {
+pub(super) fn time(value: Option<Timestamp>) -> Value {
     value.map_or(Value::Null, |instant| Value::String(instant.to_rfc3339()))
 }
 
@@ -28,16 +28,36 @@ pub(super) fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-fn owner_payload(owner: &str) -> Value {
+/// The session a run is bound to, as `session_id` and the `claimed_by` actor.
+pub(super) fn put_holder(map: &mut Map<String, Value>, run: &Run) {
+    if let Some(session_id) = &run.session_id {
+        map.insert("session_id".into(), json!(session_id));
+        map.insert(
+            "claimed_by".into(),
+            json!({ "kind": "agent_session", "ref": session_id }),
+        );
+    }
+}
+
+/// A `json.RawMessage` with `omitempty`: absent when nothing was stored.
+pub(super) fn put_raw(map: &mut Map<String, Value>, key: &str, value: &Value) {
+    if !value.is_null() {
+        map.insert(key.to_owned(), value.clone());
+    }
+}
+
+pub(super) fn owner_payload(owner: &str) -> Value {
     let (kind, reference) = owner.split_once(':').unwrap_or(("pool", owner));
     json!({ "kind": kind, "ref": reference })
 }
 
 impl SimState {
+    /// `TaskReferencePayload` (AGH `internal/api/contract/tasks.go` ~11-24): no description and
+    /// no metadata; the pause fields only when paused (`omitempty`).
     pub(super) fn task_ref(&self, task: &Task) -> Value {
         let mut map = Map::new();
         map.insert("id".into(), json!(task.id));
-        map.insert("identifier".into(), json!(task.identifier));
+        put(&mut map, "identifier", json!(task.identifier));
         map.insert("title".into(), json!(task.title));
         map.insert("status".into(), json!(task.status));
         map.insert("priority".into(), json!(task.priority.as_str()));
@@ -49,10 +69,31 @@ impl SimState {
             json!(if task.global { "global" } else { "workspace" }),
         );
         put(&mut map, "workspace_id", json!(task.workspace_id));
-        map.insert("latest_event_seq".into(), json!(0));
-        map.insert("paused".into(), json!(task.paused));
-        map.insert("effective_paused".into(), json!(task.paused));
+        map.insert("latest_event_seq".into(), json!(task.event_seq));
+        Self::put_paused(&mut map, task);
         Value::Object(map)
+    }
+
+    /// The claim's task reference, built from the task record alone: `latest_event_seq` is never
+    /// filled in (always 0) and of the pause fields only `paused` is (AGH
+    /// `internal/api/core/agent_tasks.go` ~532-544).
+    fn claim_task_ref(&self, task: &Task) -> Value {
+        let mut reference = self.task_ref(task);
+        if let Some(map) = reference.as_object_mut() {
+            map.insert("latest_event_seq".into(), json!(0));
+            map.remove("effective_paused");
+            map.remove("paused_by_task_id");
+        }
+        reference
+    }
+
+    /// `paused`, `effective_paused` and `paused_by_task_id`, all `omitempty`.
+    pub(super) fn put_paused(map: &mut Map<String, Value>, task: &Task) {
+        if task.paused {
+            map.insert("paused".into(), json!(true));
+            map.insert("effective_paused".into(), json!(true));
+            map.insert("paused_by_task_id".into(), json!(task.id));
+        }
     }
 
     pub(super) fn coordination_channel(&self, run: &Run, purpose: Option<&str>) -> Option<Value> {
@@ -61,6 +102,9 @@ impl SimState {
         let mut map = Map::new();
         map.insert("id".into(), json!(channel));
         map.insert("channel".into(), json!(channel));
+        // Never omitted: the channel id when the channel has no name of its own (AGH
+        // `internal/api/core/agent_tasks.go` ~513-516).
+        map.insert("display_name".into(), json!(channel));
         put(
             &mut map,
             "workspace_id",
@@ -75,19 +119,15 @@ impl SimState {
         Some(Value::Object(map))
     }
 
+    /// `TaskRunPayload` (AGH `contract/tasks.go` ~141-165): `metadata` and `result` only when
+    /// set (`omitempty`), no `max_attempts` (that is the run summary's).
     pub(super) fn run_payload(&self, run: &Run, with_channel: bool) -> Value {
         let mut map = Map::new();
         map.insert("id".into(), json!(run.id));
         map.insert("task_id".into(), json!(run.task_id));
         map.insert("status".into(), json!(run.status.as_str()));
         map.insert("attempt".into(), json!(run.attempt));
-        if let Some(session_id) = &run.session_id {
-            map.insert(
-                "claimed_by".into(),
-                json!({ "kind": "agent_session", "ref": session_id }),
-            );
-            map.insert("session_id".into(), json!(session_id));
-        }
+        put_holder(&mut map, run);
         map.insert(
             "origin".into(),
             json!({ "kind": run.origin, "ref": "agent.task.next" }),
@@ -103,14 +143,15 @@ impl SimState {
             "coordination_channel_id",
             json!(run.coordination_channel_id),
         );
-        if with_channel && let Some(channel) = self.coordination_channel(run, None) {
+        if with_channel
+            && let Some(channel) = self.coordination_channel(run, Some("task_run_coordination"))
+        {
             map.insert("coordination_channel".into(), channel);
         }
-        map.insert("metadata".into(), run.metadata.clone());
-        map.insert("result".into(), run.result.clone().unwrap_or(Value::Null));
         put(&mut map, "error", json!(run.error));
-        if let Some(task) = self.tasks.get(&run.task_id) {
-            map.insert("max_attempts".into(), json!(task.max_attempts));
+        put_raw(&mut map, "metadata", &run.metadata);
+        if let Some(result) = &run.result {
+            put_raw(&mut map, "result", result);
         }
         Value::Object(map)
     }
@@ -123,13 +164,7 @@ impl SimState {
         map.insert("task_id".into(), json!(run.task_id));
         map.insert("run_id".into(), json!(run.id));
         map.insert("status".into(), json!(run.status.as_str()));
-        if let Some(session_id) = &run.session_id {
-            map.insert("session_id".into(), json!(session_id));
-            map.insert(
-                "claimed_by".into(),
-                json!({ "kind": "agent_session", "ref": session_id }),
-            );
-        }
+        put_holder(&mut map, run);
         put(&mut map, "claim_token_hash", json!(run.claim_token_hash));
         put(&mut map, "lease_until", time(run.lease_until));
         put(&mut map, "heartbeat_at", time(run.heartbeat_at));
@@ -150,12 +185,15 @@ impl SimState {
         let Some(run) = self.runs.get(run_id) else {
             return Value::Null;
         };
-        let task = self.tasks.get(&run.task_id).map(|task| self.task_ref(task));
+        let task = self
+            .tasks
+            .get(&run.task_id)
+            .map(|task| self.claim_task_ref(task));
         let mut claim = Map::new();
         claim.insert("task".into(), task.unwrap_or(Value::Null));
         claim.insert("run".into(), self.run_payload(run, true));
         claim.insert("lease".into(), self.lease_summary(run_id, true));
-        if let Some(channel) = self.coordination_channel(run, None) {
+        if let Some(channel) = self.coordination_channel(run, Some("task_run_coordination")) {
             claim.insert("coordination_channel".into(), channel);
         }
         json!({ "claim": claim })
@@ -170,7 +208,9 @@ impl SimState {
             .ok_or_else(|| SimError::new(404, "task: task run not found"))?;
         let task = self.tasks.get(&run.task_id);
         let mut detail = Map::new();
-        detail.insert("run".into(), self.run_payload(run, true));
+        // `TaskRunPayloadFromRun` alone: no coordination channel object (AGH
+        // `internal/api/core/tasks.go` ~2136-2163).
+        detail.insert("run".into(), self.run_payload(run, false));
         detail.insert(
             "task".into(),
             task.map_or(Value::Null, |task| self.task_ref(task)),
@@ -307,6 +347,7 @@ impl SimState {
         let mut map = Map::new();
         map.insert("id".into(), json!(channel));
         map.insert("channel".into(), json!(channel));
+        map.insert("display_name".into(), json!(channel));
         map.insert("purpose".into(), json!("network_channel"));
         put(&mut map, "workspace_id", json!(workspace));
         map.insert("allowed_message_kinds".into(), json!(MESSAGE_KINDS));

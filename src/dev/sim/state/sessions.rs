@@ -10,9 +10,6 @@ use super::super::errors::{IdentityFailure, SimError};
 use super::super::types::{DEFAULT_AGENT, SessionInfo, SessionSpec, SessionState};
 use super::{CONTEXT_SECTION_LIMIT, Envelope, Lineage, Run, RunStatus, Session, SimState, new_id};
 
-/// Earlier attempts of the active run's task shown in the context bundle.
-const PRIOR_ATTEMPTS: usize = 5;
-
 /// Identity as asserted by request headers, already trimmed (empty = absent).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Credentials {
@@ -217,36 +214,12 @@ impl SimState {
         let session = self.session(session_id)?;
         let active = self.active_run(session);
         let task_section = match active.and_then(|run| Some((run, self.tasks.get(&run.task_id)?))) {
-            Some((run, task)) => {
-                let prior: Vec<Value> = task
-                    .run_ids
-                    .iter()
-                    .filter_map(|id| self.runs.get(id))
-                    .filter(|other| other.id != run.id && other.attempt < run.attempt)
-                    .rev()
-                    .take(PRIOR_ATTEMPTS)
-                    .map(|other| self.run_payload(other, false))
-                    .collect();
-                let events: Vec<Value> = task.events.iter().cloned().collect();
-                json!({
-                    "available": true,
-                    "task": self.task_ref(task),
-                    "lease": self.lease_summary(&run.id, true),
-                    "bundle": {
-                        "task": self.task_ref(task),
-                        "current_run": self.run_payload(run, false),
-                        "prior_attempts": prior,
-                        "recent_events": events,
-                        "handoff_summary": task.handoff_summary.clone().unwrap_or_default(),
-                        "latest_event_seq": task.event_seq,
-                        "limits": {
-                            "max_runtime_seconds": task.max_runtime_seconds,
-                            "summary_max_bytes": 4096,
-                            "context_body_max_bytes": 8192,
-                        },
-                    },
-                })
-            }
+            Some((run, task)) => json!({
+                "available": true,
+                "task": self.task_ref(task),
+                "lease": self.lease_summary(&run.id, true),
+                "bundle": self.context_bundle(task, run),
+            }),
             None => json!({ "available": false }),
         };
         let coordination = match active

@@ -82,6 +82,22 @@ impl SimState {
         })
     }
 
+    /// The `soul` entry a claim merges into the run's metadata when the claiming agent has a
+    /// valid soul: `{snapshot_id, digest, agent_name, captured_at}` (AGH
+    /// `global_db_task_claim.go` ~744-754).
+    pub(crate) fn claim_soul_entry(&self, agent_name: &str, now: Timestamp) -> Option<Value> {
+        let soul = self.soul_object(agent_name, None, now);
+        if soul["active"] != json!(true) {
+            return None;
+        }
+        Some(json!({
+            "snapshot_id": soul["snapshot_id"],
+            "digest": soul["digest"],
+            "agent_name": agent_name,
+            "captured_at": now.to_rfc3339(),
+        }))
+    }
+
     pub(crate) fn soul(
         &self,
         session_id: &str,
