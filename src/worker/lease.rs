@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
+use super::task_stream::{Followed, OperatorCancel, follow};
 use super::terminal::finish;
-use super::{AghApi, ClaimLoop, EventSink, WorkerSettings};
+use super::{AghApi, ClaimLoop, EventSink, StatusBoard, WorkerSettings};
 use crate::api::types::{
     ChannelMessage, Claim, HeartbeatRequest, LeaseSummary, TaskBundle, TaskRef, TaskRun,
 };
@@ -38,15 +39,21 @@ pub enum LeaseLoss {
     Rejected(ApiError),
     /// Renewals kept failing and the reckoned lease end came within the safety margin.
     DeadlineNear,
+    /// An operator cancelled the run; the task stream said so before any heartbeat could.
+    Canceled(OperatorCancel),
 }
 
 impl LeaseLoss {
-    /// The low-cardinality reason the metrics count it under.
-    pub fn reason(&self) -> LeaseLostReason {
-        match self {
+    /// How a run that lost its lease this way ends, counted on `status` (why a lease was lost
+    /// goes to the per-reason counters; a cancel is an ending of its own).
+    pub(super) fn end(&self, status: &StatusBoard) -> RunEnd {
+        let reason = match self {
             LeaseLoss::Rejected(_) => LeaseLostReason::Rejected,
             LeaseLoss::DeadlineNear => LeaseLostReason::Deadline,
-        }
+            LeaseLoss::Canceled(_) => return RunEnd::Canceled,
+        };
+        status.lease_lost(reason);
+        RunEnd::LeaseLost
     }
 }
 
@@ -57,6 +64,7 @@ impl std::fmt::Display for LeaseLoss {
             LeaseLoss::DeadlineNear => {
                 f.write_str("heartbeats kept failing and the lease was about to expire")
             }
+            LeaseLoss::Canceled(cancel) => cancel.fmt(f),
         }
     }
 }
@@ -154,13 +162,33 @@ async fn drive<A: AghApi, E: EventSink>(
     // while the handler works, while its events are handled and while the terminal call is
     // retried, and it is dropped (with any renewal in flight) when the run ends, as stopping the
     // task did. It stays in the run's span.
+    // The task stream's follower is polled with the keeper: a cancel it reads is reported as
+    // the keeper reports a loss, and it ends with the run.
+    let followed = Followed::of(&claim).filter(|_| settings.follow_task_events);
     let keeper_task = {
         let api = worker.api.clone();
         let run_id = run_id.clone();
         let settings = settings.clone();
         let status = worker.status.clone();
         async move {
-            let loss = keep_lease(api, run_id, settings, status, deadline_tx, renew_at_once).await;
+            let follower = async {
+                match followed {
+                    Some(followed) => follow(api.clone(), followed, status.clone()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let keeper = keep_lease(
+                api.clone(),
+                run_id,
+                settings,
+                status.clone(),
+                deadline_tx,
+                renew_at_once,
+            );
+            let loss = tokio::select! {
+                loss = keeper => loss,
+                cancel = follower => LeaseLoss::Canceled(cancel),
+            };
             let _ = loss_tx.send(loss);
             std::future::pending::<std::convert::Infallible>().await
         }
@@ -179,6 +207,7 @@ async fn drive<A: AghApi, E: EventSink>(
             handler: String::new(),
             started_at: SystemTime::now(),
             lease_deadline: to_system_time(first_deadline),
+            task_paused: None,
         });
 
         let bundle = read_bundle(worker.api.as_ref(), &run_id).await;
@@ -208,10 +237,13 @@ async fn drive<A: AghApi, E: EventSink>(
         };
 
         let end = match outcome {
+            Supervised::Lost(loss @ LeaseLoss::Canceled(_)) => {
+                tracing::warn!(reason = %loss, "operator cancel: the handler was stopped and no terminal call is made");
+                loss.end(&worker.status)
+            }
             Supervised::Lost(loss) => {
                 tracing::warn!(reason = %loss, "lease lost; the handler was stopped and no terminal call is made");
-                worker.status.lease_lost(loss.reason());
-                RunEnd::LeaseLost
+                loss.end(&worker.status)
             }
             Supervised::Outcome(outcome) => finish(worker, &run_id, outcome, keeper).await,
         };

@@ -11,6 +11,7 @@ pub mod payload;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
+mod task_stream;
 mod terminal;
 
 use std::future::Future;
@@ -33,8 +34,10 @@ pub use api::AghApi;
 pub use settings::{SharedSettings, WorkerSettings};
 pub use shutdown::Shutdown;
 pub use status::{
-    CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
+    CurrentRun, EndedRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState,
+    WorkerStatus,
 };
+pub use task_stream::OperatorCancel;
 
 /// How often the loop shows it is alive while it waits on a long-poll.
 pub const LOOP_TICK: Duration = Duration::from_secs(5);
