@@ -25,6 +25,14 @@ pub enum Route {
     SoulValidate,
     CoordinatorConfig,
     TaskRun,
+    /// `GET /api/tasks/{id}/stream`
+    TaskStream,
+    /// `POST /api/tasks/{id}/cancel`
+    TaskCancel,
+    /// `POST /api/tasks/{id}/pause`
+    TaskPause,
+    /// `POST /api/tasks/{id}/resume`
+    TaskResume,
     /// Matches every endpoint above.
     Any,
 }
@@ -48,8 +56,25 @@ impl Route {
             Route::SoulValidate => "soul_validate",
             Route::CoordinatorConfig => "coordinator_config",
             Route::TaskRun => "task_run",
+            Route::TaskStream => "task_stream",
+            Route::TaskCancel => "task_cancel",
+            Route::TaskPause => "task_pause",
+            Route::TaskResume => "task_resume",
             Route::Any => "any",
         }
+    }
+
+    /// Routes outside the agent API: without either identity header the caller is the
+    /// operator; with one, both are checked (`internal/api/core/tasks.go` ~106-131).
+    pub(crate) fn accepts_operator(self) -> bool {
+        matches!(
+            self,
+            Route::TaskRun
+                | Route::TaskStream
+                | Route::TaskCancel
+                | Route::TaskPause
+                | Route::TaskResume
+        )
     }
 
     fn matches(self, route: Route) -> bool {

@@ -49,7 +49,7 @@ impl SimState {
             json!(if task.global { "global" } else { "workspace" }),
         );
         put(&mut map, "workspace_id", json!(task.workspace_id));
-        map.insert("latest_event_seq".into(), json!(0));
+        map.insert("latest_event_seq".into(), json!(task.event_seq));
         map.insert("paused".into(), json!(task.paused));
         map.insert("effective_paused".into(), json!(task.paused));
         Value::Object(map)
