@@ -337,7 +337,8 @@ impl Simulator {
         self.inner.state().drop_task_streams(task_id)
     }
 
-    /// Every task stream asked for so far, with its cursor, oldest first.
+    /// The task streams asked for most recently (up to a thousand), with their cursors, oldest
+    /// first.
     pub fn stream_opens(&self) -> Vec<StreamOpen> {
         self.inner.state().stream_opens()
     }

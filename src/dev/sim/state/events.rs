@@ -22,6 +22,8 @@ use super::{Run, SimState, new_id};
 pub(crate) const STREAM_BUFFER: usize = 256;
 /// Task events kept per task for the context bundle.
 const RECENT_EVENTS_PER_TASK: usize = 50;
+/// Stream openings remembered for tests and the bench (the most recent ones).
+const KEPT_OPENS: usize = 1_000;
 /// Events the log keeps for replay (bounded memory over long soaks); older ones are forgotten.
 const KEPT_EVENTS: usize = 50_000;
 
@@ -159,6 +161,9 @@ impl SimState {
         if !self.tasks.contains_key(task_id) {
             return Err(SimError::new(404, "task: task not found"));
         }
+        if self.events.opened.len() == KEPT_OPENS {
+            self.events.opened.remove(0);
+        }
         self.events.opened.push(StreamOpen {
             task_id: task_id.to_owned(),
             after_sequence,
@@ -189,7 +194,7 @@ impl SimState {
         before - self.events.subscribers.len()
     }
 
-    /// Every stream opened so far, oldest first.
+    /// The streams opened most recently (up to a thousand), oldest first.
     pub(crate) fn stream_opens(&self) -> Vec<StreamOpen> {
         self.events.opened.clone()
     }
