@@ -173,6 +173,7 @@ fn settings() -> WorkerSettings {
         poll_interval: secs(1),
         required_capabilities: Vec::new(),
         priority_min: None,
+        follow_task_events: true,
     }
 }
 

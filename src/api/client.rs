@@ -286,29 +286,11 @@ impl AghClient {
     ) -> Result<(u16, Vec<u8>), ApiError> {
         let request = request?;
         let exchange = async {
-            let mut response = request
+            let response = request
                 .send()
                 .await
                 .map_err(|err| transport_error(call, &err))?;
-            let status = response.status().as_u16();
-            let cap = self.options.max_response_bytes;
-            if let Some(length) = response.content_length()
-                && length > cap as u64
-            {
-                return Err(too_large(call, status, cap));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|err| transport_error(call, &err))?
-            {
-                if body.len() + chunk.len() > cap {
-                    return Err(too_large(call, status, cap));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok((status, body))
+            read_capped(call, response, self.options.max_response_bytes).await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -326,20 +308,7 @@ impl AghClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<reqwest::RequestBuilder, ApiError> {
-        let mut builder = self
-            .http
-            .request(method, format!("{}{}", self.base, path))
-            .header(HEADER_SESSION, self.identity.session_id.as_str())
-            .header(HEADER_AGENT, self.identity.agent.as_str())
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(workspace) = self
-            .identity
-            .workspace_id
-            .as_deref()
-            .filter(|w| !w.is_empty())
-        {
-            builder = builder.header(HEADER_WORKSPACE, workspace);
-        }
+        let mut builder = self.request_accepting(method, path, "application/json")?;
         if let Some(body) = body {
             let bytes = serde_json::to_vec(body).map_err(|err| {
                 ApiError::local(
@@ -354,6 +323,56 @@ impl AghClient {
         }
         Ok(builder)
     }
+
+    /// A request with the identity headers, accepting `accept`.
+    pub(super) fn request_accepting(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        accept: &'static str,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        let mut builder = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header(HEADER_SESSION, self.identity.session_id.as_str())
+            .header(HEADER_AGENT, self.identity.agent.as_str())
+            .header(reqwest::header::ACCEPT, accept);
+        if let Some(workspace) = self
+            .identity
+            .workspace_id
+            .as_deref()
+            .filter(|w| !w.is_empty())
+        {
+            builder = builder.header(HEADER_WORKSPACE, workspace);
+        }
+        Ok(builder)
+    }
+}
+
+/// The status and the body of an answer, read under the size cap.
+pub(super) async fn read_capped(
+    call: &'static str,
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(u16, Vec<u8>), ApiError> {
+    let status = response.status().as_u16();
+    if let Some(length) = response.content_length()
+        && length > cap as u64
+    {
+        return Err(too_large(call, status, cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| transport_error(call, &err))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large(call, status, cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
 }
 
 pub(super) fn parse<T: DeserializeOwned>(call: &'static str, body: &[u8]) -> Result<T, ApiError> {
@@ -377,7 +396,7 @@ fn too_large(call: &'static str, status: u16, cap: usize) -> ApiError {
     err
 }
 
-fn transport_error(call: &'static str, err: &reqwest::Error) -> ApiError {
+pub(super) fn transport_error(call: &'static str, err: &reqwest::Error) -> ApiError {
     // A connect timeout means the daemon was never reached: that is a transport failure. As a
     // `Timeout` it would read as the ordinary end of a long poll (`DeadlineReached`, an empty
     // recv), hiding an unreachable daemon behind "nothing to do".

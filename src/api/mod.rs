@@ -5,6 +5,7 @@ mod counters;
 mod endpoint;
 mod endpoints;
 mod error;
+mod stream;
 pub mod types;
 
 pub use client::{
@@ -15,3 +16,4 @@ pub use counters::{ApiRequestCounters, CLASS_DEADLINE, CLASS_OK};
 pub use endpoint::{Endpoint, EndpointParseError, Identity};
 pub use endpoints::{ClaimOutcome, RecvOptions, SoulAnswer};
 pub use error::{ApiError, ErrorKind, MAX_DAEMON_MESSAGE_CHARS, classify};
+pub use stream::TaskEventStream;

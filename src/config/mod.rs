@@ -147,6 +147,8 @@ pub struct WorkerConfig {
     pub identity_probe_seconds: u64,
     pub required_capabilities: Vec<String>,
     pub priority_min: u64,
+    /// Follow each run's task event stream so an operator cancel stops the handler at once.
+    pub follow_task_events: bool,
 }
 
 impl Default for WorkerConfig {
@@ -163,6 +165,7 @@ impl Default for WorkerConfig {
             identity_probe_seconds: 5,
             required_capabilities: Vec::new(),
             priority_min: 0,
+            follow_task_events: true,
         }
     }
 }

@@ -33,5 +33,6 @@ fn in_process_settings() -> WorkerSettings {
         poll_interval: Duration::from_millis(200),
         required_capabilities: Vec::new(),
         priority_min: None,
+        follow_task_events: true,
     }
 }

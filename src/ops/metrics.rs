@@ -107,6 +107,7 @@ pub fn render(
                 ("released", c.runs_released),
                 ("lease_lost", c.leases_lost),
                 ("terminal_call_failed", c.terminal_call_failures),
+                ("canceled", c.runs_canceled),
             ],
         ),
         (

@@ -7,7 +7,7 @@ use crate::api::types::{
     AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
     ReleaseRequest, TaskRunDetail, TaskView,
 };
-use crate::api::{AghClient, ApiError, ClaimOutcome};
+use crate::api::{AghClient, ApiError, ClaimOutcome, ErrorKind, TaskEventStream};
 
 /// The AGH calls the worker makes. The real client implements it; tests use an in-memory fake
 /// so timer-heavy behaviour can run on paused tokio time.
@@ -47,6 +47,20 @@ pub trait AghApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<TaskRunDetail, ApiError>> + Send;
     /// The task view (`GET /api/tasks/{id}`): the task's description and metadata, its runs.
     fn task(&self, task_id: &str) -> impl Future<Output = Result<TaskView, ApiError>> + Send;
+    /// The live events of a task after the event `after` (`GET /api/tasks/{id}/stream`). A
+    /// double without a stream answers like a daemon without the route.
+    fn task_events(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+    ) -> impl Future<Output = Result<TaskEventStream, ApiError>> + Send {
+        let _ = (task_id, after);
+        std::future::ready(Err(ApiError::local(
+            "task-stream",
+            ErrorKind::RouteNotFound,
+            "this AGH API offers no task event stream",
+        )))
+    }
 }
 
 impl AghApi for AghClient {
@@ -101,5 +115,12 @@ impl AghApi for AghClient {
     }
     fn task(&self, task_id: &str) -> impl Future<Output = Result<TaskView, ApiError>> + Send {
         AghClient::task(self, task_id)
+    }
+    fn task_events(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+    ) -> impl Future<Output = Result<TaskEventStream, ApiError>> + Send {
+        AghClient::task_events(self, task_id, after)
     }
 }

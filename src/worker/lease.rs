@@ -12,8 +12,9 @@ use tracing::Instrument;
 
 use super::reckon::reckon;
 use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
+use super::task_stream::{Followed, OperatorCancel, StreamStart, follow};
 use super::terminal::finish;
-use super::{AghApi, ClaimLoop, EventSink, WorkerSettings, task_view};
+use super::{AghApi, ClaimLoop, EventSink, StatusBoard, WorkerSettings, task_view};
 use crate::api::types::{ChannelMessage, Claim, HeartbeatRequest, TaskBundle};
 use crate::api::{ApiError, ErrorKind};
 use crate::handler::FORCED_STOP_GRACE;
@@ -37,15 +38,21 @@ pub enum LeaseLoss {
     Rejected(ApiError),
     /// Renewals kept failing and the reckoned lease end came within the safety margin.
     DeadlineNear,
+    /// An operator cancelled the run; the task stream said so before any heartbeat could.
+    Canceled(OperatorCancel),
 }
 
 impl LeaseLoss {
-    /// The low-cardinality reason the metrics count it under.
-    pub fn reason(&self) -> LeaseLostReason {
-        match self {
+    /// How a run that lost its lease this way ends, counted on `status` (why a lease was lost
+    /// goes to the per-reason counters; a cancel is an ending of its own).
+    pub(super) fn end(&self, status: &StatusBoard) -> RunEnd {
+        let reason = match self {
             LeaseLoss::Rejected(_) => LeaseLostReason::Rejected,
             LeaseLoss::DeadlineNear => LeaseLostReason::Deadline,
-        }
+            LeaseLoss::Canceled(_) => return RunEnd::Canceled,
+        };
+        status.lease_lost(reason);
+        RunEnd::LeaseLost
     }
 }
 
@@ -56,6 +63,7 @@ impl std::fmt::Display for LeaseLoss {
             LeaseLoss::DeadlineNear => {
                 f.write_str("heartbeats kept failing and the lease was about to expire")
             }
+            LeaseLoss::Canceled(cancel) => cancel.fmt(f),
         }
     }
 }
@@ -116,13 +124,40 @@ async fn drive<A: AghApi, E: EventSink>(
     // while the handler works, while its events are handled and while the terminal call is
     // retried, and it is dropped (with any renewal in flight) when the run ends, as stopping the
     // task did. It stays in the run's span.
+    // The task stream's follower is polled with the keeper: a cancel it reads is reported as
+    // the keeper reports a loss, and it ends with the run.
+    let followed = Followed::of(&claim).filter(|_| settings.follow_task_events);
+    let (start_tx, start_rx) = oneshot::channel::<StreamStart>();
     let keeper_task = {
         let api = worker.api.clone();
         let run_id = run_id.clone();
         let settings = settings.clone();
         let status = worker.status.clone();
         async move {
-            let loss = keep_lease(api, run_id, settings, status, deadline_tx, first_beat).await;
+            let follower = async {
+                let Some(followed) = followed else {
+                    return std::future::pending().await;
+                };
+                // Where the task's history stood is known from the task view read beside the
+                // bundle (the claim's reference carries no sequence in AGH).
+                let start = start_rx.await.unwrap_or_default();
+                match followed.starting(start) {
+                    Ok(followed) => follow(api.clone(), followed, status.clone()).await,
+                    Err(cancel) => cancel,
+                }
+            };
+            let keeper = keep_lease(
+                api.clone(),
+                run_id,
+                settings,
+                status.clone(),
+                deadline_tx,
+                first_beat,
+            );
+            let loss = tokio::select! {
+                loss = keeper => loss,
+                cancel = follower => LeaseLoss::Canceled(cancel),
+            };
             let _ = loss_tx.send(loss);
             std::future::pending::<std::convert::Infallible>().await
         }
@@ -141,6 +176,7 @@ async fn drive<A: AghApi, E: EventSink>(
             handler: String::new(),
             started_at: SystemTime::now(),
             lease_deadline: to_system_time(first_deadline),
+            task_paused: None,
         });
 
         // The task view holds what the claim lacks (description, task metadata); read beside
@@ -153,6 +189,7 @@ async fn drive<A: AghApi, E: EventSink>(
                 task_view::read_bound(&settings)
             ),
         );
+        let _ = start_tx.send(StreamStart::from_view(view.as_ref(), &run_id));
         let time_limit = time_limit(bundle.as_ref(), settings.max_runtime);
         let document = TaskDocument::new(claim, bundle, time_limit);
         let document = Arc::new(match &view {
@@ -183,10 +220,13 @@ async fn drive<A: AghApi, E: EventSink>(
         };
 
         let end = match outcome {
+            Supervised::Lost(loss @ LeaseLoss::Canceled(_)) => {
+                tracing::warn!(reason = %loss, "operator cancel: the handler was stopped and no terminal call is made");
+                loss.end(&worker.status)
+            }
             Supervised::Lost(loss) => {
                 tracing::warn!(reason = %loss, "lease lost; the handler was stopped and no terminal call is made");
-                worker.status.lease_lost(loss.reason());
-                RunEnd::LeaseLost
+                loss.end(&worker.status)
             }
             Supervised::Outcome(outcome) => finish(worker, &run_id, outcome, keeper).await,
         };

@@ -12,6 +12,7 @@ mod reckon;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
+mod task_stream;
 mod task_view;
 mod terminal;
 
@@ -35,8 +36,10 @@ pub use api::AghApi;
 pub use settings::{SharedSettings, WorkerSettings};
 pub use shutdown::Shutdown;
 pub use status::{
-    CurrentRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState, WorkerStatus,
+    CurrentRun, EndedRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState,
+    WorkerStatus,
 };
+pub use task_stream::OperatorCancel;
 
 /// How often the loop shows it is alive while it waits on a long-poll.
 pub const LOOP_TICK: Duration = Duration::from_secs(5);

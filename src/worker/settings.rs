@@ -31,6 +31,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     pub required_capabilities: Vec<String>,
     pub priority_min: Option<i64>,
+    /// Follow each run's task stream, so an operator cancel stops the handler at once.
+    pub follow_task_events: bool,
 }
 
 impl WorkerSettings {
@@ -54,6 +56,7 @@ impl WorkerSettings {
             poll_interval: Duration::from_secs(1),
             required_capabilities: worker.required_capabilities.clone(),
             priority_min: (worker.priority_min > 0).then_some(worker.priority_min as i64),
+            follow_task_events: worker.follow_task_events,
         }
     }
 

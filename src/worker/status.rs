@@ -47,6 +47,9 @@ pub struct CurrentRun {
     /// When the lease ends unless renewed, as the worker reckons it (conservatively).
     #[serde(with = "unix_seconds")]
     pub lease_deadline: SystemTime,
+    /// While the task is paused (no new claims; this run goes on): the operator's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_paused: Option<String>,
 }
 
 /// A child session this worker created and that has not reached its TTL.
@@ -71,7 +74,26 @@ pub enum RunEnd {
     LeaseLost,
     /// The terminal call could not be delivered within its budget.
     TerminalCallFailed,
+    /// An operator cancelled the run (the task stream said so): the handler was stopped and no
+    /// terminal call made.
+    Canceled,
 }
+
+/// A run that ended, as `/status` lists the most recent ones.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndedRun {
+    pub run_id: String,
+    pub task_id: String,
+    pub end: RunEnd,
+    #[serde(with = "unix_seconds")]
+    pub ended_at: SystemTime,
+    /// The operator's reason when the task was paused as the run ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_paused: Option<String>,
+}
+
+/// How many ended runs `/status` lists.
+const RECENT_RUNS: usize = 16;
 
 /// Counters since start.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -87,6 +109,8 @@ pub struct Counters {
     /// Of `leases_lost`: renewals kept failing until the reckoned lease end came too near.
     pub leases_lost_deadline: u64,
     pub terminal_call_failures: u64,
+    /// Runs an operator cancelled while they were in hand.
+    pub runs_canceled: u64,
     pub heartbeats_ok: u64,
     pub heartbeats_failed: u64,
     pub claim_errors: u64,
@@ -108,6 +132,7 @@ impl Counters {
             + self.runs_released
             + self.leases_lost
             + self.terminal_call_failures
+            + self.runs_canceled
     }
 }
 
@@ -159,6 +184,8 @@ pub struct WorkerStatus {
     #[serde(with = "unix_seconds_option")]
     pub last_contact: Option<SystemTime>,
     pub counters: Counters,
+    /// The most recent runs that ended, oldest first.
+    pub recent_runs: VecDeque<EndedRun>,
     /// Live child sessions (from the board's ledger, which the spawner writes).
     pub children: Vec<ChildSession>,
     #[serde(skip)]
@@ -200,6 +227,7 @@ impl Default for StatusBoard {
                 current: None,
                 last_contact: None,
                 counters: Counters::default(),
+                recent_runs: VecDeque::new(),
                 children: Vec::new(),
                 last_tick: Instant::now(),
                 last_contact_instant: None,
@@ -278,6 +306,15 @@ impl StatusBoard {
             s.state = WorkerState::Running;
             s.current = Some(run);
             s.last_tick = Instant::now();
+        });
+    }
+
+    /// The task of the run `run_id` was paused (`Some(reason)`) or resumed (`None`).
+    pub fn task_paused(&self, run_id: &str, reason: Option<String>) {
+        self.update(|s| {
+            if let Some(current) = s.current.as_mut().filter(|c| c.run_id == run_id) {
+                current.task_paused = reason;
+            }
         });
     }
 
@@ -419,8 +456,20 @@ impl StatusBoard {
                 RunEnd::Released => s.counters.runs_released += 1,
                 RunEnd::LeaseLost => s.counters.leases_lost += 1,
                 RunEnd::TerminalCallFailed => s.counters.terminal_call_failures += 1,
+                RunEnd::Canceled => s.counters.runs_canceled += 1,
             }
-            s.current = None;
+            if let Some(run) = s.current.take() {
+                if s.recent_runs.len() == RECENT_RUNS {
+                    s.recent_runs.pop_front();
+                }
+                s.recent_runs.push_back(EndedRun {
+                    run_id: run.run_id,
+                    task_id: run.task_id,
+                    end,
+                    ended_at: SystemTime::now(),
+                    task_paused: run.task_paused,
+                });
+            }
             s.last_tick = Instant::now();
         });
     }

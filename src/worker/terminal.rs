@@ -231,8 +231,7 @@ async fn keeper_loss<A: AghApi, E: EventSink>(
 ) -> RunEnd {
     let loss = keeper.lost().await;
     tracing::warn!(reason = %loss, call = call.name(), "{what}");
-    worker.status.lease_lost(loss.reason());
-    RunEnd::LeaseLost
+    loss.end(&worker.status)
 }
 
 /// The result itself was refused and nothing was applied: report that as the failure.

@@ -7,7 +7,7 @@ use agh_worker::api::types::{
     AgentContext, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, LeaseSummary, Me,
     ReleaseRequest, TaskRunDetail, TaskView,
 };
-use agh_worker::api::{AghClient, ApiError, ClaimOutcome, ErrorKind};
+use agh_worker::api::{AghClient, ApiError, ClaimOutcome, ErrorKind, TaskEventStream};
 use agh_worker::worker::AghApi;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -178,5 +178,15 @@ impl AghApi for Recorder {
         let result = self.inner.release(run_id, request).await;
         self.note("release", run_id, json!(request.reason), &result);
         result
+    }
+
+    /// Passed through, not recorded: the stream is opened beside the lease calls, and noting it
+    /// would make their recorded order depend on timing.
+    async fn task_events(
+        &self,
+        task_id: &str,
+        after: Option<i64>,
+    ) -> Result<TaskEventStream, ApiError> {
+        self.inner.task_events(task_id, after).await
     }
 }

@@ -86,6 +86,7 @@ pub(crate) fn worker_settings() -> WorkerSettings {
         poll_interval: Duration::from_millis(100),
         required_capabilities: Vec::new(),
         priority_min: None,
+        follow_task_events: true,
     }
 }
 

@@ -5,7 +5,8 @@
 //! enum values this build does not know are kept as `Other(..)` instead of failing the call.
 //!
 //! One file per concern, all re-exported here: `identity` (me, sessions, lineage, limits),
-//! `context`, `tasks` (claim, leases, terminal calls, run detail), `task_view` (the task view), `channels`, `soul`, `spawn`
+//! `context`, `tasks` (claim, leases, terminal calls, run detail), `task_view` (the task view),
+//! `events` (the task event stream), `channels`, `soul`, `spawn`
 //! (and the coordinator settings) and `errors` (error bodies).
 
 use serde::{Deserialize, Deserializer};
@@ -73,6 +74,7 @@ where
 mod channels;
 mod context;
 mod errors;
+mod events;
 mod identity;
 mod soul;
 mod spawn;
@@ -82,6 +84,7 @@ mod tasks;
 pub use channels::*;
 pub use context::*;
 pub use errors::*;
+pub use events::*;
 pub use identity::*;
 pub use soul::*;
 pub use spawn::*;

@@ -1,4 +1,5 @@
-//! Latency: enqueue to handler start, start-up to ready, lease loss to cancel, SIGTERM to exit.
+//! Latency: enqueue to handler start, start-up to ready, lease loss to cancel, operator cancel to
+//! handler stopped, SIGTERM to exit.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -119,6 +120,34 @@ pub(super) async fn latency(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>>
             "≤ 1 heartbeat (1000) + a round trip",
             max(&losses) <= 1100.0,
         ),
+    );
+
+    // Operator cancel → handler stopped, found through the task stream with a 20 s heartbeat.
+    let cancels = operator_cancel(plan.latency_samples).await?;
+    let p50 = percentile(&cancels, 50.0);
+    let p99 = percentile(&cancels, 99.0);
+    rows.push(
+        Row::new(
+            "operator cancel → handler stopped p50, ms (heartbeat every 20 s)",
+            format!("{p50:.1}"),
+        )
+        .spread(format!(
+            "p10–p90 {:.1}–{:.1}",
+            percentile(&cancels, 10.0),
+            percentile(&cancels, 90.0)
+        )),
+    );
+    rows.push(
+        Row::new(
+            "operator cancel → handler stopped p99, ms (heartbeat every 20 s)",
+            format!("{p99:.1}"),
+        )
+        .spread(format!(
+            "max {:.1}; {} samples",
+            max(&cancels),
+            cancels.len()
+        ))
+        .target("≤ 1000", p99 <= 1000.0),
     );
 
     // SIGTERM with a run in flight.
@@ -244,6 +273,64 @@ async fn lease_loss(samples: usize) -> anyhow::Result<Vec<f64>> {
     let _ = probe.running.await;
     rig.stop().await;
     Ok(losses)
+}
+
+/// Cancels, as an operator, the task of a run whose handler is working, and times how long the
+/// handler takes to see its cancellation, with heartbeats 20 s apart (so only the task stream
+/// can tell it in time). In ms.
+async fn operator_cancel(samples: usize) -> anyhow::Result<Vec<f64>> {
+    let rig = Rig::start().await?;
+    let mut probe = ProbeWorker::start(
+        &rig,
+        true,
+        settings(None, Duration::from_secs(60), Duration::from_secs(20)),
+    )?;
+    let mut cancels = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let task = rig
+            .sim
+            .enqueue_task(TaskSpec::titled("operator cancel probe"));
+        let (run_id, _) = tokio::time::timeout(Duration::from_secs(10), probe.starts.recv())
+            .await
+            .context("the handler did not start within 10 s")?
+            .context("the worker stopped")?;
+        // The run's stream is subscribed once the simulator has recorded its opening.
+        let followed_by = Instant::now() + Duration::from_secs(10);
+        while !rig
+            .sim
+            .stream_opens()
+            .iter()
+            .any(|open| open.task_id == task.task_id)
+        {
+            ensure!(
+                Instant::now() < followed_by,
+                "the worker did not follow the task stream"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..50_000))).await;
+        let cancelled = Instant::now();
+        ensure!(
+            rig.sim.cancel_task(&task.task_id, Some("bench")),
+            "the task {} could not be cancelled",
+            task.task_id
+        );
+        let (cancelled_run, seen) =
+            tokio::time::timeout(Duration::from_secs(30), probe.cancels.recv())
+                .await
+                .context("the handler saw no cancellation within 30 s")?
+                .context("the worker stopped")?;
+        ensure!(
+            cancelled_run == run_id,
+            "another run ({cancelled_run}) was cancelled"
+        );
+        cancels.push(ms(seen.saturating_duration_since(cancelled)));
+    }
+    probe.shutdown.force.cancel();
+    let _ = probe.running.await;
+    rig.stop().await;
+    cancels.sort_by(f64::total_cmp);
+    Ok(cancels)
 }
 
 /// SIGTERM to the binary while an exec handler (`sleep 30`) works, with a 1 s drain timeout:

@@ -30,6 +30,14 @@ pub enum Route {
     Sessions,
     /// `GET /api/tasks/{id}`: the task view.
     Task,
+    /// `GET /api/tasks/{id}/stream`
+    TaskStream,
+    /// `POST /api/tasks/{id}/cancel`
+    TaskCancel,
+    /// `POST /api/tasks/{id}/pause`
+    TaskPause,
+    /// `POST /api/tasks/{id}/resume`
+    TaskResume,
     /// Matches every endpoint above.
     Any,
 }
@@ -55,8 +63,26 @@ impl Route {
             Route::TaskRun => "task_run",
             Route::Sessions => "sessions",
             Route::Task => "task",
+            Route::TaskStream => "task_stream",
+            Route::TaskCancel => "task_cancel",
+            Route::TaskPause => "task_pause",
+            Route::TaskResume => "task_resume",
             Route::Any => "any",
         }
+    }
+
+    /// Routes outside the agent API: without either identity header the caller is the
+    /// operator; with one, both are checked (`internal/api/core/tasks.go` ~106-131).
+    pub(crate) fn accepts_operator(self) -> bool {
+        matches!(
+            self,
+            Route::TaskRun
+                | Route::Task
+                | Route::TaskStream
+                | Route::TaskCancel
+                | Route::TaskPause
+                | Route::TaskResume
+        )
     }
 
     fn matches(self, route: Route) -> bool {

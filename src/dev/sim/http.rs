@@ -20,13 +20,14 @@ use tokio_util::sync::CancellationToken;
 use super::errors::{SimError, Transport};
 use super::faults::{FaultKind, FaultRequest, Route};
 use super::requests::{
-    ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, RecvParams, ReleaseRequest,
-    ReplyRequest, SendRequest, SoulValidateRequest, SpawnRequest, decode_required, is_blank,
-    lease_duration, validate_channel_name, validate_payload,
+    CancelTaskRequest, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest,
+    PauseTaskRequest, RecvParams, ReleaseRequest, ReplyRequest, SendRequest, SoulValidateRequest,
+    SpawnRequest, StreamCursor, decode_required, is_blank, lease_duration, validate_channel_name,
+    validate_payload,
 };
 use super::state::{Credentials, Finish};
 use super::types::{MessageSpec, SessionSpec, SessionState, TaskSpec};
-use super::{Inner, Simulator};
+use super::{Inner, Simulator, task_stream};
 
 /// The HTTP transport's body cap for `/api/` paths.
 const MAX_API_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -66,21 +67,29 @@ fn match_route(method: &Method, path: &str) -> Option<Matched> {
             param: String::new(),
         });
     }
-    if let Some(task) = path.strip_prefix("/api/tasks/") {
-        return match (
-            method.clone(),
-            task.split('/').collect::<Vec<_>>().as_slice(),
-        ) {
-            (Method::GET, [task]) if !task.is_empty() => matched(Route::Task, task),
-            _ => None,
-        };
-    }
     if let Some(run) = path.strip_prefix("/api/task-runs/") {
         return match (
             method.clone(),
             run.split('/').collect::<Vec<_>>().as_slice(),
         ) {
             (Method::GET, [run]) if !run.is_empty() => matched(Route::TaskRun, run),
+            _ => None,
+        };
+    }
+    if let Some(task) = path.strip_prefix("/api/tasks/") {
+        return match (
+            method.clone(),
+            task.split('/').collect::<Vec<_>>().as_slice(),
+        ) {
+            (Method::GET, [task]) if !task.is_empty() => matched(Route::Task, task),
+            (Method::GET, [task, "stream"]) if !task.is_empty() => matched(Route::TaskStream, task),
+            (Method::POST, [task, "cancel"]) if !task.is_empty() => {
+                matched(Route::TaskCancel, task)
+            }
+            (Method::POST, [task, "pause"]) if !task.is_empty() => matched(Route::TaskPause, task),
+            (Method::POST, [task, "resume"]) if !task.is_empty() => {
+                matched(Route::TaskResume, task)
+            }
             _ => None,
         };
     }
@@ -139,14 +148,22 @@ fn plain(status: u16, content_type: &str, body: Body) -> Response {
     response
 }
 
-/// JSON like gin's `c.JSON`: `<`, `>` and `&` inside strings are escaped.
+/// JSON like gin's `c.JSON`.
 fn json_response(status: u16, value: &Value) -> Response {
-    let text = serde_json::to_string(value)
+    plain(
+        status,
+        "application/json; charset=utf-8",
+        Body::from(go_json_text(value)),
+    )
+}
+
+/// JSON as Go's encoder writes it: `<`, `>` and `&` inside strings are escaped.
+pub(super) fn go_json_text(value: &Value) -> String {
+    serde_json::to_string(value)
         .unwrap_or_else(|_| "{}".to_owned())
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
-    plain(status, "application/json; charset=utf-8", Body::from(text))
+        .replace('&', "\\u0026")
 }
 
 fn error_response(error: &SimError, transport: Transport) -> Response {
@@ -277,14 +294,23 @@ async fn agent(
     // agent endpoints: without either identity header the caller is the operator; with one, both
     // are checked like an agent call (AGH `internal/api/core/tasks.go` ~106-131).
     let credentials = credentials(headers);
-    let operator_read = matches!(matched.route, Route::TaskRun | Route::Task);
     // AGH's session list reads no identity header at all (core/handlers.go ~326-363).
-    let identity = if (operator_read && credentials.is_empty()) || matched.route == Route::Sessions
+    let identity = if (matched.route.accepts_operator() && credentials.is_empty())
+        || matched.route == Route::Sessions
     {
         Ok(String::new())
     } else {
         state.inner.state().resolve_identity(&credentials)
     };
+    if matched.route == Route::TaskStream && identity.is_ok() {
+        let last_event_id = headers
+            .get("last-event-id")
+            .and_then(|value| value.to_str().ok());
+        let opened = StreamCursor::parse(query, last_event_id).and_then(|cursor| {
+            task_stream::respond(&state.inner, &matched.param, cursor, state.kill.clone())
+        });
+        return opened.unwrap_or_else(|error| error_response(&error, transport));
+    }
     let answer = match identity {
         Ok(session_id) => match axum::body::to_bytes(body, body_limit).await {
             Ok(body) => handle(state, &matched, &session_id, query, &body).await,
@@ -428,6 +454,30 @@ async fn handle(
         Route::Sessions => Ok((200, Some(inner.state().sessions_list()))),
         Route::TaskRun => Ok((200, Some(inner.state().task_run_detail(run_id)?))),
         Route::Task => Ok((200, Some(inner.state().task_view(matched.param.trim())?))),
+        Route::TaskCancel => {
+            let request = CancelTaskRequest::parse(body, "cancel", transport)?;
+            let reason = request.reason.as_deref().filter(|r| !r.trim().is_empty());
+            let now = inner.now();
+            Ok((
+                200,
+                Some(inner.state().cancel_task(&matched.param, reason, now)?),
+            ))
+        }
+        Route::TaskPause => {
+            let request = PauseTaskRequest::parse(body, transport)?;
+            let now = inner.now();
+            let answer = inner
+                .state()
+                .pause_task(&matched.param, &request.reason, now)?;
+            Ok((200, Some(answer)))
+        }
+        Route::TaskResume => {
+            CancelTaskRequest::parse(body, "resume", transport)?;
+            let now = inner.now();
+            Ok((200, Some(inner.state().resume_task(&matched.param, now)?)))
+        }
+        // Served as a stream before the body is read (`agent`).
+        Route::TaskStream => Err(SimError::new(404, "404 page not found")),
         Route::Any => Err(SimError::new(404, "404 page not found")),
     }
 }
@@ -522,6 +572,12 @@ impl AdvanceRequest {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+struct OperatorRequest {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct SoulRequest {
     body: Option<String>,
 }
@@ -601,6 +657,16 @@ fn admin_route(
             let request: AdvanceRequest = decode_admin(body)?;
             simulator.advance_clock(request.duration());
             json_response(200, &json!({ "now": simulator.now().to_rfc3339() }))
+        }
+        (Method::POST, ["tasks", id, action @ ("cancel" | "pause" | "resume")]) => {
+            let request: OperatorRequest = decode_admin(body)?;
+            match simulator.operate(id, action, request.reason.as_deref()) {
+                Ok(task) => json_response(200, &task),
+                Err(error) => error_response(&error, state.transport),
+            }
+        }
+        (Method::POST, ["tasks", id, "streams", "drop"]) => {
+            json_response(200, &json!({ "dropped": simulator.drop_task_streams(id) }))
         }
         (Method::POST, ["runs", id, "expire"]) => {
             json_response(200, &json!({ "expired": simulator.expire_lease(id) }))

@@ -26,6 +26,8 @@ pub enum TransitionKind {
     RequeuedBySweep,
     /// The spawn reaper released a reaped child's lease.
     ReleasedByReaper,
+    /// An operator cancelled the run: it is over, and its holder's lease with it.
+    Canceled,
 }
 
 impl TransitionKind {
@@ -40,6 +42,7 @@ impl TransitionKind {
             TransitionKind::Expired => "expired",
             TransitionKind::RequeuedBySweep => "requeued_by_sweep",
             TransitionKind::ReleasedByReaper => "released_by_reaper",
+            TransitionKind::Canceled => "canceled",
         }
     }
 }
@@ -211,6 +214,14 @@ impl Ledger {
                 }
                 view.terminal = true;
                 view.holder = None;
+            }
+            TransitionKind::Canceled => {
+                if let Some(previous) = view.holder.take()
+                    && !view.lost_by.contains(&previous)
+                {
+                    view.lost_by.push(previous);
+                }
+                view.terminal = true;
             }
             TransitionKind::Released
             | TransitionKind::Expired

@@ -22,6 +22,8 @@
 //! Beyond the agent API it serves what a worker reads of AGH's operator API: `GET /api/sessions`
 //! (no identity read, as in AGH) and `GET /api/task-runs/{id}`. A spawn whose answer is lost after
 //! the child was made is the `drop_after_commit` fault on route `spawn`.
+//! `POST /sim/tasks/{id}/cancel|pause|resume` (`{"reason":…}`; AGH's own
+//! `POST /api/tasks/{id}/…` routes are served too) and `POST /sim/tasks/{id}/streams/drop`.
 
 mod clock;
 mod errors;
@@ -31,6 +33,7 @@ mod ledger;
 mod requests;
 mod server;
 mod state;
+mod task_stream;
 mod types;
 
 use std::future::Future;
@@ -48,12 +51,14 @@ pub use clock::Timestamp;
 pub use faults::{Fault, FaultKind, Route};
 pub use ledger::{LedgerSnapshot, RequestCount, TransitionEvent, TransitionKind, Violation};
 pub use server::SimServer;
+pub use state::StreamOpen;
 pub use types::{
     DEFAULT_AGENT, DEFAULT_WORKSPACE, EnqueuedRun, MessageSpec, PermissionPolicy, Priority,
     RunSnapshot, SessionInfo, SessionSpec, SessionState, SpawnBudget, TaskScope, TaskSpec,
 };
 
 use clock::SimClock;
+use errors::SimError;
 use faults::FaultTable;
 use state::{SimState, StateConfig};
 
@@ -105,6 +110,8 @@ pub(crate) struct Inner {
     /// Requests currently blocked in a `claim-next` wait or a `recv` wait.
     claim_waiters: AtomicUsize,
     recv_waiters: AtomicUsize,
+    /// Task streams being served.
+    open_streams: AtomicUsize,
     waiters_changed: Notify,
     /// Background sweeps completed, so tests can wait for one without sleeping.
     background_sweeps: AtomicU64,
@@ -133,26 +140,31 @@ impl Inner {
         match route {
             Route::ClaimNext => Some(&self.claim_waiters),
             Route::ChannelRecv => Some(&self.recv_waiters),
+            Route::TaskStream => Some(&self.open_streams),
             _ => None,
         }
     }
 
-    /// Counts a request as blocked in a long poll until the guard is dropped.
-    pub(crate) fn waiter(&self, route: Route) -> WaiterGuard<'_> {
+    /// Counts a request as blocked in a long poll (or a task stream as open) until the guard
+    /// is dropped.
+    pub(crate) fn waiter(self: &Arc<Self>, route: Route) -> WaiterGuard {
         if let Some(count) = self.waiter_count(route) {
             count.fetch_add(1, Ordering::SeqCst);
             self.waiters_changed.notify_waiters();
         }
-        WaiterGuard { inner: self, route }
+        WaiterGuard {
+            inner: self.clone(),
+            route,
+        }
     }
 }
 
-pub(crate) struct WaiterGuard<'a> {
-    inner: &'a Inner,
+pub(crate) struct WaiterGuard {
+    inner: Arc<Inner>,
     route: Route,
 }
 
-impl Drop for WaiterGuard<'_> {
+impl Drop for WaiterGuard {
     fn drop(&mut self) {
         if let Some(count) = self.inner.waiter_count(self.route) {
             count.fetch_sub(1, Ordering::SeqCst);
@@ -208,6 +220,7 @@ impl Simulator {
                 default_session,
                 claim_waiters: AtomicUsize::new(0),
                 recv_waiters: AtomicUsize::new(0),
+                open_streams: AtomicUsize::new(0),
                 waiters_changed: Notify::new(),
                 background_sweeps: AtomicU64::new(0),
                 background_sweep_done: Notify::new(),
@@ -309,6 +322,49 @@ impl Simulator {
         self.inner.state().sweep(now)
     }
 
+    /// An operator's `cancel`, `pause` or `resume` of a task, as `POST /api/tasks/{id}/…`
+    /// does it (a pause needs a reason); answers `{"task": …}`.
+    pub(crate) fn operate(
+        &self,
+        task_id: &str,
+        action: &str,
+        reason: Option<&str>,
+    ) -> Result<serde_json::Value, SimError> {
+        let now = self.inner.now();
+        let mut state = self.inner.state();
+        match action {
+            "cancel" => state.cancel_task(task_id, reason, now),
+            "pause" => state.pause_task(task_id, reason.unwrap_or(""), now),
+            _ => state.resume_task(task_id, now),
+        }
+    }
+
+    /// Cancels a task and its open runs, as an operator would; `false` if unknown or ended.
+    pub fn cancel_task(&self, task_id: &str, reason: Option<&str>) -> bool {
+        self.operate(task_id, "cancel", reason).is_ok()
+    }
+
+    /// Pauses a task (no new claims of its runs); `false` if unknown or ended.
+    pub fn pause_task(&self, task_id: &str, reason: &str) -> bool {
+        self.operate(task_id, "pause", Some(reason)).is_ok()
+    }
+
+    /// Lifts a task's pause; `false` if unknown.
+    pub fn resume_task(&self, task_id: &str) -> bool {
+        self.operate(task_id, "resume", None).is_ok()
+    }
+
+    /// Ends every open stream of a task, as AGH does to a subscriber whose buffer fills.
+    pub fn drop_task_streams(&self, task_id: &str) -> usize {
+        self.inner.state().drop_task_streams(task_id)
+    }
+
+    /// The task streams asked for most recently (up to a thousand), with their cursors, oldest
+    /// first.
+    pub fn stream_opens(&self) -> Vec<StreamOpen> {
+        self.inner.state().stream_opens()
+    }
+
     /// Runs the spawn reaper now; returns how many child sessions were stopped.
     pub fn reap_now(&self) -> usize {
         let now = self.inner.now();
@@ -320,7 +376,8 @@ impl Simulator {
         self.inner.state().set_soul(agent_name, body);
     }
 
-    /// How many requests are blocked in a long poll of `route` (`ClaimNext` or `ChannelRecv`).
+    /// How many requests are blocked in a long poll of `route` (`ClaimNext` or `ChannelRecv`),
+    /// or how many task streams are open (`TaskStream`).
     pub fn waiters(&self, route: Route) -> usize {
         self.inner
             .waiter_count(route)

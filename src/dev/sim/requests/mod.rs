@@ -2,6 +2,7 @@
 //! the helpers every request shares here, the requests themselves by what they act on.
 
 mod channels;
+mod operator;
 mod sessions;
 mod tasks;
 
@@ -11,6 +12,7 @@ pub(crate) use channels::{
     MESSAGE_KINDS, RecvParams, ReplyRequest, SendRequest, is_empty_metadata, validate_channel_name,
     validate_coordination, validate_say_body,
 };
+pub(crate) use operator::{CancelTaskRequest, PauseTaskRequest, StreamCursor};
 pub(crate) use sessions::{SoulValidateRequest, SpawnRequest};
 pub(crate) use tasks::{
     ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, ReleaseRequest, decode_required,

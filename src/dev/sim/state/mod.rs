@@ -3,7 +3,9 @@
 //! holds the model itself (sessions, tasks, runs, envelopes, ids); each rule set has its own file.
 
 mod channels;
+mod events;
 mod leases;
+mod operator;
 mod queue;
 mod render;
 mod sessions;
@@ -21,6 +23,7 @@ use super::clock::Timestamp;
 use super::ledger::Ledger;
 use super::types::{PermissionPolicy, SessionState, SpawnBudget};
 
+pub use events::StreamOpen;
 pub(crate) use leases::Finish;
 pub(crate) use sessions::Credentials;
 
@@ -81,6 +84,8 @@ enum RunStatus {
     Claimed,
     Completed,
     Failed,
+    /// Cancelled by an operator (`POST /api/tasks/{id}/cancel`).
+    Canceled,
 }
 
 impl RunStatus {
@@ -90,6 +95,7 @@ impl RunStatus {
             RunStatus::Claimed => "claimed",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
         }
     }
 }
@@ -170,6 +176,7 @@ pub(crate) struct SimState {
     external_peer_order: VecDeque<String>,
     souls: HashMap<String, String>,
     task_counter: u64,
+    events: events::EventLog,
     pub ledger: Ledger,
 }
 
@@ -189,6 +196,7 @@ impl SimState {
             external_peer_order: VecDeque::new(),
             souls: HashMap::new(),
             task_counter: 0,
+            events: events::EventLog::default(),
             ledger: Ledger::default(),
         }
     }

@@ -13,8 +13,6 @@ use super::super::requests::ClaimRequest;
 use super::super::types::{DEFAULT_WORKSPACE, EnqueuedRun, SessionState, TaskScope, TaskSpec};
 use super::{CONTEXT_SECTION_LIMIT, Run, RunStatus, Session, SimState, Task, new_id, random_hex};
 
-/// Task events kept per task for the context bundle.
-const RECENT_EVENTS_PER_TASK: usize = 50;
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS_CAP: u32 = 10;
 
@@ -184,27 +182,12 @@ impl SimState {
             TransitionKind::RequeuedBySweep | TransitionKind::ReleasedByReaper => {
                 Some("task.run_lease_expired")
             }
-            TransitionKind::Expired => None,
+            // A cancel records its own events, with their payloads (`operator.rs`).
+            TransitionKind::Expired | TransitionKind::Canceled => None,
         };
-        if let Some(event_type) = event_type
-            && let Some(task) = self.tasks.get_mut(task_id)
-        {
-            task.event_seq += 1;
-            if task.events.len() == RECENT_EVENTS_PER_TASK {
-                task.events.pop_front();
-            }
-            let mut payload = json!({ "run_id": run_id });
-            if let Some(reason) = reason {
-                payload["reason"] = json!(reason);
-            }
-            task.events.push_back(json!({
-                "event_id": new_id("evt"),
-                "event_type": event_type,
-                "sequence": task.event_seq,
-                "timestamp": now.to_rfc3339(),
-                "payload": payload,
-                "actor": { "kind": "daemon", "ref": "agh-sim" },
-            }));
+        if let Some(event_type) = event_type {
+            let payload = reason.map_or_else(|| json!({}), |reason| json!({ "reason": reason }));
+            self.record_task_event(task_id, Some(run_id), event_type, payload, now);
         }
         self.ledger.record(run_id, kind, holder, &now.to_rfc3339());
     }

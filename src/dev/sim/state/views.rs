@@ -51,7 +51,7 @@ impl SimState {
 
     /// `TaskRunSummaryPayload` (AGH `contract/tasks.go` ~167-187): the run summary with its
     /// times as pointers, absent when unset.
-    fn run_summary_payload(&self, run: &Run) -> Value {
+    pub(super) fn run_summary_payload(&self, run: &Run) -> Value {
         let mut map = self.run_chip(run);
         for (key, value) in [
             ("lease_until", run.lease_until),
