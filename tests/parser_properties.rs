@@ -1,4 +1,5 @@
-//! Parsers of outside input, fed arbitrary bytes and near-misses of what they expect: each gives a
+//! Parsers of outside input (AGH's answers and errors, SSE, the Coder Hub's answers and stream
+//! frames, configuration files and variables), fed arbitrary bytes and near-misses of what they expect: each gives a
 //! typed answer or a typed error, never a panic, and what it keeps stays bounded. The case count
 //! comes from `PROPTEST_CASES` (`.ci/run` sets it); a failing case is saved under
 //! `proptest-regressions/` and replayed first from then on.
@@ -9,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use agh_worker::agentuity::{EventHistory, LoopStateAnswer, Session, StreamMessage, UserList};
 use agh_worker::api::types::{AgentContext, ClaimResponse, Me};
 use agh_worker::api::{ApiError, MAX_DAEMON_MESSAGE_CHARS};
 use agh_worker::config::{ConfigSources, load};
@@ -85,6 +87,32 @@ proptest! {
         let _ = serde_json::from_str::<Me>(&text);
         let _ = serde_json::from_str::<AgentContext>(&text);
         let _ = serde_json::from_str::<ClaimResponse>(&text);
+    }
+
+    #[test]
+    fn coder_hub_answers_of_any_shape_are_decode_errors_not_panics(value in json_value()) {
+        let text = serde_json::to_string(&value).unwrap();
+        let _ = serde_json::from_str::<Session>(&text);
+        let _ = serde_json::from_str::<EventHistory>(&text);
+        let _ = serde_json::from_str::<LoopStateAnswer>(&text);
+        let _ = serde_json::from_str::<UserList>(&text);
+    }
+
+    #[test]
+    fn coder_hub_stream_frames_of_any_shape_are_a_message_or_nothing(
+        frame in prop_oneof![
+            Just("message".to_string()), Just("broadcast".to_string()),
+            Just("snapshot".to_string()), Just("presence".to_string()), "[a-z_]{0,12}",
+        ],
+        data in prop_oneof![
+            json_value().prop_map(|v| v.to_string()),
+            "[ -~]{0,256}",
+            json_value().prop_map(|v| serde_json::json!({"type": "broadcast", "event": "session_complete", "data": v}).to_string()),
+        ],
+    ) {
+        if let Some(message) = StreamMessage::parse(&frame, &data) {
+            let _ = message.to_value();
+        }
     }
 
     #[test]

@@ -258,7 +258,10 @@ mod tests {
         let cancel = followed().starting(start).unwrap_err();
         assert_eq!(cancel.sequence, 42);
         let other = StreamStart::from_view(Some(&view(42, "canceled")), "run-2");
-        assert!(followed().starting(other).is_ok(), "another run's cancel is not ours");
+        assert!(
+            followed().starting(other).is_ok(),
+            "another run's cancel is not ours"
+        );
     }
 
     fn event(

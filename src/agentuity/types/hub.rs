@@ -419,3 +419,42 @@ impl Replay {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("sessions".to_string()),
+                        Just("total".to_string()),
+                        Just("websocket".to_string()),
+                        Just("sessionId".to_string()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_session_page_is_read_from_any_answer_without_panicking(value in any_json()) {
+            let page = SessionPage::from_value(value);
+            prop_assert!(page.sessions.len() <= 64);
+        }
+    }
+}
