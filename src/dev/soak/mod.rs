@@ -35,6 +35,7 @@ use crate::util::sync::lock;
 /// Worker timing: short enough that losses and recoveries happen many times in a soak.
 mod chaos;
 mod markers;
+mod operator;
 mod report;
 mod workers;
 
@@ -189,6 +190,13 @@ struct Report {
     unmeasured_recoveries: u64,
     orphaned_by_kill: u64,
     stale_markers: u64,
+    /// Operator cancels of a run whose handler worked, and how many were seen through.
+    operator_cancels: u64,
+    cancels_checked: u64,
+    /// Operator pauses (each resumed a moment later).
+    pauses: u64,
+    /// Runs in status canceled at the end.
+    canceled: u64,
     transitions: BTreeMap<String, u64>,
     violations: Vec<String>,
 }
@@ -217,6 +225,10 @@ struct Rig {
     expired: HashSet<String>,
     /// Every worker process started → its session.
     pid_sessions: HashMap<u32, String>,
+    /// Runs an operator cancelled → when, until their handler group is seen gone.
+    canceled: HashMap<String, Instant>,
+    /// Tasks an operator paused → when to resume them.
+    paused: Vec<(String, Instant)>,
 }
 
 async fn soak(plan: &Plan) -> anyhow::Result<Report> {
@@ -312,6 +324,8 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         unheld_since: HashMap::new(),
         reported: HashSet::new(),
         pid_sessions: HashMap::new(),
+        canceled: HashMap::new(),
+        paused: Vec::new(),
         expired: HashSet::new(),
     };
     let result = rig.drive().await;
@@ -344,15 +358,16 @@ impl Rig {
         // kinds of trouble closer together to still meet each of them several times.
         // Faults are paced by traffic (one per so many requests), not by time: a time-paced
         // fault rate swamped a single worker, whose every call then met a queued fault.
-        let (fault_gap, expiry_gap, kill_gap) = if self.plan.quick {
-            (4..16, 300..1_200, 1_000..3_000)
+        let (fault_gap, expiry_gap, kill_gap, operator_gap) = if self.plan.quick {
+            (4..16, 300..1_200, 1_000..3_000, 400..1_500)
         } else {
-            (15..60, 500..3_000, 4_000..12_000)
+            (15..60, 500..3_000, 4_000..12_000, 1_000..4_000)
         };
         let mut next_fault = self.rng.u64(fault_gap.clone());
         let mut next_expiry = started + Duration::from_millis(1_000);
         let mut next_kill = started + Duration::from_millis(self.rng.u64(kill_gap.clone()));
         let mut next_marker_check = started;
+        let mut next_operator = started + Duration::from_millis(self.rng.u64(operator_gap.clone()));
         let mut sweeps: Vec<Instant> = Vec::new();
         // Progress fractions at which the simulator restarts: once in a quick soak, twice otherwise.
         let mut restart_points: Vec<u64> = if self.plan.quick {
@@ -364,7 +379,8 @@ impl Rig {
             let now = Instant::now();
             let ledger = self.sim.ledger();
             let finished = ledger.transitions_of(TransitionKind::Completed)
-                + ledger.transitions_of(TransitionKind::Failed);
+                + ledger.transitions_of(TransitionKind::Failed)
+                + ledger.runs_in_status("canceled");
             if finished >= self.plan.runs {
                 self.report.finished_in_time = true;
                 break;
@@ -403,8 +419,14 @@ impl Rig {
                 restart_points.remove(0);
                 self.restart_sim().await?;
             }
+            if now >= next_operator {
+                self.operate(now);
+                next_operator = now + Duration::from_millis(self.rng.u64(operator_gap.clone()));
+            }
+            self.resume_paused(now, false);
             if now >= next_marker_check {
                 self.check_markers(now);
+                self.check_canceled(now);
                 next_marker_check = now + Duration::from_millis(250);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -417,6 +439,7 @@ impl Rig {
     /// Stops the workers gracefully and checks the end state.
     async fn finish(&mut self) {
         self.sim.clear_faults();
+        self.resume_paused(Instant::now(), true);
         for slot in &self.slots {
             if let Some(pid) = slot.pid
                 && slot.child.is_some()
@@ -499,11 +522,17 @@ impl Rig {
                 "{claimed} runs still claimed after the clock passed every lease and a sweep"
             ));
         }
-        let accounted = self.report.completed + self.report.failed + self.report.queued;
+        self.report.canceled = ledger.runs_in_status("canceled");
+        let accounted =
+            self.report.completed + self.report.failed + self.report.queued + self.report.canceled;
         if accounted != self.plan.runs {
             self.report.violations.push(format!(
-                "{} runs enqueued, but {} completed + {} failed + {} queued = {accounted}",
-                self.plan.runs, self.report.completed, self.report.failed, self.report.queued
+                "{} runs enqueued, but {} completed + {} failed + {} queued + {} canceled = {accounted}",
+                self.plan.runs,
+                self.report.completed,
+                self.report.failed,
+                self.report.queued,
+                self.report.canceled
             ));
         }
         if ledger.violations_total > 0 {

@@ -34,6 +34,17 @@ impl Report {
         println!("  runs failed           {:>8}", self.failed);
         println!("  runs still queued     {:>8}", self.queued);
         println!(
+            "  runs canceled         {:>8}  (operator cancels of a working handler: {}, its group gone within {} ms: {})",
+            self.canceled,
+            self.operator_cancels,
+            super::operator::CANCEL_TOLERANCE.as_millis(),
+            self.cancels_checked
+        );
+        println!(
+            "  tasks paused          {:>8}  (each resumed within 1.5 s)",
+            self.pauses
+        );
+        println!(
             "  leases left at stop   {:>8}  (swept back to the queue: {})",
             self.claimed_at_end, self.swept_at_end
         );

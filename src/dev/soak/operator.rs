@@ -1,0 +1,84 @@
+//! What an operator does to the soak's runs while they work: cancel a task whose exec handler is
+//! working (its handler group must be gone within [`CANCEL_TOLERANCE`], with no terminal call,
+//! which the ledger checks), and pause a task for a moment (its run goes on; the task is resumed
+//! shortly after).
+
+use super::markers::{group_alive, read_markers};
+use super::*;
+
+/// How long a canceled run's handler group may live on: the worker sees the cancel on the task
+/// stream within moments and stops the handler (SIGTERM, the script's trap); the marker check
+/// runs every 250 ms, so the bound it can hold is a second plus one check.
+pub(super) const CANCEL_TOLERANCE: Duration = Duration::from_millis(1_250);
+
+impl Rig {
+    /// Cancels or pauses the task of a run whose exec handler is working for its holder.
+    pub(super) fn operate(&mut self, now: Instant) {
+        let working: Vec<(String, String)> = read_markers(&self.markers)
+            .into_iter()
+            .filter(|marker| !self.canceled.contains_key(&marker.run_id))
+            .filter_map(|marker| {
+                let session = self.session_of(marker.worker_pid)?;
+                let run = self.sim.run(&marker.run_id)?;
+                (run.status == "claimed" && run.session_id.as_deref() == Some(session.as_str()))
+                    .then_some((marker.run_id, run.task_id))
+            })
+            .collect();
+        if working.is_empty() {
+            return;
+        }
+        let (run_id, task_id) = working[self.rng.usize(..working.len())].clone();
+        if self.rng.bool() {
+            if self
+                .sim
+                .cancel_task(&task_id, Some("soak: operator cancel"))
+            {
+                self.canceled.insert(run_id, now);
+                self.report.operator_cancels += 1;
+            }
+        } else if self.sim.pause_task(&task_id, "soak: operator pause") {
+            let resume_at = now + Duration::from_millis(self.rng.u64(300..1_500));
+            self.paused.push((task_id, resume_at));
+            self.report.pauses += 1;
+        }
+    }
+
+    /// Resumes the paused tasks whose moment is over (all of them with `all`).
+    pub(super) fn resume_paused(&mut self, now: Instant, all: bool) {
+        let sim = &self.sim;
+        self.paused.retain(|(task_id, at)| {
+            if all || *at <= now {
+                sim.resume_task(task_id);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// A canceled run's handler group still alive past [`CANCEL_TOLERANCE`] is a violation.
+    pub(super) fn check_canceled(&mut self, now: Instant) {
+        let markers = read_markers(&self.markers);
+        let mut stopped = Vec::new();
+        for (run_id, at) in &self.canceled {
+            let alive: Vec<u32> = markers
+                .iter()
+                .filter(|marker| &marker.run_id == run_id && group_alive(marker.pid))
+                .map(|marker| marker.pid)
+                .collect();
+            if alive.is_empty() {
+                self.report.cancels_checked += 1;
+                stopped.push(run_id.clone());
+            } else if now.duration_since(*at) > CANCEL_TOLERANCE {
+                self.report.violations.push(format!(
+                    "handler group {alive:?} for run {run_id} still runs {} ms after an operator cancel",
+                    now.duration_since(*at).as_millis()
+                ));
+                stopped.push(run_id.clone());
+            }
+        }
+        for run_id in stopped {
+            self.canceled.remove(&run_id);
+        }
+    }
+}
