@@ -208,6 +208,7 @@ impl Rig {
             settings: settings.into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
+            wake: Default::default(),
         });
         Rig {
             fake: fake.clone(),
