@@ -222,6 +222,7 @@ pub async fn execute(
             json!({"spawn": client.spawn(&request).await?})
         }
         Command::Run(_)
+        | Command::Acp
         | Command::Demo(_)
         | Command::Sim(_)
         | Command::Soak(_)
