@@ -18,6 +18,7 @@
 //! `{"millis":…}`), `POST /sim/runs/{id}/expire`, `POST /sim/sweep`, `POST /sim/reap`,
 //! `POST /sim/souls/{agent}` (`{"body":…|null}`), `GET /sim/ledger`, `GET /sim/runs/{id}`.
 
+pub mod acp;
 mod clock;
 mod errors;
 mod faults;
@@ -99,6 +100,10 @@ pub(crate) struct Inner {
     /// Background sweeps completed, so tests can wait for one without sleeping.
     background_sweeps: AtomicU64,
     background_sweep_done: Notify,
+    /// Sessions whose agent process the simulator launched (see [`acp`]).
+    agents: acp::AgentSessions,
+    /// Woken after every agent API request is answered, so tests can wait on the outcome.
+    requests_seen: Notify,
 }
 
 impl Inner {
@@ -195,6 +200,8 @@ impl Simulator {
                 waiters_changed: Notify::new(),
                 background_sweeps: AtomicU64::new(0),
                 background_sweep_done: Notify::new(),
+                agents: acp::AgentSessions::default(),
+                requests_seen: Notify::new(),
             }),
         }
     }
@@ -317,6 +324,27 @@ impl Simulator {
             }
             changed.await;
         }
+    }
+
+    /// Resolves once `ready` holds, checked now and after every agent API request; answers
+    /// false when `within` passed first. Tests wait on what a worker did without sleeping.
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        mut ready: impl FnMut(&Simulator) -> bool,
+    ) -> bool {
+        let check = async {
+            loop {
+                let seen = self.inner.requests_seen.notified();
+                tokio::pin!(seen);
+                seen.as_mut().enable();
+                if ready(self) {
+                    return;
+                }
+                seen.await;
+            }
+        };
+        tokio::time::timeout(within, check).await.is_ok()
     }
 
     /// Resolves after `count` more background sweeps (every `sweep_interval`) have completed.
