@@ -51,12 +51,18 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(dispatch(cli))
+    let code = runtime.block_on(dispatch(cli));
+    // `acp` reads stdin on a blocking thread that cannot be cancelled: a runtime waiting for it
+    // would hang an exit on a signal until AGH closed the pipe.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Sim(args) => return crate::dev::serve::serve(args).await,
+        // Its own loading and logging: a durable log file beside stderr, no stdout at all.
+        Command::Acp => return crate::acp::run(&cli).await,
         Command::Demo(args) => return crate::dev::demo::run(args).await,
         Command::Soak(args) => return crate::dev::soak::run(args).await,
         // Before the validated load below: `check` reports an invalid configuration itself,
@@ -243,41 +249,10 @@ async fn start_health(
     worker: &Worker,
     shutdown: &Shutdown,
 ) -> Result<Option<crate::ops::server::HealthServer>, ExitCode> {
-    use crate::ops::health::HealthTimings;
-    use crate::ops::server::{HealthInfo, HealthListen, HealthState};
-    let listen = match HealthListen::from_config(&config.health) {
-        Ok(Some(listen)) => listen,
-        Ok(None) => return Ok(None),
-        Err(err) => {
+    crate::ops::server::start_for(config, worker, shutdown)
+        .await
+        .map_err(|err| {
             eprintln!("agh-worker run: {err}");
-            return Err(ExitCode::from(exit::BAD_CONFIG));
-        }
-    };
-    let client = worker.client();
-    let state = HealthState::new(
-        worker.status_board().clone(),
-        shutdown.clone(),
-        HealthTimings::from_config(config),
-        HealthInfo::new(client.identity(), client.endpoint()),
-    )
-    .with_api_requests(worker.request_counters().clone());
-    match crate::ops::server::start(&listen, state).await {
-        Ok(server) => {
-            // The bound address, not the configured one: `:0` picks a free port.
-            let serving = server
-                .local_addr()
-                .map(|addr| format!("http://{addr}"))
-                .unwrap_or_else(|| listen.to_string());
-            tracing::info!(listen = %serving, "health server listening: /healthz /readyz /status /metrics");
-            Ok(Some(server))
-        }
-        Err(err) => {
-            eprintln!(
-                "agh-worker run: cannot serve health on {listen} ({}): {err}; choose another {} or set health.enabled = false",
-                listen.config_key(),
-                listen.config_key()
-            );
-            Err(ExitCode::from(exit::BAD_CONFIG))
-        }
-    }
+            ExitCode::from(exit::BAD_CONFIG)
+        })
 }

@@ -13,7 +13,7 @@ use crate::coordination::{Coordination, CoordinationSettings};
 use crate::handler::process_groups::{ProcessGroups, state_dir};
 use crate::handler::{Handler, HandlerEvent, HandlerSet, MatchRule, SharedHandlers, TaskDocument};
 use crate::worker::{
-    ClaimLoop, EventSink, LogEvents, SharedSettings, Shutdown, StatusBoard, WorkerExit,
+    ClaimLoop, EventSink, LogEvents, SharedSettings, Shutdown, StatusBoard, Wake, WorkerExit,
     WorkerSettings, WorkerStatus,
 };
 
@@ -197,6 +197,7 @@ impl WorkerBuilder {
             status,
             events: Arc::new(events),
             listener,
+            wake: Wake::default(),
         })
     }
 }
@@ -247,6 +248,7 @@ pub struct Worker {
     status: StatusBoard,
     events: Arc<Events>,
     listener: Option<ListenerSettings>,
+    wake: Wake,
 }
 
 impl Worker {
@@ -284,6 +286,7 @@ impl Worker {
             settings: self.settings.clone(),
             status: self.status.clone(),
             shutdown,
+            wake: self.wake.clone(),
         };
         let exit = claim_loop.run().await;
         listener_shutdown.force.cancel();
@@ -305,6 +308,19 @@ impl Worker {
     #[doc(hidden)]
     pub fn status_board(&self) -> &StatusBoard {
         &self.status
+    }
+
+    /// Wakes the claim loop: claim now, cutting a pause or an open long-poll short (a scheduler
+    /// wake prompt, `agh-worker acp`).
+    #[doc(hidden)]
+    pub fn wake(&self) -> &Wake {
+        &self.wake
+    }
+
+    /// The record of this worker's handler process groups.
+    #[doc(hidden)]
+    pub fn handler_process_groups(&self) -> &ProcessGroups {
+        &self.process_groups
     }
 
     /// The AGH client the worker uses.

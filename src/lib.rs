@@ -24,12 +24,13 @@
 //! - `ops/`: health probes, metrics, the HTTP server, sd_notify, logging, signals.
 //! - `commands/`: `check`, the one-shot API commands, completions and man page, `coder`.
 //! - `dev/`: the built-in simulator, the demo, the benchmark and the fault soak.
+//! - `acp/`: `agh-worker acp`, the worker as the ACP agent AGH launches for its own session.
 //! - `util/`: backoff, error chains, locking, redaction, timers.
 //! - `cli/`, `app.rs`, `exit.rs`: the edge.
 //!
 //! Dependencies point one way, each layer using only those before it: `util` → `api`,
 //! `agentuity` → `handler` → `config` → `worker` → `coordination` → `assembly` → `ops` →
-//! `commands`, `dev` → `app`. The simulator uses nothing but `util`. `ARCHITECTURE.md` follows
+//! `commands`, `dev`, `acp` → `app`. The simulator uses nothing but `util`. `ARCHITECTURE.md` follows
 //! one run through these files and keeps the glossary.
 
 // Product code has no unsafe but one audited block, the parent-death signal of handler programs
@@ -38,6 +39,8 @@
 #![deny(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+#[doc(hidden)]
+pub mod acp;
 #[doc(hidden)]
 pub mod agentuity;
 #[doc(hidden)]

@@ -113,6 +113,7 @@ impl Rig {
             settings: settings.into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
+            wake: Default::default(),
         })
     }
 

@@ -1006,6 +1006,7 @@ async fn a_handler_hears_a_peer_replies_reports_and_spawns_through_the_worker() 
         settings: worker_settings.into(),
         status: status.clone(),
         shutdown: shutdown.clone(),
+        wake: Default::default(),
     };
     let running = tokio::spawn(async move { worker.run().await });
 
@@ -1113,6 +1114,7 @@ async fn an_exec_program_reads_messages_and_writes_replies_and_spawns_through_th
         settings: worker_settings.into(),
         status: status.clone(),
         shutdown: shutdown.clone(),
+        wake: Default::default(),
     };
     tokio::time::timeout(Duration::from_secs(30), worker.run())
         .await

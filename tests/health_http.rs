@@ -150,6 +150,7 @@ impl Rig {
             settings: settings.into(),
             status: status.clone(),
             shutdown: shutdown.clone(),
+            wake: Default::default(),
         };
         let worker = tokio::spawn(async move { worker.run().await });
         Rig {

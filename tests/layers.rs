@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ops", 7),
     ("commands", 8),
     ("dev", 8),
+    ("acp", 8),
     ("app", 9),
 ];
 

@@ -89,6 +89,7 @@ impl Rig {
             .into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
+            wake: Default::default(),
         });
         let run = sim.enqueue_task(TaskSpec::titled("long job"));
         Rig {

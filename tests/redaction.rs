@@ -252,6 +252,7 @@ async fn scenario(capture: Capture) {
         settings: WorkerSettings::from_config(&config).into(),
         status: status.clone(),
         shutdown: shutdown.clone(),
+        wake: Default::default(),
     };
     let running = tokio::spawn(async move { worker.run().await });
 

@@ -74,6 +74,7 @@ impl Rig {
             .into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
+            wake: Default::default(),
         });
         let exit = timeout(Duration::from_secs(15), {
             let worker = worker.clone();

@@ -209,6 +209,7 @@ impl Rig {
             settings: settings.into(),
             status: StatusBoard::default(),
             shutdown: Shutdown::default(),
+            wake: Default::default(),
         });
         Rig {
             fake: fake.clone(),

@@ -9,6 +9,7 @@
 //! terminal calls retry transport-level failures within a bounded budget.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -111,6 +112,9 @@ pub struct AghClient {
     pub(super) options: ClientOptions,
     /// Where each request's outcome is counted, when someone reads the counts (`/metrics`).
     counters: Option<Arc<ApiRequestCounters>>,
+    /// Set once the session is known to be stopping: every later call fails here, unsent.
+    /// Shared by the clones, so the loop, the lease tasks and coordination all fall silent.
+    silenced: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AghClient {
@@ -156,6 +160,7 @@ impl AghClient {
             identity,
             options,
             counters: None,
+            silenced: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -170,6 +175,18 @@ impl AghClient {
         if let Some(counters) = &self.counters {
             counters.record(call, class);
         }
+    }
+
+    /// Sends nothing more, from this client or any of its clones: every call fails at once as
+    /// `identity_stale`, not retried. For a session AGH is stopping: it answers 401 to every
+    /// agent call from then on (a release included), so calling only adds noise and delay.
+    pub fn silence(&self) {
+        self.silenced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`AghClient::silence`] was called.
+    pub fn is_silenced(&self) -> bool {
+        self.silenced.load(Ordering::SeqCst)
     }
 
     /// Where this client sends its calls.
@@ -277,6 +294,18 @@ impl AghClient {
         }
     }
 
+    /// After [`AghClient::silence`], every call (a stream's opening included) fails here, unsent.
+    pub(super) fn refuse_if_silenced(&self, call: &'static str) -> Result<(), ApiError> {
+        if self.is_silenced() {
+            return Err(ApiError::local(
+                call,
+                ErrorKind::IdentityStale,
+                "not sent: the session is stopping".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// One HTTP exchange under `timeout`, the body read under the size cap.
     pub(super) async fn send_once(
         &self,
@@ -284,6 +313,7 @@ impl AghClient {
         request: Result<reqwest::RequestBuilder, ApiError>,
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), ApiError> {
+        self.refuse_if_silenced(call)?;
         let request = request?;
         let exchange = async {
             let response = request

@@ -120,6 +120,7 @@ impl AghClient {
         path: &str,
         after: Option<i64>,
     ) -> Result<TaskEventStream, ApiError> {
+        self.refuse_if_silenced(CALL)?;
         let mut request =
             self.request_accepting(reqwest::Method::GET, path, "text/event-stream")?;
         if let Some(after) = after {

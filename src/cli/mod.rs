@@ -55,6 +55,9 @@ pub enum LogFormatArg {
 pub enum Command {
     /// Run the worker: claim runs and hand them to the configured handlers until stopped.
     Run(RunArgs),
+    /// Be the ACP agent of this AGH session: AGH launches it (provider command `agh-worker acp`)
+    /// and talks ACP on stdin/stdout; it claims runs with the session's identity (see docs/acp.md).
+    Acp,
     /// Run the demo: the built-in AGH simulator, sample tasks, the example exec handler, a summary.
     Demo(DemoArgs),
     /// Serve the built-in AGH simulator (for tests, benchmarks and trying things out).

@@ -45,6 +45,7 @@ pub struct Config {
     pub log: LogConfig,
     pub health: HealthConfig,
     pub coordination: CoordinationConfig,
+    pub acp: AcpConfig,
     /// `[[handlers]]`: which handler runs which task, first match wins.
     pub handlers: Vec<crate::handler::HandlerConfig>,
 }
@@ -166,6 +167,30 @@ impl Default for WorkerConfig {
             required_capabilities: Vec::new(),
             priority_min: 0,
             follow_task_events: true,
+        }
+    }
+}
+
+/// `[acp]`: `agh-worker acp`, the worker as the agent AGH launches for its own session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcpConfig {
+    /// The lease asked for in `acp` mode, in place of `worker.lease_seconds`: AGH stops a
+    /// session with no chance to release, so the run in hand is requeued only when it expires.
+    pub lease_seconds: u64,
+    /// The durable log file (AGH keeps only a 128 KiB stderr tail); empty = `acp.log` in the
+    /// state directory, `"off"` = stderr only.
+    pub log_file: String,
+    /// The log file is moved to `<file>.1` (replacing the previous one) beyond this size.
+    pub log_file_max_bytes: u64,
+}
+
+impl Default for AcpConfig {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 30,
+            log_file: String::new(),
+            log_file_max_bytes: 10 * 1024 * 1024,
         }
     }
 }

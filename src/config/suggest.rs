@@ -42,7 +42,13 @@ pub(crate) fn closest<'a>(
         let section_penalty = usize::from(section(&unknown) != section(candidate));
         let by_leaf = distance(unknown_leaf, leaf(candidate)) + section_penalty;
         let score = whole.min(by_leaf);
-        if score <= threshold && best.is_none_or(|(b, _)| score < b) {
+        // On a tie an `[acp]` key loses: it repeats a `[worker]` leaf (`lease_seconds`) for one
+        // mode only, and the general key is the one a misplaced setting most likely meant.
+        let better = |(b, held): (usize, &str)| {
+            score < b
+                || (score == b && section(held) == Some("acp") && section(candidate) != Some("acp"))
+        };
+        if score <= threshold && best.is_none_or(better) {
             best = Some((score, candidate));
         }
     }
@@ -90,6 +96,13 @@ mod tests {
             closest("lease_seconds", KEYS.iter().copied()),
             Some("worker.lease_seconds")
         );
+    }
+
+    #[test]
+    fn a_leaf_found_in_worker_and_acp_suggests_the_worker_key() {
+        let keys = ["acp.lease_seconds", "worker.lease_seconds"];
+        assert_eq!(closest("lease_seconds", keys), Some("worker.lease_seconds"));
+        assert_eq!(closest("acp.lease_second", keys), Some("acp.lease_seconds"));
     }
 
     #[test]

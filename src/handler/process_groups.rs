@@ -142,6 +142,21 @@ impl ProcessGroups {
         }
     }
 
+    /// Sends `signal` to every group this record holds now (the handler programs of this worker
+    /// that are still running); answers how many groups it reached. For a stop that cannot wait
+    /// for each handler's own grace: AGH launched the worker and kills only its process group,
+    /// never these. A disabled record holds nothing.
+    pub fn signal_all(&self, signal: i32) -> usize {
+        let Some(ledger) = &self.ledger else {
+            return 0;
+        };
+        let groups: Vec<u32> = lock(&ledger.groups).keys().copied().collect();
+        groups
+            .into_iter()
+            .filter(|pgid| signal::group(*pgid, signal))
+            .count()
+    }
+
     /// Kills the groups that workers no longer alive left in this record's folder, and removes
     /// their files. Nothing to do for a disabled record.
     pub fn sweep(&self) -> Vec<Swept> {

@@ -8,6 +8,7 @@ use std::io::Write;
 
 use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -45,15 +46,26 @@ fn rust_log() -> Option<EnvFilter> {
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `level`.
 /// Safe to call more than once (later calls change nothing), which tests rely on.
 pub fn init(level: &str, format: LogFormat) -> LogControl {
+    init_with_copy(level, format, None)
+}
+
+/// As [`init`], with every line also written to `copy` (`agh-worker acp`'s durable log file:
+/// AGH keeps only a short tail of its agents' stderr). No colours then, on either.
+pub fn init_with_copy(level: &str, format: LogFormat, copy: Option<BoxMakeWriter>) -> LogControl {
     let filter = rust_log()
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
+    let ansi = copy.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = match copy {
+        Some(copy) => BoxMakeWriter::new(std::io::stderr.and(copy)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let output = match format {
-        LogFormat::Json => json_layer(std::io::stderr).boxed(),
+        LogFormat::Json => json_layer(writer).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(Redacting(std::io::stderr))
+            .with_ansi(ansi)
+            .with_writer(Redacting(writer))
             .boxed(),
     };
     let installed = tracing_subscriber::registry()

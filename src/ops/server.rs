@@ -28,7 +28,8 @@ use super::health::{
 };
 use super::metrics::{self, METRICS_CONTENT_TYPE};
 use crate::api::{ApiRequestCounters, Endpoint, Identity};
-use crate::config::HealthConfig;
+use crate::assembly::Worker;
+use crate::config::{Config, HealthConfig};
 use crate::util::redact::without_userinfo;
 use crate::worker::{Shutdown, StatusBoard, WorkerStatus};
 
@@ -296,6 +297,45 @@ impl HealthServer {
         if let Some(path) = &self.socket_path {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Starts the `[health]` server of `worker`, unless disabled; logs where it listens. An error
+/// names the key to change (the listener cannot be bound, or the setting is not usable).
+pub async fn start_for(
+    config: &Config,
+    worker: &Worker,
+    shutdown: &Shutdown,
+) -> Result<Option<HealthServer>, String> {
+    use super::health::HealthTimings;
+    let listen = match HealthListen::from_config(&config.health) {
+        Ok(Some(listen)) => listen,
+        Ok(None) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    let client = worker.client();
+    let state = HealthState::new(
+        worker.status_board().clone(),
+        shutdown.clone(),
+        HealthTimings::from_config(config),
+        HealthInfo::new(client.identity(), client.endpoint()),
+    )
+    .with_api_requests(worker.request_counters().clone());
+    match start(&listen, state).await {
+        Ok(server) => {
+            // The bound address, not the configured one: `:0` picks a free port.
+            let serving = server
+                .local_addr()
+                .map(|addr| format!("http://{addr}"))
+                .unwrap_or_else(|| listen.to_string());
+            tracing::info!(listen = %serving, "health server listening: /healthz /readyz /status /metrics");
+            Ok(Some(server))
+        }
+        Err(err) => Err(format!(
+            "cannot serve health on {listen} ({}): {err}; choose another {} or set health.enabled = false",
+            listen.config_key(),
+            listen.config_key()
+        )),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod status;
 mod task_stream;
 mod task_view;
 mod terminal;
+pub mod wake;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use status::{
     WorkerStatus,
 };
 pub use task_stream::OperatorCancel;
+pub use wake::Wake;
 
 /// How often the loop shows it is alive while it waits on a long-poll.
 pub const LOOP_TICK: Duration = Duration::from_secs(5);
@@ -107,6 +109,8 @@ pub struct ClaimLoop<A, E> {
     pub settings: SharedSettings,
     pub status: StatusBoard,
     pub shutdown: Shutdown,
+    /// Cuts a pause or an open long-poll short: claim now (see [`Wake`]).
+    pub wake: Wake,
 }
 
 /// What the claim loop carries from one claim to the next.
@@ -189,7 +193,13 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
             };
             let claim_sent = Instant::now();
             let answer = match self.claim(&settings, idle_deadline, &mut alive).await {
-                Ok(answer) => answer,
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    // The long-poll given up for a wake may have committed as it went: the
+                    // orphan check adopts (or releases) what the session now holds.
+                    state.check_orphans = true;
+                    continue;
+                }
                 Err(exit) => return exit,
             };
             if let Some(exit) = self
@@ -245,12 +255,13 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
 
     /// One claim, given up at shutdown or the idle deadline. A claim given up may have committed
     /// at that instant: whatever the session then holds is released before the loop exits.
+    /// A long-poll given up for a wake answers `None`: claim again at once.
     async fn claim(
         &self,
         settings: &WorkerSettings,
         idle_deadline: Option<Instant>,
         alive: &mut tokio::time::Interval,
-    ) -> Result<Result<ClaimOutcome, ApiError>, WorkerExit> {
+    ) -> Result<Option<Result<ClaimOutcome, ApiError>>, WorkerExit> {
         let request = ClaimRequest {
             wait: settings.claim_wait,
             lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
@@ -259,18 +270,28 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
             workspace_id: None,
         };
         let mut claim = Box::pin(self.api.claim_next(&request));
+        let mut woken = false;
         let answer = loop {
             tokio::select! {
                 answer = &mut claim => break Some(answer),
                 _ = self.shutdown.stopping() => break None,
                 _ = sleep_until_option(idle_deadline) => break None,
+                // Only a long-poll is worth giving up: a plain claim answers at once.
+                _ = self.wake.woken(), if settings.claim_wait => {
+                    woken = true;
+                    break None;
+                }
                 _ = alive.tick() => self.status.tick(),
             }
         };
         // An abandoned claim must be gone before `me` is asked what it may have committed.
         drop(claim);
         if let Some(answer) = answer {
-            return Ok(answer);
+            return Ok(Some(answer));
+        }
+        if woken && !self.shutdown.is_stopping() {
+            tracing::debug!("woken: giving up the open long-poll to claim again at once");
+            return Ok(None);
         }
         if let Err(err) = self
             .release_anything_held("the worker stopped waiting for work")
@@ -300,6 +321,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
                 self.status.run_claimed();
                 state.backoff.reset();
                 let end = lease::run_lease(self, *claim, claim_sent, lease::Origin::Claimed).await;
+                self.wake.forget();
                 state.runs_done += 1;
                 self.after_run(end, &mut state.release_backoff).await;
                 state.idle_since = Instant::now();
@@ -442,7 +464,8 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
         }
     }
 
-    /// Sleeps for `delay` (cut short by an idle deadline); answers true when shutdown began meanwhile.
+    /// Sleeps for `delay` (cut short by an idle deadline or a wake); answers true when shutdown
+    /// began meanwhile.
     async fn pause(&self, delay: Duration, until: Option<Instant>) -> bool {
         let wake = match until {
             Some(deadline) => (Instant::now() + delay).min(deadline),
@@ -450,6 +473,7 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
         };
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => self.shutdown.is_stopping(),
+            _ = self.wake.woken() => self.shutdown.is_stopping(),
             _ = self.shutdown.stopping() => true,
         }
     }

@@ -7,7 +7,9 @@ mod agh;
 
 use super::error::ValidationErrors;
 use super::origin::env_var_for;
-use super::{Config, CoordinationConfig, HealthConfig, LogConfig, RetryConfig, WorkerConfig};
+use super::{
+    AcpConfig, Config, CoordinationConfig, HealthConfig, LogConfig, RetryConfig, WorkerConfig,
+};
 use agh::validate_agh;
 
 /// AGH refuses longer leases (`lease_seconds exceeds 86400`).
@@ -34,6 +36,7 @@ impl Config {
         validate_log(&self.log, &mut errors);
         validate_health(&self.health, &mut errors);
         validate_coordination(&self.coordination, &mut errors);
+        validate_acp(&self.acp, &mut errors);
         for (key, problem) in crate::handler::table::table_problems(&self.handlers) {
             errors.push(&key, problem);
         }
@@ -196,6 +199,42 @@ fn validate_health(health: &HealthConfig, errors: &mut ValidationErrors) {
     }
 }
 
+/// Range rules: (key, value, lowest, highest, why the lowest), each out-of-range value reported.
+fn check_ranges(rules: &[(&str, u64, u64, u64, &str)], errors: &mut ValidationErrors) {
+    for &(key, value, low, high, why) in rules {
+        if !(low..=high).contains(&value) {
+            errors.push(
+                key,
+                format!(
+                    "{key} ({value}) is out of range: use {low} to {high} ({why} below {low}); {}",
+                    how_to_set(key)
+                ),
+            );
+        }
+    }
+}
+
+/// Range rules of `[acp]`.
+fn validate_acp(acp: &AcpConfig, errors: &mut ValidationErrors) {
+    let rules: [(&str, u64, u64, u64, &str); 2] = [
+        (
+            "acp.lease_seconds",
+            acp.lease_seconds,
+            6,
+            MAX_LEASE_SECONDS,
+            "heartbeats every third of the lease need whole seconds",
+        ),
+        (
+            "acp.log_file_max_bytes",
+            acp.log_file_max_bytes,
+            64 * 1024,
+            u64::MAX,
+            "a smaller file holds too little to be worth keeping",
+        ),
+    ];
+    check_ranges(&rules, errors);
+}
+
 /// Range rules of `[coordination]`: (key, value, lowest, highest, why the lowest).
 fn validate_coordination(coordination: &CoordinationConfig, errors: &mut ValidationErrors) {
     let rules: [(&str, u64, u64, u64, &str); 5] = [
@@ -235,17 +274,7 @@ fn validate_coordination(coordination: &CoordinationConfig, errors: &mut Validat
             "0 would give up on every spawn at once",
         ),
     ];
-    for (key, value, low, high, why) in rules {
-        if !(low..=high).contains(&value) {
-            errors.push(
-                key,
-                format!(
-                    "{key} ({value}) is out of range: use {low} to {high} ({why} below {low}); {}",
-                    how_to_set(key)
-                ),
-            );
-        }
-    }
+    check_ranges(&rules, errors);
 }
 
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];

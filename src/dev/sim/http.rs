@@ -131,6 +131,7 @@ async fn dispatch(State(state): State<HttpState>, request: Request) -> Response 
         .state()
         .ledger
         .record_request(route, response.status().as_u16());
+    state.inner.requests_seen.notify_waiters();
     response
 }
 

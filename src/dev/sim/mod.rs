@@ -25,6 +25,7 @@
 //! `POST /sim/tasks/{id}/cancel|pause|resume` (`{"reason":…}`; AGH's own
 //! `POST /api/tasks/{id}/…` routes are served too) and `POST /sim/tasks/{id}/streams/drop`.
 
+pub mod acp;
 mod clock;
 mod errors;
 mod faults;
@@ -117,6 +118,10 @@ pub(crate) struct Inner {
     background_sweeps: AtomicU64,
     background_sweep_done: Notify,
     spawn_delay: Mutex<Duration>,
+    /// Sessions whose agent process the simulator launched (see [`acp`]).
+    agents: acp::AgentSessions,
+    /// Woken after every agent API request is answered, so tests can wait on the outcome.
+    requests_seen: Notify,
 }
 
 impl Inner {
@@ -225,6 +230,8 @@ impl Simulator {
                 background_sweeps: AtomicU64::new(0),
                 background_sweep_done: Notify::new(),
                 spawn_delay: Mutex::new(spawn_delay),
+                agents: acp::AgentSessions::default(),
+                requests_seen: Notify::new(),
             }),
         }
     }
@@ -396,6 +403,27 @@ impl Simulator {
             }
             changed.await;
         }
+    }
+
+    /// Resolves once `ready` holds, checked now and after every agent API request; answers
+    /// false when `within` passed first. Tests wait on what a worker did without sleeping.
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        mut ready: impl FnMut(&Simulator) -> bool,
+    ) -> bool {
+        let check = async {
+            loop {
+                let seen = self.inner.requests_seen.notified();
+                tokio::pin!(seen);
+                seen.as_mut().enable();
+                if ready(self) {
+                    return;
+                }
+                seen.await;
+            }
+        };
+        tokio::time::timeout(within, check).await.is_ok()
     }
 
     /// Resolves after `count` more background sweeps (every `sweep_interval`) have completed.

@@ -87,7 +87,7 @@ mod tests {
         let text = String::from_utf8(frame(&event).to_vec()).unwrap();
         assert_eq!(
             text,
-            "id: 12\nevent: task.paused\ndata: {\"sequence\":12,\"timeline\":{\"payload\":{\"reason\":\"a\\u003cb\"}},\"type\":\"task.paused\"}\n\n"
+            "id: 12\nevent: task.paused\ndata: {\"sequence\":12,\"type\":\"task.paused\",\"timeline\":{\"payload\":{\"reason\":\"a\\u003cb\"}}}\n\n"
         );
     }
 }

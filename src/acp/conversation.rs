@@ -1,0 +1,147 @@
+//! The ACP conversation with AGH, on the worker's stdin and stdout, through the official SDK
+//! (`agent-client-protocol`). Every request is answered at once, from what is at hand: nothing
+//! here waits on the worker, so a handler's work never holds a turn open (AGH queues its
+//! synthetic prompts behind an open turn, and cancels a turn silent for 30 minutes).
+//!
+//! AGH's side: `internal/acp/client.go` (coder/acp-go-sdk v0.12.2). It reads only
+//! `agentCapabilities.loadSession` from `initialize`, keeps `sessionId` from `session/new`, and
+//! reads `stopReason` from `session/prompt`; `session/cancel` comes as a notification, and a
+//! `$/cancel_request` for a request still open (the SDK handles that one itself).
+
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::schema::{
+    AgentCapabilities, CancelNotification, ContentBlock, ContentChunk, Implementation,
+    InitializeRequest, InitializeResponse, NewSessionRequest, NewSessionResponse, PromptRequest,
+    PromptResponse, SessionNotification, SessionUpdate, StopReason,
+};
+use agent_client_protocol::{Agent, ByteStreams};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
+
+use super::turn::{self, Turn};
+use crate::worker::StatusBoard;
+
+/// What the conversation tells the rest of `acp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// `session/new` was answered: AGH makes the session active now, so claiming may begin.
+    Started { acp_session_id: String },
+    /// A scheduler wake prompt: claim now.
+    Woken {
+        task_id: String,
+        task_run_id: String,
+    },
+}
+
+/// Why the conversation ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the ACP connection on stdin/stdout failed: {0}")]
+pub struct ConversationError(String);
+
+/// The agent's half of the conversation: who it is, where its events go, the board it reports.
+#[derive(Clone, Debug)]
+pub struct Conversation {
+    /// AGH's session id: the ACP session id is derived from it, so logs on both sides match.
+    pub agh_session_id: String,
+    pub events: mpsc::UnboundedSender<SessionEvent>,
+    pub board: StatusBoard,
+}
+
+impl Conversation {
+    fn initialize(&self, request: &InitializeRequest) -> InitializeResponse {
+        tracing::info!(protocol_version = ?request.protocol_version, "ACP initialize");
+        // No session/load: a worker has no conversation to resume, and AGH restarts sessions
+        // anew. Everything else AGH asks of an agent (fs, terminal) it offers, not asks.
+        // Version 1 is the one this agent speaks, whatever the client offered (ACP's rule).
+        InitializeResponse::new(ProtocolVersion::V1)
+            .agent_capabilities(AgentCapabilities::new().load_session(false))
+            .agent_info(Implementation::new("agh-worker", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn new_session(&self, request: &NewSessionRequest) -> String {
+        let acp_session_id = format!("agh-worker-{}", self.agh_session_id);
+        tracing::info!(cwd = %request.cwd.display(), %acp_session_id, "ACP session/new");
+        acp_session_id
+    }
+
+    fn prompt(&self, request: &PromptRequest) -> String {
+        let turn = Turn::from_meta(request.meta.as_ref());
+        if let Turn::Wake {
+            task_id,
+            task_run_id,
+        } = &turn
+        {
+            tracing::info!(%task_id, %task_run_id, "woken by AGH's scheduler: claiming now");
+            let _ = self.events.send(SessionEvent::Woken {
+                task_id: task_id.clone(),
+                task_run_id: task_run_id.clone(),
+            });
+        } else {
+            tracing::info!("ACP prompt answered with the worker's state; it takes no instructions");
+        }
+        turn::answer(&turn, &self.board.snapshot())
+    }
+}
+
+/// Speaks ACP on `input`/`output` until `input` closes (AGH closes the agent's stdin to stop
+/// it), answering as `conversation` says.
+pub async fn serve<R, W>(
+    input: R,
+    output: W,
+    conversation: Conversation,
+) -> Result<(), ConversationError>
+where
+    R: AsyncRead + Send + 'static,
+    W: AsyncWrite + Send + 'static,
+{
+    let transport = ByteStreams::new(output.compat_write(), input.compat());
+    let on_initialize = conversation.clone();
+    let on_new = conversation.clone();
+    let on_prompt = conversation;
+    Agent
+        .v1()
+        .name("agh-worker")
+        .on_receive_request(
+            async move |request: InitializeRequest, responder, _connection| {
+                responder.respond(on_initialize.initialize(&request))
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: NewSessionRequest, responder, _connection| {
+                let acp_session_id = on_new.new_session(&request);
+                responder.respond(NewSessionResponse::new(acp_session_id.clone()))?;
+                // After the answer is on its way: AGH holds the session `starting` until it has
+                // it, and refuses the session's identity until then.
+                let _ = on_new.events.send(SessionEvent::Started { acp_session_id });
+                Ok(())
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: PromptRequest, responder, connection| {
+                let text = on_prompt.prompt(&request);
+                let update =
+                    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(text)));
+                connection.send_notification(SessionNotification::new(
+                    request.session_id.clone(),
+                    update,
+                ))?;
+                responder.respond(PromptResponse::new(StopReason::EndTurn))
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_notification(
+            async move |cancel: CancelNotification, _connection| {
+                // Every turn has ended before a cancel can come, and cancelling a turn is not
+                // stopping the session: AGH closes stdin for that.
+                tracing::info!(session_id = %cancel.session_id, "ACP session/cancel: no turn open");
+                Ok(())
+            },
+            agent_client_protocol::on_receive_notification!(),
+        )
+        .connect_to(transport)
+        .await
+        .map_err(|err| ConversationError(err.to_string()))
+}

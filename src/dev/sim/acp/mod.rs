@@ -1,0 +1,232 @@
+//! The simulator as AGH towards its agents: a provider command, sessions whose agent process it
+//! launches and speaks ACP to, wake prompts, and AGH's stop. A session is `starting` until its
+//! agent has answered `initialize` and `session/new`, `active` after (only then is its identity
+//! accepted), `stopping` from the start of a stop, and `stopped` once its process has exited.
+
+mod agent;
+mod command;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub use agent::{AgentProcess, credential_shaped, initialize_params, prompt_params};
+pub use command::split as split_command;
+
+use super::types::{SessionInfo, SessionSpec, SessionState};
+use super::{Inner, Simulator};
+use crate::util::sync::lock;
+
+/// AGH's wait between closing an agent's stdin and SIGTERM to its group (`client.go` ~33).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// AGH's wait between SIGTERM and SIGKILL to the group (`process.go` ~405-486).
+const TERM_TO_KILL: Duration = Duration::from_millis(250);
+
+/// The agent AGH launches for a session: a `[providers.NAME]` entry's command.
+#[derive(Clone, Debug, Default)]
+pub struct AgentProvider {
+    /// The command line, split shell-style.
+    pub command: String,
+    /// Added to the simulator's own environment (which stands for the daemon's) before
+    /// credential-shaped names are stripped, as AGH strips them.
+    pub env: Vec<(String, String)>,
+    /// Given as `AGH_HOME` (AGH passes its own when it has one).
+    pub agh_home: Option<PathBuf>,
+}
+
+/// How a stop went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentStop {
+    /// The process exited before the grace ran out: no signal was needed.
+    pub exited_by_itself: bool,
+    /// From closing stdin to the exit (or to the SIGKILL).
+    pub waited: Duration,
+}
+
+/// The agent sessions of one simulator.
+#[derive(Debug, Default)]
+pub(crate) struct AgentSessions {
+    provider: Mutex<Option<AgentProvider>>,
+    running: Mutex<HashMap<String, Arc<AgentSession>>>,
+}
+
+#[derive(Debug)]
+struct AgentSession {
+    process: AgentProcess,
+    acp_session_id: String,
+}
+
+impl Simulator {
+    /// The provider whose command [`Simulator::start_agent_session`] launches.
+    pub fn set_agent_provider(&self, provider: AgentProvider) {
+        *lock(&self.inner.agents.provider) = Some(provider);
+    }
+
+    /// Starts a session as AGH does: the session is created `starting`, its agent is launched in
+    /// `cwd` with the session's variables, `initialize` and `session/new` are sent, and the
+    /// session turns `active`. Fails (and stops the session) when the agent does not answer.
+    pub async fn start_agent_session(
+        &self,
+        spec: SessionSpec,
+        cwd: &Path,
+    ) -> Result<SessionInfo, String> {
+        let provider = lock(&self.inner.agents.provider)
+            .clone()
+            .ok_or_else(|| "no agent provider is configured".to_string())?;
+        agent::check_cwd(cwd)?;
+        let info = self.create_session(SessionSpec {
+            state: SessionState::Starting,
+            ..spec
+        });
+        let launch = agent::Launch {
+            argv: split_command(&provider.command)?,
+            cwd: cwd.to_path_buf(),
+            inherited: std::env::vars().chain(provider.env.clone()).collect(),
+            session_vars: session_vars(&info, provider.agh_home.as_deref()),
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let session_id = info.session_id.clone();
+        let process = AgentProcess::launch(&launch, move || {
+            if let Some(inner) = weak.upgrade() {
+                ended(&inner, &session_id);
+            }
+        })?;
+        match handshake(&process, cwd).await {
+            Ok(acp_session_id) => {
+                let session = Arc::new(AgentSession {
+                    process,
+                    acp_session_id,
+                });
+                lock(&self.inner.agents.running).insert(info.session_id.clone(), session);
+                self.set_session_state(&info.session_id, SessionState::Active);
+                Ok(info)
+            }
+            Err(err) => {
+                self.set_session_state(&info.session_id, SessionState::Stopped);
+                process.close_stdin().await;
+                process.signal_group(rustix::process::Signal::KILL);
+                Err(err)
+            }
+        }
+    }
+
+    fn agent_session(&self, session_id: &str) -> Result<Arc<AgentSession>, String> {
+        lock(&self.inner.agents.running)
+            .get(session_id)
+            .cloned()
+            .ok_or_else(|| format!("no agent process for session {session_id}"))
+    }
+
+    /// A user turn: answers the agent's `session/prompt` result (`stopReason`, …).
+    pub async fn prompt_agent(&self, session_id: &str, text: &str) -> Result<Value, String> {
+        let session = self.agent_session(session_id)?;
+        let params = prompt_params(&session.acp_session_id, text, None);
+        session.process.request("session/prompt", params).await
+    }
+
+    /// The scheduler's wake prompt about a run the session could claim
+    /// (`internal/daemon/scheduler_runtime.go` ~586-620, 768-796).
+    pub async fn wake_agent(
+        &self,
+        session_id: &str,
+        task_id: &str,
+        task_run_id: &str,
+    ) -> Result<Value, String> {
+        let session = self.agent_session(session_id)?;
+        let synthetic = json!({
+            "task_id": task_id,
+            "task_run_id": task_run_id,
+            "reason": "pending_task_run",
+            "summary": format!("Task run {task_run_id} is queued")
+        });
+        let text = format!(
+            "Task run {task_run_id} may be claimable by this session. This notice does not assign ownership; claim it through the task API if appropriate."
+        );
+        let params = prompt_params(&session.acp_session_id, &text, Some(synthetic));
+        session.process.request("session/prompt", params).await
+    }
+
+    /// AGH's stop: the session turns `stopping`, `session/cancel`, stdin closed, up to
+    /// [`STOP_GRACE`] for the process to exit, then SIGTERM, 250 ms, SIGKILL to its group; what
+    /// is left in the group after the exit is killed too.
+    pub async fn stop_agent_session(&self, session_id: &str) -> Result<AgentStop, String> {
+        let session = self.agent_session(session_id)?;
+        self.set_session_state(session_id, SessionState::Stopping);
+        let cancel = json!({"sessionId": session.acp_session_id});
+        let _ = session.process.notify("session/cancel", cancel).await;
+        session.process.close_stdin().await;
+        let started = Instant::now();
+        let exited_by_itself = session.process.wait_exit(STOP_GRACE).await;
+        if !exited_by_itself {
+            session.process.signal_group(rustix::process::Signal::TERM);
+            if !session.process.wait_exit(TERM_TO_KILL).await {
+                session.process.signal_group(rustix::process::Signal::KILL);
+                session.process.wait_exit(TERM_TO_KILL).await;
+            }
+        }
+        let waited = started.elapsed();
+        session.process.signal_group(rustix::process::Signal::KILL);
+        Ok(AgentStop {
+            exited_by_itself,
+            waited,
+        })
+    }
+
+    /// Every line the session's agent wrote on stdout.
+    pub fn agent_stdout(&self, session_id: &str) -> Vec<String> {
+        self.agent_session(session_id)
+            .map(|session| session.process.stdout_lines())
+            .unwrap_or_default()
+    }
+
+    /// Whether the session's agent process has exited.
+    pub fn agent_exited(&self, session_id: &str) -> bool {
+        self.agent_session(session_id)
+            .is_ok_and(|session| session.process.has_exited())
+    }
+}
+
+/// The agent's variables (`internal/session/manager_start.go` ~654-686).
+fn session_vars(info: &SessionInfo, agh_home: Option<&Path>) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("AGH_SESSION_ID".to_string(), info.session_id.clone()),
+        ("AGH_AGENT".to_string(), info.agent_name.clone()),
+        ("AGH_AGENT_NAME".to_string(), info.agent_name.clone()),
+    ];
+    if let Some(channel) = &info.channel {
+        vars.push(("AGH_SESSION_CHANNEL".to_string(), channel.clone()));
+        vars.push(("AGH_PEER_ID".to_string(), info.peer_id.clone()));
+    }
+    if let Some(home) = agh_home {
+        vars.push(("AGH_HOME".to_string(), home.display().to_string()));
+    }
+    vars
+}
+
+/// `initialize` then `session/new`; answers the ACP session id.
+async fn handshake(process: &AgentProcess, cwd: &Path) -> Result<String, String> {
+    process.request("initialize", initialize_params()).await?;
+    let created = process
+        .request(
+            "session/new",
+            json!({"cwd": cwd.display().to_string(), "mcpServers": []}),
+        )
+        .await?;
+    created
+        .get("sessionId")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("session/new answered without a sessionId: {created}"))
+}
+
+/// The agent process has exited: its session ends.
+fn ended(inner: &Inner, session_id: &str) {
+    let now = inner.now();
+    inner
+        .state()
+        .set_session_state(session_id, SessionState::Stopped, now);
+}
