@@ -28,3 +28,31 @@ fn the_bench_command_runs_every_section_and_prints_its_table() {
     assert!(stdout.contains("| figure | median | spread | target | met |"));
     assert!(!stdout.contains("(not measured)"), "{stdout}");
 }
+
+#[test]
+fn the_coder_section_runs_alone_against_the_dev_hub_in_both_follow_modes() {
+    let output = Command::new(BIN)
+        .args(["bench", "--smoke", "--only", "coder"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run agh-worker bench --only coder");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let sections: Vec<&str> = stdout.lines().filter(|l| l.starts_with("## ")).collect();
+    assert_eq!(sections, ["## Coder handler (fake Hub)"], "{stdout}");
+    assert!(!stdout.contains("(not measured)"), "{stdout}");
+    for mode in ["stream", "poll"] {
+        for figure in [
+            format!("run completed at AGH, follow = {mode}, p50, ms"),
+            format!("run completed at AGH, follow = {mode}, p99, ms"),
+            format!("Hub requests per run minute, follow = {mode}"),
+        ] {
+            assert!(stdout.contains(&figure), "no {figure:?} in:\n{stdout}");
+        }
+    }
+}
