@@ -9,14 +9,14 @@
 //! admin endpoints); both answer with the same [`shapes`].
 
 pub mod shapes;
+pub mod stream;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::util::sync::lock;
-use shapes::{broadcast_message, history_entry, session_item, snapshot, sse_frame};
+use shapes::{broadcast_message, history_entry, session_item, sse_frame};
 
 #[derive(Default)]
 struct State {
@@ -226,28 +226,14 @@ impl DevHub {
         let Some(detail) = state.sessions.get(id) else {
             return not_found();
         };
-        let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
-        let _ = sender.send(Bytes::from(sse_frame("snapshot", &snapshot(id, detail))));
+        let (sender, response) = stream::open(id, detail);
         state
             .streams
             .entry(id.to_string())
             .or_default()
             .push(sender);
         self.changed.notify_waiters();
-        let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver
-                .recv()
-                .await
-                .map(|bytes| (Ok::<_, Infallible>(bytes), receiver))
-        });
-        (
-            [
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-            ],
-            Body::from_stream(body),
-        )
-            .into_response()
+        response
     }
 }
 
