@@ -1,5 +1,5 @@
-//! Development tools shipped in the binary: the built-in simulator, the demo, the benchmark and
-//! the fault soak.
+//! Development tools shipped in the binary: the built-in simulator, a minimal Coder Hub, the demo,
+//! the benchmark and the fault soak.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use crate::worker::WorkerSettings;
 
 pub mod bench;
 pub mod demo;
+pub mod hub;
 pub mod serve;
 pub mod sim;
 pub mod soak;

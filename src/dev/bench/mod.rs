@@ -1,5 +1,6 @@
 //! `agh-worker bench`: throughput, per-run overhead, idle footprint, latency and growth of the
-//! worker against the built-in AGH simulator on loopback, printed as one table.
+//! worker against the built-in AGH simulator on loopback, and the coder handler against the dev
+//! Coder Hub, printed as one table.
 //!
 //! Two kinds of measurement. In-process ones (throughput, start latency, lease loss) run the
 //! simulator and the worker loop in this process over loopback TCP, so the numbers are about the
@@ -11,6 +12,7 @@
 //! non-zero only when a measurement could not be made at all.
 
 mod child;
+mod coder;
 mod growth;
 mod idle;
 mod latency;
@@ -23,18 +25,20 @@ use std::time::Duration;
 
 use crate::cli::BenchArgs;
 
+use coder::coder;
 use growth::growth;
 use idle::idle_footprint;
 use latency::latency;
 use throughput::{against_curl, throughput};
 
 /// The section titles, printed as they are (the smoke test looks for them).
-pub const SECTIONS: [&str; 5] = [
+pub const SECTIONS: [&str; 6] = [
     "Throughput and per-run overhead",
     "Against a hand-written curl loop",
     "Idle footprint",
     "Latency",
     "Growth",
+    "Coder handler (fake Hub)",
 ];
 
 /// How much of everything to do.
@@ -52,6 +56,10 @@ struct Plan {
     lease_samples: usize,
     /// Runs after which the first and the second growth reading are taken.
     growth: (u64, u64),
+    /// Coder runs per follow mode timed from their deciding broadcast.
+    coder_samples: usize,
+    /// How long the coder runs whose Hub requests are counted last.
+    coder_window: Duration,
 }
 
 impl Plan {
@@ -66,6 +74,8 @@ impl Plan {
                 latency_samples: 5,
                 lease_samples: 1,
                 growth: (50, 150),
+                coder_samples: 2,
+                coder_window: Duration::from_secs(3),
             }
         } else if args.quick {
             Plan {
@@ -77,6 +87,8 @@ impl Plan {
                 latency_samples: 30,
                 lease_samples: 5,
                 growth: (1_000, 10_000),
+                coder_samples: 10,
+                coder_window: Duration::from_secs(60),
             }
         } else {
             Plan {
@@ -88,6 +100,8 @@ impl Plan {
                 latency_samples: 100,
                 lease_samples: 10,
                 growth: (1_000, 100_000),
+                coder_samples: 30,
+                coder_window: Duration::from_secs(60),
             }
         };
         if let Some(repeat) = args.repeat {
@@ -169,7 +183,8 @@ pub async fn run(args: &BenchArgs) -> ExitCode {
     );
     println!(
         "plan: {} repeats; {} no-op runs, {} exec runs, {} curl-loop runs per repeat; idle {} s; \
-         {} latency samples; {} lease-loss samples; growth after {} and {} runs",
+         {} latency samples; {} lease-loss samples; growth after {} and {} runs; \
+         {} coder runs per follow mode, {} s coder run for Hub requests",
         plan.repeat,
         plan.runs,
         plan.exec_runs,
@@ -178,15 +193,18 @@ pub async fn run(args: &BenchArgs) -> ExitCode {
         plan.latency_samples,
         plan.lease_samples,
         plan.growth.0,
-        plan.growth.1
+        plan.growth.1,
+        plan.coder_samples,
+        plan.coder_window.as_secs()
     );
     let mut failed = false;
-    let sections: [(&str, SectionFuture<'_>); 5] = [
+    let sections: [(&str, SectionFuture<'_>); 6] = [
         (SECTIONS[0], Box::pin(throughput(&plan))),
         (SECTIONS[1], Box::pin(against_curl(&plan))),
         (SECTIONS[2], Box::pin(idle_footprint(&plan, &exe))),
         (SECTIONS[3], Box::pin(latency(&plan, &exe))),
         (SECTIONS[4], Box::pin(growth(&plan, &exe))),
+        (SECTIONS[5], Box::pin(coder(&plan))),
     ];
     let only = args.only.as_deref().map(str::to_lowercase);
     for (title, section) in sections {

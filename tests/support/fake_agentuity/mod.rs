@@ -24,6 +24,9 @@ mod admin;
 mod stream;
 
 use admin::{more, new_agent};
+// The answer shapes are the dev Hub's: one definition of what the SDK accepts.
+use agh_worker::dev::hub::shapes::session_item;
+pub(super) use agh_worker::dev::hub::shapes::{NOW, merge};
 
 /// One request the fake saw.
 #[derive(Clone, Debug)]
@@ -619,7 +622,7 @@ fn answer(
                 .into_iter()
                 .skip(offset)
                 .take(limit)
-                .map(complete)
+                .map(|s| session_item(&s))
                 .collect();
             json_response(
                 200,
@@ -668,7 +671,7 @@ fn answer(
             }
             json_response(
                 200,
-                complete(state.current.get(&id).cloned().unwrap_or(json!({}))),
+                session_item(&state.current.get(&id).cloned().unwrap_or(json!({}))),
             )
         }
         ("POST", ["api", "hub", "session", id, "archive"]) => {
@@ -750,42 +753,6 @@ fn answer(
     }
 }
 
-/// A session as the Hub answers it: the fields the SDK's `CoderSessionListItemSchema` requires
-/// (`@agentuity/core` `services/coder/types.ts`) filled in from its status where a script left
-/// them out; what the script set wins.
-fn complete(detail: Value) -> Value {
-    let status = detail["status"].as_str().unwrap_or("active").to_string();
-    let bucket = match status.as_str() {
-        "archived" | "shutdown" | "stopped" | "ended" => "history",
-        "creating" | "provisioning" => "provisioning",
-        "paused" | "resuming" => "paused",
-        _ => "running",
-    };
-    let mut full = json!({
-        "label": "agh",
-        "status": status,
-        "mode": "sandbox",
-        "visibility": "private",
-        "workflowMode": "standard",
-        "createdAt": NOW,
-        "lastActivityAt": NOW,
-        "taskCount": 0,
-        "subAgentCount": 0,
-        "observerCount": 0,
-        "participantCount": 0,
-        "tags": [],
-        "skills": [],
-        "bucket": bucket,
-        "runtimeAvailable": bucket == "running",
-        "controlAvailable": bucket == "running",
-        "wakeAvailable": bucket == "paused",
-        "historyOnly": bucket == "history",
-        "liveExpected": bucket != "history",
-    });
-    merge(&mut full, &detail);
-    full
-}
-
 /// The create's answer, or the loss of it that a test asked for.
 pub(super) fn created(state: &mut State, answer: Value) -> Response {
     match state.lose_create.take() {
@@ -806,20 +773,9 @@ pub(super) fn created(state: &mut State, answer: Value) -> Response {
     }
 }
 
-/// `fields`' keys written over `target`'s (both objects).
-pub(super) fn merge(target: &mut Value, fields: &Value) {
-    if let (Some(target), Some(fields)) = (target.as_object_mut(), fields.as_object()) {
-        for (key, value) in fields {
-            target.insert(key.clone(), value.clone());
-        }
-    }
-}
-
 pub(super) fn error(status: u16, message: &str) -> Response {
     json_response(status, json!({"error": message}))
 }
-
-pub(super) const NOW: &str = "2026-01-05T10:00:00Z";
 
 pub(super) fn number(params: &BTreeMap<String, String>, name: &str) -> Option<usize> {
     params.get(name).and_then(|v| v.parse().ok())

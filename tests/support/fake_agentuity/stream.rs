@@ -1,68 +1,29 @@
 //! The fake Hub's live event stream, `GET /api/hub/session/{id}/events`, in the shapes of the
 //! SDK's `ObserverSseMessageSchema` (`@agentuity/core` `services/coder/protocol.ts`): a `snapshot`
-//! frame on open, then `broadcast` frames a test sends with [`FakeAgentuity::broadcast`].
+//! frame on open, then `broadcast` frames a test sends with [`FakeAgentuity::broadcast`]; the
+//! frames are the dev Hub's (`agh_worker::dev::hub`).
 
-use std::convert::Infallible;
-
-use axum::body::{Body, Bytes};
-use axum::response::{IntoResponse, Response};
+use agh_worker::dev::hub::shapes::{broadcast_message, history_entry, sse_frame};
+use agh_worker::dev::hub::stream as hub_stream;
+use axum::body::Bytes;
+use axum::response::Response;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::{FakeAgentuity, NOW, State, json_response};
+use super::{FakeAgentuity, State, json_response};
 
 /// Opens a stream of session `id` (404 when the Hub does not know it).
 pub(super) fn open(state: &mut State, id: &str) -> Response {
-    let Some(detail) = state.current.get(id).cloned() else {
+    let Some(detail) = state.current.get(id) else {
         return json_response(404, json!({"code": "CODER_SESSION_NOT_FOUND"}));
     };
-    let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
-    let _ = sender.send(frame("snapshot", &snapshot(id, &detail)));
+    let (sender, response) = hub_stream::open(id, detail);
     state
         .streams
         .entry(id.to_string())
         .or_default()
         .push(sender);
     state.stream_opened.notify_waiters();
-    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver
-            .recv()
-            .await
-            .map(|bytes| (Ok::<_, Infallible>(bytes), receiver))
-    });
-    (
-        [
-            ("content-type", "text/event-stream"),
-            ("cache-control", "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
-/// The snapshot of a session as the SDK's `SseSessionSnapshotMessageSchema` has it.
-fn snapshot(id: &str, detail: &Value) -> Value {
-    let text = |key: &str, fallback: &str| {
-        detail
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or(fallback)
-            .to_string()
-    };
-    json!({
-        "sessionId": id,
-        "label": text("label", "agh"),
-        "status": text("status", "active"),
-        "createdAt": text("createdAt", NOW),
-        "mode": "sandbox",
-        "participants": [],
-        "taskCount": detail.get("taskCount").and_then(Value::as_u64).unwrap_or(0),
-        "agentActivity": {},
-    })
-}
-
-fn frame(event: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+    response
 }
 
 impl FakeAgentuity {
@@ -71,28 +32,10 @@ impl FakeAgentuity {
     pub(crate) fn broadcast(&self, id: &str, event: &str, data: Value) {
         let mut state = self.lock();
         let history = state.events.entry(id.to_string()).or_default();
-        let mut entry = json!({
-            "id": history.len() as i64 + 1,
-            "event": event,
-            "category": event.split('_').next().unwrap_or("session"),
-            "payload": data.clone(),
-            "occurredAt": NOW,
-        });
-        for key in ["agent", "taskId"] {
-            if let Some(value) = data.get(key) {
-                entry[key] = value.clone();
-            }
-        }
-        history.push(entry);
-        let message = json!({
-            "event": event,
-            "data": data,
-            "category": event.split('_').next().unwrap_or("session"),
-            "sessionId": id,
-            "timestamp": 1_767_607_200_000u64,
-        });
+        history.push(history_entry(history.len() as i64 + 1, event, &data));
+        let frame = Bytes::from(sse_frame("broadcast", &broadcast_message(id, event, &data)));
         if let Some(streams) = state.streams.get_mut(id) {
-            streams.retain(|sender| sender.send(frame("broadcast", &message)).is_ok());
+            streams.retain(|sender| sender.send(frame.clone()).is_ok());
         }
     }
 
