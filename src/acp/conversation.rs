@@ -145,3 +145,100 @@ where
         .await
         .map_err(|err| ConversationError(err.to_string()))
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"clientCapabilities":{"auth":{},"fs":{"readTextFile":true,"writeTextFile":true},"terminal":true},"clientInfo":{"name":"agh","version":"dev"},"protocolVersion":1}}"#;
+
+    /// Feeds `lines` then AGH's `initialize`, closes the input, and returns what the agent wrote
+    /// and whether it ended within the bound.
+    fn converse(lines: &[String]) -> (String, bool) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut to_agent, agent_in) = tokio::io::duplex(1 << 16);
+            let (agent_out, mut from_agent) = tokio::io::duplex(1 << 20);
+            let (events, _events_rx) = mpsc::unbounded_channel();
+            let conversation = Conversation {
+                agh_session_id: "sess-1".into(),
+                events,
+                board: StatusBoard::default(),
+            };
+            let served = tokio::spawn(serve(agent_in, agent_out, conversation));
+            for line in lines {
+                let _ = to_agent.write_all(line.as_bytes()).await;
+                let _ = to_agent.write_all(b"\n").await;
+            }
+            let _ = to_agent.write_all(INITIALIZE.as_bytes()).await;
+            let _ = to_agent.write_all(b"\n").await;
+            drop(to_agent);
+            let ended = tokio::time::timeout(Duration::from_secs(5), served)
+                .await
+                .is_ok();
+            let mut output = String::new();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                from_agent.read_to_string(&mut output),
+            )
+            .await;
+            (output, ended)
+        })
+    }
+
+    fn near_miss_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,80}",
+            Just(String::new()),
+            Just("{}".to_string()),
+            Just(r#"{"jsonrpc":"2.0"}"#.to_string()),
+            Just(r#"{"jsonrpc":"2.0","id":7,"method":"session/prompt","params":{}}"#.to_string()),
+            Just(
+                r#"{"jsonrpc":"2.0","method":"session/cancel","params":{"sessionId":5}}"#
+                    .to_string()
+            ),
+            Just(r#"{"jsonrpc":"2.0","id":"x","method":"no/such"}"#.to_string()),
+            Just(r#"{"jsonrpc":"1.0","id":2,"method":"initialize"}"#.to_string()),
+            Just(r#"[1,2,3]"#.to_string()),
+            "\\{\"jsonrpc\":\"2.0\",\"id\":[0-9]{1,3},\"method\":\"[a-z/_]{1,20}\",\"params\":[ -~]{0,20}\\}",
+        ]
+    }
+
+    #[test]
+    fn agh_s_initialize_is_answered_with_version_1_and_no_session_load() {
+        let (output, ended) = converse(&[]);
+        assert!(ended);
+        let answer: serde_json::Value =
+            serde_json::from_str(output.lines().next().unwrap()).unwrap();
+        assert_eq!(answer["id"], 1);
+        assert_eq!(answer["result"]["protocolVersion"], 1);
+        assert_eq!(answer["result"]["agentCapabilities"]["loadSession"], false);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            // Each case runs a conversation: fewer of them.
+            cases: ProptestConfig::default().cases.min(48),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_lines_from_agh_end_in_time_and_stdout_stays_json_rpc(
+            lines in prop::collection::vec(near_miss_line(), 0..8),
+        ) {
+            let (output, ended) = converse(&lines);
+            prop_assert!(ended, "the conversation did not end after its input closed");
+            for line in output.lines().filter(|line| !line.trim().is_empty()) {
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|err| TestCaseError::fail(format!("not JSON on stdout: {line:?}: {err}")))?;
+                prop_assert_eq!(value["jsonrpc"].as_str(), Some("2.0"), "{}", line);
+            }
+        }
+    }
+}
