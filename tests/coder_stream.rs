@@ -261,3 +261,59 @@ async fn following_by_polling_never_opens_the_stream() {
     result(&run_with_client(&config, context, &client).await);
     assert_eq!(fake.stream_opens(SESSION), 0);
 }
+
+/// The stream request carries the key in its query, as the SDK's SSE client does; neither the
+/// open stream's `Debug`, nor a refusal echoing the key, nor a transport failure (whose message
+/// would name the URL) shows it.
+#[tokio::test]
+async fn the_key_in_a_stream_query_never_shows_in_debug_output_or_errors() {
+    let fake = FakeAgentuity::start().await;
+    fake.add_session(SESSION, vec![Step::detail(json!({"status": "active"}))]);
+    let client = AgentuityClient::with_retry(&config(&fake).client, &Env::new(), quick_retry())
+        .expect("client");
+    let stream = client
+        .session_events(SESSION, &[])
+        .await
+        .expect("the stream opens");
+    let opened = fake.requests("GET", &format!("/api/hub/session/{SESSION}/events"));
+    assert!(
+        opened[0].query.contains(&format!("api_key={KEY}")),
+        "the key went in the query: {}",
+        opened[0].query
+    );
+    let text = format!("{stream:?}");
+    assert!(!text.contains(KEY), "{text}");
+    drop(stream);
+
+    fake.can(
+        "GET",
+        "/api/hub/session/codesess_echo/events",
+        401,
+        vec![],
+        r#"{"message":"bad key {auth}"}"#,
+    );
+    let err = client
+        .session_events("codesess_echo", &[])
+        .await
+        .expect_err("refused");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(KEY), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}", closed.local_addr().expect("its address"));
+    drop(closed);
+    let settings = ClientSettings {
+        key: Some(KEY.into()),
+        hub_url: Some(url),
+        ..ClientSettings::default()
+    };
+    let client =
+        AgentuityClient::with_retry(&settings, &Env::new(), quick_retry()).expect("client");
+    let err = client
+        .session_events(SESSION, &[])
+        .await
+        .expect_err("nothing listens");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(KEY), "{text}");
+}

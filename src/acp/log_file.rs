@@ -78,7 +78,12 @@ fn open_append(path: &Path) -> std::io::Result<Open> {
     {
         std::fs::create_dir_all(folder)?;
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    // The log names sessions, runs and handler output: for the worker's user only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
     let size = file.metadata()?.len();
     Ok(Open { file, size })
 }
@@ -149,6 +154,27 @@ mod tests {
             Some(PathBuf::from("/tmp/x.log"))
         );
         assert_eq!(path(&config("off"), state), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_log_file_and_its_successor_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("acp.log");
+        let capped = CappedFile::open(&file, 20).expect("opens");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("the file exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&file), 0o600);
+        let mut writer = capped.make_writer();
+        writer.write_all(b"first line 12345\n").expect("writes");
+        writer.write_all(b"second line\n").expect("writes");
+        assert_eq!(mode(&file), 0o600, "the file begun after the move");
     }
 
     #[test]

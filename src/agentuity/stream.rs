@@ -12,12 +12,22 @@ use crate::util::sse::SseDecoder;
 const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
 /// An open event stream of one session.
-#[derive(Debug)]
 pub struct SessionStream {
     response: reqwest::Response,
     decoder: SseDecoder,
     ready: VecDeque<StreamMessage>,
     path: String,
+}
+
+/// Written by hand: the response's own `Debug` shows its URL, whose query carries the key.
+impl std::fmt::Debug for SessionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStream")
+            .field("path", &self.path)
+            .field("status", &self.response.status())
+            .field("ready", &self.ready.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What reading the stream gave.

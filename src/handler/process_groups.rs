@@ -219,13 +219,26 @@ impl Ledger {
     }
 }
 
+/// The folder and the files are the worker's user's only: a starting worker kills the groups a
+/// file lists, so nobody else may write one, and they name runs and programs.
 fn write_atomically(file: &Path, state: &StateFile) -> std::io::Result<()> {
+    use std::io::Write as _;
     if let Some(folder) = file.parent() {
-        std::fs::create_dir_all(folder)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(folder)?;
     }
     let text = serde_json::to_vec(state).map_err(std::io::Error::other)?;
     let temporary = file.with_extension("json.tmp");
-    std::fs::write(&temporary, text)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // A temporary file a crash left keeps its mode when reopened: start afresh.
+    let _ = std::fs::remove_file(&temporary);
+    options.open(&temporary)?.write_all(&text)?;
     std::fs::rename(&temporary, file)
 }
 
@@ -237,6 +250,10 @@ fn sweep_folder(folder: &Path, own_file: &Path) -> Vec<Swept> {
     let mut swept = Vec::new();
     for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
         if path == own_file || path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        if !owned_by_this_user(&path) {
+            tracing::warn!(file = %path.display(), "a handler process-group record owned by another user; ignored (its groups are not signalled)");
             continue;
         }
         let state = std::fs::read(&path)
@@ -261,6 +278,22 @@ fn sweep_folder(folder: &Path, own_file: &Path) -> Vec<Swept> {
         let _ = std::fs::remove_file(&path);
     }
     swept
+}
+
+/// Only a record this user wrote is acted on: a file someone else put in a shared folder could
+/// otherwise name any of this user's process groups.
+fn owned_by_this_user(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .is_ok_and(|meta| meta.uid() == rustix::process::geteuid().as_raw())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        true
+    }
 }
 
 fn worker_alive(pid: u32, start_ticks: Option<u64>) -> bool {
@@ -387,6 +420,40 @@ mod tests {
         assert_eq!(state.groups[0].run_id, "run-2");
         drop(second);
         assert!(!file.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_record_folder_and_file_are_the_workers_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let groups = ProcessGroups::in_dir(dir.path());
+        let _record = groups.record(4001, "run-1", "/bin/a");
+        let file = groups.file().unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(file), 0o600);
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_records_this_user_owns_are_acted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("1.0.json");
+        std::fs::write(&mine, "{}").unwrap();
+        assert!(owned_by_this_user(&mine));
+        assert!(!owned_by_this_user(&dir.path().join("missing.json")));
+        let me = rustix::process::geteuid();
+        let theirs = if me.is_root() {
+            let theirs = dir.path().join("2.0.json");
+            std::fs::write(&theirs, "{}").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            theirs
+        } else {
+            // Owned by root, who is not this user.
+            PathBuf::from("/")
+        };
+        assert!(!owned_by_this_user(&theirs));
     }
 
     #[test]

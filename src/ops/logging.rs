@@ -57,15 +57,12 @@ pub fn init_with_copy(level: &str, format: LogFormat, copy: Option<BoxMakeWriter
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = copy.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let writer = match copy {
-        Some(copy) => BoxMakeWriter::new(std::io::stderr.and(copy)),
-        None => BoxMakeWriter::new(std::io::stderr),
-    };
+    let writer = output_writer(copy);
     let output = match format {
-        LogFormat::Json => json_layer(writer).boxed(),
+        LogFormat::Json => json_lines(writer).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
-            .with_writer(Redacting(writer))
+            .with_writer(writer)
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
@@ -78,9 +75,26 @@ pub fn init_with_copy(level: &str, format: LogFormat, copy: Option<BoxMakeWriter
     }
 }
 
+/// Where every line goes: stderr, and `copy` too when given (the `acp` log file), both through
+/// one [`Redacting`] writer.
+fn output_writer(copy: Option<BoxMakeWriter>) -> Redacting<BoxMakeWriter> {
+    Redacting(match copy {
+        Some(copy) => BoxMakeWriter::new(std::io::stderr.and(copy)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    })
+}
+
 /// The JSON line layer `--log-format json` installs, writing through [`Redacting`] to `writer`
 /// (tests pass a buffer to check what operators would see).
 pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    json_lines(Redacting(writer))
+}
+
+fn json_lines<S, W>(writer: Redacting<W>) -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -90,7 +104,7 @@ where
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_writer(Redacting(writer))
+        .with_writer(writer)
 }
 
 /// Wraps a log writer so `agh_claim_<token>` becomes `agh_claim_[REDACTED]` in every line.
@@ -130,6 +144,33 @@ impl<W: Write> Write for RedactingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_copy_of_the_log_gets_redacted_lines_too() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                crate::util::sync::lock(&self.0).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let copy = Buffer::default();
+        let handed = copy.clone();
+        let writer = output_writer(Some(BoxMakeWriter::new(move || handed.clone())));
+        writer
+            .make_writer()
+            .write_all(b"a line naming agh_claim_AbC0123456789-_xyz\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&crate::util::sync::lock(&copy.0)),
+            "a line naming agh_claim_[REDACTED]\n"
+        );
+    }
 
     #[test]
     fn claim_tokens_are_redacted_on_the_way_to_the_log() {

@@ -404,6 +404,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn by_default_health_is_served_on_loopback_only() {
+        match HealthListen::from_config(&HealthConfig::default()) {
+            Ok(Some(HealthListen::Tcp(addr))) => {
+                assert!(addr.ip().is_loopback(), "{addr}");
+            }
+            other => panic!("expected a TCP listener, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn credentials_in_an_endpoint_url_are_not_shown() {
         assert_eq!(
             without_userinfo("http://op:s3cret@127.0.0.1:2123"),

@@ -244,3 +244,23 @@ impl SimServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dev::sim::{SimConfig, Simulator};
+
+    #[tokio::test]
+    async fn the_simulators_unix_socket_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("agh.sock");
+        let sim = Simulator::new(SimConfig::default());
+        let server = sim.serve_unix(&path).await.expect("serves");
+        let mode = std::fs::metadata(&path)
+            .expect("the socket exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(server);
+    }
+}

@@ -12,7 +12,7 @@ const WORKER_CONFIG_PREFIX: &str = "AGH_WORKER__";
 const SECRET_MARKERS: &[&str] = &["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"];
 
 /// Configuration of one exec handler (`handlers[].exec`).
-#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecConfig {
     /// The program to run: a path, or a bare name looked up on the passed `PATH`.
@@ -51,6 +51,29 @@ impl Default for ExecConfig {
             stderr_cap_bytes: 64 * 1024,
             max_line_bytes: 1024 * 1024,
         }
+    }
+}
+
+/// Written by hand so that `env` values, which may be secrets given on purpose, never reach a
+/// log line or an error through `{:?}`; their names are shown.
+impl std::fmt::Debug for ExecConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: BTreeMap<&str, &str> = self
+            .env
+            .keys()
+            .map(|name| (name.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("ExecConfig")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("working_dir", &self.working_dir)
+            .field("env", &env)
+            .field("pass_env", &self.pass_env)
+            .field("kill_grace_ms", &self.kill_grace_ms)
+            .field("stdout_cap_bytes", &self.stdout_cap_bytes)
+            .field("stderr_cap_bytes", &self.stderr_cap_bytes)
+            .field("max_line_bytes", &self.max_line_bytes)
+            .finish()
     }
 }
 
@@ -235,6 +258,19 @@ mod tests {
             ..ExecConfig::default()
         };
         assert_eq!(config.problems("h"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn debug_output_shows_env_names_but_never_their_values() {
+        let config = ExecConfig {
+            program: "/usr/local/bin/handler".into(),
+            env: [("DEPLOY_TOKEN".to_string(), "tok-very-secret-42".to_string())].into(),
+            ..ExecConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("tok-very-secret-42"), "{text}");
+        assert!(text.contains("\"DEPLOY_TOKEN\": \"<redacted>\""), "{text}");
+        assert!(text.contains("/usr/local/bin/handler"), "{text}");
     }
 
     #[test]
