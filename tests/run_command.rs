@@ -304,6 +304,52 @@ async fn the_demo_runs_eight_tasks_and_prints_its_summary() {
     assert!(violations.trim_end().ends_with(" 0"), "{stdout}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_acp_mode_runs_pool_owned_tasks_through_sessions_the_simulator_starts() {
+    let home = tempfile::tempdir().expect("temporary home");
+    let output = timeout(
+        Duration::from_secs(30),
+        Command::new(BIN)
+            .args(["demo", "--acp", "--tasks", "4"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the demo ends in time")
+    .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let line = |label: &str| {
+        stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("sessions started").trim_end().ends_with(" 2"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("exited by itself").count(),
+        2,
+        "each session stopped as AGH stops it, before any signal: {stdout}"
+    );
+    assert!(
+        line("runs completed").trim_end().ends_with(" 4"),
+        "{stdout}"
+    );
+    assert!(
+        line("ledger violations").trim_end().ends_with(" 0"),
+        "{stdout}"
+    );
+}
+
 /// A handler that leaves a grandchild in its group and reports both pids, then waits.
 const FAMILY_HANDLER: &str =
     "#!/bin/sh\nsleep 300 &\necho $! >\"$DIR/grandchild\"\necho $$ >\"$DIR/leader\"\nwait\n";

@@ -200,6 +200,10 @@ pub struct DemoArgs {
     /// The exec handler program to run (default: examples/exec-handler.sh).
     #[arg(long, value_name = "PATH")]
     pub handler: Option<PathBuf>,
+    /// Show the AGH-launched way: pool-owned tasks, for which the simulator starts sessions
+    /// running `agh-worker acp` by itself, as AGH does.
+    #[arg(long)]
+    pub acp: bool,
 }
 
 /// `sim` options.

@@ -26,7 +26,7 @@ const DEMO_CHANNEL: &str = "demo";
 /// The example handler, embedded so the demo works from any directory.
 const EXAMPLE_HANDLER: &str = include_str!("../../examples/exec-handler.sh");
 
-const TITLES: &[&str] = &[
+pub(super) const TITLES: &[&str] = &[
     "Summarise the build log",
     "Triage issue #412",
     "Update the changelog",
@@ -56,6 +56,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => write_example_handler(&workdir)?,
     };
+    if args.acp {
+        let shown = super::demo_acp::run(args.tasks.max(1), &workdir, &handler).await;
+        // Kept when something went wrong: the error names the worker's log in it.
+        if shown.is_ok() {
+            let _ = std::fs::remove_dir_all(&workdir);
+        }
+        return shown;
+    }
     let simulator = Simulator::new(SimConfig::default());
     let server = simulator
         .serve_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -124,27 +132,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { worker.run(shutdown).await })
     };
-    let terminal = std::io::stdout().is_terminal();
-    let mut shown = 0u64;
-    loop {
-        let ledger = simulator.ledger();
-        let done = ledger.runs_in_status("completed") + ledger.runs_in_status("failed");
-        if terminal {
-            print!("\r{} {done}/{total}", progress_bar(done, total as u64, 30));
-            let _ = std::io::stdout().flush();
-        } else if done != shown {
-            println!("progress: {done}/{total} runs finished");
-        }
-        shown = done;
-        if done >= total as u64 || running.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    follow_progress(&simulator, total as u64, || running.is_finished()).await;
     let elapsed = started.elapsed();
-    if terminal {
-        println!();
-    }
     shutdown.drain.cancel();
     let _ = running.await;
     server.shutdown().await;
@@ -182,6 +171,34 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Shows how many runs have finished until all `total` have, or `give_up` says so.
+pub(super) async fn follow_progress(
+    simulator: &Simulator,
+    total: u64,
+    mut give_up: impl FnMut() -> bool,
+) {
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let ledger = simulator.ledger();
+        let done = ledger.runs_in_status("completed") + ledger.runs_in_status("failed");
+        if terminal {
+            print!("\r{} {done}/{total}", progress_bar(done, total, 30));
+            let _ = std::io::stdout().flush();
+        } else if done != shown {
+            println!("progress: {done}/{total} runs finished");
+        }
+        shown = done;
+        if done >= total || give_up() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if terminal {
+        println!();
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

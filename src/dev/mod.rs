@@ -8,6 +8,7 @@ use crate::worker::WorkerSettings;
 
 pub mod bench;
 pub mod demo;
+mod demo_acp;
 pub mod hub;
 pub mod serve;
 pub mod sim;

@@ -2,6 +2,7 @@
 //! what it needs, hence no dead-code warnings here.
 #![allow(dead_code)]
 
+pub(crate) mod acp_rig;
 pub(crate) mod binary;
 pub(crate) mod client_rig;
 pub(crate) mod fake_agentuity;

@@ -27,7 +27,7 @@ use super::requests::{
 };
 use super::state::{Credentials, Finish};
 use super::types::{MessageSpec, SessionSpec, SessionState, TaskSpec};
-use super::{Inner, Simulator, task_stream};
+use super::{Inner, Simulator, acp, task_stream};
 
 /// The HTTP transport's body cap for `/api/` paths.
 const MAX_API_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -120,6 +120,11 @@ async fn dispatch(State(state): State<HttpState>, request: Request) -> Response 
     let path = parts.uri.path().to_owned();
     if path == "/sim" || path.starts_with("/sim/") {
         return admin(&state, &parts.method, &path, body).await;
+    }
+    if (path == "/api/sessions" && parts.method == Method::POST)
+        || path.starts_with("/api/workspaces/")
+    {
+        return sessions_api(&state, &parts.method, &path, body).await;
     }
     let Some(matched) = match_route(&parts.method, &path) else {
         return not_found();
@@ -323,10 +328,26 @@ async fn agent(
     if drop_after_commit {
         return dropped_connection();
     }
+    answer_response(answer, transport)
+}
+
+fn answer_response(answer: Answer, transport: Transport) -> Response {
     match answer {
         Ok((status, Some(value))) => json_response(status, &value),
         Ok((status, None)) => plain(status, "text/plain", Body::empty()),
         Err(error) => error_response(&error, transport),
+    }
+}
+
+/// The operator routes that start and stop agent sessions (see [`super::acp`]).
+async fn sessions_api(state: &HttpState, method: &Method, path: &str, body: Body) -> Response {
+    let body = match axum::body::to_bytes(body, MAX_API_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => return error_response(&SimError::body_too_large(), state.transport),
+    };
+    match acp::serve_sessions_api(&state.inner, method, path, &body, state.transport).await {
+        Some(answer) => answer_response(answer, state.transport),
+        None => not_found(),
     }
 }
 

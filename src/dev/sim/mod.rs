@@ -271,15 +271,21 @@ impl Simulator {
         self.inner.state().set_session_state(session_id, state, now)
     }
 
+    /// Enqueues a task and its first run; a pool-owned run may start a session, and an idle
+    /// agent session may be woken about it (see [`acp`]).
     pub fn enqueue_task(&self, spec: TaskSpec) -> EnqueuedRun {
         let now = self.inner.now();
-        self.inner.state().enqueue_task(spec, now)
+        let run = self.inner.state().enqueue_task(spec, now);
+        acp::schedule(&self.inner);
+        run
     }
 
     /// Enqueues a new attempt of an existing task; `None` if unknown or attempts are exhausted.
     pub fn enqueue_run(&self, task_id: &str) -> Option<EnqueuedRun> {
         let now = self.inner.now();
-        self.inner.state().enqueue_run(task_id, now)
+        let run = self.inner.state().enqueue_run(task_id, now);
+        acp::schedule(&self.inner);
+        run
     }
 
     /// Places a message in a session's pending-delivery queue; returns its message id.
@@ -475,18 +481,30 @@ impl Simulator {
         );
         spawn_periodic(
             Arc::downgrade(&self.inner),
-            token,
+            token.clone(),
             self.inner.config.reap_interval,
             |inner| {
                 let now = inner.now();
                 inner.state().reap_spawned(now);
             },
         );
+        // Runs requeued by a sweep, a release or an expiry call for sessions and wakes too.
+        spawn_periodic(
+            Arc::downgrade(&self.inner),
+            token,
+            self.inner.config.poll_interval,
+            acp::schedule,
+        );
     }
 }
 
 /// Runs `tick` every `period` until the token is cancelled or the simulator is dropped.
-fn spawn_periodic(inner: Weak<Inner>, stop: CancellationToken, period: Duration, tick: fn(&Inner)) {
+fn spawn_periodic(
+    inner: Weak<Inner>,
+    stop: CancellationToken,
+    period: Duration,
+    tick: fn(&Arc<Inner>),
+) {
     let period = period.max(Duration::from_millis(10));
     tokio::spawn(async move {
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -48,11 +48,14 @@ pub(super) struct Launch {
     pub(super) session_vars: Vec<(String, String)>,
 }
 
+/// The agent's stdin, shared by the requests sent to it and the answers to its own requests.
+type SharedStdin = Arc<tokio::sync::Mutex<Option<ChildStdin>>>;
+
 /// A running (or ended) agent process and its ACP connection.
 #[derive(Debug)]
 pub struct AgentProcess {
     pgid: u32,
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    stdin: SharedStdin,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
     next_id: AtomicU64,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -91,7 +94,7 @@ impl AgentProcess {
             .spawn()
             .map_err(|err| format!("cannot start the agent {program:?}: {err}"))?;
         let pgid = child.id().unwrap_or_default();
-        let stdin = child.stdin.take();
+        let stdin: SharedStdin = Arc::new(tokio::sync::Mutex::new(child.stdin.take()));
         let stdout = child
             .stdout
             .take()
@@ -99,7 +102,12 @@ impl AgentProcess {
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::default();
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let (exited_tx, exited) = watch::channel(false);
-        tokio::spawn(read_stdout(stdout, pending.clone(), lines.clone()));
+        tokio::spawn(read_stdout(
+            stdout,
+            pending.clone(),
+            lines.clone(),
+            stdin.clone(),
+        ));
         tokio::spawn(async move {
             let _ = child.wait().await;
             let _ = exited_tx.send(true);
@@ -107,7 +115,7 @@ impl AgentProcess {
         });
         Ok(AgentProcess {
             pgid,
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin,
             pending,
             next_id: AtomicU64::new(0),
             stdout: lines,
@@ -141,18 +149,7 @@ impl AgentProcess {
     }
 
     async fn send(&self, message: Value) -> Result<(), String> {
-        let mut line = message.to_string();
-        line.push('\n');
-        let mut stdin = self.stdin.lock().await;
-        let pipe = stdin
-            .as_mut()
-            .ok_or_else(|| "the agent's stdin is closed".to_string())?;
-        pipe.write_all(line.as_bytes())
-            .await
-            .map_err(|err| format!("cannot write to the agent: {err}"))?;
-        pipe.flush()
-            .await
-            .map_err(|err| format!("cannot write to the agent: {err}"))
+        send_line(&self.stdin, &message).await
     }
 
     /// Closes the agent's stdin (AGH's stop).
@@ -192,10 +189,27 @@ impl AgentProcess {
     }
 }
 
+/// Writes one JSON-RPC message as one line.
+async fn send_line(stdin: &SharedStdin, message: &Value) -> Result<(), String> {
+    let mut line = message.to_string();
+    line.push('\n');
+    let mut stdin = stdin.lock().await;
+    let pipe = stdin
+        .as_mut()
+        .ok_or_else(|| "the agent's stdin is closed".to_string())?;
+    pipe.write_all(line.as_bytes())
+        .await
+        .map_err(|err| format!("cannot write to the agent: {err}"))?;
+    pipe.flush()
+        .await
+        .map_err(|err| format!("cannot write to the agent: {err}"))
+}
+
 async fn read_stdout(
     stdout: tokio::process::ChildStdout,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
     lines: Arc<Mutex<Vec<String>>>,
+    stdin: SharedStdin,
 ) {
     let mut reader = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = reader.next_line().await {
@@ -203,15 +217,31 @@ async fn read_stdout(
         let Ok(message) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
-        // An answer: an id and no method. (Requests from the agent, such as
-        // session/request_permission, are not needed by a worker and stay unanswered here.)
-        if message.get("method").is_none()
-            && let Some(id) = message.get("id").and_then(Value::as_u64)
-            && let Some(answer) = lock(&pending).remove(&id)
-        {
-            let _ = answer.send(message);
+        match (message.get("method"), message.get("id")) {
+            // An answer to one of ours.
+            (None, Some(id)) => {
+                if let Some(answer) = id.as_u64().and_then(|id| lock(&pending).remove(&id)) {
+                    let _ = answer.send(message);
+                }
+            }
+            // The agent's own request: what the simulator does not serve, as AGH answers a
+            // method it does not serve (`internal/acp/handlers.go` ~77-109).
+            (Some(method), Some(id)) => {
+                let _ = send_line(&stdin, &method_not_found(id, method)).await;
+            }
+            // Notifications (`session/update`) need no answer.
+            _ => {}
         }
     }
+}
+
+/// The `-32601` answer to a request whose method is not served.
+pub fn method_not_found(id: &Value, method: &Value) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32601, "message": "Method not found", "data": {"method": method}}
+    })
 }
 
 /// AGH's `initialize` params, verbatim (`internal/acp/client.go` ~396-429).
@@ -250,5 +280,45 @@ pub(super) fn check_cwd(cwd: &Path) -> Result<(), String> {
             "the workspace root {} is not a directory",
             cwd.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_agents_own_requests_are_answered_method_not_found() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let answers = dir.path().join("answers");
+        // An agent that asks for a permission and a file, then records what it was answered.
+        let script = format!(
+            r#"echo '{{"jsonrpc":"2.0","id":7,"method":"session/request_permission","params":{{}}}}'
+echo '{{"jsonrpc":"2.0","id":"f","method":"fs/read_text_file","params":{{"path":"/etc/hostname"}}}}'
+read first; read second; printf '%s\n%s\n' "$first" "$second" > '{}'"#,
+            answers.display()
+        );
+        let launch = Launch {
+            argv: vec!["/bin/sh".into(), "-c".into(), script],
+            cwd: dir.path().to_path_buf(),
+            inherited: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+            session_vars: Vec::new(),
+        };
+        let process = AgentProcess::launch(&launch, || {}).expect("launches");
+        assert!(process.wait_exit(Duration::from_secs(10)).await, "exits");
+        let written = std::fs::read_to_string(&answers).expect("the agent recorded its answers");
+        let lines: Vec<Value> = written
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON-RPC"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        assert_eq!(lines[0]["id"], 7);
+        assert_eq!(lines[0]["error"]["code"], -32601);
+        assert_eq!(
+            lines[0]["error"]["data"]["method"],
+            "session/request_permission"
+        );
+        assert_eq!(lines[1]["id"], "f");
+        assert_eq!(lines[1]["error"]["code"], -32601);
     }
 }

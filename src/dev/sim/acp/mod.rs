@@ -4,17 +4,24 @@
 //! accepted), `stopping` from the start of a stop, and `stopped` once its process has exited.
 
 mod agent;
+mod api;
 mod command;
+mod scheduler;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use agent::{AgentProcess, credential_shaped, initialize_params, prompt_params};
+pub use agent::{
+    AgentProcess, credential_shaped, initialize_params, method_not_found, prompt_params,
+};
+pub(crate) use api::serve as serve_sessions_api;
 pub use command::split as split_command;
+pub(crate) use scheduler::schedule;
 
 use super::types::{SessionInfo, SessionSpec, SessionState};
 use super::{Inner, Simulator};
@@ -36,6 +43,25 @@ pub struct AgentProvider {
     pub env: Vec<(String, String)>,
     /// Given as `AGH_HOME` (AGH passes its own when it has one).
     pub agh_home: Option<PathBuf>,
+    /// The agents whose sessions this command runs (`POST /api/sessions`, pool-owned runs);
+    /// empty: every agent.
+    pub agents: Vec<String>,
+    /// The root of every workspace the simulator knows by id: the agent's working directory
+    /// for sessions in a workspace. `None`: the simulator's own working directory.
+    pub workspace_root: Option<PathBuf>,
+}
+
+impl AgentProvider {
+    fn serves(&self, agent_name: &str) -> bool {
+        self.agents.is_empty() || self.agents.iter().any(|agent| agent == agent_name)
+    }
+
+    fn workspace_root(&self) -> PathBuf {
+        self.workspace_root
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
 }
 
 /// How a stop went.
@@ -52,12 +78,35 @@ pub struct AgentStop {
 pub(crate) struct AgentSessions {
     provider: Mutex<Option<AgentProvider>>,
     running: Mutex<HashMap<String, Arc<AgentSession>>>,
+    /// Task-role sessions being started (or whose start failed, so it is not retried on every
+    /// tick), by name and workspace.
+    role_starts: Mutex<HashSet<String>>,
+    /// (session, run) pairs a wake prompt was sent about: each run is announced once per session.
+    woken: Mutex<HashSet<(String, String)>>,
+    /// Why sessions the simulator started by itself failed to start.
+    errors: Mutex<Vec<String>>,
 }
 
 #[derive(Debug)]
 struct AgentSession {
     process: AgentProcess,
     acp_session_id: String,
+    /// A turn is open: AGH's scheduler wakes no session that is prompting.
+    prompting: AtomicBool,
+}
+
+impl AgentSession {
+    async fn prompt(&self, params: Value) -> Result<Value, String> {
+        self.prompting.store(true, Ordering::SeqCst);
+        self.turn(params).await
+    }
+
+    /// A turn whose `prompting` flag the caller has set; cleared when it ends.
+    async fn turn(&self, params: Value) -> Result<Value, String> {
+        let answer = self.process.request("session/prompt", params).await;
+        self.prompting.store(false, Ordering::SeqCst);
+        answer
+    }
 }
 
 impl Simulator {
@@ -74,9 +123,9 @@ impl Simulator {
         spec: SessionSpec,
         cwd: &Path,
     ) -> Result<SessionInfo, String> {
-        let provider = lock(&self.inner.agents.provider)
-            .clone()
-            .ok_or_else(|| "no agent provider is configured".to_string())?;
+        let provider = self
+            .agent_provider(&spec.agent_name)
+            .ok_or_else(|| format!("no agent provider runs agent {:?}", spec.agent_name))?;
         agent::check_cwd(cwd)?;
         let info = self.create_session(SessionSpec {
             state: SessionState::Starting,
@@ -100,6 +149,7 @@ impl Simulator {
                 let session = Arc::new(AgentSession {
                     process,
                     acp_session_id,
+                    prompting: AtomicBool::new(false),
                 });
                 lock(&self.inner.agents.running).insert(info.session_id.clone(), session);
                 self.set_session_state(&info.session_id, SessionState::Active);
@@ -114,6 +164,26 @@ impl Simulator {
         }
     }
 
+    /// The provider that runs `agent_name`'s sessions, if one does.
+    fn agent_provider(&self, agent_name: &str) -> Option<AgentProvider> {
+        lock(&self.inner.agents.provider)
+            .clone()
+            .filter(|provider| provider.serves(agent_name))
+    }
+
+    /// The sessions whose agent process the simulator launched, by session id.
+    pub fn agent_sessions(&self) -> Vec<SessionInfo> {
+        let ids: Vec<String> = lock(&self.inner.agents.running).keys().cloned().collect();
+        let mut sessions: Vec<SessionInfo> = ids.iter().filter_map(|id| self.session(id)).collect();
+        sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        sessions
+    }
+
+    /// Why sessions the simulator started by itself (for pool-owned runs) failed to start.
+    pub fn agent_errors(&self) -> Vec<String> {
+        lock(&self.inner.agents.errors).clone()
+    }
+
     fn agent_session(&self, session_id: &str) -> Result<Arc<AgentSession>, String> {
         lock(&self.inner.agents.running)
             .get(session_id)
@@ -125,7 +195,7 @@ impl Simulator {
     pub async fn prompt_agent(&self, session_id: &str, text: &str) -> Result<Value, String> {
         let session = self.agent_session(session_id)?;
         let params = prompt_params(&session.acp_session_id, text, None);
-        session.process.request("session/prompt", params).await
+        session.prompt(params).await
     }
 
     /// The scheduler's wake prompt about a run the session could claim
@@ -137,17 +207,8 @@ impl Simulator {
         task_run_id: &str,
     ) -> Result<Value, String> {
         let session = self.agent_session(session_id)?;
-        let synthetic = json!({
-            "task_id": task_id,
-            "task_run_id": task_run_id,
-            "reason": "pending_task_run",
-            "summary": format!("Task run {task_run_id} is queued")
-        });
-        let text = format!(
-            "Task run {task_run_id} may be claimable by this session. This notice does not assign ownership; claim it through the task API if appropriate."
-        );
-        let params = prompt_params(&session.acp_session_id, &text, Some(synthetic));
-        session.process.request("session/prompt", params).await
+        let params = wake_params(&session.acp_session_id, task_id, task_run_id);
+        session.prompt(params).await
     }
 
     /// AGH's stop: the session turns `stopping`, `session/cancel`, stdin closed, up to
@@ -170,6 +231,8 @@ impl Simulator {
         }
         let waited = started.elapsed();
         session.process.signal_group(rustix::process::Signal::KILL);
+        // The exit's own notice may come a moment later; the stop is over now.
+        self.set_session_state(session_id, SessionState::Stopped);
         Ok(AgentStop {
             exited_by_itself,
             waited,
@@ -188,6 +251,20 @@ impl Simulator {
         self.agent_session(session_id)
             .is_ok_and(|session| session.process.has_exited())
     }
+}
+
+/// A scheduler wake's `session/prompt` params (`scheduler_runtime.go` ~586-620, 768-796).
+fn wake_params(acp_session_id: &str, task_id: &str, task_run_id: &str) -> Value {
+    let synthetic = json!({
+        "task_id": task_id,
+        "task_run_id": task_run_id,
+        "reason": "pending_task_run",
+        "summary": format!("Task run {task_run_id} is queued")
+    });
+    let text = format!(
+        "Task run {task_run_id} may be claimable by this session. This notice does not assign ownership; claim it through the task API if appropriate."
+    );
+    prompt_params(acp_session_id, &text, Some(synthetic))
 }
 
 /// The agent's variables (`internal/session/manager_start.go` ~654-686).

@@ -8,6 +8,7 @@ mod leases;
 mod operator;
 mod queue;
 mod render;
+mod roles;
 mod sessions;
 mod souls;
 mod spawn;
@@ -25,6 +26,7 @@ use super::types::{PermissionPolicy, SessionState, SpawnBudget};
 
 pub use events::StreamOpen;
 pub(crate) use leases::Finish;
+pub(crate) use roles::RoleActivation;
 pub(crate) use sessions::Credentials;
 
 /// How many items a context section (capabilities, inbox, peers) lists at most.

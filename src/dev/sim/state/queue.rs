@@ -192,7 +192,7 @@ impl SimState {
         self.ledger.record(run_id, kind, holder, &now.to_rfc3339());
     }
 
-    fn is_claimable(
+    pub(super) fn is_claimable(
         &self,
         session: &Session,
         run: &Run,
