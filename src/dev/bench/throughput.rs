@@ -18,7 +18,7 @@ use crate::api::types::{ClaimRequest, CompleteRequest};
 use crate::assembly::WorkerBuilder;
 use crate::handler::exec::ExecConfig;
 use crate::handler::{HandlerConfig, HandlerKind, MatchRule};
-use crate::worker::{Shutdown, WorkerExit};
+use crate::worker::{Shutdown, WorkerExit, WorkerSettings};
 
 /// The hand-written loop the exec worker is compared with, embedded so the bench runs anywhere.
 const CURL_LOOP: &str = include_str!("../../../benches/curl-loop.sh");
@@ -26,26 +26,37 @@ const CURL_LOOP: &str = include_str!("../../../benches/curl-loop.sh");
 pub(super) async fn throughput(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let mut floor = Vec::new();
     let mut worker = Vec::new();
+    let mut quiet = Vec::new();
     let mut ratio = Vec::new();
     for round in 0..plan.repeat {
         eprintln!("bench:   repeat {}/{}", round + 1, plan.repeat);
         // Alternating which goes first spreads slow moments of a busy machine over both.
         let (f, w) = if round % 2 == 0 {
             let f = floor_rate(plan.runs).await?;
-            (f, worker_rate(noop_handlers(), plan.runs).await?)
+            (f, worker_rate(noop_handlers(), plan.runs, true).await?)
         } else {
-            let w = worker_rate(noop_handlers(), plan.runs).await?;
+            let w = worker_rate(noop_handlers(), plan.runs, true).await?;
             (floor_rate(plan.runs).await?, w)
         };
         floor.push(f);
         worker.push(w);
+        quiet.push(worker_rate(noop_handlers(), plan.runs, false).await?);
         // Time per run of the worker over the floor's: the floor's rate over the worker's.
         ratio.push(f / w);
     }
     let ratio_median = median(&ratio);
     Ok(vec![
-        Row::samples("floor: claim → context → complete loop, runs/s", &floor, 0),
+        Row::samples(
+            "floor: claim → context + task view → complete loop, runs/s",
+            &floor,
+            0,
+        ),
         Row::samples("worker, noop handler, runs/s", &worker, 0),
+        Row::samples(
+            "worker, noop handler, task stream not followed, runs/s",
+            &quiet,
+            0,
+        ),
         Row::new(
             "worker time per run ÷ floor's",
             format!("{ratio_median:.3}"),
@@ -85,14 +96,18 @@ fn exec_true_handlers() -> WorkerBuilder {
     }])
 }
 
-/// Runs/s of the worker loop through `runs` queued runs.
-async fn worker_rate(handlers: WorkerBuilder, runs: u64) -> anyhow::Result<f64> {
+/// Runs/s of the worker loop through `runs` queued runs, following each run's task stream or
+/// not (`worker.follow_task_events`: one stream connection per run).
+async fn worker_rate(handlers: WorkerBuilder, runs: u64, follow: bool) -> anyhow::Result<f64> {
     let rig = Rig::start().await?;
     rig.enqueue(runs);
     let worker = in_process_worker(
         &rig,
         handlers,
-        settings(Some(runs), Duration::from_secs(60), Duration::from_secs(20)),
+        WorkerSettings {
+            follow_task_events: follow,
+            ..settings(Some(runs), Duration::from_secs(60), Duration::from_secs(20))
+        },
     )?;
     let started = Instant::now();
     let exit = tokio::time::timeout(Duration::from_secs(600), worker.run(Shutdown::default()))
@@ -107,7 +122,9 @@ async fn worker_rate(handlers: WorkerBuilder, runs: u64) -> anyhow::Result<f64> 
 }
 
 /// Runs/s of the least a correct worker must do per run, with the same client: claim (waiting),
-/// read the context (the handler's bundle and time limit), complete.
+/// read the context (the handler's bundle and time limit) and, beside it, the task view (AGH's
+/// claim carries no description and no task metadata: only `GET /api/tasks/{id}` has them),
+/// complete.
 async fn floor_rate(runs: u64) -> anyhow::Result<f64> {
     let rig = Rig::start().await?;
     rig.enqueue(runs);
@@ -126,7 +143,9 @@ async fn floor_rate(runs: u64) -> anyhow::Result<f64> {
             ClaimOutcome::Claimed(claim) => claim,
             other => bail!("the floor loop found no run to claim: {other:?}"),
         };
-        client.context().await?;
+        let (context, view) = tokio::join!(client.context(), client.task(&claim.task.id));
+        context?;
+        view?;
         client.complete(&claim.run.id, &result).await?;
     }
     let elapsed = started.elapsed();
@@ -146,7 +165,7 @@ pub(super) async fn against_curl(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     for round in 0..plan.repeat {
         eprintln!("bench:   repeat {}/{}", round + 1, plan.repeat);
         let c = curl_rate(&script, plan.curl_runs).await?;
-        let e = worker_rate(exec_true_handlers(), plan.exec_runs).await?;
+        let e = worker_rate(exec_true_handlers(), plan.exec_runs, true).await?;
         curl.push(c);
         exec.push(e);
         ratio.push(e / c);
