@@ -297,7 +297,13 @@ impl<A: AghApi, E: EventSink> ClaimLoop<A, E> {
             .release_anything_held("the worker stopped waiting for work")
             .await
         {
-            tracing::warn!(error = %err, "could not check for a lease after abandoning a claim");
+            if err.kind == ErrorKind::IdentityStale {
+                // A stopping session (AGH's stop, `acp`): nothing can be asked or released now,
+                // and whatever the abandoned claim committed expires with its lease.
+                tracing::info!(error = %err, "the session is stopping; an abandoned claim's lease, if any, expires by itself");
+            } else {
+                tracing::warn!(error = %err, "could not check for a lease after abandoning a claim");
+            }
         }
         if self.shutdown.is_stopping() {
             return Err(WorkerExit::Shutdown);

@@ -1,41 +1,39 @@
-//! HTTP routing and handlers: the agent API (`/api/agent/…`) and the admin surface (`/sim/…`).
+//! HTTP routing and the agent API's handlers (`/api/agent/…`, and the operator routes a worker
+//! reads); the admin surface (`/sim/…`) is in `admin.rs`.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::{SimError, Transport};
-use super::faults::{FaultKind, FaultRequest, Route};
+use super::faults::{FaultKind, Route};
 use super::requests::{
     CancelTaskRequest, ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest,
     PauseTaskRequest, RecvParams, ReleaseRequest, ReplyRequest, SendRequest, SoulValidateRequest,
-    SpawnRequest, StreamCursor, decode_required, is_blank, lease_duration, validate_channel_name,
+    SpawnRequest, StreamCursor, decode_required, lease_duration, validate_channel_name,
     validate_payload,
 };
 use super::state::{Credentials, Finish};
-use super::types::{MessageSpec, SessionSpec, SessionState, TaskSpec};
-use super::{Inner, Simulator, acp, task_stream};
+use super::{Inner, acp, task_stream};
 
 /// The HTTP transport's body cap for `/api/` paths.
-const MAX_API_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const MAX_API_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
-struct HttpState {
-    inner: Arc<Inner>,
-    transport: Transport,
+pub(super) struct HttpState {
+    pub(super) inner: Arc<Inner>,
+    pub(super) transport: Transport,
     /// Cancelled when the server cuts its connections; ends long polls.
     kill: CancellationToken,
 }
@@ -119,7 +117,7 @@ async fn dispatch(State(state): State<HttpState>, request: Request) -> Response 
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     if path == "/sim" || path.starts_with("/sim/") {
-        return admin(&state, &parts.method, &path, body).await;
+        return super::admin::admin(&state, &parts.method, &path, body).await;
     }
     if (path == "/api/sessions" && parts.method == Method::POST)
         || path.starts_with("/api/workspaces/")
@@ -140,7 +138,7 @@ async fn dispatch(State(state): State<HttpState>, request: Request) -> Response 
     response
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     plain(404, "text/plain", Body::from("404 page not found"))
 }
 
@@ -155,7 +153,7 @@ fn plain(status: u16, content_type: &str, body: Body) -> Response {
 }
 
 /// JSON like gin's `c.JSON`.
-fn json_response(status: u16, value: &Value) -> Response {
+pub(super) fn json_response(status: u16, value: &Value) -> Response {
     plain(
         status,
         "application/json; charset=utf-8",
@@ -172,7 +170,7 @@ pub(super) fn go_json_text(value: &Value) -> String {
         .replace('&', "\\u0026")
 }
 
-fn error_response(error: &SimError, transport: Transport) -> Response {
+pub(super) fn error_response(error: &SimError, transport: Transport) -> Response {
     json_response(error.status, &error.envelope(transport))
 }
 
@@ -560,154 +558,3 @@ async fn recv(state: &HttpState, session_id: &str, channel: &str, query: Option<
 }
 
 // ---- admin surface ----------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct StateRequest {
-    state: SessionState,
-}
-
-#[derive(Deserialize)]
-struct MessageRequest {
-    to_session_id: String,
-    #[serde(flatten)]
-    message: MessageSpec,
-}
-
-/// A duration in an admin request: `{"seconds":…}` and/or `{"millis":…}`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct AdvanceRequest {
-    seconds: f64,
-    millis: u64,
-}
-
-impl AdvanceRequest {
-    fn duration(&self) -> Duration {
-        let seconds = if self.seconds.is_finite() && self.seconds > 0.0 {
-            Duration::from_secs_f64(self.seconds.min(1e9))
-        } else {
-            Duration::ZERO
-        };
-        seconds + Duration::from_millis(self.millis)
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct OperatorRequest {
-    reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct SoulRequest {
-    body: Option<String>,
-}
-
-/// Decodes an admin request body (empty = `{}`); the error is the text of a 400 answer.
-fn decode_admin<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
-    let source: &[u8] = if is_blank(body) { b"{}" } else { body };
-    serde_json::from_slice(source).map_err(|error| format!("decode admin request: {error}"))
-}
-
-async fn admin(state: &HttpState, method: &Method, path: &str, body: Body) -> Response {
-    let body = match axum::body::to_bytes(body, MAX_API_BODY_BYTES).await {
-        Ok(body) => body,
-        Err(_) => return error_response(&SimError::body_too_large(), state.transport),
-    };
-    admin_route(state, method, path, &body)
-        .unwrap_or_else(|error| json_response(400, &json!({ "error": error })))
-}
-
-fn admin_route(
-    state: &HttpState,
-    method: &Method,
-    path: &str,
-    body: &Bytes,
-) -> Result<Response, String> {
-    let simulator = Simulator {
-        inner: state.inner.clone(),
-    };
-    let segments: Vec<&str> = path.trim_start_matches("/sim/").split('/').collect();
-    let response = match (method.clone(), segments.as_slice()) {
-        (Method::GET, ["session"]) => json_response(200, &json!(simulator.default_session())),
-        (Method::POST, ["sessions"]) => {
-            let spec: SessionSpec = decode_admin(body)?;
-            json_response(201, &json!(simulator.create_session(spec)))
-        }
-        (Method::POST, ["sessions", id, "state"]) => {
-            let request: StateRequest = decode_admin(body)?;
-            json_response(
-                200,
-                &json!({ "ok": simulator.set_session_state(id, request.state) }),
-            )
-        }
-        (Method::POST, ["sessions", id, "dequeue"]) => {
-            json_response(200, &json!({ "dequeued": simulator.dequeue_messages(id) }))
-        }
-        (Method::POST, ["tasks"]) => {
-            let spec: TaskSpec = decode_admin(body)?;
-            json_response(201, &json!(simulator.enqueue_task(spec)))
-        }
-        (Method::POST, ["tasks", id, "runs"]) => match simulator.enqueue_run(id) {
-            Some(run) => json_response(201, &json!(run)),
-            None => json_response(
-                404,
-                &json!({ "error": "task not found or attempts exhausted" }),
-            ),
-        },
-        (Method::POST, ["messages"]) => {
-            let request: MessageRequest = decode_admin(body)?;
-            let id = simulator.inject_message(&request.to_session_id, request.message);
-            json_response(201, &json!({ "message_id": id }))
-        }
-        (Method::POST, ["faults"]) => {
-            let request: FaultRequest = decode_admin(body)?;
-            simulator.inject_fault(request.into());
-            json_response(200, &json!({ "ok": true }))
-        }
-        (Method::DELETE, ["faults"]) => {
-            simulator.clear_faults();
-            json_response(200, &json!({ "ok": true }))
-        }
-        (Method::POST, ["spawn-delay"]) => {
-            let request: AdvanceRequest = decode_admin(body)?;
-            simulator.set_spawn_delay(request.duration());
-            json_response(200, &json!({ "ok": true }))
-        }
-        (Method::POST, ["clock", "advance"]) => {
-            let request: AdvanceRequest = decode_admin(body)?;
-            simulator.advance_clock(request.duration());
-            json_response(200, &json!({ "now": simulator.now().to_rfc3339() }))
-        }
-        (Method::POST, ["tasks", id, action @ ("cancel" | "pause" | "resume")]) => {
-            let request: OperatorRequest = decode_admin(body)?;
-            match simulator.operate(id, action, request.reason.as_deref()) {
-                Ok(task) => json_response(200, &task),
-                Err(error) => error_response(&error, state.transport),
-            }
-        }
-        (Method::POST, ["tasks", id, "streams", "drop"]) => {
-            json_response(200, &json!({ "dropped": simulator.drop_task_streams(id) }))
-        }
-        (Method::POST, ["runs", id, "expire"]) => {
-            json_response(200, &json!({ "expired": simulator.expire_lease(id) }))
-        }
-        (Method::GET, ["runs", id]) => match simulator.run(id) {
-            Some(run) => json_response(200, &json!(run)),
-            None => json_response(404, &json!({ "error": format!("run {id:?} not found") })),
-        },
-        (Method::POST, ["sweep"]) => {
-            json_response(200, &json!({ "requeued": simulator.sweep_now() }))
-        }
-        (Method::POST, ["reap"]) => json_response(200, &json!({ "stopped": simulator.reap_now() })),
-        (Method::POST | Method::PUT, ["souls", agent]) => {
-            let request: SoulRequest = decode_admin(body)?;
-            simulator.set_soul(agent, request.body);
-            json_response(200, &json!({ "ok": true }))
-        }
-        (Method::GET, ["ledger"]) => json_response(200, &json!(simulator.ledger())),
-        _ => not_found(),
-    };
-    Ok(response)
-}

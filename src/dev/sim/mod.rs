@@ -26,6 +26,7 @@
 //! `POST /api/tasks/{id}/…` routes are served too) and `POST /sim/tasks/{id}/streams/drop`.
 
 pub mod acp;
+mod admin;
 mod clock;
 mod errors;
 mod faults;
