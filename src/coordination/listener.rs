@@ -521,8 +521,11 @@ mod tests {
         }
     }
 
-    /// Runs a listener on `api` for `period` of (paused) time; answers the routes it used.
-    async fn listen_for(api: &Arc<FakeApi>, routes: Arc<Runs>, period: Duration) {
+    /// Starts a listener on `api` routing into `routes`; cancel the shutdown's `force` to end it.
+    fn start_listener(
+        api: &Arc<FakeApi>,
+        routes: Arc<Runs>,
+    ) -> (Shutdown, tokio::task::JoinHandle<()>) {
         let shutdown = Shutdown::default();
         let listener = Listener::new(
             api.clone(),
@@ -531,7 +534,12 @@ mod tests {
             StatusBoard::default(),
             shutdown.clone(),
         );
-        let task = tokio::spawn(listener.run());
+        (shutdown, tokio::spawn(listener.run()))
+    }
+
+    /// Runs a listener on `api` for `period` of (paused) time; answers the routes it used.
+    async fn listen_for(api: &Arc<FakeApi>, routes: Arc<Runs>, period: Duration) {
+        let (shutdown, task) = start_listener(api, routes);
         tokio::time::sleep(period).await;
         shutdown.force.cancel();
         task.await.expect("listener ends");
@@ -590,15 +598,7 @@ mod tests {
         let routes = Arc::new(Runs::default());
         let (tx, mut rx) = mpsc::channel(8);
         let _outbox = routes.register("run-1", Some("builders".into()), tx, no_limit());
-        let shutdown = Shutdown::default();
-        let listener = Listener::new(
-            api.clone(),
-            routes,
-            settings(),
-            StatusBoard::default(),
-            shutdown.clone(),
-        );
-        let task = tokio::spawn(listener.run());
+        let (shutdown, task) = start_listener(&api, routes);
         tokio::time::sleep(Duration::from_secs(30)).await;
         lock_queue(&api).push(message("fresh", "run-1"));
         let pushed = tokio::time::Instant::now();
@@ -617,15 +617,7 @@ mod tests {
         let api = Arc::new(FakeApi::default());
         lock_queue(&api).push(message("early", "run-2"));
         let routes = Arc::new(Runs::default());
-        let shutdown = Shutdown::default();
-        let listener = Listener::new(
-            api.clone(),
-            routes.clone(),
-            settings(),
-            StatusBoard::default(),
-            shutdown.clone(),
-        );
-        let task = tokio::spawn(listener.run());
+        let (shutdown, task) = start_listener(&api, routes.clone());
         // Long enough for the backoff to reach its 5 s cap.
         tokio::time::sleep(Duration::from_secs(20)).await;
         let calls_before = api.recv_count();
