@@ -310,6 +310,12 @@ impl Simulator {
         self.inner.faults().clear();
     }
 
+    /// Every session as `GET /api/sessions` lists it (`{"sessions":[…]}`, each with its
+    /// `lineage`).
+    pub fn sessions_listed(&self) -> serde_json::Value {
+        self.inner.state().sessions_list()
+    }
+
     /// How long each spawn takes from now on (see [`SimConfig::spawn_delay`]).
     pub fn set_spawn_delay(&self, delay: Duration) {
         *lock(&self.inner.spawn_delay) = delay;

@@ -41,11 +41,9 @@ impl Rig {
                 ("delay", Fault::new(route, delay, 1))
             }
             10..=13 => {
-                let route = if self.rng.bool() {
-                    Route::ClaimNext
-                } else {
-                    Route::Complete
-                };
+                // A spawn's answer lost after the child was made: the worker must find the child,
+                // not ask for a second one.
+                let route = [Route::ClaimNext, Route::Complete, Route::Spawn][self.rng.usize(..3)];
                 (
                     "drop-after-commit",
                     Fault::new(route, FaultKind::DropAfterCommit, 1),

@@ -58,10 +58,14 @@ const EXEC_EVERY: u64 = 5;
 /// One run in this many sleeps long (8 s, on its first execution): heartbeats, expiries and kills then meet a handler
 /// that is working, and a handler left running after a loss outlives `HANDLER_TOLERANCE`.
 const SLOW_EVERY: u64 = 1_000;
+/// How long each spawn takes at the simulator: past the 1 s request timeout, as AGH's spawns
+/// that start an agent process and its handshake are, within `coordination.spawn_timeout_seconds`.
+const SPAWN_DELAY: Duration = Duration::from_millis(1_500);
 
 /// The exec handler: a marker file for its lifetime; at random, a few sleep 0.3 s, one in 20
-/// sleeps 1.5 s, one in 20 fails and one in 20 asks for a release, so every terminal call and
-/// some heartbeats are exercised.
+/// sleeps 1.5 s, one in 20 fails, one in 20 asks for a release and two in 20 ask for a child
+/// session (which the simulator takes [`SPAWN_DELAY`] to make, longer than the request timeout),
+/// so every terminal call, some heartbeats and slow spawns are exercised.
 const HANDLER_SCRIPT: &str = r#"#!/bin/sh
 # agh-worker soak handler: marks its run while it works (see src/soak.rs).
 set -u
@@ -90,6 +94,11 @@ case $((${roll:-0} % 20)) in
 0 | 1 | 2 | 3) sleep 0.3 ;;
 # Past a heartbeat (every second), so heartbeat faults and expiries meet a working handler.
 6) sleep 1.5 ;;
+# A child session, slower to spawn than the request timeout; the answer comes on stdin.
+7 | 8)
+    printf '{"type":"spawn","agent_name":"worker"}\n'
+    IFS= read -r answer || exit 1
+    ;;
 4)
     echo "soak handler: failing on purpose" >&2
     exit 1
@@ -197,6 +206,8 @@ struct Report {
     pauses: u64,
     /// Runs in status canceled at the end.
     canceled: u64,
+    /// Child sessions the handlers' spawns made.
+    children: u64,
     transitions: BTreeMap<String, u64>,
     violations: Vec<String>,
 }
@@ -249,6 +260,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
     let sim = Simulator::new(SimConfig {
         sweep_interval: Duration::from_secs(1),
         create_default_session: false,
+        spawn_delay: SPAWN_DELAY,
         ..SimConfig::default()
     });
     let tcp = sim
@@ -523,6 +535,7 @@ impl Rig {
             ));
         }
         self.report.canceled = ledger.runs_in_status("canceled");
+        self.check_children();
         let accounted =
             self.report.completed + self.report.failed + self.report.queued + self.report.canceled;
         if accounted != self.plan.runs {

@@ -1,7 +1,7 @@
 //! What an operator does to the soak's runs while they work: cancel a task whose exec handler is
 //! working (its handler group must be gone within [`CANCEL_TOLERANCE`], with no terminal call,
 //! which the ledger checks), and pause a task for a moment (its run goes on; the task is resumed
-//! shortly after).
+//! shortly after). And what the handlers' slow spawns left: one child per spawn.
 
 use super::markers::{group_alive, read_markers};
 use super::*;
@@ -79,6 +79,28 @@ impl Rig {
         }
         for run_id in stopped {
             self.canceled.remove(&run_id);
+        }
+    }
+
+    /// Each spawn names its child; a spawn asked again after a lost or late answer would make a
+    /// second child of the same name. Every (parent, name) must be one child.
+    pub(super) fn check_children(&mut self) {
+        let listed = self.sim.sessions_listed();
+        let mut seen: HashMap<(String, String), u64> = HashMap::new();
+        for session in listed["sessions"].as_array().into_iter().flatten() {
+            let Some(parent) = session["lineage"]["parent_session_id"].as_str() else {
+                continue;
+            };
+            let name = session["name"].as_str().unwrap_or_default().to_string();
+            *seen.entry((parent.to_string(), name)).or_insert(0) += 1;
+        }
+        self.report.children = seen.values().sum();
+        for ((parent, name), count) in seen {
+            if count > 1 {
+                self.report.violations.push(format!(
+                    "{count} child sessions named {name:?} of session {parent}: a spawn was asked twice"
+                ));
+            }
         }
     }
 }

@@ -45,6 +45,11 @@ impl Report {
             self.pauses
         );
         println!(
+            "  child sessions        {:>8}  (spawns taking {} ms, past the request timeout; one child per spawn)",
+            self.children,
+            super::SPAWN_DELAY.as_millis()
+        );
+        println!(
             "  leases left at stop   {:>8}  (swept back to the queue: {})",
             self.claimed_at_end, self.swept_at_end
         );
