@@ -7,8 +7,7 @@
 //! or the one named with `--handler`); without one, the environment alone (`AGENTUITY_SDK_KEY`,
 //! `AGENTUITY_CODER_URL`, …) is used. No AGH identity is needed: these commands never call AGH.
 
-use std::io::{IsTerminal, Read};
-use std::path::Path;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,10 +23,13 @@ use crate::config::{ConfigSources, load_unvalidated};
 use crate::exit;
 use crate::handler::HandlerKind;
 
+mod body;
 mod follow;
+mod layouts;
 mod table;
 
-use table::Column;
+use body::body_or_exit;
+use layouts::*;
 
 /// How often `coder wake` reads the session while it wakes (the SDK's default).
 const WAKE_POLL: Duration = Duration::from_secs(1);
@@ -70,164 +72,6 @@ fn client(cli: &Cli, handler: Option<&str>) -> Result<AgentuityClient, ExitCode>
         eprintln!("agh-worker: {err}");
         ExitCode::from(exit::BAD_CONFIG)
     })
-}
-
-/// Which rows of a list answer a table shows, and in which columns.
-struct Layout {
-    /// The answer's field holding the rows; `None`: the answer is the array itself.
-    rows: Option<&'static str>,
-    columns: &'static [Column],
-}
-
-const SESSIONS: Layout = Layout {
-    rows: Some("sessions"),
-    columns: &[
-        Column::new("ID", &["/sessionId"]),
-        Column::new("STATUS", &["/status"]),
-        Column::new("MODE", &["/workflowMode", "/mode"]),
-        Column::new("LABEL", &["/label"]).at_most(32),
-        Column::new("UPDATED", &["/lastActivityAt", "/updatedAt", "/createdAt"]),
-    ],
-};
-
-const EVENTS: Layout = Layout {
-    rows: Some("events"),
-    columns: &[
-        Column::new("ID", &["/id"]),
-        Column::new("OCCURRED", &["/occurredAt"]),
-        Column::new("EVENT", &["/event"]).at_most(28),
-        Column::new("CATEGORY", &["/category"]).at_most(16),
-        Column::new("AGENT", &["/agent"]).at_most(20),
-    ],
-};
-
-const PARTICIPANTS: Layout = Layout {
-    rows: Some("participants"),
-    columns: &[
-        Column::new("ID", &["/id"]),
-        Column::new("ROLE", &["/role"]).at_most(16),
-        Column::new("AGENT ROLE", &["/agentRole"]).at_most(16),
-        Column::new("TRANSPORT", &["/transport"]).at_most(12),
-        Column::new("CONNECTED", &["/connectedAt"]),
-        Column::new("DISCONNECTED", &["/disconnectedAt"]),
-    ],
-};
-
-const USERS: Layout = Layout {
-    rows: Some("users"),
-    columns: &[
-        Column::new("ID", &["/userId"]),
-        Column::new("NAME", &["/displayName"]).at_most(24),
-        Column::new("EMAIL", &["/email"]).at_most(32),
-        Column::new("LAST SEEN", &["/lastSeenAt", "/lastLoginAt"]),
-    ],
-};
-
-const AGENTS: Layout = Layout {
-    rows: Some("agents"),
-    columns: &[
-        Column::new("SLUG", &["/slug", "/draft/slug", "/published/slug"]),
-        Column::new(
-            "NAME",
-            &[
-                "/displayName",
-                "/draft/displayName",
-                "/published/displayName",
-            ],
-        )
-        .at_most(24),
-        Column::new("LIFECYCLE", &["/lifecycle"]).at_most(12),
-        Column::new("VERSION", &["/latestPublishedVersion"]),
-        Column::new("UPDATED", &["/updatedAt"]),
-    ],
-};
-
-const VERSIONS: Layout = Layout {
-    rows: Some("versions"),
-    columns: &[
-        Column::new("VERSION", &["/version"]),
-        Column::new("SLUG", &["/slug"]),
-        Column::new("CREATED", &["/createdAt"]),
-        Column::new("BY", &["/createdByUserId"]),
-        Column::new("ID", &["/id"]),
-    ],
-};
-
-const WORKSPACES: Layout = Layout {
-    rows: Some("workspaces"),
-    columns: &[
-        Column::new("ID", &["/id"]),
-        Column::new("NAME", &["/name"]).at_most(24),
-        Column::new("SCOPE", &["/scope"]).at_most(8),
-        Column::new("DESCRIPTION", &["/description"]).at_most(32),
-        Column::new("CREATED", &["/createdAt"]),
-    ],
-};
-
-const SKILLS: Layout = Layout {
-    rows: Some("skills"),
-    columns: &[
-        Column::new("ID", &["/id"]),
-        Column::new("NAME", &["/name"]).at_most(24),
-        Column::new("REPO", &["/repo"]).at_most(32),
-        Column::new("SKILL ID", &["/skillId"]).at_most(24),
-        Column::new("SOURCE", &["/source"]).at_most(12),
-    ],
-};
-
-const BUCKETS: Layout = Layout {
-    rows: Some("buckets"),
-    columns: &[
-        Column::new("ID", &["/id"]),
-        Column::new("NAME", &["/name"]).at_most(24),
-        Column::new("SKILLS", &["/skillCount"]),
-        Column::new("DESCRIPTION", &["/description"]).at_most(32),
-    ],
-};
-
-const GITHUB_ACCOUNTS: Layout = Layout {
-    rows: Some("accounts"),
-    columns: &[
-        Column::new("ID", &["/accountId"]),
-        Column::new("NAME", &["/accountName"]).at_most(32),
-        Column::new("TYPE", &["/accountType"]).at_most(12),
-        Column::new("INSTALLATION", &["/installationId"]),
-    ],
-};
-
-const GITHUB_REPOS: Layout = Layout {
-    rows: Some("repositories"),
-    columns: &[
-        Column::new("NAME", &["/fullName", "/name"]).at_most(40),
-        // Copied into `coder.repo_url`: never cut short.
-        Column::new("CLONE URL", &["/cloneUrl"]).at_most(200),
-        Column::new("BRANCH", &["/defaultBranch"]).at_most(24),
-        Column::new("PRIVATE", &["/private"]),
-        Column::new("ARCHIVED", &["/archived"]),
-    ],
-};
-
-const AGENT_SESSIONS: Layout = Layout {
-    rows: None,
-    columns: &[
-        Column::new("ID", &["/id"]),
-        Column::new("TRIGGER", &["/trigger"]).at_most(10),
-        Column::new("SUCCESS", &["/success"]),
-        Column::new("COST", &["/total_cost"]),
-        Column::new("STARTED", &["/start_time"]),
-    ],
-};
-
-impl Layout {
-    /// The table of `answer`, or `None` when the answer does not hold the expected rows (then
-    /// it is printed as JSON rather than as an empty table hiding what came back).
-    fn render(&self, answer: &Value) -> Option<String> {
-        let rows = match self.rows {
-            Some(field) => answer.get(field)?,
-            None => answer,
-        };
-        Some(table::render(self.columns, rows.as_array()?))
-    }
 }
 
 impl CoderCommand {
@@ -348,59 +192,6 @@ fn to_value<T: serde::Serialize>(
     answer: Result<T, AgentuityError>,
 ) -> Result<Value, AgentuityError> {
     answer.map(|value| serde_json::to_value(value).unwrap_or(Value::Null))
-}
-
-/// A request body is a definition a person writes by hand; anything this big is a wrong file.
-const MAX_BODY_BYTES: u64 = 1 << 20;
-
-/// The JSON object in `path` (`-`: stdin), or an error naming where it was read from.
-fn read_body(path: &Path) -> Result<Value, String> {
-    let (source, text) = if path == Path::new("-") {
-        ("stdin".to_string(), read_capped(std::io::stdin().lock()))
-    } else {
-        (
-            path.display().to_string(),
-            std::fs::File::open(path).and_then(read_capped),
-        )
-    };
-    let text = text.map_err(|err| format!("cannot read {source}: {err}"))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|err| format!("{source} does not hold valid JSON: {err}"))?;
-    if !value.is_object() {
-        return Err(format!(
-            "{source} must hold a JSON object (the fields to send), not {}",
-            match value {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            }
-        ));
-    }
-    Ok(value)
-}
-
-fn read_capped(reader: impl Read) -> std::io::Result<String> {
-    // Bytes first: a cap that cuts a multi-byte character must still read as "too large".
-    let mut bytes = Vec::new();
-    reader.take(MAX_BODY_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_BODY_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {} KiB",
-            MAX_BODY_BYTES / 1024
-        )));
-    }
-    String::from_utf8(bytes)
-        .map_err(|err| std::io::Error::other(format!("not UTF-8 text: {}", err.utf8_error())))
-}
-
-/// The body of `--file`, or the exit for a file that cannot be used.
-fn body_or_exit(body: &BodyFile) -> Result<Value, ExitCode> {
-    read_body(&body.file).map_err(|err| {
-        eprintln!("agh-worker: --file: {err}");
-        ExitCode::from(exit::BAD_CONFIG)
-    })
 }
 
 /// `agh-worker coder …`.
@@ -745,45 +536,5 @@ mod tests {
                 .is_some_and(|line| line.ends_with("main    true     -")),
             "{table}"
         );
-    }
-
-    #[test]
-    fn a_body_file_must_exist_and_hold_a_json_object() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let missing = dir.path().join("missing.json");
-        let err = read_body(&missing).expect_err("missing");
-        assert!(err.contains("missing.json"), "{err}");
-        let broken = dir.path().join("broken.json");
-        std::fs::write(&broken, "{\"slug\": ").expect("write");
-        let err = read_body(&broken).expect_err("broken");
-        assert!(
-            err.contains("broken.json") && err.contains("valid JSON"),
-            "{err}"
-        );
-        let array = dir.path().join("array.json");
-        std::fs::write(&array, "[1]").expect("write");
-        let err = read_body(&array).expect_err("array");
-        assert!(err.contains("an array"), "{err}");
-        let good = dir.path().join("good.json");
-        std::fs::write(&good, "{\"slug\": \"reviewer\"}").expect("write");
-        assert_eq!(read_body(&good), Ok(json!({"slug": "reviewer"})));
-    }
-
-    #[test]
-    fn a_body_larger_than_the_cap_is_refused() {
-        let big = vec![b' '; usize::try_from(MAX_BODY_BYTES).unwrap_or(0) + 1];
-        let err = read_capped(big.as_slice()).expect_err("too big");
-        assert!(err.to_string().contains("1024 KiB"), "{err}");
-        assert!(read_capped(&b"{}"[..]).is_ok());
-    }
-
-    #[test]
-    fn a_large_body_cut_inside_a_character_is_still_reported_as_too_large() {
-        // 'é' is two bytes: the cap falls in the middle of one.
-        let big = "é".repeat(usize::try_from(MAX_BODY_BYTES).unwrap_or(0) / 2 + 1);
-        let err = read_capped(big.as_bytes()).expect_err("too big");
-        assert!(err.to_string().contains("1024 KiB"), "{err}");
-        let err = read_capped(&[0xff, 0xfe][..]).expect_err("not text");
-        assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 }
