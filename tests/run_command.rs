@@ -274,23 +274,23 @@ async fn run_without_handlers_exits_64() {
     assert!(log.contains("no handlers are configured"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_runs_eight_tasks_and_prints_its_summary() {
+/// The demo with `args`, as on a fresh machine: PATH and an empty home, nothing else.
+async fn demo(args: &[&str]) -> std::process::Output {
     let home = tempfile::tempdir().expect("temporary home");
-    let output = timeout(
-        Duration::from_secs(10),
-        Command::new(BIN)
-            .args(["demo", "--tasks", "8"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    support::binary::run_clean(
+        &[
+            ("PATH", path.as_os_str()),
+            ("HOME", home.path().as_os_str()),
+        ],
+        args,
     )
     .await
-    .expect("the demo ends in time")
-    .expect("the demo runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_eight_tasks_and_prints_its_summary() {
+    let output = demo(&["demo", "--tasks", "8"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -306,21 +306,7 @@ async fn the_demo_runs_eight_tasks_and_prints_its_summary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demos_acp_mode_runs_pool_owned_tasks_through_sessions_the_simulator_starts() {
-    let home = tempfile::tempdir().expect("temporary home");
-    let output = timeout(
-        Duration::from_secs(30),
-        Command::new(BIN)
-            .args(["demo", "--acp", "--tasks", "4"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the demo ends in time")
-    .expect("the demo runs");
+    let output = demo(&["demo", "--acp", "--tasks", "4"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");

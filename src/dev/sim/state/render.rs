@@ -138,8 +138,19 @@ impl SimState {
         put(&mut map, "claimed_at", time(run.claimed_at));
         map.insert("queued_at".into(), json!(run.queued_at.to_rfc3339()));
         put(&mut map, "ended_at", time(run.ended_at));
+        self.put_run_channel(&mut map, run, with_channel);
+        put(&mut map, "error", json!(run.error));
+        put_raw(&mut map, "metadata", &run.metadata);
+        if let Some(result) = &run.result {
+            put_raw(&mut map, "result", result);
+        }
+        Value::Object(map)
+    }
+
+    /// The run's coordination channel id and, `with_channel`, the channel itself.
+    fn put_run_channel(&self, map: &mut Map<String, Value>, run: &Run, with_channel: bool) {
         put(
-            &mut map,
+            map,
             "coordination_channel_id",
             json!(run.coordination_channel_id),
         );
@@ -148,12 +159,6 @@ impl SimState {
         {
             map.insert("coordination_channel".into(), channel);
         }
-        put(&mut map, "error", json!(run.error));
-        put_raw(&mut map, "metadata", &run.metadata);
-        if let Some(result) = &run.result {
-            put_raw(&mut map, "result", result);
-        }
-        Value::Object(map)
     }
 
     pub(super) fn lease_summary(&self, run_id: &str, with_channel: bool) -> Value {
@@ -168,16 +173,7 @@ impl SimState {
         put(&mut map, "claim_token_hash", json!(run.claim_token_hash));
         put(&mut map, "lease_until", time(run.lease_until));
         put(&mut map, "heartbeat_at", time(run.heartbeat_at));
-        put(
-            &mut map,
-            "coordination_channel_id",
-            json!(run.coordination_channel_id),
-        );
-        if with_channel
-            && let Some(channel) = self.coordination_channel(run, Some("task_run_coordination"))
-        {
-            map.insert("coordination_channel".into(), channel);
-        }
+        self.put_run_channel(&mut map, run, with_channel);
         Value::Object(map)
     }
 
