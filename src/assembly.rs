@@ -53,6 +53,7 @@ pub struct WorkerBuilder {
     client: Option<AghClient>,
     status: StatusBoard,
     process_groups: Option<ProcessGroups>,
+    requests: Option<Arc<ApiRequestCounters>>,
 }
 
 impl WorkerBuilder {
@@ -69,6 +70,7 @@ impl WorkerBuilder {
             client: None,
             status: StatusBoard::default(),
             process_groups: None,
+            requests: None,
         }
     }
 
@@ -141,12 +143,27 @@ impl WorkerBuilder {
         self
     }
 
+    /// Writes the worker's state on `board` (a resident worker gives each slot a board sharing
+    /// one pair of run histograms).
+    #[doc(hidden)]
+    pub fn status_board(mut self, board: StatusBoard) -> Self {
+        self.status = board;
+        self
+    }
+
+    /// Counts the worker's requests to AGH into `counters` (shared by a resident worker's slots).
+    #[doc(hidden)]
+    pub fn request_counters(mut self, counters: Arc<ApiRequestCounters>) -> Self {
+        self.requests = Some(counters);
+        self
+    }
+
     /// Wires the worker. Nothing runs until [`Worker::run`].
     pub fn build(self) -> Result<Worker, BuildError> {
         if self.handlers.is_empty() {
             return Err(BuildError::NoHandlers);
         }
-        let requests = Arc::new(ApiRequestCounters::default());
+        let requests = self.requests.unwrap_or_default();
         let client = match self.client {
             Some(client) => client,
             None => AghClient::new(
@@ -260,10 +277,7 @@ impl Worker {
         self.process_groups.sweep();
         // The listener follows the caller's shutdown, and also stops when the loop ends on its
         // own (max runs, idleness), which cancels nothing else.
-        let listener_shutdown = Shutdown {
-            drain: shutdown.drain.child_token(),
-            force: shutdown.force.child_token(),
-        };
+        let listener_shutdown = shutdown.child();
         let mut listener = None;
         if let Events::Coordination(coordination) = self.events.as_ref() {
             if let Some(settings) = &self.listener {

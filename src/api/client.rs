@@ -164,6 +164,20 @@ impl AghClient {
         })
     }
 
+    /// The same endpoint and connection pool, speaking as `identity`, with a silence of its own
+    /// and no request counters: one per attached session of a resident worker.
+    pub fn for_identity(&self, identity: Identity) -> Self {
+        AghClient {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            endpoint: self.endpoint.clone(),
+            identity,
+            options: self.options.clone(),
+            counters: None,
+            silenced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Counts every request this client (and its clones) makes into `counters`, by call and
     /// outcome class. Each attempt of a retried call counts once.
     pub fn with_request_counters(mut self, counters: Arc<ApiRequestCounters>) -> Self {

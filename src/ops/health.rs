@@ -213,7 +213,7 @@ pub fn readiness(
 }
 
 /// A wall-clock time as unix seconds, the way the health answers write every time.
-pub(super) fn unix_seconds(time: SystemTime) -> f64 {
+pub fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }

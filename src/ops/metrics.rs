@@ -19,6 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::health::{HealthTimings, liveness, readiness};
 use super::server::VERSION;
 use crate::api::ApiRequestCounters;
+use crate::worker::{Counters, RunHistograms, WorkerStatus};
 use crate::worker::{StatusBoard, WorkerState};
 
 /// Content type of `/metrics`: prometheus-client writes the OpenMetrics text format, which
@@ -70,8 +71,49 @@ const WORKER_STATES: [(WorkerState, &str); 7] = [
     (WorkerState::Stopped, "stopped"),
 ];
 
-/// The metrics text now. `stopping`: a shutdown began; `api_requests`: the AGH client's counts,
-/// when it keeps them; `uptime`: time since the worker started.
+/// One claim loop as `/metrics` sees it: its snapshot and its handlers' health.
+#[derive(Clone, Debug)]
+pub struct LoopView {
+    pub snapshot: WorkerStatus,
+    /// Every configured handler with whether it can work, by name.
+    pub handlers: Vec<(String, bool)>,
+}
+
+impl LoopView {
+    /// The loop that writes `board`, now.
+    pub fn of(board: &StatusBoard) -> Self {
+        LoopView {
+            snapshot: board.snapshot(),
+            handlers: board.handler_health().handlers(),
+        }
+    }
+}
+
+/// How many sessions a resident worker serves, and may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotCounts {
+    pub attached: usize,
+    pub max: usize,
+}
+
+/// Everything `/metrics` is rendered from: one worker's loop, or a resident worker's slots
+/// (counters summed, gauges counting loops, one histogram pair shared by all).
+#[derive(Debug)]
+pub struct MetricsInput<'a> {
+    pub loops: Vec<LoopView>,
+    /// Counts of loops that have ended (a resident worker's slots that are gone).
+    pub retired: Counters,
+    pub histograms: &'a RunHistograms,
+    pub ready: bool,
+    pub healthy: bool,
+    pub api_requests: Option<&'a ApiRequestCounters>,
+    pub uptime: Duration,
+    /// Set for a resident worker.
+    pub slots: Option<SlotCounts>,
+}
+
+/// The metrics text now of the worker whose loop writes `board`. `stopping`: a shutdown began;
+/// `api_requests`: the AGH client's counts, when it keeps them; `uptime`: time since start.
 pub fn render(
     board: &StatusBoard,
     stopping: bool,
@@ -79,11 +121,34 @@ pub fn render(
     api_requests: Option<&ApiRequestCounters>,
     uptime: Duration,
 ) -> String {
-    let snapshot = board.snapshot();
+    let view = LoopView::of(board);
     let now = Instant::now();
-    let c = &snapshot.counters;
-    let mut registry = Registry::with_prefix("agh_worker");
+    let ready = readiness(&view.snapshot, stopping, now, timings).is_ready();
+    let healthy = liveness(&view.snapshot, now, timings).is_ok();
+    render_input(&MetricsInput {
+        loops: vec![view],
+        retired: Counters::default(),
+        histograms: board.histograms(),
+        ready,
+        healthy,
+        api_requests,
+        uptime,
+        slots: None,
+    })
+}
 
+/// The metrics text of `input`.
+pub fn render_input(input: &MetricsInput<'_>) -> String {
+    let now = Instant::now();
+    let mut c = input.retired.clone();
+    for view in &input.loops {
+        c.add(&view.snapshot.counters);
+    }
+    let c = &c;
+    let count = |test: &dyn Fn(&LoopView) -> bool| {
+        i64::try_from(input.loops.iter().filter(|view| test(view)).count()).unwrap_or(i64::MAX)
+    };
+    let mut registry = Registry::with_prefix("agh_worker");
     registry.register(
         "build",
         "Build information of this agh-worker",
@@ -158,7 +223,7 @@ pub fn render(
     ] {
         counter(&mut registry, name, help, value);
     }
-    if let Some(requests) = api_requests {
+    if let Some(requests) = input.api_requests {
         counters(
             &mut registry,
             "api_requests",
@@ -170,38 +235,62 @@ pub fn render(
         );
     }
 
-    let ready = readiness(&snapshot, stopping, now, timings);
+    let children: usize = input
+        .loops
+        .iter()
+        .map(|view| view.snapshot.children.len())
+        .sum();
     for (name, help, value) in [
         (
             "runs_in_flight",
-            "Runs in hand now (0 or 1)",
-            i64::from(snapshot.current.is_some()),
+            "Runs in hand now (0 or 1 per claim loop: per slot in a resident worker)",
+            count(&|view| view.snapshot.current.is_some()),
         ),
         (
             "children",
             "Live child sessions created by this worker's handlers",
-            i64::try_from(snapshot.children.len()).unwrap_or(i64::MAX),
+            i64::try_from(children).unwrap_or(i64::MAX),
         ),
         (
             "ready",
             "1 when /readyz answers 200",
-            i64::from(ready.is_ready()),
+            i64::from(input.ready),
         ),
         (
             "healthy",
             "1 when /healthz answers 200",
-            i64::from(liveness(&snapshot, now, timings).is_ok()),
+            i64::from(input.healthy),
         ),
         (
             "identity_ok",
-            "1 while AGH accepts the worker's session identity",
-            i64::from(snapshot.identity_ok),
+            "Claim loops whose session identity AGH accepts now (1 or 0; per slot in a resident worker)",
+            count(&|view| view.snapshot.identity_ok),
         ),
     ] {
         gauge(&mut registry, name, help, value);
     }
+    if let Some(slots) = input.slots {
+        gauge(
+            &mut registry,
+            "slots",
+            "Sessions attached to this resident worker, one claim loop each",
+            i64::try_from(slots.attached).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut registry,
+            "slots_max",
+            "The most sessions this resident worker serves at once (worker.max_slots)",
+            i64::try_from(slots.max).unwrap_or(i64::MAX),
+        );
+    }
+    // A handler is healthy when it can work in every loop that has it.
+    let mut by_handler = std::collections::BTreeMap::<String, bool>::new();
+    for (name, healthy) in input.loops.iter().flat_map(|view| view.handlers.iter()) {
+        let entry = by_handler.entry(name.clone()).or_insert(true);
+        *entry &= *healthy;
+    }
     let handlers = Family::<Vec<(&'static str, String)>, Gauge>::default();
-    for (name, healthy) in board.handler_health().handlers() {
+    for (name, healthy) in by_handler {
         handlers
             .get_or_create(&vec![("handler", name)])
             .set(i64::from(healthy));
@@ -215,14 +304,20 @@ pub fn render(
     for (value, name) in WORKER_STATES {
         states
             .get_or_create(&vec![("state", name)])
-            .set(i64::from(snapshot.state == value));
+            .set(count(&|view| view.snapshot.state == value));
     }
     registry.register(
         "state",
-        "The worker loop's state (1 for the current one)",
+        "Claim loops in each state (1 for the current one of a worker; one per slot in a resident worker)",
         states,
     );
-    if let Some(age) = ready.last_contact_seconds_ago {
+    let last_contact = input
+        .loops
+        .iter()
+        .filter_map(|view| view.snapshot.last_contact_instant)
+        .max()
+        .map(|at| now.saturating_duration_since(at).as_secs_f64());
+    if let Some(age) = last_contact {
         seconds(
             &mut registry,
             "last_contact_age",
@@ -234,10 +329,10 @@ pub fn render(
         &mut registry,
         "uptime",
         "Time since start",
-        uptime.as_secs_f64(),
+        input.uptime.as_secs_f64(),
     );
 
-    let histograms = board.histograms();
+    let histograms = input.histograms;
     registry.register_with_unit(
         "claim_to_start",
         "Claim answer to handler start",

@@ -9,8 +9,34 @@ use tokio::task::JoinHandle;
 
 use crate::worker::{Shutdown, StatusBoard, WorkerState};
 
-/// Starts the notifier; it ends when the worker reports `Stopped`.
+/// What the notifier reads at each tick.
+#[derive(Clone, Debug)]
+pub struct Beat {
+    /// Ready to work: READY=1 is sent the first time.
+    pub ready: bool,
+    /// Ended: the notifier stops.
+    pub stopped: bool,
+    /// When the watched loop last showed it was alive.
+    pub last_tick: tokio::time::Instant,
+    /// The `STATUS=` line.
+    pub line: String,
+}
+
+/// Starts the notifier of a worker; it ends when the worker reports `Stopped`.
 pub fn spawn(status: StatusBoard, shutdown: Shutdown) -> JoinHandle<()> {
+    spawn_with(shutdown, move || {
+        let snapshot = status.snapshot();
+        Beat {
+            ready: snapshot.state != WorkerState::Starting,
+            stopped: snapshot.state == WorkerState::Stopped,
+            last_tick: snapshot.last_tick,
+            line: status_line(&snapshot),
+        }
+    })
+}
+
+/// Starts a notifier that reads `beat` at each tick (a resident worker's own beat).
+pub fn spawn_with(shutdown: Shutdown, beat: impl Fn() -> Beat + Send + 'static) -> JoinHandle<()> {
     tokio::spawn(async move {
         let watchdog = watchdog_interval();
         let every = watchdog
@@ -22,12 +48,12 @@ pub fn spawn(status: StatusBoard, shutdown: Shutdown) -> JoinHandle<()> {
         let mut interval = tokio::time::interval(every);
         loop {
             interval.tick().await;
-            let snapshot = status.snapshot();
-            if snapshot.state == WorkerState::Stopped {
+            let now = beat();
+            if now.stopped {
                 return;
             }
             let mut states = Vec::new();
-            if !ready_sent && snapshot.state != WorkerState::Starting {
+            if !ready_sent && now.ready {
                 states.push(NotifyState::Ready);
                 ready_sent = true;
             }
@@ -35,13 +61,12 @@ pub fn spawn(status: StatusBoard, shutdown: Shutdown) -> JoinHandle<()> {
                 states.push(NotifyState::Stopping);
                 stopping_sent = true;
             }
-            let line = status_line(&snapshot);
-            if line != last_line {
-                last_line = line.clone();
+            if now.line != last_line {
+                last_line = now.line;
                 states.push(NotifyState::Status(&last_line));
             }
             // The loop ticks at least every few seconds while alive, even inside long-polls.
-            let alive = watchdog.is_some_and(|w| snapshot.last_tick.elapsed() < w);
+            let alive = watchdog.is_some_and(|w| now.last_tick.elapsed() < w);
             if alive {
                 states.push(NotifyState::Watchdog);
             }

@@ -139,9 +139,7 @@ impl HealthState {
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             worker: &snapshot,
         };
-        serde_json::to_value(&body).unwrap_or_else(
-            |err| serde_json::json!({"error": format!("the status could not be encoded: {err}")}),
-        )
+        to_json(&body)
     }
 
     /// The `/metrics` body now.
@@ -183,26 +181,66 @@ struct StatusBody<'a> {
     worker: &'a WorkerStatus,
 }
 
+/// What the four routes answer from: one worker's [`HealthState`], or a resident worker's
+/// slots (`attach::resident`).
+pub trait HealthView: Send + Sync + 'static {
+    /// `/healthz`: whether it passes, and its body.
+    fn liveness_answer(&self) -> (bool, serde_json::Value);
+    /// `/readyz`: whether it passes, and its body.
+    fn readiness_answer(&self) -> (bool, serde_json::Value);
+    /// The `/status` body.
+    fn status_json(&self) -> serde_json::Value;
+    /// The `/metrics` body.
+    fn metrics_text(&self) -> String;
+}
+
+impl HealthView for HealthState {
+    fn liveness_answer(&self) -> (bool, serde_json::Value) {
+        let answer = self.liveness();
+        (answer.is_ok(), to_json(&answer))
+    }
+
+    fn readiness_answer(&self) -> (bool, serde_json::Value) {
+        let answer = self.readiness();
+        (answer.is_ready(), to_json(&answer))
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        HealthState::status_json(self)
+    }
+
+    fn metrics_text(&self) -> String {
+        HealthState::metrics_text(self)
+    }
+}
+
+/// A body as JSON; one that cannot be encoded says so instead.
+pub fn to_json(body: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(body).unwrap_or_else(
+        |err| serde_json::json!({"error": format!("the answer could not be encoded: {err}")}),
+    )
+}
+
 /// The routes.
-pub fn router(state: HealthState) -> Router {
+pub fn router(view: impl HealthView) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(view) as Arc<dyn HealthView>)
 }
 
-type Shared = State<Arc<HealthState>>;
+type Shared = State<Arc<dyn HealthView>>;
 
 async fn healthz(State(state): Shared) -> Response {
-    let answer = state.liveness();
-    probe_answer(answer.is_ok(), answer)
+    let (passes, body) = state.liveness_answer();
+    probe_answer(passes, body)
 }
 
 async fn readyz(State(state): Shared) -> Response {
-    let answer = state.readiness();
-    probe_answer(answer.is_ready(), answer)
+    let (passes, body) = state.readiness_answer();
+    probe_answer(passes, body)
 }
 
 /// A probe's JSON body, 200 when it passes and 503 when it does not.
@@ -308,11 +346,6 @@ pub async fn start_for(
     shutdown: &Shutdown,
 ) -> Result<Option<HealthServer>, String> {
     use super::health::HealthTimings;
-    let listen = match HealthListen::from_config(&config.health) {
-        Ok(Some(listen)) => listen,
-        Ok(None) => return Ok(None),
-        Err(err) => return Err(err.to_string()),
-    };
     let client = worker.client();
     let state = HealthState::new(
         worker.status_board().clone(),
@@ -321,7 +354,21 @@ pub async fn start_for(
         HealthInfo::new(client.identity(), client.endpoint()),
     )
     .with_api_requests(worker.request_counters().clone());
-    match start(&listen, state).await {
+    start_configured(&config.health, state).await
+}
+
+/// Starts the server `[health]` asks for on `view`, unless disabled; logs where it listens. An
+/// error names the key to change.
+pub async fn start_configured(
+    health: &HealthConfig,
+    view: impl HealthView,
+) -> Result<Option<HealthServer>, String> {
+    let listen = match HealthListen::from_config(health) {
+        Ok(Some(listen)) => listen,
+        Ok(None) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    match start(&listen, view).await {
         Ok(server) => {
             // The bound address, not the configured one: `:0` picks a free port.
             let serving = server
@@ -341,7 +388,7 @@ pub async fn start_for(
 
 /// Binds `listen` and serves `state` on it until [`HealthServer::stop`]. Binding happens before
 /// this returns, so a port in use is reported to the caller at start-up.
-pub async fn start(listen: &HealthListen, state: HealthState) -> std::io::Result<HealthServer> {
+pub async fn start(listen: &HealthListen, state: impl HealthView) -> std::io::Result<HealthServer> {
     let app = router(state);
     let stop = CancellationToken::new();
     let (task, local_addr, socket_path) = match listen {
@@ -383,7 +430,7 @@ where
 
 /// A socket file left by a worker that died is in the way of binding; anything else at that
 /// path is not ours to delete.
-fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
+pub fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),

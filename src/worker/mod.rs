@@ -37,8 +37,8 @@ pub use api::AghApi;
 pub use settings::{SharedSettings, WorkerSettings};
 pub use shutdown::Shutdown;
 pub use status::{
-    CurrentRun, EndedRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState,
-    WorkerStatus,
+    Counters, CurrentRun, EndedRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard,
+    WorkerState, WorkerStatus,
 };
 pub use task_stream::OperatorCancel;
 pub use wake::Wake;

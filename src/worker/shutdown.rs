@@ -19,6 +19,15 @@ impl Shutdown {
         self.drain.is_cancelled() || self.force.is_cancelled()
     }
 
+    /// A shutdown that follows this one and can also be started by itself (a listener that
+    /// stops with its loop; one slot of a resident worker).
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            drain: self.drain.child_token(),
+            force: self.force.child_token(),
+        }
+    }
+
     /// Resolves when either phase begins.
     pub async fn stopping(&self) {
         tokio::select! {

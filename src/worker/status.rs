@@ -125,6 +125,48 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds `other`'s counts to these (a resident worker's totals over its slots).
+    pub fn add(&mut self, other: &Counters) {
+        let Counters {
+            runs_claimed,
+            runs_adopted,
+            runs_completed,
+            runs_failed,
+            runs_released,
+            leases_lost,
+            leases_lost_rejected,
+            leases_lost_deadline,
+            terminal_call_failures,
+            runs_canceled,
+            heartbeats_ok,
+            heartbeats_failed,
+            claim_errors,
+            messages_received,
+            messages_sent,
+            message_send_failures,
+            spawns_created,
+            spawns_refused,
+        } = other;
+        self.runs_claimed += runs_claimed;
+        self.runs_adopted += runs_adopted;
+        self.runs_completed += runs_completed;
+        self.runs_failed += runs_failed;
+        self.runs_released += runs_released;
+        self.leases_lost += leases_lost;
+        self.leases_lost_rejected += leases_lost_rejected;
+        self.leases_lost_deadline += leases_lost_deadline;
+        self.terminal_call_failures += terminal_call_failures;
+        self.runs_canceled += runs_canceled;
+        self.heartbeats_ok += heartbeats_ok;
+        self.heartbeats_failed += heartbeats_failed;
+        self.claim_errors += claim_errors;
+        self.messages_received += messages_received;
+        self.messages_sent += messages_sent;
+        self.message_send_failures += message_send_failures;
+        self.spawns_created += spawns_created;
+        self.spawns_refused += spawns_refused;
+    }
+
     /// Runs that reached an end of any kind.
     pub fn runs_finished(&self) -> u64 {
         self.runs_completed
@@ -243,6 +285,15 @@ impl Default for StatusBoard {
 }
 
 impl StatusBoard {
+    /// A fresh board whose run histograms are `histograms` (shared: a resident worker's slots
+    /// observe into one pair, which `/metrics` shows).
+    pub fn with_histograms(histograms: RunHistograms) -> Self {
+        StatusBoard {
+            histograms,
+            ..StatusBoard::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, WorkerStatus> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         lock(&self.inner)
