@@ -62,7 +62,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Sim(args) => return crate::dev::serve::serve(args).await,
         // Its own loading and logging: a durable log file beside stderr, no stdout at all.
-        Command::Acp => return crate::acp::run(&cli).await,
+        Command::Acp(_) => {
+            let (config, _log) = match crate::acp::session::load_and_log(&cli, "agh-worker acp") {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            return match config.attach.socket_path() {
+                Some(socket) => crate::attach::thin::run(config, socket).await,
+                None => crate::acp::run(config).await,
+            };
+        }
         Command::Demo(args) => return crate::dev::demo::run(args).await,
         Command::Soak(args) => return crate::dev::soak::run(args).await,
         // Before the validated load below: `check` reports an invalid configuration itself,
@@ -91,6 +100,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
     let log = crate::ops::logging::init(&config.log.level, config.log.format);
     if let Command::Run(args) = &cli.command {
         let sources = ConfigSources::from_process(cli.config.clone(), cli.overrides());
+        if let Some(socket) = config.attach.socket_path() {
+            return crate::attach::resident::run(config, socket, args, sources, log).await;
+        }
         return run_worker(sources, config, args, log).await;
     }
     let client = match build_client(&config) {

@@ -25,12 +25,14 @@
 //! - `commands/`: `check`, the one-shot API commands, completions and man page, `coder`.
 //! - `dev/`: the built-in simulator, the demo, the benchmark and the fault soak.
 //! - `acp/`: `agh-worker acp`, the worker as the ACP agent AGH launches for its own session.
+//! - `attach/`: the resident worker (`run --attach`) that serves the sessions AGH starts, one
+//!   slot each, and the thin `acp --attach` process that hands it its session.
 //! - `util/`: backoff, error chains, locking, redaction, timers.
 //! - `cli/`, `app.rs`, `exit.rs`: the edge.
 //!
 //! Dependencies point one way, each layer using only those before it: `util` → `api`,
 //! `agentuity` → `handler` → `config` → `worker` → `coordination` → `assembly` → `ops` →
-//! `commands`, `dev`, `acp` → `app`. The simulator uses nothing but `util`. `ARCHITECTURE.md` follows
+//! `commands`, `dev`, `acp` → `attach` → `app`. The simulator uses nothing but `util`. `ARCHITECTURE.md` follows
 //! one run through these files and keeps the glossary.
 
 // Product code has no unsafe but one audited block, the parent-death signal of handler programs
@@ -49,6 +51,8 @@ pub mod api;
 pub mod app;
 #[doc(hidden)]
 pub mod assembly;
+#[doc(hidden)]
+pub mod attach;
 #[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]

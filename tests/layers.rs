@@ -21,7 +21,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("commands", 8),
     ("dev", 8),
     ("acp", 8),
-    ("app", 9),
+    ("attach", 9),
+    ("app", 10),
 ];
 
 fn layer(module: &str) -> Option<u8> {

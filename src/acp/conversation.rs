@@ -16,7 +16,7 @@ use agent_client_protocol::v1::schema::{
 };
 use agent_client_protocol::{Agent, ByteStreams};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
 use super::turn::{self, Turn};
@@ -39,13 +39,32 @@ pub enum SessionEvent {
 #[error("the ACP connection on stdin/stdout failed: {0}")]
 pub struct ConversationError(String);
 
-/// The agent's half of the conversation: who it is, where its events go, the board it reports.
+/// Where a turn's answer reads the worker's state from.
+#[derive(Clone, Debug)]
+pub enum StateSource {
+    /// The worker in this process (`agh-worker acp`).
+    Board(StatusBoard),
+    /// The latest line from a resident worker, or about reaching it (`acp --attach`).
+    Line(watch::Receiver<String>),
+}
+
+impl StateSource {
+    /// The state as one line.
+    pub fn describe(&self) -> String {
+        match self {
+            StateSource::Board(board) => turn::describe(&board.snapshot()),
+            StateSource::Line(line) => line.borrow().clone(),
+        }
+    }
+}
+
+/// The agent's half of the conversation: who it is, where its events go, whose state it reports.
 #[derive(Clone, Debug)]
 pub struct Conversation {
     /// AGH's session id: the ACP session id is derived from it, so logs on both sides match.
     pub agh_session_id: String,
     pub events: mpsc::UnboundedSender<SessionEvent>,
-    pub board: StatusBoard,
+    pub state: StateSource,
 }
 
 impl Conversation {
@@ -80,7 +99,7 @@ impl Conversation {
         } else {
             tracing::info!("ACP prompt answered with the worker's state; it takes no instructions");
         }
-        turn::answer(&turn, &self.board.snapshot())
+        turn::answer(&turn, &self.state.describe())
     }
 }
 
@@ -169,7 +188,7 @@ mod properties {
             let conversation = Conversation {
                 agh_session_id: "sess-1".into(),
                 events,
-                board: StatusBoard::default(),
+                state: StateSource::Board(StatusBoard::default()),
             };
             let served = tokio::spawn(serve(agent_in, agent_out, conversation));
             for line in lines {

@@ -20,13 +20,14 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use super::conversation::{self, Conversation, SessionEvent};
+use super::conversation::{self, Conversation, SessionEvent, StateSource};
 use super::log_file::{self, CappedFile};
 use crate::assembly::{Worker, WorkerBuilder};
 use crate::cli::Cli;
 use crate::config::{self, Config, ConfigSources};
 use crate::exit;
 use crate::handler::process_groups::{signal, state_dir};
+use crate::ops::logging::LogControl;
 use crate::ops::server::HealthServer;
 use crate::worker::{Shutdown, WorkerExit, WorkerSettings};
 
@@ -40,20 +41,27 @@ const TERM_TO_KILL: Duration = Duration::from_millis(250);
 /// after reading the answer to `session/new`, which the worker's first call may overtake.
 const ACP_IDENTITY_PROBE: Duration = Duration::from_secs(1);
 
-/// `agh-worker acp`.
-pub async fn run(cli: &Cli) -> ExitCode {
+/// `agh-worker acp`, with its configuration loaded and its log set up ([`load_and_log`]).
+pub async fn run(config: Config) -> ExitCode {
+    let span = tracing::info_span!("acp", session_id = %config.agh.session_id);
+    serve(config).instrument(span).await
+}
+
+/// The configuration, loaded as `run` loads it, and the log: stderr and its durable copy
+/// (`acp.log_file`). `program` names the command in the error for a configuration that cannot
+/// be used.
+pub fn load_and_log(cli: &Cli, program: &str) -> Result<(Config, LogControl), ExitCode> {
     let sources = ConfigSources::from_process(cli.config.clone(), cli.overrides());
     let config = match config::load(&sources) {
         Ok(loaded) => loaded.config,
         Err(err) => {
-            eprintln!("agh-worker acp: the configuration cannot be used:\n{err}");
-            return ExitCode::from(exit::BAD_CONFIG);
+            eprintln!("{program}: the configuration cannot be used:\n{err}");
+            return Err(ExitCode::from(exit::BAD_CONFIG));
         }
     };
     let copy = log_copy(&config);
-    let _log = crate::ops::logging::init_with_copy(&config.log.level, config.log.format, copy);
-    let span = tracing::info_span!("acp", session_id = %config.agh.session_id);
-    serve(config).instrument(span).await
+    let log = crate::ops::logging::init_with_copy(&config.log.level, config.log.format, copy);
+    Ok((config, log))
 }
 
 /// The durable log file, when on and writable (else stderr alone, said on stderr).
@@ -102,7 +110,7 @@ async fn serve(config: Config) -> ExitCode {
     let conversation = Conversation {
         agh_session_id: config.agh.session_id.clone(),
         events,
-        board: worker.status_board().clone(),
+        state: StateSource::Board(worker.status_board().clone()),
     };
     let mut talk = tokio::spawn(
         conversation::serve(tokio::io::stdin(), tokio::io::stdout(), conversation)
@@ -153,7 +161,7 @@ async fn serve(config: Config) -> ExitCode {
             }
         }
     }
-    stop(&worker, &shutdown, running).await;
+    stop_worker(&worker, &shutdown, running).await;
     if let Some(health) = health {
         health.stop().await;
     }
@@ -192,8 +200,13 @@ async fn start_health(
 }
 
 /// AGH's stop, from the worker's side: no call to AGH any more (it would answer 401), every
-/// handler group ended, the loop stopped at once, all within [`STOP_BUDGET`].
-async fn stop(worker: &Worker, shutdown: &Shutdown, running: Option<JoinHandle<WorkerExit>>) {
+/// handler group ended, the loop stopped at once, all within [`STOP_BUDGET`]. A resident
+/// worker stops an attached session's slot the same way.
+pub async fn stop_worker(
+    worker: &Worker,
+    shutdown: &Shutdown,
+    running: Option<JoinHandle<WorkerExit>>,
+) {
     let started = tokio::time::Instant::now();
     worker.client().silence();
     let groups = worker.handler_process_groups();

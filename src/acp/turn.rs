@@ -77,18 +77,17 @@ pub fn describe(status: &WorkerStatus) -> String {
     format!("agh-worker: {doing}; {tally}.")
 }
 
-/// The answer to a turn: what it did, then the state.
-pub fn answer(turn: &Turn, status: &WorkerStatus) -> String {
+/// The answer to a turn: what it did, then `state` (what [`describe`] says, or a resident
+/// worker's slot line).
+pub fn answer(turn: &Turn, state: &str) -> String {
     match turn {
         Turn::Wake { task_run_id, .. } if !task_run_id.is_empty() => format!(
-            "Woken about run {task_run_id}: claiming now (a wake does not assign the run). {}",
-            describe(status)
+            "Woken about run {task_run_id}: claiming now (a wake does not assign the run). {state}"
         ),
-        Turn::Wake { .. } => format!("Woken: claiming now. {}", describe(status)),
+        Turn::Wake { .. } => format!("Woken: claiming now. {state}"),
         Turn::Other => format!(
             "This session is an agh-worker: it claims task runs of its agent and hands them to \
-             its handlers; it does not chat. {}",
-            describe(status)
+             its handlers; it does not chat. {state}"
         ),
     }
 }
@@ -140,7 +139,7 @@ mod tests {
                 task_id: "t".into(),
                 task_run_id: "run-9".into(),
             },
-            &status,
+            &describe(&status),
         );
         assert!(text.contains("run-9"), "{text}");
         assert!(text.contains("does not assign"), "{text}");

@@ -57,7 +57,7 @@ pub enum Command {
     Run(RunArgs),
     /// Be the ACP agent of this AGH session: AGH launches it (provider command `agh-worker acp`)
     /// and talks ACP on stdin/stdout; it claims runs with the session's identity (see docs/acp.md).
-    Acp,
+    Acp(AcpArgs),
     /// Run the demo: the built-in AGH simulator, sample tasks, the example exec handler, a summary.
     Demo(DemoArgs),
     /// Serve the built-in AGH simulator (for tests, benchmarks and trying things out).
@@ -189,6 +189,19 @@ pub struct RunArgs {
     /// Handle at most one run, then exit (the same as --max-runs 1 with an idle exit after one claim wait).
     #[arg(long)]
     pub once: bool,
+    /// Be a resident worker: serve the sessions whose `agh-worker acp --attach` processes
+    /// attach on this Unix socket, one slot each (sets attach.socket; see docs/attach.md).
+    #[arg(long, value_name = "unix:PATH")]
+    pub attach: Option<String>,
+}
+
+/// `acp` options.
+#[derive(Clone, Debug, Args, Default)]
+pub struct AcpArgs {
+    /// Keep only the ACP conversation here and hand the session to the resident worker on this
+    /// Unix socket (sets attach.socket; see docs/attach.md).
+    #[arg(long, value_name = "unix:PATH")]
+    pub attach: Option<String>,
 }
 
 /// `demo` options.
@@ -416,6 +429,11 @@ impl Cli {
         push("agh.agent", &self.agent);
         push("agh.workspace_id", &self.workspace_id);
         push("log.level", &self.log_level);
+        match &self.command {
+            Command::Run(args) => push("attach.socket", &args.attach),
+            Command::Acp(args) => push("attach.socket", &args.attach),
+            _ => {}
+        }
         push(
             "log.format",
             &self.log_format.map(|f| match f {

@@ -224,7 +224,7 @@ pub async fn execute(
             json!({"spawn": client.spawn(&request, spawn_timeout).await?})
         }
         Command::Run(_)
-        | Command::Acp
+        | Command::Acp(_)
         | Command::Demo(_)
         | Command::Sim(_)
         | Command::Soak(_)

@@ -46,6 +46,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub coordination: CoordinationConfig,
     pub acp: AcpConfig,
+    pub attach: AttachConfig,
     /// `[[handlers]]`: which handler runs which task, first match wins.
     pub handlers: Vec<crate::handler::HandlerConfig>,
 }
@@ -150,6 +151,8 @@ pub struct WorkerConfig {
     pub priority_min: u64,
     /// Follow each run's task event stream so an operator cancel stops the handler at once.
     pub follow_task_events: bool,
+    /// A resident worker's most attached sessions (one claim loop each) at once.
+    pub max_slots: u64,
 }
 
 impl Default for WorkerConfig {
@@ -167,6 +170,7 @@ impl Default for WorkerConfig {
             required_capabilities: Vec::new(),
             priority_min: 0,
             follow_task_events: true,
+            max_slots: 8,
         }
     }
 }
@@ -192,6 +196,25 @@ impl Default for AcpConfig {
             log_file: String::new(),
             log_file_max_bytes: 10 * 1024 * 1024,
         }
+    }
+}
+
+/// `[attach]`: the resident worker that serves the sessions AGH starts, and the thin
+/// `agh-worker acp` processes that hand their sessions to it over a Unix socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachConfig {
+    /// The resident worker's socket (`unix:` optional). Set: `run` serves the sessions attached
+    /// there instead of working as one session, and `acp` hands its session to it. Empty: off.
+    pub socket: String,
+}
+
+impl AttachConfig {
+    /// The socket's path, when attach mode is on.
+    pub fn socket_path(&self) -> Option<std::path::PathBuf> {
+        let socket = self.socket.trim();
+        let path = socket.strip_prefix("unix:").unwrap_or(socket);
+        (!path.is_empty()).then(|| std::path::PathBuf::from(path))
     }
 }
 

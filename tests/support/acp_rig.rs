@@ -27,6 +27,17 @@ pub(crate) struct Rig {
 
 impl Rig {
     pub(crate) async fn start(transport: Transport, config: SimConfig, handlers: &str) -> Rig {
+        Rig::start_running(transport, config, handlers, "acp").await
+    }
+
+    /// The rig with the provider running `agh-worker --config FILE <subcommand>` (`acp`, or
+    /// `acp --attach unix:…`).
+    pub(crate) async fn start_running(
+        transport: Transport,
+        config: SimConfig,
+        handlers: &str,
+        subcommand: &str,
+    ) -> Rig {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let home = dir.path().join("agh-home");
         std::fs::create_dir_all(&home).expect("AGH home");
@@ -65,7 +76,7 @@ impl Rig {
         .expect("config file");
         sim.set_agent_provider(AgentProvider {
             command: format!(
-                "{} --config '{}' acp",
+                "{} --config '{}' {subcommand}",
                 env!("CARGO_BIN_EXE_agh-worker"),
                 config_file.display()
             ),
@@ -122,6 +133,16 @@ impl Rig {
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The worker's config file (the provider's, and a resident worker's).
+    pub(crate) fn config_file(&self) -> PathBuf {
+        self.path("agh-worker.toml")
+    }
+
+    /// `$AGH_HOME`, where the worker finds the simulator.
+    pub(crate) fn agh_home(&self) -> PathBuf {
+        self.path("agh-home")
     }
 }
 

@@ -10,4 +10,5 @@ pub(crate) mod fake_agh;
 pub(crate) mod handler_fixtures;
 pub(crate) mod log_capture;
 pub(crate) mod recorder;
+pub(crate) mod resident_rig;
 pub(crate) mod sim;

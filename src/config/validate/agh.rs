@@ -45,13 +45,18 @@ fn validate_identity_value(
     }
 }
 
-pub(super) fn validate_agh(agh: &AghConfig, worker: &WorkerConfig, errors: &mut ValidationErrors) {
+pub(super) fn validate_agh(
+    agh: &AghConfig,
+    worker: &WorkerConfig,
+    identity_required: bool,
+    errors: &mut ValidationErrors,
+) {
     validate_identity_value(
         "agh.session_id",
         "AGH_SESSION_ID",
         "X-AGH-Session-ID",
         &agh.session_id,
-        true,
+        identity_required,
         errors,
     );
     validate_identity_value(
@@ -59,7 +64,7 @@ pub(super) fn validate_agh(agh: &AghConfig, worker: &WorkerConfig, errors: &mut 
         "AGH_AGENT",
         "X-AGH-Agent",
         &agh.agent,
-        true,
+        identity_required,
         errors,
     );
     validate_identity_value(

@@ -18,6 +18,8 @@ const MAX_LEASE_SECONDS: u64 = 86_400;
 const MAX_PRIORITY_WEIGHT: u64 = 40;
 /// AGH's limit for one capability id.
 const MAX_CAPABILITY_BYTES: usize = 128;
+/// The most sessions one resident worker may serve: each is a claim loop with its own handler.
+const MAX_SLOTS: u64 = 1024;
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_BYTES: usize = 107;
 
@@ -30,13 +32,21 @@ impl Config {
     /// Checks every rule and reports all problems at once.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        validate_agh(&self.agh, &self.worker, &mut errors);
+        // A resident worker has no identity of its own: each attached session brings one.
+        let identity_required = self.attach.socket_path().is_none();
+        validate_agh(&self.agh, &self.worker, identity_required, &mut errors);
         validate_retry(&self.retry, &mut errors);
         validate_worker(&self.worker, &mut errors);
         validate_log(&self.log, &mut errors);
         validate_health(&self.health, &mut errors);
         validate_coordination(&self.coordination, &mut errors);
         validate_acp(&self.acp, &mut errors);
+        validate_socket_path(
+            "attach.socket",
+            self.attach.socket_path(),
+            "/run/agh-worker/attach.sock",
+            &mut errors,
+        );
         for (key, problem) in crate::handler::table::table_problems(&self.handlers) {
             errors.push(&key, problem);
         }
@@ -79,6 +89,16 @@ fn validate_retry(retry: &RetryConfig, errors: &mut ValidationErrors) {
 }
 
 fn validate_worker(worker: &WorkerConfig, errors: &mut ValidationErrors) {
+    check_ranges(
+        &[(
+            "worker.max_slots",
+            worker.max_slots,
+            1,
+            MAX_SLOTS,
+            "a resident worker with no slot serves nobody",
+        )],
+        errors,
+    );
     let lease = worker.lease_seconds;
     if !(1..=MAX_LEASE_SECONDS).contains(&lease) {
         errors.push(
@@ -181,19 +201,41 @@ fn validate_health(health: &HealthConfig, errors: &mut ValidationErrors) {
                 ),
             );
         }
-    } else if !socket.starts_with('/') {
-        errors.push(
+    } else {
+        validate_socket_path(
             "health.socket",
+            Some(socket.into()),
+            "/run/agh-worker/health.sock",
+            errors,
+        );
+    }
+}
+
+/// A Unix socket path setting: absolute (a relative one would depend on the working directory)
+/// and short enough for a socket address.
+fn validate_socket_path(
+    key: &str,
+    path: Option<std::path::PathBuf>,
+    example: &str,
+    errors: &mut ValidationErrors,
+) {
+    let Some(path) = path else {
+        return;
+    };
+    let length = path.as_os_str().len();
+    if !path.is_absolute() {
+        errors.push(
+            key,
             format!(
-                "health.socket ({socket:?}) is not an absolute path: use one such as \"/run/agh-worker/health.sock\" (a relative path would depend on the working directory)"
+                "{key} ({:?}) is not an absolute path: use one such as \"{example}\" (a relative path would depend on the working directory)",
+                path.display().to_string()
             ),
         );
-    } else if socket.len() > MAX_SOCKET_PATH_BYTES {
+    } else if length > MAX_SOCKET_PATH_BYTES {
         errors.push(
-            "health.socket",
+            key,
             format!(
-                "health.socket is {} bytes, longer than a Unix socket address can hold ({MAX_SOCKET_PATH_BYTES}): use a shorter path",
-                socket.len()
+                "{key} is {length} bytes, longer than a Unix socket address can hold ({MAX_SOCKET_PATH_BYTES}): use a shorter path"
             ),
         );
     }
