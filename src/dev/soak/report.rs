@@ -49,6 +49,7 @@ impl Report {
             self.children,
             super::SPAWN_DELAY.as_millis()
         );
+        self.sessions.print();
         println!(
             "  leases left at stop   {:>8}  (swept back to the queue: {})",
             self.claimed_at_end, self.swept_at_end
