@@ -45,6 +45,9 @@ use markers::{group_alive, read_markers};
 use workers::tail_text;
 
 const LEASE_SECONDS: u64 = 4;
+/// The `acp` workers' lease: the shortest `acp.lease_seconds` allows (heartbeats every third of
+/// it need whole seconds).
+const ACP_LEASE_SECONDS: u64 = 6;
 const HEARTBEAT_SECONDS: u64 = 1;
 const LONG_POLL_MS: u64 = 1_000;
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
@@ -52,8 +55,8 @@ const DRAIN_SECONDS: u64 = 5;
 const KILL_GRACE_MS: u64 = 500;
 /// How long a handler may outlive its run's lease before that counts as a leak: the worker
 /// learns of a loss at the next heartbeat or, when heartbeats fail, at its local lease deadline,
-/// then gives the handler `KILL_GRACE_MS` to stop.
-const HANDLER_TOLERANCE: Duration = Duration::from_secs(LEASE_SECONDS + 2);
+/// then gives the handler `KILL_GRACE_MS` to stop. The longer lease of the two kinds of worker.
+const HANDLER_TOLERANCE: Duration = Duration::from_secs(ACP_LEASE_SECONDS + 2);
 /// One exec run in this many; the rest use the noop handler (the soak is about the lease
 /// protocol, and a process per run would bound the throughput by fork/exec).
 const EXEC_EVERY: u64 = 5;
@@ -531,7 +534,7 @@ impl Rig {
         let before = self.sim.ledger();
         self.report.claimed_at_end = before.runs_in_status("claimed");
         self.sim
-            .advance_clock(Duration::from_secs(LEASE_SECONDS * 2 + 1));
+            .advance_clock(Duration::from_secs(ACP_LEASE_SECONDS * 2 + 1));
         // The sweep works in batches; bounded by the number of runs.
         for _ in 0..=(self.plan.runs / 100 + 1) {
             let swept = self.sim.sweep_now();

@@ -27,6 +27,9 @@ const IN_FLIGHT: Duration = Duration::from_millis(250);
 /// exiting (SIGTERM, 250 ms, SIGKILL); what is left is reaped a moment later.
 const HANDLERS_GONE: Duration = Duration::from_secs(1);
 
+/// How long a due stop waits for a session with a handler at work before it stops any.
+const WAIT_FOR_WORK: Duration = Duration::from_secs(2);
+
 /// The agent the sessions run as: the same as the `run` workers', so they share the queue.
 const AGENT: &str = "worker";
 
@@ -43,11 +46,17 @@ pub(super) struct SessionFigures {
     /// Runs a stopped worker's handler was working on, and how many another session finished.
     pub(super) runs_in_hand: u64,
     pub(super) finished_elsewhere: u64,
+    /// Of those, how many an operator canceled meanwhile.
+    pub(super) canceled: u64,
     /// Calls with a stopping session's identity: before its stdin closed (it could not know),
     /// within [`IN_FLIGHT`] of the close, and later (violations).
     pub(super) calls_before_close: u64,
     pub(super) calls_in_flight: u64,
     pub(super) calls_late: u64,
+    /// The latest of the calls within [`IN_FLIGHT`], after the close.
+    pub(super) latest_in_flight: Duration,
+    /// Every call after a stop, by route.
+    pub(super) call_routes: BTreeMap<&'static str, u64>,
 }
 
 impl SessionFigures {
@@ -65,15 +74,22 @@ impl SessionFigures {
             self.slowest_exit.as_millis()
         );
         println!(
-            "  runs in hand at a stop{:>8}  (requeued at lease expiry and finished by another session: {})",
-            self.runs_in_hand, self.finished_elsewhere
+            "  runs in hand at a stop{:>8}  (requeued at lease expiry and finished by another session: {}, canceled: {})",
+            self.runs_in_hand, self.finished_elsewhere, self.canceled
         );
+        let routes = self
+            .call_routes
+            .iter()
+            .map(|(route, count)| format!("{route} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "  calls after a stop    {:>8}  (before stdin closed: {}, within {} ms of the close: {}, later: {})",
+            "  calls after a stop    {:>8}  (before stdin closed: {}, within {} ms of the close: {} (the latest {} ms after), later: {}; {routes})",
             self.calls_before_close + self.calls_in_flight + self.calls_late,
             self.calls_before_close,
             IN_FLIGHT.as_millis(),
             self.calls_in_flight,
+            self.latest_in_flight.as_millis(),
             self.calls_late
         );
     }
@@ -152,7 +168,7 @@ impl Rig {
             ),
             (
                 "AGH_WORKER__ACP__LEASE_SECONDS".into(),
-                LEASE_SECONDS.to_string(),
+                ACP_LEASE_SECONDS.to_string(),
             ),
             ("AGH_WORKER__ACP__LOG_FILE".into(), "off".into()),
             ("AGH_WORKER__WORKER__ORPHAN_POLICY".into(), "adopt".into()),
@@ -223,8 +239,11 @@ impl Rig {
             .acp
             .next_stop
             .get_or_insert_with(|| now + Duration::from_millis(self.rng.u64(gap.clone())));
-        if now >= next_stop && self.acp.stopping.is_empty() && !self.acp.live.is_empty() {
-            self.stop_one(false);
+        if now >= next_stop
+            && self.acp.stopping.is_empty()
+            && !self.acp.live.is_empty()
+            && self.stop_one(now >= next_stop + WAIT_FOR_WORK)
+        {
             self.acp.next_stop = Some(now + Duration::from_millis(self.rng.u64(gap)));
         }
         Ok(())
@@ -270,9 +289,10 @@ impl Rig {
         Ok(())
     }
 
-    /// Starts AGH's stop of a session: preferably one whose exec handler works on a run it
-    /// holds (the worker must end that handler, and the run must be finished by someone else).
-    fn stop_one(&mut self, at_end: bool) {
+    /// Starts AGH's stop of a session whose exec handler works on a run it holds (the worker
+    /// must end that handler, and the run must be finished by someone else), or of any session
+    /// with `any`; answers whether it did.
+    fn stop_one(&mut self, any: bool) -> bool {
         let working: Vec<(usize, String)> = read_markers(&self.markers)
             .into_iter()
             .filter_map(|marker| {
@@ -287,6 +307,9 @@ impl Rig {
             })
             .collect();
         let (index, run) = if working.is_empty() {
+            if !any {
+                return false;
+            }
             (self.rng.usize(..self.acp.live.len()), None)
         } else {
             let (index, run) = working[self.rng.usize(..working.len())].clone();
@@ -297,7 +320,8 @@ impl Rig {
             self.acp.in_hand.push((run, live.session_id.clone()));
             self.report.sessions.runs_in_hand += 1;
         }
-        self.spawn_stop(live, at_end);
+        self.spawn_stop(live, false);
+        true
     }
 
     fn spawn_stop(&mut self, live: Live, at_end: bool) {
@@ -428,9 +452,13 @@ impl Rig {
         let (calls, total) = self.sim.calls_after_stop();
         let figures = &mut self.report.sessions;
         for call in &calls {
+            *figures.call_routes.entry(call.route.as_str()).or_insert(0) += 1;
             match call.since_stdin_closed {
                 None => figures.calls_before_close += 1,
-                Some(after) if after <= IN_FLIGHT => figures.calls_in_flight += 1,
+                Some(after) if after <= IN_FLIGHT => {
+                    figures.calls_in_flight += 1;
+                    figures.latest_in_flight = figures.latest_in_flight.max(after);
+                }
                 Some(after) => {
                     figures.calls_late += 1;
                     self.report.violations.push(format!(
@@ -461,6 +489,8 @@ impl Rig {
                 ));
             } else if finished {
                 self.report.sessions.finished_elsewhere += 1;
+            } else if run.status == "canceled" {
+                self.report.sessions.canceled += 1;
             }
         }
     }
