@@ -77,12 +77,7 @@ impl SessionFigures {
             "  runs in hand at a stop{:>8}  (requeued at lease expiry and finished by another session: {}, canceled: {})",
             self.runs_in_hand, self.finished_elsewhere, self.canceled
         );
-        let routes = self
-            .call_routes
-            .iter()
-            .map(|(route, count)| format!("{route} {count}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let routes = super::report::counts_text(&self.call_routes);
         println!(
             "  calls after a stop    {:>8}  (before stdin closed: {}, within {} ms of the close: {} (the latest {} ms after), later: {}; {routes})",
             self.calls_before_close + self.calls_in_flight + self.calls_late,
@@ -275,17 +270,23 @@ impl Rig {
                 .await
                 .context("the task starting an acp session failed")?
                 .map_err(|err| anyhow::anyhow!("an acp session did not start: {err}"))?;
-            let pid = self
-                .sim
-                .agent_pid(&info.session_id)
-                .context("the simulator knows no process of the session it started")?;
-            self.pid_sessions.insert(pid, info.session_id.clone());
-            self.acp.live.push(Live {
-                session_id: info.session_id,
-                pid,
-            });
-            self.report.sessions.started += 1;
+            self.add_live(info)?;
         }
+        Ok(())
+    }
+
+    /// A session whose start is over, with its worker's pid.
+    fn add_live(&mut self, info: SessionInfo) -> anyhow::Result<()> {
+        let pid = self
+            .sim
+            .agent_pid(&info.session_id)
+            .context("the simulator knows no process of the session it started")?;
+        self.pid_sessions.insert(pid, info.session_id.clone());
+        self.acp.live.push(Live {
+            session_id: info.session_id,
+            pid,
+        });
+        self.report.sessions.started += 1;
         Ok(())
     }
 
@@ -415,25 +416,15 @@ impl Rig {
     /// At the end AGH stops every session, with the checks of any stop.
     pub(super) async fn stop_sessions_at_end(&mut self) {
         for task in std::mem::take(&mut self.acp.starting) {
-            match task.await {
-                Ok(Ok(info)) => {
-                    if let Some(pid) = self.sim.agent_pid(&info.session_id) {
-                        self.pid_sessions.insert(pid, info.session_id.clone());
-                        self.acp.live.push(Live {
-                            session_id: info.session_id,
-                            pid,
-                        });
-                        self.report.sessions.started += 1;
-                    }
-                }
-                Ok(Err(err)) => self
-                    .report
-                    .violations
-                    .push(format!("an acp session did not start: {err}")),
-                Err(err) => self
-                    .report
-                    .violations
-                    .push(format!("the task starting an acp session failed: {err}")),
+            let started = match task.await {
+                Ok(Ok(info)) => self.add_live(info),
+                Ok(Err(err)) => Err(anyhow::anyhow!("an acp session did not start: {err}")),
+                Err(err) => Err(anyhow::anyhow!(
+                    "the task starting an acp session failed: {err}"
+                )),
+            };
+            if let Err(err) = started {
+                self.report.violations.push(format!("{err:#}"));
             }
         }
         for live in std::mem::take(&mut self.acp.live) {
