@@ -257,6 +257,13 @@ async fn agent(
     if transport == Transport::Tcp && !origin_allowed(headers) {
         return json_response(403, &json!({ "error": "origin not allowed" }));
     }
+    let credentials = credentials(headers);
+    // Before any fault: a call from a stopping session counts whatever it is answered.
+    state
+        .inner
+        .agents
+        .stops
+        .note_call(credentials.session_id.as_deref(), matched.route);
     let fault = state.inner.faults().take(matched.route);
     let mut drop_after_commit = false;
     match fault {
@@ -297,7 +304,6 @@ async fn agent(
     // over the HTTP cap only fails when it is read. The run detail and the task view are not
     // agent endpoints: without either identity header the caller is the operator; with one, both
     // are checked like an agent call (AGH `internal/api/core/tasks.go` ~106-131).
-    let credentials = credentials(headers);
     // AGH's session list reads no identity header at all (core/handlers.go ~326-363).
     let identity = if (matched.route.accepts_operator() && credentials.is_empty())
         || matched.route == Route::Sessions

@@ -1,6 +1,7 @@
 //! `agh-worker soak`: the built-in simulator in-process, several real worker processes against
 //! it, and a seeded storm of faults (5xx, delays past the client deadlines, answers dropped after
-//! a commit, garbage bodies, forced lease expiry, simulator restarts) and SIGKILLs of workers;
+//! a commit, garbage bodies, forced lease expiry, simulator restarts), SIGKILLs of workers, and
+//! AGH stopping the sessions of `acp` workers it launched and starting new ones (`sessions.rs`);
 //! at the end the simulator's ledger and the handlers' marker files must show that every run
 //! finished exactly once (or is still queued), never had two holders, never took a terminal call
 //! after a lease loss, and that no handler kept running for a run its worker no longer held.
@@ -37,12 +38,16 @@ mod chaos;
 mod markers;
 mod operator;
 mod report;
+mod sessions;
 mod workers;
 
 use markers::{group_alive, read_markers};
 use workers::tail_text;
 
 const LEASE_SECONDS: u64 = 4;
+/// The `acp` workers' lease: the shortest `acp.lease_seconds` allows (heartbeats every third of
+/// it need whole seconds).
+const ACP_LEASE_SECONDS: u64 = 6;
 const HEARTBEAT_SECONDS: u64 = 1;
 const LONG_POLL_MS: u64 = 1_000;
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
@@ -50,8 +55,8 @@ const DRAIN_SECONDS: u64 = 5;
 const KILL_GRACE_MS: u64 = 500;
 /// How long a handler may outlive its run's lease before that counts as a leak: the worker
 /// learns of a loss at the next heartbeat or, when heartbeats fail, at its local lease deadline,
-/// then gives the handler `KILL_GRACE_MS` to stop.
-const HANDLER_TOLERANCE: Duration = Duration::from_secs(LEASE_SECONDS + 2);
+/// then gives the handler `KILL_GRACE_MS` to stop. The longer lease of the two kinds of worker.
+const HANDLER_TOLERANCE: Duration = Duration::from_secs(ACP_LEASE_SECONDS + 2);
 /// One exec run in this many; the rest use the noop handler (the soak is about the lease
 /// protocol, and a process per run would bound the throughput by fork/exec).
 const EXEC_EVERY: u64 = 5;
@@ -209,6 +214,8 @@ struct Report {
     /// Child sessions the handlers' spawns made.
     children: u64,
     transitions: BTreeMap<String, u64>,
+    /// AGH's stops and starts of `acp` sessions.
+    sessions: sessions::SessionFigures,
     violations: Vec<String>,
 }
 
@@ -240,6 +247,8 @@ struct Rig {
     canceled: HashMap<String, Instant>,
     /// Tasks an operator paused → when to resume them.
     paused: Vec<(String, Instant)>,
+    /// The `acp` workers' sessions, which the simulator launches and stops as AGH does.
+    acp: sessions::AcpSessions,
 }
 
 async fn soak(plan: &Plan) -> anyhow::Result<Report> {
@@ -339,6 +348,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         canceled: HashMap::new(),
         paused: Vec::new(),
         expired: HashSet::new(),
+        acp: sessions::AcpSessions::new(plan.workers.min(4), format!("unix:{}", socket.display())),
     };
     let result = rig.drive().await;
     // Whatever happened, no worker process outlives the soak.
@@ -364,16 +374,23 @@ impl Rig {
         for index in 0..self.slots.len() {
             self.spawn_worker(index)?;
         }
+        self.set_acp_provider();
         let started = Instant::now();
         let deadline = started + self.plan.limit;
         // Gaps between chaos events, in ms. The quick soak has few runs, so it packs the same
         // kinds of trouble closer together to still meet each of them several times.
         // Faults are paced by traffic (one per so many requests), not by time: a time-paced
         // fault rate swamped a single worker, whose every call then met a queued fault.
-        let (fault_gap, expiry_gap, kill_gap, operator_gap) = if self.plan.quick {
-            (4..16, 300..1_200, 1_000..3_000, 400..1_500)
+        let (fault_gap, expiry_gap, kill_gap, operator_gap, stop_gap) = if self.plan.quick {
+            (4..16, 300..1_200, 1_000..3_000, 400..1_500, 2_000..5_000)
         } else {
-            (15..60, 500..3_000, 4_000..12_000, 1_000..4_000)
+            (
+                15..60,
+                500..3_000,
+                4_000..12_000,
+                1_000..4_000,
+                5_000..15_000,
+            )
         };
         let mut next_fault = self.rng.u64(fault_gap.clone());
         let mut next_expiry = started + Duration::from_millis(1_000);
@@ -401,6 +418,7 @@ impl Rig {
                 break;
             }
             self.watch_processes(now).await?;
+            self.tend_sessions(now, stop_gap.clone()).await?;
 
             let requests: u64 = ledger.requests.iter().map(|count| count.count).sum();
             if requests >= next_fault {
@@ -461,6 +479,8 @@ impl Rig {
                     .status();
             }
         }
+        // AGH stops its sessions while the `run` workers drain.
+        self.stop_sessions_at_end().await;
         let within = Duration::from_secs(DRAIN_SECONDS + 10);
         for slot in &mut self.slots {
             // A kill whose restarted process never had a run in hand (or was not restarted yet).
@@ -514,7 +534,7 @@ impl Rig {
         let before = self.sim.ledger();
         self.report.claimed_at_end = before.runs_in_status("claimed");
         self.sim
-            .advance_clock(Duration::from_secs(LEASE_SECONDS * 2 + 1));
+            .advance_clock(Duration::from_secs(ACP_LEASE_SECONDS * 2 + 1));
         // The sweep works in batches; bounded by the number of runs.
         for _ in 0..=(self.plan.runs / 100 + 1) {
             let swept = self.sim.sweep_now();
@@ -536,6 +556,7 @@ impl Rig {
         }
         self.report.canceled = ledger.runs_in_status("canceled");
         self.check_children();
+        self.check_sessions_at_end();
         let accounted =
             self.report.completed + self.report.failed + self.report.queued + self.report.canceled;
         if accounted != self.plan.runs {

@@ -7,12 +7,7 @@ impl Report {
         let secs = self.elapsed.as_secs_f64().max(0.001);
         let finished = self.completed + self.failed;
         let faults: u64 = self.faults.values().sum();
-        let by_kind = self
-            .faults
-            .iter()
-            .map(|(kind, count)| format!("{kind} {count}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let by_kind = counts_text(&self.faults);
         println!(
             "agh-worker soak: seed {}, {} runs, {} worker processes{}",
             plan.seed,
@@ -49,6 +44,7 @@ impl Report {
             self.children,
             super::SPAWN_DELAY.as_millis()
         );
+        self.sessions.print();
         println!(
             "  leases left at stop   {:>8}  (swept back to the queue: {})",
             self.claimed_at_end, self.swept_at_end
@@ -80,12 +76,7 @@ impl Report {
             "  handler markers left by a handler that died without cleaning up: {}",
             self.stale_markers
         );
-        let transitions = self
-            .transitions
-            .iter()
-            .map(|(kind, count)| format!("{kind} {count}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let transitions = counts_text(&self.transitions);
         println!("  ledger transitions    {transitions}");
         if self.violations.is_empty() {
             println!("  invariants            OK");
@@ -99,4 +90,13 @@ impl Report {
             }
         }
     }
+}
+
+/// `name count, name count, …`, in the map's order.
+pub(super) fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, u64>) -> String {
+    counts
+        .iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -4,9 +4,9 @@
 use super::*;
 
 impl Rig {
-    /// `agh-worker run` for a slot, configured only by environment (like a systemd unit).
-    pub(super) fn spawn_worker(&mut self, index: usize) -> anyhow::Result<()> {
-        let slot = &self.slots[index];
+    /// The settings every worker process of the soak runs with, `run` or `acp`, as environment
+    /// (like a systemd unit): the handlers and the short timings.
+    pub(super) fn worker_env(&self) -> Vec<(&'static str, String)> {
         let handlers = serde_json::json!([
             {
                 "name": "exec",
@@ -21,6 +21,49 @@ impl Rig {
             {"name": "noop", "kind": "noop"},
         ])
         .to_string();
+        vec![
+            (
+                "AGH_WORKER__AGH__WORKSPACE_ID",
+                DEFAULT_WORKSPACE.to_owned(),
+            ),
+            ("AGH_WORKER__HANDLERS", handlers),
+            (
+                "AGH_WORKER__WORKER__LEASE_SECONDS",
+                LEASE_SECONDS.to_string(),
+            ),
+            (
+                "AGH_WORKER__WORKER__HEARTBEAT_EVERY_SECONDS",
+                HEARTBEAT_SECONDS.to_string(),
+            ),
+            (
+                "AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS",
+                DRAIN_SECONDS.to_string(),
+            ),
+            ("AGH_WORKER__WORKER__IDENTITY_PROBE_SECONDS", "1".to_owned()),
+            (
+                "AGH_WORKER__AGH__LONG_POLL_TIMEOUT_MS",
+                LONG_POLL_MS.to_string(),
+            ),
+            (
+                "AGH_WORKER__AGH__REQUEST_TIMEOUT_MS",
+                REQUEST_TIMEOUT_MS.to_string(),
+            ),
+            ("AGH_WORKER__AGH__CONNECT_TIMEOUT_MS", "500".to_owned()),
+            ("AGH_WORKER__RETRY__INITIAL_BACKOFF_MS", "20".to_owned()),
+            ("AGH_WORKER__RETRY__MAX_BACKOFF_MS", "300".to_owned()),
+            ("AGH_WORKER__RETRY__TERMINAL_BUDGET_MS", "3000".to_owned()),
+            ("AGH_WORKER__RETRY__READ_BUDGET_MS", "3000".to_owned()),
+            ("AGH_WORKER__COORDINATION__LISTEN", "false".to_owned()),
+            ("AGH_WORKER__LOG__FORMAT", "text".to_owned()),
+            ("AGH_WORKER__LOG__LEVEL", "info".to_owned()),
+            // Several workers side by side: each health server takes a free port.
+            ("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0".to_owned()),
+        ]
+    }
+
+    /// `agh-worker run` for a slot, configured only by environment.
+    pub(super) fn spawn_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let slot = &self.slots[index];
         let mut command = Command::new(&self.binary);
         command
             .arg("run")
@@ -30,40 +73,8 @@ impl Rig {
             .env("AGH_SESSION_ID", &slot.session.session_id)
             .env("AGH_AGENT", &slot.session.agent_name)
             .env("AGH_WORKER__AGH__ENDPOINT", &slot.endpoint)
-            .env("AGH_WORKER__AGH__WORKSPACE_ID", DEFAULT_WORKSPACE)
-            .env("AGH_WORKER__HANDLERS", handlers)
-            .env(
-                "AGH_WORKER__WORKER__LEASE_SECONDS",
-                LEASE_SECONDS.to_string(),
-            )
-            .env(
-                "AGH_WORKER__WORKER__HEARTBEAT_EVERY_SECONDS",
-                HEARTBEAT_SECONDS.to_string(),
-            )
-            .env(
-                "AGH_WORKER__WORKER__DRAIN_TIMEOUT_SECONDS",
-                DRAIN_SECONDS.to_string(),
-            )
             .env("AGH_WORKER__WORKER__ORPHAN_POLICY", slot.policy)
-            .env("AGH_WORKER__WORKER__IDENTITY_PROBE_SECONDS", "1")
-            .env(
-                "AGH_WORKER__AGH__LONG_POLL_TIMEOUT_MS",
-                LONG_POLL_MS.to_string(),
-            )
-            .env(
-                "AGH_WORKER__AGH__REQUEST_TIMEOUT_MS",
-                REQUEST_TIMEOUT_MS.to_string(),
-            )
-            .env("AGH_WORKER__AGH__CONNECT_TIMEOUT_MS", "500")
-            .env("AGH_WORKER__RETRY__INITIAL_BACKOFF_MS", "20")
-            .env("AGH_WORKER__RETRY__MAX_BACKOFF_MS", "300")
-            .env("AGH_WORKER__RETRY__TERMINAL_BUDGET_MS", "3000")
-            .env("AGH_WORKER__RETRY__READ_BUDGET_MS", "3000")
-            .env("AGH_WORKER__COORDINATION__LISTEN", "false")
-            .env("AGH_WORKER__LOG__FORMAT", "text")
-            .env("AGH_WORKER__LOG__LEVEL", "info")
-            // Several workers side by side: each health server takes a free port.
-            .env("AGH_WORKER__HEALTH__LISTEN", "127.0.0.1:0")
+            .envs(self.worker_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

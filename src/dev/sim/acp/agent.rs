@@ -165,6 +165,11 @@ impl AgentProcess {
             .is_ok_and(|seen| seen.is_ok())
     }
 
+    /// The process id, which is also its group's id.
+    pub fn pid(&self) -> u32 {
+        self.pgid
+    }
+
     /// Whether the process has exited.
     pub fn has_exited(&self) -> bool {
         *self.exited.borrow()

@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod command;
 mod scheduler;
+mod stops;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ pub use agent::{
 pub(crate) use api::serve as serve_sessions_api;
 pub use command::split as split_command;
 pub(crate) use scheduler::schedule;
+pub use stops::CallAfterStop;
+pub(crate) use stops::StopRecords;
 
 use super::types::{SessionInfo, SessionSpec, SessionState};
 use super::{Inner, Simulator};
@@ -85,6 +88,8 @@ pub(crate) struct AgentSessions {
     woken: Mutex<HashSet<(String, String)>>,
     /// Why sessions the simulator started by itself failed to start.
     errors: Mutex<Vec<String>>,
+    /// The stops and the calls made with a stopping session's identity.
+    pub(crate) stops: StopRecords,
 }
 
 #[derive(Debug)]
@@ -216,10 +221,13 @@ impl Simulator {
     /// is left in the group after the exit is killed too.
     pub async fn stop_agent_session(&self, session_id: &str) -> Result<AgentStop, String> {
         let session = self.agent_session(session_id)?;
+        let stops = &self.inner.agents.stops;
+        stops.began(session_id);
         self.set_session_state(session_id, SessionState::Stopping);
         let cancel = json!({"sessionId": session.acp_session_id});
         let _ = session.process.notify("session/cancel", cancel).await;
         session.process.close_stdin().await;
+        stops.stdin_closed(session_id);
         let started = Instant::now();
         let exited_by_itself = session.process.wait_exit(STOP_GRACE).await;
         if !exited_by_itself {
@@ -237,6 +245,20 @@ impl Simulator {
             exited_by_itself,
             waited,
         })
+    }
+
+    /// The calls made with the identity of a session whose stop had begun, oldest first (the
+    /// first thousand), and how many there were in all.
+    pub fn calls_after_stop(&self) -> (Vec<CallAfterStop>, u64) {
+        let stops = &self.inner.agents.stops;
+        (stops.calls(), stops.calls_total())
+    }
+
+    /// The process id of the session's agent (the leader of its process group).
+    pub fn agent_pid(&self, session_id: &str) -> Option<u32> {
+        self.agent_session(session_id)
+            .ok()
+            .map(|session| session.process.pid())
     }
 
     /// Every line the session's agent wrote on stdout.
