@@ -374,3 +374,34 @@ async fn resident_metrics(rig: &Rig) -> String {
 fn resident_socket_left(rig: &Rig) -> bool {
     attach_socket(rig).exists()
 }
+
+#[tokio::test]
+async fn a_thin_process_without_its_resident_keeps_its_session_says_why_and_still_stops_in_time() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let rig = rig_with_thin_provider(dir.path(), Transport::Unix).await;
+    let session = rig.session().await;
+    let mut said = String::new();
+    for _ in 0..200 {
+        rig.sim
+            .prompt_agent(&session.session_id, "status?")
+            .await
+            .expect("answered without a resident");
+        said = rig.sim.agent_stdout(&session.session_id).join("\n");
+        if said.contains("is not running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(said.contains("This session stays up"), "{said}");
+    assert!(!rig.sim.agent_exited(&session.session_id));
+    let stop = rig
+        .sim
+        .stop_agent_session(&session.session_id)
+        .await
+        .expect("stops");
+    assert!(
+        stop.exited_by_itself && stop.waited < STOP_GRACE,
+        "nothing to hand the stop to, and still out before AGH's SIGTERM: {stop:?}"
+    );
+    assert_only_json_rpc(&rig.sim.agent_stdout(&session.session_id));
+}

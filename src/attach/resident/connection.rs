@@ -215,3 +215,78 @@ async fn attend(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::MatchRule;
+    use crate::api::{Endpoint, Identity};
+    use crate::attach::resident::slots::Slots;
+    use crate::handler::HandlerConfig;
+    use crate::worker::Shutdown;
+
+    fn resident(max_slots: usize) -> Resident {
+        let mut config = Config {
+            handlers: vec![HandlerConfig::noop("noop", MatchRule::default())],
+            ..Config::default()
+        };
+        config.agh.endpoint = "http://127.0.0.1:9".into();
+        let endpoint = Endpoint::parse("http://127.0.0.1:9").unwrap();
+        Resident {
+            client: AghClient::new(endpoint, Identity::default(), config.client_options()).unwrap(),
+            config: Mutex::new(config),
+            slots: Arc::new(Slots::new(max_slots)),
+            shutdown: Shutdown::default(),
+        }
+    }
+
+    fn request(session_id: &str, version: u32) -> AttachRequest {
+        AttachRequest {
+            version,
+            session_id: session_id.into(),
+            agent: "agh-worker".into(),
+            workspace_id: None,
+            session_channel: None,
+            pid: 1,
+        }
+    }
+
+    #[test]
+    fn an_identity_the_configuration_would_refuse_gets_no_slot() {
+        let resident = resident(2);
+        let refused = admit(&resident, &request("sess\nX-Other: 1", PROTOCOL_VERSION));
+        let Err((RefusalReason::BadRequest, why)) = refused else {
+            panic!("a header-breaking session id must be refused: {refused:?}");
+        };
+        assert!(why.contains("agh.session_id"), "{why}");
+        assert!(resident.slots.live().is_empty());
+    }
+
+    #[test]
+    fn another_protocol_version_or_a_stopping_resident_gets_no_slot() {
+        let resident = resident(2);
+        assert!(matches!(
+            admit(&resident, &request("sess-1", PROTOCOL_VERSION + 1)),
+            Err((RefusalReason::Version, _))
+        ));
+        resident.shutdown.drain.cancel();
+        assert!(matches!(
+            admit(&resident, &request("sess-1", PROTOCOL_VERSION)),
+            Err((RefusalReason::Stopping, _))
+        ));
+    }
+
+    #[test]
+    fn a_slot_speaks_as_its_session_and_the_resident_s_own_client_as_nobody() {
+        let resident = resident(2);
+        let slot = admit(&resident, &request("sess-1", PROTOCOL_VERSION)).unwrap();
+        assert_eq!(slot.worker.client().identity().session_id, "sess-1");
+        assert_eq!(
+            resident.client.identity().session_id,
+            "",
+            "the resident's own client speaks as nobody"
+        );
+    }
+}

@@ -289,3 +289,44 @@ fn beat(slots: &Slots, last_tick: tokio::time::Instant) -> Beat {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This process's uid, as the owner of a file it creates.
+    fn my_uid() -> u32 {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::metadata(file.path()).unwrap().uid()
+    }
+
+    #[tokio::test]
+    async fn only_a_peer_of_the_socket_s_owner_is_served() {
+        let me = my_uid();
+        let (ours, _other_end) = UnixStream::pair().unwrap();
+        assert!(same_user(ours, me).is_some());
+        let (theirs, _other_end) = UnixStream::pair().unwrap();
+        assert!(
+            same_user(theirs, me.wrapping_add(1)).is_none(),
+            "a peer running as another user is closed unserved"
+        );
+    }
+
+    #[test]
+    fn the_socket_is_created_owner_only_in_an_existing_folder_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing").join("attach.sock");
+        let err = bind(&missing).unwrap_err();
+        assert!(err.to_string().contains("RuntimeDirectory"), "{err}");
+        let socket = dir.path().join("attach.sock");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let (_listener, owner) = bind(&socket).unwrap();
+        assert_eq!(owner, my_uid());
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

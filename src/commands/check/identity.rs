@@ -21,6 +21,12 @@ pub(super) async fn identity_check(
         return (skip("not probed: no endpoint"), None);
     };
     let identity = config.identity();
+    if config.attach.socket_path().is_some() && identity.session_id.is_empty() {
+        return (
+            skip("none of its own: a resident worker speaks as each attached session"),
+            None,
+        );
+    }
     if identity.session_id.is_empty() || identity.agent.is_empty() {
         return (
             skip("not probed: agh.session_id and agh.agent must both be set"),

@@ -11,8 +11,11 @@ use std::path::Path;
 use super::{CheckLine, Status};
 use crate::config;
 
-/// The line for `config`'s identity, read from the AGH home's files.
+/// The line for `config`'s way of running, read from the AGH home's files.
 pub(super) fn mode_check(config: &config::Config) -> CheckLine {
+    if let Some(socket) = config.attach.socket_path() {
+        return resident_check(config, &socket);
+    }
     let agent = config.agh.agent.trim();
     let home = Path::new(&config.agh.home);
     if agent.is_empty() || config.agh.home.is_empty() {
@@ -46,6 +49,48 @@ pub(super) fn mode_check(config: &config::Config) -> CheckLine {
             ),
         )
         .with_details(borrowed_risk()),
+    }
+}
+
+/// A resident worker: its socket's folder must exist, no other resident may be serving there,
+/// and AGH's provider for `agh.agent` (when named) should run the thin process on that socket.
+fn resident_check(config: &config::Config, socket: &Path) -> CheckLine {
+    let at = format!("unix:{}", socket.display());
+    let summary = format!(
+        "way of running: a resident worker serving the sessions attached at {at} (up to {} at once)",
+        config.worker.max_slots
+    );
+    let thin = format!("agh-worker acp --attach {at}");
+    if let Some(folder) = socket.parent()
+        && !folder.is_dir()
+    {
+        return CheckLine::new("mode", Status::Fail, summary).with_details(vec![format!(
+            "the socket's folder {} does not exist: create it, owned by this user (systemd: RuntimeDirectory=agh-worker)",
+            folder.display()
+        )]);
+    }
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return CheckLine::new("mode", Status::Warn, summary).with_details(vec![format!(
+            "a resident worker is serving {at} already: a second one would take its socket over"
+        )]);
+    }
+    let agent = config.agh.agent.trim();
+    let home = Path::new(&config.agh.home);
+    let provider = (!agent.is_empty() && !config.agh.home.is_empty())
+        .then(|| launched_command(home, agent))
+        .flatten();
+    match provider {
+        Some(command) if command.contains("--attach") && command.contains(&*socket.to_string_lossy()) => {
+            CheckLine::new("mode", Status::Pass, summary).with_details(vec![format!(
+                "AGH launches `{command}` for agent {agent}: its sessions attach here"
+            )])
+        }
+        Some(command) => CheckLine::new("mode", Status::Warn, summary).with_details(vec![format!(
+            "AGH launches `{command}` for agent {agent}, which does not attach here: make its provider command `{thin}`"
+        )]),
+        None => CheckLine::new("mode", Status::Pass, summary).with_details(vec![format!(
+            "AGH's provider for the worker's agent must run `{thin}` (set agh.agent to have check read it)"
+        )]),
     }
 }
 
@@ -166,6 +211,37 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let line = mode_check(&config_for(home.path()));
         assert_eq!(line.status, Status::Warn, "{line:?}");
+    }
+
+    #[test]
+    fn a_resident_worker_checks_its_socket_folder_and_the_agent_s_provider_command() {
+        let home = home_with(
+            "---\nname: ops\nprovider: workers\n---\n\nA worker.\n",
+            "[providers.workers]\ncommand = \"agh-worker acp\"\n",
+        );
+        let mut config = config_for(home.path());
+        config.attach.socket = format!("unix:{}/missing/attach.sock", home.path().display());
+        let line = mode_check(&config);
+        assert_eq!(line.status, Status::Fail, "{line:?}");
+        assert!(line.details[0].contains("does not exist"), "{line:?}");
+
+        config.attach.socket = format!("unix:{}/attach.sock", home.path().display());
+        let line = mode_check(&config);
+        assert_eq!(
+            line.status,
+            Status::Warn,
+            "plain acp never attaches: {line:?}"
+        );
+        assert!(line.details[0].contains("acp --attach unix:"), "{line:?}");
+
+        let attached = format!(
+            "[providers.workers]\ncommand = \"agh-worker acp --attach unix:{}/attach.sock\"\n",
+            home.path().display()
+        );
+        std::fs::write(home.path().join("config.toml"), attached).unwrap();
+        let line = mode_check(&config);
+        assert_eq!(line.status, Status::Pass, "{line:?}");
+        assert!(line.summary.contains("resident worker"), "{line:?}");
     }
 
     #[test]
