@@ -59,7 +59,11 @@ fn open_gate(dir: &Path) {
 
 /// The rig with its provider running thin processes attached to `attach_socket(rig)`.
 async fn rig_with_thin_provider(dir: &Path, transport: Transport) -> Rig {
-    let rig = Rig::start_running(transport, SimConfig::default(), &gated_handler(dir), "acp").await;
+    rig_with_thin_provider_and(dir, transport, SimConfig::default()).await
+}
+
+async fn rig_with_thin_provider_and(dir: &Path, transport: Transport, config: SimConfig) -> Rig {
+    let rig = Rig::start_running(transport, config, &gated_handler(dir), "acp").await;
     let socket = attach_socket(&rig);
     rig.sim
         .set_agent_provider(agh_worker::dev::sim::acp::AgentProvider {
@@ -404,4 +408,43 @@ async fn a_thin_process_without_its_resident_keeps_its_session_says_why_and_stil
         "nothing to hand the stop to, and still out before AGH's SIGTERM: {stop:?}"
     );
     assert_only_json_rpc(&rig.sim.agent_stdout(&session.session_id));
+}
+
+#[tokio::test]
+async fn a_scheduler_wake_reaches_an_attached_slot_and_it_claims_at_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The daemon re-checks an open long-poll only every poll interval (an hour here): only the
+    // wake sent at enqueue, through the thin process and the resident, brings the run in time.
+    let rig = rig_with_thin_provider_and(
+        dir.path(),
+        Transport::Unix,
+        SimConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let resident = Resident::start(&rig, 2).await;
+    let session = rig.session().await;
+    resident
+        .until("the slot waiting in a long-poll", |status| {
+            status["slots"][0]["state"] == "idle"
+        })
+        .await;
+    rig.sim
+        .wait_for_waiters(agh_worker::dev::sim::Route::ClaimNext, 1)
+        .await;
+    open_gate(dir.path());
+    let run = rig.enqueue("woken");
+    rig.until("the woken run completed", |sim| completed(sim) == 1)
+        .await;
+    assert_eq!(
+        rig.sim.run(&run).and_then(|run| run.session_id),
+        Some(session.session_id.clone())
+    );
+    rig.sim
+        .stop_agent_session(&session.session_id)
+        .await
+        .expect("stops");
+    assert!(resident.terminate().await.success());
 }
