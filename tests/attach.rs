@@ -53,6 +53,24 @@ fn pid_alive(pid_file: &Path) -> bool {
     })
 }
 
+/// Prompts the session until its answers mention `needle` (the thin process's line changes as
+/// it loses or finds its resident), and returns what it said.
+async fn answers_until(rig: &Rig, session_id: &str, needle: &str) -> String {
+    let mut said = String::new();
+    for _ in 0..200 {
+        rig.sim
+            .prompt_agent(session_id, "status?")
+            .await
+            .expect("the thin process answers at once");
+        said = rig.sim.agent_stdout(session_id).join("\n");
+        if said.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    said
+}
+
 fn open_gate(dir: &Path) {
     std::fs::write(dir.join("gate"), b"").expect("the gate");
 }
@@ -216,18 +234,7 @@ async fn the_thin_processes_outlive_a_resident_restart_and_their_runs_are_finish
 
     resident.kill().await;
     // The sessions stay up, and say why nothing is worked on.
-    let mut said = String::new();
-    for _ in 0..200 {
-        rig.sim
-            .prompt_agent(&first.session_id, "status?")
-            .await
-            .expect("the thin process answers without its resident");
-        said = rig.sim.agent_stdout(&first.session_id).join("\n");
-        if said.contains("not working") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = answers_until(&rig, &first.session_id, "not working").await;
     assert!(said.contains("resident worker"), "{said}");
     assert!(!rig.sim.agent_exited(&first.session_id));
     assert!(!rig.sim.agent_exited(&second.session_id));
@@ -288,18 +295,7 @@ async fn a_session_beyond_max_slots_is_told_no_says_so_to_agh_and_attaches_once_
         .until("one slot", |status| status["slots_attached"] == 1)
         .await;
     let second = rig.session().await;
-    let mut said = String::new();
-    for _ in 0..200 {
-        rig.sim
-            .prompt_agent(&second.session_id, "status?")
-            .await
-            .expect("answered");
-        said = rig.sim.agent_stdout(&second.session_id).join("\n");
-        if said.contains("max_slots") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = answers_until(&rig, &second.session_id, "max_slots").await;
     assert!(said.contains("worker.max_slots"), "{said}");
     let ready = resident.status().await.expect("/status");
     assert_eq!(ready["ready"], false, "no free slot: {ready}");
@@ -384,18 +380,7 @@ async fn a_thin_process_without_its_resident_keeps_its_session_says_why_and_stil
     let dir = tempfile::tempdir().expect("a temporary directory");
     let rig = rig_with_thin_provider(dir.path(), Transport::Unix).await;
     let session = rig.session().await;
-    let mut said = String::new();
-    for _ in 0..200 {
-        rig.sim
-            .prompt_agent(&session.session_id, "status?")
-            .await
-            .expect("answered without a resident");
-        said = rig.sim.agent_stdout(&session.session_id).join("\n");
-        if said.contains("is not running") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = answers_until(&rig, &session.session_id, "is not running").await;
     assert!(said.contains("This session stays up"), "{said}");
     assert!(!rig.sim.agent_exited(&session.session_id));
     let stop = rig

@@ -103,6 +103,27 @@ impl Conversation {
     }
 }
 
+/// Logs how the conversation task ended: stdin closed (AGH is stopping the session), or a
+/// failure. Either way the session is over.
+pub fn log_end(ended: &Result<Result<(), ConversationError>, tokio::task::JoinError>) {
+    match ended {
+        Ok(Ok(())) => tracing::info!("stdin closed: AGH is stopping this session"),
+        Ok(Err(err)) => tracing::error!(error = %err, "the ACP connection failed; stopping"),
+        Err(err) => {
+            tracing::error!(error = %err, "the ACP conversation task ended abnormally; stopping")
+        }
+    }
+}
+
+/// Resolves with a task's result once the task, if started, has ended (`None`: it panicked);
+/// never while it is not started.
+pub async fn task_ended<T>(task: &mut Option<tokio::task::JoinHandle<T>>) -> Option<T> {
+    match task {
+        Some(running) => running.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
 /// Speaks ACP on `input`/`output` until `input` closes (AGH closes the agent's stdin to stop
 /// it), answering as `conversation` says.
 pub async fn serve<R, W>(

@@ -143,18 +143,14 @@ async fn serve(config: Config) -> ExitCode {
                 None => {}
             },
             ended = &mut talk => {
-                match ended {
-                    Ok(Ok(())) => tracing::info!("stdin closed: AGH is stopping this session"),
-                    Ok(Err(err)) => tracing::error!(error = %err, "the ACP connection failed; stopping"),
-                    Err(err) => tracing::error!(error = %err, "the ACP conversation task ended abnormally; stopping"),
-                }
+                conversation::log_end(&ended);
                 break;
             }
             _ = shutdown.stopping() => {
                 tracing::info!("stop signal: stopping as for a closed stdin");
                 break;
             }
-            exit = loop_ended(&mut running) => {
+            exit = conversation::task_ended(&mut running) => {
                 tracing::info!(reason = ?exit, "the worker loop ended by itself (worker.max_runs or worker.idle_exit_seconds); exiting");
                 running = None;
                 break;
@@ -173,14 +169,6 @@ async fn serve(config: Config) -> ExitCode {
         "agh-worker acp stopped"
     );
     ExitCode::SUCCESS
-}
-
-/// Resolves when the worker loop, once started, has ended (`None`: it panicked).
-async fn loop_ended(running: &mut Option<JoinHandle<WorkerExit>>) -> Option<WorkerExit> {
-    match running {
-        Some(task) => task.await.ok(),
-        None => std::future::pending().await,
-    }
 }
 
 /// The health server, when configured; one that cannot start is logged, not fatal: several

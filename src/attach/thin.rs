@@ -116,18 +116,14 @@ async fn serve(request: AttachRequest, socket: PathBuf) -> ExitCode {
                 None => {}
             },
             ended = &mut talk => {
-                match ended {
-                    Ok(Ok(())) => tracing::info!("stdin closed: AGH is stopping this session"),
-                    Ok(Err(err)) => tracing::error!(error = %err, "the ACP connection failed; stopping"),
-                    Err(err) => tracing::error!(error = %err, "the ACP conversation task ended abnormally; stopping"),
-                }
+                conversation::log_end(&ended);
                 break;
             }
             _ = shutdown.stopping() => {
                 tracing::info!("stop signal: stopping as for a closed stdin");
                 break;
             }
-            end = link_ended(&mut running) => {
+            end = conversation::task_ended(&mut running) => {
                 running = None;
                 if let Some(LinkEnd::Ended(reason)) = end {
                     tracing::info!(%reason, "the resident worker ended this session's slot by itself; exiting");
@@ -149,14 +145,6 @@ async fn serve(request: AttachRequest, socket: PathBuf) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// Resolves when the link, once started, has ended (`None`: it panicked).
-async fn link_ended(running: &mut Option<JoinHandle<LinkEnd>>) -> Option<LinkEnd> {
-    match running {
-        Some(task) => task.await.ok(),
-        None => std::future::pending().await,
-    }
 }
 
 /// How the link to the resident ended.
