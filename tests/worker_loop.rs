@@ -233,7 +233,7 @@ impl Rig {
         self.seen.lock().unwrap().clone()
     }
 
-    fn counters(&self) -> agh_worker::worker::status::Counters {
+    fn counters(&self) -> agh_worker::worker::Counters {
         self.worker.status.snapshot().counters
     }
 }

@@ -5,6 +5,7 @@
 //! sessions, not more tasks here.
 
 pub mod api;
+mod counters;
 pub mod lease;
 mod orphans;
 pub mod payload;
@@ -34,11 +35,12 @@ use crate::util::time::sleep_until_option;
 pub use crate::handler::CANCEL_GRACE;
 pub use crate::handler::health::{HandlerHealth, HandlerHealthReporter, UnhealthyHandler};
 pub use api::AghApi;
+pub use counters::Counters;
 pub use settings::{SharedSettings, WorkerSettings};
 pub use shutdown::Shutdown;
 pub use status::{
-    Counters, CurrentRun, EndedRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard,
-    WorkerState, WorkerStatus,
+    CurrentRun, EndedRun, LeaseLostReason, RunEnd, RunHistograms, StatusBoard, WorkerState,
+    WorkerStatus,
 };
 pub use task_stream::OperatorCancel;
 pub use wake::Wake;
