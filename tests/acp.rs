@@ -57,10 +57,12 @@ async fn the_simulator_launches_acp_over_a_unix_socket_and_it_completes_runs_wit
 
 #[tokio::test]
 async fn a_wake_prompt_makes_the_worker_claim_without_waiting_out_the_long_poll() {
-    // The daemon re-checks an open long-poll only every poll interval: an hour here, so only
-    // the wake can bring the queued run to the worker within the test.
+    // The daemon re-checks an open long-poll only every poll interval: an hour here, and the
+    // simulator's own scheduler wakes nobody, so only this test's wake can bring the queued run
+    // to the worker within the test.
     let config = SimConfig {
         poll_interval: Duration::from_secs(3600),
+        wake_idle_sessions: false,
         ..SimConfig::default()
     };
     let rig = Rig::start(Transport::Tcp, config, NOOP).await;

@@ -83,6 +83,9 @@ pub struct SimConfig {
     /// its ACP handshake inside the request. A client that gives up first makes no child.
     /// Changed at run time with [`Simulator::set_spawn_delay`] or `POST /sim/spawn-delay`.
     pub spawn_delay: Duration,
+    /// Wake idle sessions of the provider's agents about queued runs they could claim, at
+    /// enqueue and on every tick, as AGH's scheduler does. Off: only `wake_agent` sends one.
+    pub wake_idle_sessions: bool,
 }
 
 impl Default for SimConfig {
@@ -95,6 +98,7 @@ impl Default for SimConfig {
             create_default_session: true,
             reap_interval: Duration::from_secs(5),
             spawn_delay: Duration::ZERO,
+            wake_idle_sessions: true,
         }
     }
 }

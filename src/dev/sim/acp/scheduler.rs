@@ -37,7 +37,9 @@ pub(crate) fn schedule(inner: &Arc<Inner>) {
             ));
         }
     }
-    wake_idle_sessions(&simulator);
+    if inner.config.wake_idle_sessions {
+        wake_idle_sessions(&simulator);
+    }
 }
 
 async fn start_role_session(
