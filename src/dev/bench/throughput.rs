@@ -62,7 +62,7 @@ pub(super) async fn throughput(plan: &Plan) -> anyhow::Result<Vec<Row>> {
             format!("{ratio_median:.3}"),
         )
         .spread(min_max(&ratio, 3))
-        .target("≤ 1.15", ratio_median <= 1.15),
+        .target("≤ 1.05", ratio_median <= 1.05),
         Row::new(
             "worker per-run time, µs",
             format!("{:.0}", 1e6 / median(&worker)),
