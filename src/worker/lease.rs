@@ -10,16 +10,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use super::keeper::LeaseLoss;
+use super::keeper::{KeeperHandle, keep_lease};
 use super::reckon::reckon;
-use super::status::{CurrentRun, LeaseLostReason, RunEnd, WorkerState};
-use super::task_stream::{Followed, OperatorCancel, StreamStart, follow};
+use super::status::{CurrentRun, RunEnd, WorkerState};
+use super::task_stream::{Followed, StreamStart, follow};
 use super::terminal::finish;
-use super::{AghApi, ClaimLoop, EventSink, StatusBoard, WorkerSettings, task_view};
-use crate::api::types::{ChannelMessage, Claim, HeartbeatRequest, TaskBundle};
-use crate::api::{ApiError, ErrorKind};
+use super::{AghApi, ClaimLoop, EventSink, WorkerSettings, task_view};
+use crate::api::types::{ChannelMessage, Claim, TaskBundle};
 use crate::handler::FORCED_STOP_GRACE;
 use crate::handler::{ChosenHandler, Outcome, TaskContext, TaskDocument};
-use crate::util::backoff::Backoff;
 use crate::util::time::{parse_rfc3339, sleep_until_option};
 
 /// How the worker came to hold the lease.
@@ -29,43 +29,6 @@ pub enum Origin {
     Claimed,
     /// Found in `me.active_task_leases` with no task owning it.
     Adopted,
-}
-
-/// Why the lease is no longer ours.
-#[derive(Clone, Debug, PartialEq)]
-pub enum LeaseLoss {
-    /// The daemon said so (expired, no active lease, foreign run, session gone).
-    Rejected(ApiError),
-    /// Renewals kept failing and the reckoned lease end came within the safety margin.
-    DeadlineNear,
-    /// An operator cancelled the run; the task stream said so before any heartbeat could.
-    Canceled(OperatorCancel),
-}
-
-impl LeaseLoss {
-    /// How a run that lost its lease this way ends, counted on `status` (why a lease was lost
-    /// goes to the per-reason counters; a cancel is an ending of its own).
-    pub(super) fn end(&self, status: &StatusBoard) -> RunEnd {
-        let reason = match self {
-            LeaseLoss::Rejected(_) => LeaseLostReason::Rejected,
-            LeaseLoss::DeadlineNear => LeaseLostReason::Deadline,
-            LeaseLoss::Canceled(_) => return RunEnd::Canceled,
-        };
-        status.lease_lost(reason);
-        RunEnd::LeaseLost
-    }
-}
-
-impl std::fmt::Display for LeaseLoss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LeaseLoss::Rejected(err) => write!(f, "the daemon rejected the lease: {err}"),
-            LeaseLoss::DeadlineNear => {
-                f.write_str("heartbeats kept failing and the lease was about to expire")
-            }
-            LeaseLoss::Canceled(cancel) => cancel.fmt(f),
-        }
-    }
 }
 
 /// Drives one lease to its end and answers how it ended. Never returns while the handler still runs.
@@ -248,56 +211,6 @@ enum Supervised {
     Lost(LeaseLoss),
 }
 
-/// The supervisor's side of the keeper: the loss it reports, once, and the lease deadline as
-/// each renewal moves it.
-pub(super) struct KeeperHandle {
-    loss: Option<oneshot::Receiver<LeaseLoss>>,
-    /// A loss seen by [`KeeperHandle::has_ended`] and not yet taken by [`KeeperHandle::lost`].
-    reported: Option<LeaseLoss>,
-    deadline: watch::Receiver<Instant>,
-}
-
-impl KeeperHandle {
-    /// Waits for the keeper to report a loss (never, once it has reported one).
-    pub(super) async fn lost(&mut self) -> LeaseLoss {
-        if let Some(loss) = self.reported.take() {
-            return loss;
-        }
-        match self.loss.as_mut() {
-            Some(receiver) => {
-                // A keeper gone without a word cannot vouch for the lease.
-                let loss = receiver.await.unwrap_or(LeaseLoss::DeadlineNear);
-                self.loss = None;
-                loss
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Whether the keeper has already reported a loss.
-    pub(super) fn has_ended(&mut self) -> bool {
-        if self.reported.is_some() {
-            return true;
-        }
-        let Some(receiver) = self.loss.as_mut() else {
-            return false;
-        };
-        match receiver.try_recv() {
-            Ok(loss) => {
-                self.reported = Some(loss);
-                self.loss = None;
-                true
-            }
-            Err(oneshot::error::TryRecvError::Empty) => false,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                self.reported = Some(LeaseLoss::DeadlineNear);
-                self.loss = None;
-                true
-            }
-        }
-    }
-}
-
 /// Runs the handler while watching the lease, the time limit and shutdown.
 async fn supervise<A: AghApi, E: EventSink>(
     worker: &ClaimLoop<A, E>,
@@ -459,71 +372,6 @@ fn time_limit_message(limit: Option<Duration>) -> String {
     }
 }
 
-/// Renews the lease until stopped; returns when it is lost.
-async fn keep_lease<A: AghApi>(
-    api: Arc<A>,
-    run_id: String,
-    settings: Arc<WorkerSettings>,
-    status: super::StatusBoard,
-    deadline_tx: watch::Sender<Instant>,
-    first_beat: Instant,
-) -> LeaseLoss {
-    let margin = settings.lease_margin();
-    let request = HeartbeatRequest {
-        lease_seconds: Some(settings.lease.as_secs().max(1) as i64),
-    };
-    let mut deadline = *deadline_tx.borrow();
-    let mut next_beat = first_beat;
-    let mut failures: u32 = 0;
-    loop {
-        let give_up_at = deadline.checked_sub(margin).unwrap_or(deadline);
-        tokio::time::sleep_until(next_beat.min(give_up_at)).await;
-        if Instant::now() >= give_up_at {
-            return LeaseLoss::DeadlineNear;
-        }
-        let sent = Instant::now();
-        let attempt = tokio::time::timeout_at(give_up_at, api.heartbeat(&run_id, &request)).await;
-        match attempt {
-            Ok(Ok(_)) => {
-                failures = 0;
-                deadline = sent + settings.lease;
-                let _ = deadline_tx.send(deadline);
-                next_beat = sent + settings.heartbeat_every;
-                status.heartbeat_ok();
-            }
-            Ok(Err(err)) if lease_rejected(&err) => {
-                status.heartbeat_failed(true);
-                return LeaseLoss::Rejected(err);
-            }
-            Ok(Err(err)) => {
-                failures += 1;
-                status.heartbeat_failed(err.status.is_some());
-                let retry_in = heartbeat_retry_delay(failures, settings.heartbeat_every);
-                tracing::warn!(error = %err, failures, retry_in_ms = retry_in.as_millis() as u64, "heartbeat failed");
-                next_beat = Instant::now() + retry_in;
-            }
-            Err(_) => {
-                status.heartbeat_failed(false);
-                return LeaseLoss::DeadlineNear;
-            }
-        }
-    }
-}
-
-/// Answers that mean the lease is gone for good.
-fn lease_rejected(err: &ApiError) -> bool {
-    err.kind.is_lease_lost()
-        || err.kind.is_identity()
-        || matches!(err.kind, ErrorKind::Conflict | ErrorKind::NotFound)
-}
-
-/// After `failures` failed renewals: 1 s, 2 s, 4 s … but never later than the regular interval.
-fn heartbeat_retry_delay(failures: u32, every: Duration) -> Duration {
-    Backoff::new(Duration::from_secs(1), every)
-        .delay_after(failures.saturating_sub(1))
-        .min(every)
-}
-
 /// Reads the context bundle of `run_id`; `None` when it cannot be read or is about another run.
 async fn read_bundle<A: AghApi>(api: &A, run_id: &str) -> Option<TaskBundle> {
     match api.context().await {
@@ -599,14 +447,6 @@ mod tests {
             time_limit(Some(&bundle(5)), None),
             Some(Duration::from_secs(5))
         );
-    }
-
-    #[test]
-    fn heartbeat_retries_speed_up_but_never_exceed_the_interval() {
-        let every = Duration::from_secs(20);
-        assert_eq!(heartbeat_retry_delay(1, every), Duration::from_secs(1));
-        assert_eq!(heartbeat_retry_delay(3, every), Duration::from_secs(4));
-        assert_eq!(heartbeat_retry_delay(30, every), every);
     }
 
     #[test]

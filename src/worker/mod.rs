@@ -6,6 +6,7 @@
 
 pub mod api;
 mod counters;
+mod keeper;
 pub mod lease;
 mod orphans;
 pub mod payload;

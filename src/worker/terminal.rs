@@ -3,7 +3,7 @@
 //! may have been applied), the daemon's record of the run, `GET /api/task-runs/{id}`, says
 //! whether it took effect; the worker does not guess.
 
-use super::lease::KeeperHandle;
+use super::keeper::KeeperHandle;
 use super::payload::{MAX_PAYLOAD_BYTES, cap, failure_message};
 use super::status::{LeaseLostReason, RunEnd};
 use super::{AghApi, ClaimLoop, EventSink};
