@@ -109,3 +109,33 @@ async fn an_agent_file_that_says_something_else_is_shown_as_a_diff_and_left_alon
         "no file written at all"
     );
 }
+
+#[tokio::test]
+async fn a_resident_worker_s_socket_makes_the_command_the_thin_attached_process() {
+    let home = tempfile::tempdir().unwrap();
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_agh-worker")).unwrap();
+    let thin = format!(
+        "{} acp --attach unix:/run/agh-worker/attach.sock",
+        exe.display()
+    );
+    let by_flag = run_clean(
+        &[("AGH_HOME", home.path())],
+        &["agh-setup", "--attach", "unix:/run/agh-worker/attach.sock"],
+    )
+    .await;
+    assert_eq!(by_flag.status.code(), Some(0), "{}", describe(&by_flag));
+    assert!(stdout(&by_flag).contains(&thin), "{}", stdout(&by_flag));
+    let by_config = run_clean(
+        &[
+            ("AGH_HOME", home.path().as_os_str()),
+            (
+                "AGH_WORKER__ATTACH__SOCKET",
+                std::ffi::OsStr::new("/run/agh-worker/attach.sock"),
+            ),
+        ],
+        &["agh-setup"],
+    )
+    .await;
+    assert_eq!(by_config.status.code(), Some(0), "{}", describe(&by_config));
+    assert!(stdout(&by_config).contains(&thin), "{}", stdout(&by_config));
+}

@@ -120,9 +120,14 @@ pub struct AghSetupArgs {
     /// Name of the provider and of the agent (tasks owned by the pool of this name are its work).
     #[arg(long, default_value = "agh-worker", value_name = "NAME")]
     pub name: String,
-    /// The command AGH launches, shell-quoted. Default: this binary's absolute path, then `acp`.
+    /// The command AGH launches, shell-quoted. Default: this binary's absolute path, then `acp`
+    /// (and `--attach unix:PATH` when --attach or attach.socket names a resident worker).
     #[arg(long, value_name = "COMMAND")]
     pub command: Option<String>,
+    /// Sessions attach to the resident worker on this socket: the command becomes the thin
+    /// `acp --attach unix:PATH` (see docs/attach.md). Default: attach.socket, if set.
+    #[arg(long, value_name = "unix:PATH", conflicts_with = "command")]
+    pub attach: Option<String>,
     /// AGH's home directory. Default: agh.home, i.e. $AGH_HOME, else ~/.agh.
     #[arg(long, value_name = "PATH")]
     pub agh_home: Option<PathBuf>,

@@ -267,14 +267,22 @@ fn line_diff(existing: &str, wanted: &str) -> String {
     out
 }
 
-/// The command AGH should launch: this binary, by its absolute path, with `acp`.
-fn default_command() -> String {
+/// The command AGH should launch: this binary, by its absolute path, with `acp`, attached to the
+/// resident worker at `attach` when there is one.
+fn default_command(attach: Option<&std::path::Path>) -> String {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|path| path.canonicalize().ok())
         .map(|path| path.display().to_string())
         .unwrap_or_else(|| "agh-worker".to_string());
-    format!("{} acp", shell_quote(&exe))
+    match attach {
+        Some(socket) => format!(
+            "{} acp --attach {}",
+            shell_quote(&exe),
+            shell_quote(&format!("unix:{}", socket.display()))
+        ),
+        None => format!("{} acp", shell_quote(&exe)),
+    }
 }
 
 /// Quotes `word` for AGH's shell-style split when it needs it.
@@ -330,7 +338,16 @@ pub fn run(cli: &Cli, args: &AghSetupArgs) -> ExitCode {
     let inputs = SetupInputs {
         home,
         name: args.name.clone(),
-        command: args.command.clone().unwrap_or_else(default_command),
+        command: args.command.clone().unwrap_or_else(|| {
+            let attach = match &args.attach {
+                Some(socket) => crate::config::AttachConfig {
+                    socket: socket.clone(),
+                }
+                .socket_path(),
+                None => loaded.config.attach.socket_path(),
+            };
+            default_command(attach.as_deref())
+        }),
         capabilities: loaded.config.worker.required_capabilities.clone(),
     };
     let planned = match plan(&inputs) {
