@@ -336,6 +336,31 @@ async fn the_demos_acp_mode_runs_pool_owned_tasks_through_sessions_the_simulator
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_attach_mode_runs_the_sessions_in_slots_of_one_resident_worker() {
+    let output = demo(&["demo", "--attach", "--tasks", "4"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("acp --attach"), "{stdout}");
+    assert_eq!(
+        stdout.matches("exited by itself").count(),
+        2,
+        "each thin process stopped as AGH stops it: {stdout}"
+    );
+    for (label, value) in [
+        ("runs completed", " 4"),
+        ("ledger violations", " 0"),
+        ("resident worker", "drained and stopped on SIGTERM"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"));
+        assert!(line.trim_end().ends_with(value), "{stdout}");
+    }
+}
+
 /// A handler that leaves a grandchild in its group and reports both pids, then waits.
 const FAMILY_HANDLER: &str =
     "#!/bin/sh\nsleep 300 &\necho $! >\"$DIR/grandchild\"\necho $$ >\"$DIR/leader\"\nwait\n";

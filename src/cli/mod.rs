@@ -222,6 +222,10 @@ pub struct DemoArgs {
     /// running `agh-worker acp` by itself, as AGH does.
     #[arg(long)]
     pub acp: bool,
+    /// Show the resident way: as --acp, but the sessions run thin `agh-worker acp --attach`
+    /// processes that hand their sessions to one resident worker (`run --attach`).
+    #[arg(long, conflicts_with = "acp")]
+    pub attach: bool,
 }
 
 /// `sim` options.

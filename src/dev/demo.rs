@@ -56,8 +56,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => write_example_handler(&workdir)?,
     };
-    if args.acp {
-        let shown = super::demo_acp::run(args.tasks.max(1), &workdir, &handler).await;
+    if args.acp || args.attach {
+        let shown = super::demo_acp::run(args.tasks.max(1), &workdir, &handler, args.attach).await;
         // Kept when something went wrong: the error names the worker's log in it.
         if shown.is_ok() {
             let _ = std::fs::remove_dir_all(&workdir);

@@ -1,6 +1,10 @@
 //! `agh-worker demo --acp`: the AGH-launched way. The built-in simulator plays AGH: a provider
 //! whose command is this binary's `acp`, pool-owned tasks, worker sessions it starts by itself
 //! (AGH's task-role runtime: one per channel), and AGH's stop at the end.
+//!
+//! `demo --attach`: the resident way. A resident worker (`run --attach`) runs beside the
+//! simulator, the provider's command is the thin `acp --attach`, and each session works in a slot
+//! of the resident.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,7 +26,13 @@ const CHANNELS: [&str; 2] = ["demo-a", "demo-b"];
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Runs `total` pool-owned tasks through sessions the simulator starts; prints the summary.
-pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::Result<()> {
+/// With `attached`, the sessions hand themselves to a resident worker started for the demo.
+pub(super) async fn run(
+    total: u32,
+    workdir: &Path,
+    handler: &Path,
+    attached: bool,
+) -> anyhow::Result<()> {
     let home = workdir.join("agh-home");
     std::fs::create_dir_all(&home).context("cannot create the demo's AGH home")?;
     let socket = home.join("daemon.sock");
@@ -42,9 +52,15 @@ pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::R
         create_default_session: false,
         ..SimConfig::default()
     });
+    let attach_socket = workdir.join("attach.sock");
+    let subcommand = if attached {
+        format!("acp --attach 'unix:{}'", attach_socket.display())
+    } else {
+        "acp".to_string()
+    };
     simulator.set_agent_provider(AgentProvider {
         command: format!(
-            "'{}' --config '{}' acp",
+            "'{}' --config '{}' {subcommand}",
             exe.display(),
             config_file.display()
         ),
@@ -57,8 +73,18 @@ pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::R
         workspace_root: Some(workdir.to_path_buf()),
     });
     let server = simulator.serve_unix(&socket).await?;
+    let mut resident = if attached {
+        Some(start_resident(&exe, &config_file, &home, &attach_socket, workdir).await?)
+    } else {
+        None
+    };
     println!(
-        "agh-worker demo (AGH-launched): {total} tasks owned by the pool of agent {AGENT:?} on the built-in AGH simulator at {}; it starts `agh-worker acp` for their sessions, handler {}",
+        "agh-worker demo ({}): {total} tasks owned by the pool of agent {AGENT:?} on the built-in AGH simulator at {}; it starts `agh-worker {subcommand}` for their sessions, handler {}",
+        if attached {
+            "resident, attached sessions"
+        } else {
+            "AGH-launched"
+        },
         socket.display(),
         handler.display()
     );
@@ -84,6 +110,10 @@ pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::R
             stops.push((session, stop));
         }
     }
+    let resident_exit = match resident.as_mut() {
+        Some(resident) => Some(stop_resident(resident).await),
+        None => None,
+    };
     server.shutdown().await;
 
     let ledger = simulator.ledger();
@@ -111,6 +141,9 @@ pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::R
         (completed + failed) as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     println!("  ledger violations     {:>8}", ledger.violations_total);
+    if let Some(exit) = &resident_exit {
+        println!("  resident worker       {exit}");
+    }
     let errors = simulator.agent_errors();
     if !errors.is_empty() {
         anyhow::bail!("sessions did not start: {}", errors.join("; "));
@@ -128,6 +161,11 @@ pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::R
             ledger.violations
         );
     }
+    if let Some(exit) = resident_exit
+        && exit != RESIDENT_STOPPED
+    {
+        anyhow::bail!("the resident worker did not stop cleanly: {exit}");
+    }
     if let Some((session, _)) = stops.iter().find(|(_, stop)| !stop.exited_by_itself) {
         anyhow::bail!(
             "session {} did not exit by itself when stopped",
@@ -135,4 +173,56 @@ pub(super) async fn run(total: u32, workdir: &Path, handler: &Path) -> anyhow::R
         );
     }
     Ok(())
+}
+
+/// What the summary says of a resident that drained and exited 0.
+const RESIDENT_STOPPED: &str = "drained and stopped on SIGTERM";
+
+/// Starts the resident worker on `attach_socket` and waits until it listens.
+async fn start_resident(
+    exe: &Path,
+    config_file: &Path,
+    home: &Path,
+    attach_socket: &Path,
+    workdir: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--config")
+        .arg(config_file)
+        .args(["run", "--attach"])
+        .arg(format!("unix:{}", attach_socket.display()))
+        .env("AGH_HOME", home)
+        .env("STATE_DIRECTORY", workdir.join("state"))
+        .env_remove("AGH_SESSION_ID")
+        .env_remove("AGH_AGENT")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the resident worker")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !attach_socket.exists() {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the resident worker exited at start: {status}");
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the resident worker did not listen within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(child)
+}
+
+/// SIGTERM, as systemd stops it; says how it went.
+async fn stop_resident(resident: &mut tokio::process::Child) -> String {
+    if let Some(pid) = resident.id().and_then(|pid| i32::try_from(pid).ok())
+        && let Some(pid) = rustix::process::Pid::from_raw(pid)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    match tokio::time::timeout(Duration::from_secs(60), resident.wait()).await {
+        Ok(Ok(status)) if status.success() => RESIDENT_STOPPED.to_string(),
+        Ok(Ok(status)) => format!("exited {status}"),
+        Ok(Err(err)) => format!("cannot be waited for: {err}"),
+        Err(_) => "did not stop within 60 s".to_string(),
+    }
 }
