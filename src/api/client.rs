@@ -314,7 +314,7 @@ impl AghClient {
             return Err(ApiError::local(
                 call,
                 ErrorKind::IdentityStale,
-                "not sent: the session is stopping".to_string(),
+                super::error::NOT_SENT_STOPPING,
             ));
         }
         Ok(())

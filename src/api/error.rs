@@ -190,6 +190,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The message of a call a silenced client did not send.
+pub(super) const NOT_SENT_STOPPING: &str = "not sent: the session is stopping";
+
 /// A failed AGH call.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub struct ApiError {
@@ -237,6 +240,15 @@ impl ApiError {
             diagnostic: None,
             attempts: 1,
         }
+    }
+
+    /// Whether the call was never sent because the client was silenced: the session is stopping
+    /// (see `AghClient::silence`), so nothing is wrong but the stop itself.
+    pub fn is_unsent_for_stop(&self) -> bool {
+        self.status.is_none()
+            && self.attempts <= 1
+            && self.kind == ErrorKind::IdentityStale
+            && self.message == NOT_SENT_STOPPING
     }
 
     /// Classifies a non-success answer from its status and raw body.
@@ -367,6 +379,17 @@ fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_call_a_silenced_client_kept_back_counts_as_unsent_for_the_stop() {
+        let kept_back = ApiError::local("release", ErrorKind::IdentityStale, NOT_SENT_STOPPING);
+        assert!(kept_back.is_unsent_for_stop());
+        let refused =
+            ApiError::from_response("release", 401, br#"{"error":"session is stopping"}"#);
+        assert!(!refused.is_unsent_for_stop());
+        let other = ApiError::local("release", ErrorKind::IdentityStale, "no session id");
+        assert!(!other.is_unsent_for_stop());
+    }
 
     fn kind(call: &'static str, status: u16, body: &str) -> ErrorKind {
         ApiError::from_response(call, status, body.as_bytes()).kind

@@ -204,6 +204,12 @@ fn refused<A: AghApi, E: EventSink>(
         tracing::warn!(call = call.name(), error = %err, "the lease was no longer ours at the terminal call");
         worker.status.lease_lost(LeaseLostReason::Rejected);
         RunEnd::LeaseLost
+    } else if err.is_unsent_for_stop() {
+        tracing::info!(
+            call = call.name(),
+            "AGH is stopping the session: no terminal call; the lease will expire and the run return to the queue"
+        );
+        RunEnd::TerminalCallFailed
     } else {
         tracing::error!(call = call.name(), error = %err, "the terminal call did not get through; the lease will expire and the run return to the queue");
         RunEnd::TerminalCallFailed

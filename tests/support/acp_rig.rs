@@ -156,6 +156,29 @@ pub(crate) fn total_requests(sim: &Simulator) -> u64 {
     sim.ledger().requests.iter().map(|count| count.count).sum()
 }
 
+/// The calls `session_id` made after it knew of AGH's stop: any later than `window` after its
+/// stdin closed, and any terminal call after the close (the stop's own cancel of the run in hand
+/// would otherwise send a release, which AGH refuses). Calls before the close, or in flight when
+/// the agent read the end of stdin, are AGH's to refuse with 401; no agent can avoid them.
+pub(crate) fn calls_after_knowing_of_the_stop(
+    sim: &Simulator,
+    session_id: &str,
+    window: std::time::Duration,
+) -> Vec<agh_worker::dev::sim::acp::CallAfterStop> {
+    use agh_worker::dev::sim::Route;
+    sim.calls_after_stop()
+        .0
+        .into_iter()
+        .filter(|call| call.session_id == session_id)
+        .filter(|call| {
+            call.since_stdin_closed.is_some_and(|after| {
+                after > window
+                    || matches!(call.route, Route::Complete | Route::Fail | Route::Release)
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn assert_only_json_rpc(lines: &[String]) {
     assert!(!lines.is_empty(), "the agent wrote nothing on stdout");
     for line in lines {
