@@ -17,6 +17,7 @@ mod growth;
 mod idle;
 mod latency;
 mod rig;
+mod slots;
 mod stats;
 mod throughput;
 
@@ -29,16 +30,18 @@ use coder::coder;
 use growth::growth;
 use idle::idle_footprint;
 use latency::latency;
+use slots::slots;
 use throughput::{against_curl, throughput};
 
 /// The section titles, printed as they are (the smoke test looks for them).
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "Throughput and per-run overhead",
     "Against a hand-written curl loop",
     "Idle footprint",
     "Latency",
     "Growth",
     "Coder handler (fake Hub)",
+    "Resident worker slots",
 ];
 
 /// How much of everything to do.
@@ -198,13 +201,14 @@ pub async fn run(args: &BenchArgs) -> ExitCode {
         plan.coder_window.as_secs()
     );
     let mut failed = false;
-    let sections: [(&str, SectionFuture<'_>); 6] = [
+    let sections: [(&str, SectionFuture<'_>); 7] = [
         (SECTIONS[0], Box::pin(throughput(&plan))),
         (SECTIONS[1], Box::pin(against_curl(&plan))),
         (SECTIONS[2], Box::pin(idle_footprint(&plan, &exe))),
         (SECTIONS[3], Box::pin(latency(&plan, &exe))),
         (SECTIONS[4], Box::pin(growth(&plan, &exe))),
         (SECTIONS[5], Box::pin(coder(&plan))),
+        (SECTIONS[6], Box::pin(slots(&plan, &exe))),
     ];
     let only = args.only.as_deref().map(str::to_lowercase);
     for (title, section) in sections {
