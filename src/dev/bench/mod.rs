@@ -13,6 +13,7 @@
 
 mod child;
 mod coder;
+mod floor;
 mod growth;
 mod idle;
 mod latency;

@@ -47,14 +47,17 @@ pub(super) async fn slots(plan: &Plan, exe: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (index, &count) in COUNTS.iter().enumerate() {
         rows.push(Row::samples(
-            format!("simulator ceiling: {count} floor loop(s) at once, runs/s"),
+            format!(
+                "simulator ceiling: {} at once, runs/s",
+                counted(count, "floor loop")
+            ),
             &floor[index],
             0,
         ));
     }
     for (index, &count) in COUNTS.iter().enumerate() {
         rows.push(Row::samples(
-            format!("resident, {count} slot(s), noop handler, runs/s"),
+            format!("resident, {}, noop handler, runs/s", counted(count, "slot")),
             &resident[index],
             0,
         ));
@@ -161,5 +164,41 @@ fn scaling_row(count: usize, one: &[f64], many: &[f64], ceiling: &[f64]) -> Row 
             format!("simulator-bound: ≥ {SCALING_GOAL} × ceiling = {bound:.2}"),
             ratio >= bound,
         )
+    }
+}
+
+/// "1 slot", "2 slots".
+fn counted(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_held_to_eighty_percent_of_n_times_one_slot_while_the_simulator_can_serve_that() {
+        // One slot 100 runs/s; the simulator serves 400 runs/s to four sessions.
+        let row = scaling_row(4, &[100.0], &[330.0], &[400.0]);
+        assert_eq!(row.value, "0.82");
+        assert_eq!(row.target, "≥ 0.8");
+        assert_eq!(row.met, Some(true));
+        let row = scaling_row(4, &[100.0], &[300.0], &[400.0]);
+        assert_eq!(row.met, Some(false));
+    }
+
+    #[test]
+    fn below_the_simulators_ceiling_the_goal_is_eighty_percent_of_the_ceiling() {
+        // The simulator serves four sessions only 200 runs/s: 0.8 × 200 ÷ 400 = 0.4.
+        let row = scaling_row(4, &[100.0], &[170.0], &[200.0]);
+        assert_eq!(row.target, "simulator-bound: ≥ 0.8 × ceiling = 0.40");
+        assert_eq!(row.met, Some(true));
+        assert!(row.spread.contains("ceiling allows 0.50"), "{}", row.spread);
+        let row = scaling_row(4, &[100.0], &[150.0], &[200.0]);
+        assert_eq!(row.met, Some(false));
     }
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
 
+use super::super::floor::floor_loop;
 use super::rig::{Scratch, SlotRig, completed, enqueue, serve_sim, session_spec, until_completed};
-use crate::api::types::{ClaimRequest, CompleteRequest};
-use crate::api::{AghClient, ClaimOutcome, ClientOptions, Endpoint, Identity};
+use crate::api::{AghClient, ClientOptions, Endpoint, Identity};
 use crate::dev::sim::SimConfig;
 
 /// How long one measurement may take.
@@ -56,7 +56,16 @@ pub(super) async fn floor_rate(loops: usize, runs: u64) -> anyhow::Result<f64> {
     let left = Arc::new(AtomicU64::new(runs));
     let loops: Vec<_> = clients
         .into_iter()
-        .map(|client| tokio::spawn(floor_loop(client, left.clone())))
+        .map(|client| {
+            let left = left.clone();
+            tokio::spawn(async move {
+                let another = || {
+                    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                };
+                tokio::time::timeout(WITHIN, floor_loop(&client, another)).await?
+            })
+        })
         .collect();
     for done in futures_util::future::join_all(loops).await {
         done.context("a floor loop panicked")??;
@@ -69,29 +78,4 @@ pub(super) async fn floor_rate(loops: usize, runs: u64) -> anyhow::Result<f64> {
         "{done} of {runs} runs completed in the simulator"
     );
     Ok(runs as f64 / elapsed.as_secs_f64())
-}
-
-async fn floor_loop(client: AghClient, left: Arc<AtomicU64>) -> anyhow::Result<()> {
-    let request = ClaimRequest {
-        wait: true,
-        lease_seconds: Some(60),
-        ..ClaimRequest::default()
-    };
-    let result = CompleteRequest {
-        result: Some(json!({"handler": "noop"})),
-    };
-    while left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        let claim = match tokio::time::timeout(WITHIN, client.claim_next(&request)).await?? {
-            ClaimOutcome::Claimed(claim) => claim,
-            other => bail!("a floor loop found no run to claim: {other:?}"),
-        };
-        let (context, view) = tokio::join!(client.context(), client.task(&claim.task.id));
-        context?;
-        view?;
-        client.complete(&claim.run.id, &result).await?;
-    }
-    Ok(())
 }
