@@ -1,12 +1,13 @@
 //! `agh-worker bench`: throughput, per-run overhead, idle footprint, latency and growth of the
-//! worker against the built-in AGH simulator on loopback, and the coder handler against the dev
-//! Coder Hub, printed as one table.
+//! worker against the built-in AGH simulator on loopback, the coder handler against the dev
+//! Coder Hub, and the resident worker's slots (`run --attach`), printed as one table.
 //!
 //! Two kinds of measurement. In-process ones (throughput, start latency, lease loss) run the
 //! simulator and the worker loop in this process over loopback TCP, so the numbers are about the
 //! worker's own code and not process start-up. Process ones (idle footprint, start-up, SIGTERM,
 //! growth) start this very executable as `agh-worker run`, configured only through the
-//! environment, against a simulator served from this process, and read `/proc/<pid>/…`.
+//! environment, against a simulator served from this process, and read `/proc/<pid>/…`; the
+//! slots section starts it as a resident worker and the simulator starts its thin processes.
 //!
 //! Nothing here asserts a target: the table says whether each one was met, and the exit code is
 //! non-zero only when a measurement could not be made at all.
