@@ -155,7 +155,7 @@ pub(super) struct ProcStatus {
     pub(super) cpu_ticks: u64,
 }
 
-fn proc_status(pid: u32) -> anyhow::Result<ProcStatus> {
+pub(super) fn proc_status(pid: u32) -> anyhow::Result<ProcStatus> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |name: &str| -> u64 {

@@ -1,22 +1,25 @@
 //! `agh-worker bench`: throughput, per-run overhead, idle footprint, latency and growth of the
-//! worker against the built-in AGH simulator on loopback, and the coder handler against the dev
-//! Coder Hub, printed as one table.
+//! worker against the built-in AGH simulator on loopback, the coder handler against the dev
+//! Coder Hub, and the resident worker's slots (`run --attach`), printed as one table.
 //!
 //! Two kinds of measurement. In-process ones (throughput, start latency, lease loss) run the
 //! simulator and the worker loop in this process over loopback TCP, so the numbers are about the
 //! worker's own code and not process start-up. Process ones (idle footprint, start-up, SIGTERM,
 //! growth) start this very executable as `agh-worker run`, configured only through the
-//! environment, against a simulator served from this process, and read `/proc/<pid>/…`.
+//! environment, against a simulator served from this process, and read `/proc/<pid>/…`; the
+//! slots section starts it as a resident worker and the simulator starts its thin processes.
 //!
 //! Nothing here asserts a target: the table says whether each one was met, and the exit code is
 //! non-zero only when a measurement could not be made at all.
 
 mod child;
 mod coder;
+mod floor;
 mod growth;
 mod idle;
 mod latency;
 mod rig;
+mod slots;
 mod stats;
 mod throughput;
 
@@ -29,16 +32,18 @@ use coder::coder;
 use growth::growth;
 use idle::idle_footprint;
 use latency::latency;
+use slots::slots;
 use throughput::{against_curl, throughput};
 
 /// The section titles, printed as they are (the smoke test looks for them).
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "Throughput and per-run overhead",
     "Against a hand-written curl loop",
     "Idle footprint",
     "Latency",
     "Growth",
     "Coder handler (fake Hub)",
+    "Resident worker slots",
 ];
 
 /// How much of everything to do.
@@ -198,13 +203,14 @@ pub async fn run(args: &BenchArgs) -> ExitCode {
         plan.coder_window.as_secs()
     );
     let mut failed = false;
-    let sections: [(&str, SectionFuture<'_>); 6] = [
+    let sections: [(&str, SectionFuture<'_>); 7] = [
         (SECTIONS[0], Box::pin(throughput(&plan))),
         (SECTIONS[1], Box::pin(against_curl(&plan))),
         (SECTIONS[2], Box::pin(idle_footprint(&plan, &exe))),
         (SECTIONS[3], Box::pin(latency(&plan, &exe))),
         (SECTIONS[4], Box::pin(growth(&plan, &exe))),
         (SECTIONS[5], Box::pin(coder(&plan))),
+        (SECTIONS[6], Box::pin(slots(&plan, &exe))),
     ];
     let only = args.only.as_deref().map(str::to_lowercase);
     for (title, section) in sections {

@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
-use serde_json::json;
+use anyhow::{Context as _, ensure};
 use tokio::process::Command;
 
+use super::floor::floor_loop;
 use super::rig::{Rig, builder, in_process_worker, settings};
 use super::stats::{median, min_max};
 use super::{Plan, Row};
-use crate::api::ClaimOutcome;
-use crate::api::types::{ClaimRequest, CompleteRequest};
 use crate::assembly::WorkerBuilder;
 use crate::handler::exec::ExecConfig;
 use crate::handler::{HandlerConfig, HandlerKind, MatchRule};
@@ -121,33 +119,18 @@ async fn worker_rate(handlers: WorkerBuilder, runs: u64, follow: bool) -> anyhow
     rig.rate(runs, elapsed).await
 }
 
-/// Runs/s of the least a correct worker must do per run, with the same client: claim (waiting),
-/// read the context (the handler's bundle and time limit) and, beside it, the task view (AGH's
-/// claim carries no description and no task metadata: only `GET /api/tasks/{id}` has them),
-/// complete.
+/// Runs/s of the floor loop (the least a correct worker must do per run, with the same client).
 async fn floor_rate(runs: u64) -> anyhow::Result<f64> {
     let rig = Rig::start().await?;
     rig.enqueue(runs);
     let client = rig.client()?;
-    let request = ClaimRequest {
-        wait: true,
-        lease_seconds: Some(60),
-        ..ClaimRequest::default()
-    };
-    let result = CompleteRequest {
-        result: Some(json!({"handler": "noop"})),
-    };
+    let mut claims = 0;
     let started = Instant::now();
-    for _ in 0..runs {
-        let claim = match client.claim_next(&request).await? {
-            ClaimOutcome::Claimed(claim) => claim,
-            other => bail!("the floor loop found no run to claim: {other:?}"),
-        };
-        let (context, view) = tokio::join!(client.context(), client.task(&claim.task.id));
-        context?;
-        view?;
-        client.complete(&claim.run.id, &result).await?;
-    }
+    floor_loop(&client, || {
+        claims += 1;
+        claims <= runs
+    })
+    .await?;
     let elapsed = started.elapsed();
     rig.rate(runs, elapsed).await
 }
