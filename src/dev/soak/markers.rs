@@ -14,13 +14,14 @@ impl Rig {
             if self.reported.contains(&marker.file) {
                 continue;
             }
-            let Some(session) = self.session_of(marker.worker_pid) else {
-                // A worker this soak did not start (cannot happen) or one killed long ago.
+            if !self.knows_worker(marker.worker_pid) {
+                // A worker this soak did not start (cannot happen).
                 continue;
-            };
-            let held = self.sim.run(&marker.run_id).is_some_and(|run| {
-                run.status == "claimed" && run.session_id.as_deref() == Some(session.as_str())
-            });
+            }
+            let held = self
+                .sim
+                .run(&marker.run_id)
+                .is_some_and(|run| self.holds(marker.worker_pid, &run));
             if held {
                 self.unheld_since.remove(&marker.file);
                 continue;

@@ -28,12 +28,13 @@ use tokio::sync::watch;
 
 use crate::cli::SoakArgs;
 use crate::dev::sim::{
-    DEFAULT_WORKSPACE, Fault, FaultKind, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
-    Simulator, TaskSpec, TransitionKind,
+    DEFAULT_WORKSPACE, Fault, FaultKind, Route, RunSnapshot, SessionInfo, SessionSpec, SimConfig,
+    SimServer, Simulator, TaskSpec, TransitionKind,
 };
 use crate::util::sync::lock;
 
 /// Worker timing: short enough that losses and recoveries happen many times in a soak.
+mod attached;
 mod chaos;
 mod markers;
 mod operator;
@@ -42,7 +43,8 @@ mod sessions;
 mod workers;
 
 use markers::{group_alive, read_markers};
-use workers::tail_text;
+use report::Report;
+use workers::{follow_log, tail_text};
 
 const LEASE_SECONDS: u64 = 4;
 /// The `acp` workers' lease: the shortest `acp.lease_seconds` allows (heartbeats every third of
@@ -186,39 +188,6 @@ struct Slot {
     restart_at: Option<Instant>,
 }
 
-/// Figures collected while soaking.
-#[derive(Default)]
-struct Report {
-    elapsed: Duration,
-    finished_in_time: bool,
-    completed: u64,
-    failed: u64,
-    queued: u64,
-    claimed_at_end: u64,
-    swept_at_end: u64,
-    faults: BTreeMap<&'static str, u64>,
-    expiries: u64,
-    sim_restarts: u64,
-    kills: u64,
-    recoveries: Vec<Duration>,
-    unmeasured_recoveries: u64,
-    orphaned_by_kill: u64,
-    stale_markers: u64,
-    /// Operator cancels of a run whose handler worked, and how many were seen through.
-    operator_cancels: u64,
-    cancels_checked: u64,
-    /// Operator pauses (each resumed a moment later).
-    pauses: u64,
-    /// Runs in status canceled at the end.
-    canceled: u64,
-    /// Child sessions the handlers' spawns made.
-    children: u64,
-    transitions: BTreeMap<String, u64>,
-    /// AGH's stops and starts of `acp` sessions.
-    sessions: sessions::SessionFigures,
-    violations: Vec<String>,
-}
-
 /// Everything the soak loop works with.
 struct Rig {
     plan: Plan,
@@ -249,6 +218,8 @@ struct Rig {
     paused: Vec<(String, Instant)>,
     /// The `acp` workers' sessions, which the simulator launches and stops as AGH does.
     acp: sessions::AcpSessions,
+    /// The resident worker and the sessions attached to it.
+    attached: attached::Attached,
 }
 
 async fn soak(plan: &Plan) -> anyhow::Result<Report> {
@@ -329,6 +300,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         });
     }
 
+    let attached = attached::Attached::new(&dir);
     let mut rig = Rig {
         plan: plan.clone(),
         sim,
@@ -349,6 +321,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         paused: Vec::new(),
         expired: HashSet::new(),
         acp: sessions::AcpSessions::new(plan.workers.min(4), format!("unix:{}", socket.display())),
+        attached,
     };
     let result = rig.drive().await;
     // Whatever happened, no worker process outlives the soak.
@@ -375,6 +348,8 @@ impl Rig {
             self.spawn_worker(index)?;
         }
         self.set_acp_provider();
+        self.start_resident()?;
+        self.set_thin_provider();
         let started = Instant::now();
         let deadline = started + self.plan.limit;
         // Gaps between chaos events, in ms. The quick soak has few runs, so it packs the same
@@ -410,7 +385,8 @@ impl Rig {
             let finished = ledger.transitions_of(TransitionKind::Completed)
                 + ledger.transitions_of(TransitionKind::Failed)
                 + ledger.runs_in_status("canceled");
-            if finished >= self.plan.runs {
+            // The soak goes on until the resident and its sessions have met each of their faults.
+            if finished >= self.plan.runs && self.attached_covered() {
                 self.report.finished_in_time = true;
                 break;
             }
@@ -419,6 +395,7 @@ impl Rig {
             }
             self.watch_processes(now).await?;
             self.tend_sessions(now, stop_gap.clone()).await?;
+            self.tend_attached(now).await?;
 
             let requests: u64 = ledger.requests.iter().map(|count| count.count).sum();
             if requests >= next_fault {
@@ -481,6 +458,7 @@ impl Rig {
         }
         // AGH stops its sessions while the `run` workers drain.
         self.stop_sessions_at_end().await;
+        self.stop_attached_at_end().await;
         let within = Duration::from_secs(DRAIN_SECONDS + 10);
         for slot in &mut self.slots {
             // A kill whose restarted process never had a run in hand (or was not restarted yet).
@@ -557,6 +535,7 @@ impl Rig {
         self.report.canceled = ledger.runs_in_status("canceled");
         self.check_children();
         self.check_sessions_at_end();
+        self.check_attached_at_end();
         let accounted =
             self.report.completed + self.report.failed + self.report.queued + self.report.canceled;
         if accounted != self.plan.runs {
