@@ -85,6 +85,10 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 trap 'exit 141' PIPE
 IFS= read -r task || exit 1
+# The session the run was claimed by, into the marker: a resident worker runs the handlers of
+# many sessions.
+session=${task#*\"session_id\":\"}
+[ "$session" = "$task" ] || printf '%s' "${session%%\"*}" >"$marker"
 # A slow run sleeps on its first execution only: kills and expiries would otherwise restart it
 # forever, and requeued runs come first, so every worker would end up cycling on the slow runs.
 case $task in

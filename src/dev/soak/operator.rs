@@ -19,7 +19,7 @@ impl Rig {
             .filter(|marker| !self.canceled.contains_key(&marker.run_id))
             .filter_map(|marker| {
                 let run = self.sim.run(&marker.run_id)?;
-                self.holds(marker.worker_pid, &run)
+                self.holds(&marker, &run)
                     .then_some((marker.run_id, run.task_id))
             })
             .collect();

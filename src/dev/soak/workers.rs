@@ -1,6 +1,7 @@
 //! The worker processes of the soak: starting one against the simulator, watching them exit,
 //! killing one at random, and the session each process runs as.
 
+use super::markers::Marker;
 use super::*;
 
 impl Rig {
@@ -192,12 +193,17 @@ impl Rig {
         self.pid_sessions.contains_key(&pid) || self.attached.is_resident(pid)
     }
 
-    /// Whether the worker process `pid` (current or killed) holds `run`: its session holds the
-    /// lease, or for a resident worker, one of the sessions attached to it does.
-    pub(super) fn holds(&self, pid: u32, run: &RunSnapshot) -> bool {
+    /// Whether the worker process of `marker` (current or killed) holds the marker's `run`: its
+    /// session holds the lease, or for a resident worker, the session that claimed the run for
+    /// the handler does (any session attached to it, until the handler has said which).
+    pub(super) fn holds(&self, marker: &Marker, run: &RunSnapshot) -> bool {
+        let pid = marker.worker_pid;
         let holder = run.session_id.as_deref();
         let ours = if self.attached.is_resident(pid) {
-            holder.is_some_and(|session| self.attached.serves(session))
+            holder.is_some_and(|session| match &marker.session {
+                Some(claimed_by) => claimed_by == session && self.attached.serves(session),
+                None => self.attached.serves(session),
+            })
         } else {
             holder.is_some() && self.pid_sessions.get(&pid).map(String::as_str) == holder
         };

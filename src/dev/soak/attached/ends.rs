@@ -6,8 +6,8 @@ use super::*;
 /// A session that has ended, with what must be over by when.
 pub(super) struct Ended {
     pub(super) session_id: String,
-    /// The resident's handler groups working for it when it ended: (run, group).
-    pub(super) groups: Vec<(String, u32)>,
+    /// The resident's handler groups working for it when its end began.
+    pub(super) groups: Vec<Work>,
     pub(super) groups_by: Option<Instant>,
     pub(super) slot_by: Option<Instant>,
 }
@@ -35,12 +35,13 @@ impl Rig {
         groups.extend(
             self.attached_work()
                 .into_iter()
-                .filter(|(holder, ..)| *holder == end.session_id)
-                .map(|(_, run, group)| (run, group)),
+                .filter(|work| work.session == end.session_id),
         );
-        let alive: Vec<&(String, u32)> = groups
+        // A resident SIGKILLed meanwhile left its groups to the next one's sweep, checked apart.
+        let alive: Vec<(&str, u32)> = groups
             .iter()
-            .filter(|(_, group)| group_alive(*group))
+            .filter(|work| !self.killed_pids.contains(&work.resident) && group_alive(work.group))
+            .map(|work| (work.run.as_str(), work.group))
             .collect();
         if alive.is_empty() {
             self.report.attached.groups_ended += end.groups.len() as u64;

@@ -55,6 +55,18 @@ const REATTACH_WITHIN: Duration = Duration::from_secs(10);
 /// The pause between a resident's SIGKILL and its restart, in ms.
 const RESTART_PAUSE: Range<u64> = 200..1_200;
 
+/// A handler group of a resident at work on a run a session claimed.
+#[derive(Clone, Debug)]
+struct Work {
+    session: String,
+    /// The session still holds the run.
+    holds: bool,
+    run: String,
+    group: u32,
+    /// The resident worker process whose handler it is.
+    resident: u32,
+}
+
 /// The resident process and the attached sessions.
 pub(super) struct Attached {
     socket: PathBuf,
@@ -73,7 +85,7 @@ pub(super) struct Attached {
     stopping: Vec<Stopping>,
     ended: Vec<Ended>,
     /// The handler groups a session's slot had at work when its stop or kill began.
-    at_work: HashMap<String, Vec<(String, u32)>>,
+    at_work: HashMap<String, Vec<Work>>,
     in_hand: Vec<(String, String)>,
     next: [Option<Instant>; 3],
     named: usize,
@@ -207,8 +219,8 @@ impl Rig {
         Ok(())
     }
 
-    /// The resident's handler groups at work for a session still up: (session, run, group).
-    fn attached_work(&self) -> Vec<(String, String, u32)> {
+    /// The resident's handler groups at work, each for the session whose claim it works on.
+    fn attached_work(&self) -> Vec<Work> {
         let Some(pid) = self.attached.pid else {
             return Vec::new();
         };
@@ -217,8 +229,16 @@ impl Rig {
             .filter(|marker| marker.worker_pid == pid && group_alive(marker.pid))
             .filter_map(|marker| {
                 let run = self.sim.run(&marker.run_id)?;
-                let session = run.session_id.filter(|_| run.status == "claimed")?;
-                Some((session, marker.run_id, marker.pid))
+                let holder = run.session_id.filter(|_| run.status == "claimed");
+                // The session the handler's run was claimed by, or until it has said, the holder.
+                let session = marker.session.or_else(|| holder.clone())?;
+                Some(Work {
+                    holds: holder.as_deref() == Some(session.as_str()),
+                    session,
+                    run: marker.run_id,
+                    group: marker.pid,
+                    resident: pid,
+                })
             })
             .collect()
     }
@@ -231,7 +251,7 @@ impl Rig {
             let ready = self.attached.resident.is_some()
                 && self.attached.sweep.is_none()
                 && !self.attached.live.is_empty();
-            if !ready || (work.is_empty() && !any) {
+            if !ready || (!work.iter().any(|work| work.holds) && !any) {
                 return false;
             }
             self.kill_resident(now);
@@ -243,7 +263,8 @@ impl Rig {
         let working: Vec<usize> = (0..self.attached.live.len())
             .filter(|&index| {
                 let session = &self.attached.live[index].session_id;
-                work.iter().any(|(holder, _, _)| holder == session)
+                work.iter()
+                    .any(|work| work.holds && work.session == *session)
             })
             .collect();
         let index = match (working.is_empty(), any) {
@@ -252,15 +273,14 @@ impl Rig {
             (true, false) => return false,
         };
         let live = self.attached.live.swap_remove(index);
-        let groups: Vec<(String, u32)> = work
+        let groups: Vec<Work> = work
             .into_iter()
-            .filter(|(holder, ..)| *holder == live.session_id)
-            .map(|(_, run, group)| (run, group))
+            .filter(|work| work.session == live.session_id)
             .collect();
-        for (run, _) in &groups {
+        for work in groups.iter().filter(|work| work.holds) {
             self.attached
                 .in_hand
-                .push((run.clone(), live.session_id.clone()));
+                .push((work.run.clone(), live.session_id.clone()));
             self.report.attached.runs_in_hand += 1;
         }
         self.attached
@@ -293,8 +313,7 @@ impl Rig {
         groups.extend(
             self.attached_work()
                 .into_iter()
-                .filter(|(holder, ..)| *holder == session_id)
-                .map(|(_, run, group)| (run, group)),
+                .filter(|work| work.session == session_id),
         );
         self.attached.ended.push(Ended {
             session_id,

@@ -219,3 +219,34 @@ impl Rig {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(session: &str, message: &str) -> String {
+        format!(
+            "2026-12-07T10:47:10.594141Z  INFO resident{{socket=/tmp/s/attach.sock}}:slot{{session_id={session} thin_pid=7}}: agh_worker::attach::resident::connection: {message}"
+        )
+    }
+
+    #[test]
+    fn a_session_attached_again_counts_as_a_reattach_and_its_first_run_as_adopted_when_it_was() {
+        let log = ResidentLog::default();
+        assert!(log.read(&line("sess-a", "session attached slot=1 agent=w")));
+        assert!(log.read(&line("sess-b", "session attached slot=2 agent=w")));
+        assert!(!log.read(&line("sess-a", "run in hand origin=Adopted title=\"x\"")));
+        // The resident restarts; both sessions attach again.
+        assert!(log.read(&line("sess-a", "session attached slot=1 agent=w")));
+        assert!(log.read(&line("sess-b", "session attached slot=2 agent=w")));
+        log.read(&line("sess-a", "run in hand origin=Adopted title=\"x\""));
+        log.read(&line("sess-b", "run in hand origin=Claimed title=\"y\""));
+        // Only the first run of a slot attached again counts.
+        log.read(&line("sess-b", "run in hand origin=Adopted title=\"z\""));
+        let count = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        assert_eq!(count(&log.attaches), 4);
+        assert_eq!(count(&log.reattaches), 2);
+        assert_eq!(count(&log.adopted), 3);
+        assert_eq!(count(&log.adopted_on_reattach), 1);
+    }
+}
