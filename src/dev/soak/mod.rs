@@ -1,7 +1,9 @@
 //! `agh-worker soak`: the built-in simulator in-process, several real worker processes against
 //! it, and a seeded storm of faults (5xx, delays past the client deadlines, answers dropped after
 //! a commit, garbage bodies, forced lease expiry, simulator restarts), SIGKILLs of workers, and
-//! AGH stopping the sessions of `acp` workers it launched and starting new ones (`sessions.rs`);
+//! AGH stopping the sessions of `acp` workers it launched and starting new ones (`sessions.rs`),
+//! and a resident worker whose attached sessions' thin processes, and itself, are SIGKILLed
+//! (`attached/`);
 //! at the end the simulator's ledger and the handlers' marker files must show that every run
 //! finished exactly once (or is still queued), never had two holders, never took a terminal call
 //! after a lease loss, and that no handler kept running for a run its worker no longer held.
