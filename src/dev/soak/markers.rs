@@ -14,13 +14,14 @@ impl Rig {
             if self.reported.contains(&marker.file) {
                 continue;
             }
-            let Some(session) = self.session_of(marker.worker_pid) else {
-                // A worker this soak did not start (cannot happen) or one killed long ago.
+            if !self.knows_worker(marker.worker_pid) {
+                // A worker this soak did not start (cannot happen).
                 continue;
-            };
-            let held = self.sim.run(&marker.run_id).is_some_and(|run| {
-                run.status == "claimed" && run.session_id.as_deref() == Some(session.as_str())
-            });
+            }
+            let held = self
+                .sim
+                .run(&marker.run_id)
+                .is_some_and(|run| self.holds(&marker, &run));
             if held {
                 self.unheld_since.remove(&marker.file);
                 continue;
@@ -48,12 +49,14 @@ impl Rig {
     }
 }
 
-/// One handler marker file: `<run>.<worker pid>.<handler pid>`.
+/// One handler marker file: `<run>.<worker pid>.<handler pid>`, holding the session that
+/// claimed the run once the handler has read its task.
 pub(super) struct Marker {
     pub(super) file: String,
     pub(super) run_id: String,
     pub(super) worker_pid: u32,
     pub(super) pid: u32,
+    pub(super) session: Option<String>,
 }
 
 pub(super) fn read_markers(dir: &Path) -> Vec<Marker> {
@@ -68,11 +71,15 @@ pub(super) fn read_markers(dir: &Path) -> Vec<Marker> {
             let pid = parts.next()?.parse().ok()?;
             let worker_pid = parts.next()?.parse().ok()?;
             let run_id = parts.next()?.to_owned();
+            let session = std::fs::read_to_string(entry.path())
+                .ok()
+                .filter(|session| !session.is_empty());
             Some(Marker {
                 file,
                 run_id,
                 worker_pid,
                 pid,
+                session,
             })
         })
         .collect()

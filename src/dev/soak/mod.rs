@@ -1,7 +1,9 @@
 //! `agh-worker soak`: the built-in simulator in-process, several real worker processes against
 //! it, and a seeded storm of faults (5xx, delays past the client deadlines, answers dropped after
 //! a commit, garbage bodies, forced lease expiry, simulator restarts), SIGKILLs of workers, and
-//! AGH stopping the sessions of `acp` workers it launched and starting new ones (`sessions.rs`);
+//! AGH stopping the sessions of `acp` workers it launched and starting new ones (`sessions.rs`),
+//! and a resident worker whose attached sessions' thin processes, and itself, are SIGKILLed
+//! (`attached/`);
 //! at the end the simulator's ledger and the handlers' marker files must show that every run
 //! finished exactly once (or is still queued), never had two holders, never took a terminal call
 //! after a lease loss, and that no handler kept running for a run its worker no longer held.
@@ -28,12 +30,13 @@ use tokio::sync::watch;
 
 use crate::cli::SoakArgs;
 use crate::dev::sim::{
-    DEFAULT_WORKSPACE, Fault, FaultKind, Route, SessionInfo, SessionSpec, SimConfig, SimServer,
-    Simulator, TaskSpec, TransitionKind,
+    DEFAULT_WORKSPACE, Fault, FaultKind, Route, RunSnapshot, SessionInfo, SessionSpec, SimConfig,
+    SimServer, Simulator, TaskSpec, TransitionKind,
 };
 use crate::util::sync::lock;
 
 /// Worker timing: short enough that losses and recoveries happen many times in a soak.
+mod attached;
 mod chaos;
 mod markers;
 mod operator;
@@ -42,7 +45,8 @@ mod sessions;
 mod workers;
 
 use markers::{group_alive, read_markers};
-use workers::tail_text;
+use report::Report;
+use workers::{follow_log, tail_text};
 
 const LEASE_SECONDS: u64 = 4;
 /// The `acp` workers' lease: the shortest `acp.lease_seconds` allows (heartbeats every third of
@@ -83,6 +87,10 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 trap 'exit 141' PIPE
 IFS= read -r task || exit 1
+# The session the run was claimed by, into the marker: a resident worker runs the handlers of
+# many sessions.
+session=${task#*\"session_id\":\"}
+[ "$session" = "$task" ] || printf '%s' "${session%%\"*}" >"$marker"
 # A slow run sleeps on its first execution only: kills and expiries would otherwise restart it
 # forever, and requeued runs come first, so every worker would end up cycling on the slow runs.
 case $task in
@@ -186,39 +194,6 @@ struct Slot {
     restart_at: Option<Instant>,
 }
 
-/// Figures collected while soaking.
-#[derive(Default)]
-struct Report {
-    elapsed: Duration,
-    finished_in_time: bool,
-    completed: u64,
-    failed: u64,
-    queued: u64,
-    claimed_at_end: u64,
-    swept_at_end: u64,
-    faults: BTreeMap<&'static str, u64>,
-    expiries: u64,
-    sim_restarts: u64,
-    kills: u64,
-    recoveries: Vec<Duration>,
-    unmeasured_recoveries: u64,
-    orphaned_by_kill: u64,
-    stale_markers: u64,
-    /// Operator cancels of a run whose handler worked, and how many were seen through.
-    operator_cancels: u64,
-    cancels_checked: u64,
-    /// Operator pauses (each resumed a moment later).
-    pauses: u64,
-    /// Runs in status canceled at the end.
-    canceled: u64,
-    /// Child sessions the handlers' spawns made.
-    children: u64,
-    transitions: BTreeMap<String, u64>,
-    /// AGH's stops and starts of `acp` sessions.
-    sessions: sessions::SessionFigures,
-    violations: Vec<String>,
-}
-
 /// Everything the soak loop works with.
 struct Rig {
     plan: Plan,
@@ -249,6 +224,8 @@ struct Rig {
     paused: Vec<(String, Instant)>,
     /// The `acp` workers' sessions, which the simulator launches and stops as AGH does.
     acp: sessions::AcpSessions,
+    /// The resident worker and the sessions attached to it.
+    attached: attached::Attached,
 }
 
 async fn soak(plan: &Plan) -> anyhow::Result<Report> {
@@ -329,6 +306,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         });
     }
 
+    let attached = attached::Attached::new(&dir);
     let mut rig = Rig {
         plan: plan.clone(),
         sim,
@@ -349,6 +327,7 @@ async fn soak(plan: &Plan) -> anyhow::Result<Report> {
         paused: Vec::new(),
         expired: HashSet::new(),
         acp: sessions::AcpSessions::new(plan.workers.min(4), format!("unix:{}", socket.display())),
+        attached,
     };
     let result = rig.drive().await;
     // Whatever happened, no worker process outlives the soak.
@@ -375,6 +354,8 @@ impl Rig {
             self.spawn_worker(index)?;
         }
         self.set_acp_provider();
+        self.start_resident()?;
+        self.set_thin_provider();
         let started = Instant::now();
         let deadline = started + self.plan.limit;
         // Gaps between chaos events, in ms. The quick soak has few runs, so it packs the same
@@ -410,7 +391,8 @@ impl Rig {
             let finished = ledger.transitions_of(TransitionKind::Completed)
                 + ledger.transitions_of(TransitionKind::Failed)
                 + ledger.runs_in_status("canceled");
-            if finished >= self.plan.runs {
+            // The soak goes on until the resident and its sessions have met each of their faults.
+            if finished >= self.plan.runs && self.attached_covered() {
                 self.report.finished_in_time = true;
                 break;
             }
@@ -419,6 +401,7 @@ impl Rig {
             }
             self.watch_processes(now).await?;
             self.tend_sessions(now, stop_gap.clone()).await?;
+            self.tend_attached(now).await?;
 
             let requests: u64 = ledger.requests.iter().map(|count| count.count).sum();
             if requests >= next_fault {
@@ -481,6 +464,7 @@ impl Rig {
         }
         // AGH stops its sessions while the `run` workers drain.
         self.stop_sessions_at_end().await;
+        self.stop_attached_at_end().await;
         let within = Duration::from_secs(DRAIN_SECONDS + 10);
         for slot in &mut self.slots {
             // A kill whose restarted process never had a run in hand (or was not restarted yet).
@@ -557,6 +541,7 @@ impl Rig {
         self.report.canceled = ledger.runs_in_status("canceled");
         self.check_children();
         self.check_sessions_at_end();
+        self.check_attached_at_end();
         let accounted =
             self.report.completed + self.report.failed + self.report.queued + self.report.canceled;
         if accounted != self.plan.runs {

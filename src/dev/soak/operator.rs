@@ -18,9 +18,8 @@ impl Rig {
             .into_iter()
             .filter(|marker| !self.canceled.contains_key(&marker.run_id))
             .filter_map(|marker| {
-                let session = self.session_of(marker.worker_pid)?;
                 let run = self.sim.run(&marker.run_id)?;
-                (run.status == "claimed" && run.session_id.as_deref() == Some(session.as_str()))
+                self.holds(&marker, &run)
                     .then_some((marker.run_id, run.task_id))
             })
             .collect();

@@ -2,6 +2,41 @@
 
 use super::*;
 
+/// Figures collected while soaking.
+#[derive(Default)]
+pub(super) struct Report {
+    pub(super) elapsed: Duration,
+    pub(super) finished_in_time: bool,
+    pub(super) completed: u64,
+    pub(super) failed: u64,
+    pub(super) queued: u64,
+    pub(super) claimed_at_end: u64,
+    pub(super) swept_at_end: u64,
+    pub(super) faults: BTreeMap<&'static str, u64>,
+    pub(super) expiries: u64,
+    pub(super) sim_restarts: u64,
+    pub(super) kills: u64,
+    pub(super) recoveries: Vec<Duration>,
+    pub(super) unmeasured_recoveries: u64,
+    pub(super) orphaned_by_kill: u64,
+    pub(super) stale_markers: u64,
+    /// Operator cancels of a run whose handler worked, and how many were seen through.
+    pub(super) operator_cancels: u64,
+    pub(super) cancels_checked: u64,
+    /// Operator pauses (each resumed a moment later).
+    pub(super) pauses: u64,
+    /// Runs in status canceled at the end.
+    pub(super) canceled: u64,
+    /// Child sessions the handlers' spawns made.
+    pub(super) children: u64,
+    pub(super) transitions: BTreeMap<String, u64>,
+    /// AGH's stops and starts of `acp` sessions.
+    pub(super) sessions: super::sessions::SessionFigures,
+    /// The resident worker and its attached sessions.
+    pub(super) attached: super::attached::AttachedFigures,
+    pub(super) violations: Vec<String>,
+}
+
 impl Report {
     pub(super) fn print(&self, plan: &Plan) {
         let secs = self.elapsed.as_secs_f64().max(0.001);
@@ -45,6 +80,7 @@ impl Report {
             super::SPAWN_DELAY.as_millis()
         );
         self.sessions.print();
+        self.attached.print();
         println!(
             "  leases left at stop   {:>8}  (swept back to the queue: {})",
             self.claimed_at_end, self.swept_at_end

@@ -25,10 +25,10 @@ const IN_FLIGHT: Duration = Duration::from_millis(250);
 
 /// How long a stopped worker's handler groups may outlive its exit: it ends them itself before
 /// exiting (SIGTERM, 250 ms, SIGKILL); what is left is reaped a moment later.
-const HANDLERS_GONE: Duration = Duration::from_secs(1);
+pub(super) const HANDLERS_GONE: Duration = Duration::from_secs(1);
 
 /// How long a due stop waits for a session with a handler at work before it stops any.
-const WAIT_FOR_WORK: Duration = Duration::from_secs(2);
+pub(super) const WAIT_FOR_WORK: Duration = Duration::from_secs(2);
 
 /// The agent the sessions run as: the same as the `run` workers', so they share the queue.
 const AGENT: &str = "worker";
@@ -37,12 +37,7 @@ const AGENT: &str = "worker";
 #[derive(Default)]
 pub(super) struct SessionFigures {
     pub(super) started: u64,
-    /// Stops while the soak ran, and those at its end.
-    pub(super) stopped: u64,
-    pub(super) stopped_at_end: u64,
-    /// Workers that exited by themselves within AGH's grace, and the longest it took.
-    pub(super) exited_in_grace: u64,
-    pub(super) slowest_exit: Duration,
+    pub(super) stops: StopCounts,
     /// Runs a stopped worker's handler was working on, and how many another session finished.
     pub(super) runs_in_hand: u64,
     pub(super) finished_elsewhere: u64,
@@ -66,12 +61,9 @@ impl SessionFigures {
             self.started
         );
         println!(
-            "  acp sessions stopped  {:>8}  (+{} at the end; exited by themselves within AGH's {} ms grace: {}, slowest {} ms)",
-            self.stopped,
-            self.stopped_at_end,
-            STOP_GRACE.as_millis(),
-            self.exited_in_grace,
-            self.slowest_exit.as_millis()
+            "  acp sessions stopped  {:>8}  ({})",
+            self.stops.stopped,
+            self.stops.text()
         );
         println!(
             "  runs in hand at a stop{:>8}  (requeued at lease expiry and finished by another session: {}, canceled: {})",
@@ -79,7 +71,7 @@ impl SessionFigures {
         );
         let routes = super::report::counts_text(&self.call_routes);
         println!(
-            "  calls after a stop    {:>8}  (before stdin closed: {}, within {} ms of the close: {} (the latest {} ms after), later: {}; {routes})",
+            "  calls after a stop    {:>8}  (acp and attached sessions; before stdin closed: {}, within {} ms of the close: {} (the latest {} ms after), later: {}; {routes})",
             self.calls_before_close + self.calls_in_flight + self.calls_late,
             self.calls_before_close,
             IN_FLIGHT.as_millis(),
@@ -90,18 +82,128 @@ impl SessionFigures {
     }
 }
 
-/// A session whose worker runs.
-struct Live {
-    session_id: String,
-    pid: u32,
+/// AGH's stops of one kind of session.
+#[derive(Default)]
+pub(super) struct StopCounts {
+    /// Stops while the soak ran, and those at its end.
+    pub(super) stopped: u64,
+    pub(super) stopped_at_end: u64,
+    /// Agent processes that exited by themselves within AGH's grace, and the longest it took.
+    pub(super) exited_in_grace: u64,
+    pub(super) slowest_exit: Duration,
+}
+
+impl StopCounts {
+    /// The figures but the count of stops.
+    pub(super) fn text(&self) -> String {
+        format!(
+            "+{} at the end; exited by themselves within AGH's {} ms grace: {}, slowest {} ms",
+            self.stopped_at_end,
+            STOP_GRACE.as_millis(),
+            self.exited_in_grace,
+            self.slowest_exit.as_millis()
+        )
+    }
+
+    /// Counts a stop; passes on the problem of one that went wrong.
+    pub(super) fn count(
+        &mut self,
+        at_end: bool,
+        outcome: Result<AgentStop, String>,
+    ) -> Result<(), String> {
+        if at_end {
+            self.stopped_at_end += 1;
+        } else {
+            self.stopped += 1;
+        }
+        let how = outcome?;
+        self.exited_in_grace += 1;
+        self.slowest_exit = self.slowest_exit.max(how.waited);
+        Ok(())
+    }
+}
+
+/// A session whose agent process runs.
+pub(super) struct Live {
+    pub(super) session_id: String,
+    pub(super) pid: u32,
 }
 
 /// A stop under way: the simulator's `stop_agent_session`, which takes up to AGH's grace.
-struct Stopping {
-    session_id: String,
-    pid: u32,
-    at_end: bool,
+pub(super) struct Stopping {
+    pub(super) live: Live,
+    pub(super) at_end: bool,
     task: JoinHandle<Result<AgentStop, String>>,
+}
+
+impl Stopping {
+    /// Starts AGH's stop of `live`'s session.
+    pub(super) fn start(sim: &Simulator, live: Live, at_end: bool) -> Stopping {
+        let sim = sim.clone();
+        let session_id = live.session_id.clone();
+        let task = tokio::spawn(async move { sim.stop_agent_session(&session_id).await });
+        Stopping { live, at_end, task }
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The stopped session, and how its stop went: an agent AGH had to signal is an error that
+    /// says so.
+    pub(super) async fn outcome(self) -> (Live, Result<AgentStop, String>) {
+        let live = self.live;
+        let outcome = match self.task.await {
+            Ok(Ok(how)) if how.exited_by_itself => Ok(how),
+            Ok(Ok(_)) => Err(format!(
+                "the agent process of session {} (pid {}) still ran {} ms after its stdin closed: AGH had to signal its group",
+                live.session_id,
+                live.pid,
+                STOP_GRACE.as_millis()
+            )),
+            Ok(Err(err)) => Err(format!(
+                "AGH's stop of session {} failed: {err}",
+                live.session_id
+            )),
+            Err(err) => Err(format!(
+                "the task stopping session {} failed: {err}",
+                live.session_id
+            )),
+        };
+        (live, outcome)
+    }
+}
+
+/// The sessions of `kind` whose start is over, taken from `tasks`; a start that failed is an
+/// error.
+pub(super) async fn started_sessions(
+    tasks: &mut Vec<JoinHandle<Result<SessionInfo, String>>>,
+    kind: &str,
+) -> anyhow::Result<Vec<SessionInfo>> {
+    let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(tasks)
+        .into_iter()
+        .partition(JoinHandle::is_finished);
+    *tasks = pending;
+    let mut started = Vec::new();
+    for task in done {
+        let info = task
+            .await
+            .with_context(|| format!("the task starting an {kind} session failed"))?
+            .map_err(|err| anyhow::anyhow!("an {kind} session did not start: {err}"))?;
+        started.push(info);
+    }
+    Ok(started)
+}
+
+/// Starts a session of `spec` as AGH does, its agent process in `cwd`.
+pub(super) fn start_task(
+    sim: &Simulator,
+    spec: SessionSpec,
+    cwd: &Path,
+) -> JoinHandle<Result<SessionInfo, String>> {
+    let sim = sim.clone();
+    let cwd = cwd.to_path_buf();
+    tokio::spawn(async move { sim.start_agent_session(spec, &cwd).await })
 }
 
 /// The sessions the simulator launches for the soak.
@@ -138,7 +240,7 @@ impl AcpSessions {
 }
 
 /// A word for the provider command, quoted as the simulator (and AGH) split it.
-fn quoted(word: &Path) -> String {
+pub(super) fn quoted(word: &Path) -> String {
     format!("'{}'", word.display().to_string().replace('\'', r"'\''"))
 }
 
@@ -147,27 +249,7 @@ impl Rig {
     /// stderr to a file per session (the simulator would pass it to the soak's own stderr).
     pub(super) fn set_acp_provider(&self) {
         let logs = self.acp_log_dir();
-        let state = self.dir.join(".local/state/agh-worker");
-        let mut env: Vec<(String, String)> = self
-            .worker_env()
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect();
-        env.extend([
-            ("HOME".into(), self.dir.display().to_string()),
-            // The `run` workers' state directory: a start sweeps what a dead worker left.
-            ("STATE_DIRECTORY".into(), state.display().to_string()),
-            (
-                "AGH_WORKER__AGH__ENDPOINT".into(),
-                self.acp.endpoint.clone(),
-            ),
-            (
-                "AGH_WORKER__ACP__LEASE_SECONDS".into(),
-                ACP_LEASE_SECONDS.to_string(),
-            ),
-            ("AGH_WORKER__ACP__LOG_FILE".into(), "off".into()),
-            ("AGH_WORKER__WORKER__ORPHAN_POLICY".into(), "adopt".into()),
-        ]);
+        let env = self.agent_env(&self.acp.endpoint);
         self.sim.set_agent_provider(AgentProvider {
             command: format!(
                 r#"/bin/sh -c 'exec "$0" acp 2>>"$1/acp-$AGH_SESSION_ID.log"' {} {}"#,
@@ -181,7 +263,31 @@ impl Rig {
         });
     }
 
-    fn acp_log_dir(&self) -> PathBuf {
+    /// The environment of the agent processes the simulator launches: the soak's worker
+    /// settings and `acp`'s own, against the simulator at `endpoint`.
+    pub(super) fn agent_env(&self, endpoint: &str) -> Vec<(String, String)> {
+        let state = self.dir.join(".local/state/agh-worker");
+        let mut env: Vec<(String, String)> = self
+            .worker_env()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        env.extend([
+            ("HOME".into(), self.dir.display().to_string()),
+            // The `run` workers' state directory: a start sweeps what a dead worker left.
+            ("STATE_DIRECTORY".into(), state.display().to_string()),
+            ("AGH_WORKER__AGH__ENDPOINT".into(), endpoint.to_owned()),
+            (
+                "AGH_WORKER__ACP__LEASE_SECONDS".into(),
+                ACP_LEASE_SECONDS.to_string(),
+            ),
+            ("AGH_WORKER__ACP__LOG_FILE".into(), "off".into()),
+            ("AGH_WORKER__WORKER__ORPHAN_POLICY".into(), "adopt".into()),
+        ]);
+        env
+    }
+
+    pub(super) fn acp_log_dir(&self) -> PathBuf {
         self.plan
             .log_dir
             .clone()
@@ -190,7 +296,12 @@ impl Rig {
 
     /// The last lines a session's worker logged.
     fn acp_tail(&self, session_id: &str) -> String {
-        let path = self.acp_log_dir().join(format!("acp-{session_id}.log"));
+        self.agent_log_tail(&format!("acp-{session_id}.log"))
+    }
+
+    /// The last lines of an agent process's log file `name`.
+    pub(super) fn agent_log_tail(&self, name: &str) -> String {
+        let path = self.acp_log_dir().join(name);
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..]
@@ -252,24 +363,13 @@ impl Rig {
             ..SessionSpec::default()
         };
         self.acp.named += 1;
-        let sim = self.sim.clone();
-        let cwd = self.dir.clone();
-        self.acp.starting.push(tokio::spawn(async move {
-            sim.start_agent_session(spec, &cwd).await
-        }));
+        let task = start_task(&self.sim, spec, &self.dir);
+        self.acp.starting.push(task);
     }
 
     /// Sessions whose start is over; one that failed ends the soak (no worker, nothing to soak).
     async fn take_started(&mut self) -> anyhow::Result<()> {
-        let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.acp.starting)
-            .into_iter()
-            .partition(JoinHandle::is_finished);
-        self.acp.starting = pending;
-        for task in done {
-            let info = task
-                .await
-                .context("the task starting an acp session failed")?
-                .map_err(|err| anyhow::anyhow!("an acp session did not start: {err}"))?;
+        for info in started_sessions(&mut self.acp.starting, "acp").await? {
             self.add_live(info)?;
         }
         Ok(())
@@ -326,57 +426,28 @@ impl Rig {
     }
 
     fn spawn_stop(&mut self, live: Live, at_end: bool) {
-        let sim = self.sim.clone();
-        let session_id = live.session_id.clone();
-        let task = tokio::spawn(async move { sim.stop_agent_session(&session_id).await });
-        self.acp.stopping.push(Stopping {
-            session_id: live.session_id,
-            pid: live.pid,
-            at_end,
-            task,
-        });
+        let stop = Stopping::start(&self.sim, live, at_end);
+        self.acp.stopping.push(stop);
     }
 
     /// Stops that are over (all of them, waiting, with `wait`): counted and checked.
     async fn take_stopped(&mut self, now: Instant, wait: bool) {
         let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut self.acp.stopping)
             .into_iter()
-            .partition(|stop| wait || stop.task.is_finished());
+            .partition(|stop| wait || stop.is_finished());
         self.acp.stopping = pending;
         for stop in done {
-            let figures = &mut self.report.sessions;
-            match stop.task.await {
-                Ok(Ok(how)) => {
-                    if stop.at_end {
-                        figures.stopped_at_end += 1;
-                    } else {
-                        figures.stopped += 1;
-                    }
-                    if how.exited_by_itself {
-                        figures.exited_in_grace += 1;
-                        figures.slowest_exit = figures.slowest_exit.max(how.waited);
-                    } else {
-                        let tail = self.acp_tail(&stop.session_id);
-                        self.report.violations.push(format!(
-                            "the acp worker of session {} (pid {}) still ran {} ms after its stdin closed: AGH had to signal its group; its last log lines:\n{tail}",
-                            stop.session_id,
-                            stop.pid,
-                            STOP_GRACE.as_millis()
-                        ));
-                    }
-                }
-                Ok(Err(err)) => self.report.violations.push(format!(
-                    "AGH's stop of session {} failed: {err}",
-                    stop.session_id
-                )),
-                Err(err) => self.report.violations.push(format!(
-                    "the task stopping session {} failed: {err}",
-                    stop.session_id
-                )),
+            let at_end = stop.at_end;
+            let (live, outcome) = stop.outcome().await;
+            if let Err(problem) = self.report.sessions.stops.count(at_end, outcome) {
+                let tail = self.acp_tail(&live.session_id);
+                self.report
+                    .violations
+                    .push(format!("{problem}; its last log lines:\n{tail}"));
             }
             self.acp.exited.push((
-                stop.pid,
-                stop.session_id,
+                live.pid,
+                live.session_id,
                 now.max(Instant::now()) + HANDLERS_GONE,
             ));
         }
@@ -469,20 +540,37 @@ impl Rig {
             ));
         }
         for (run_id, stopped) in std::mem::take(&mut self.acp.in_hand) {
-            let Some(run) = self.sim.run(&run_id) else {
-                continue;
-            };
-            let finished = run.status == "completed" || run.status == "failed";
-            if finished && run.session_id.as_deref() == Some(stopped.as_str()) {
-                self.report.violations.push(format!(
-                    "run {run_id} was {} by session {stopped}, stopped while it held it",
-                    run.status
-                ));
-            } else if finished {
-                self.report.sessions.finished_elsewhere += 1;
-            } else if run.status == "canceled" {
-                self.report.sessions.canceled += 1;
+            match self.run_after_end(&run_id, &stopped) {
+                Ok(Some("canceled")) => self.report.sessions.canceled += 1,
+                Ok(Some(_)) => self.report.sessions.finished_elsewhere += 1,
+                Ok(None) => {}
+                Err(violation) => self.report.violations.push(violation),
             }
         }
+    }
+
+    /// What became of a run `session_id` held when it ended: finished by another session, or
+    /// canceled (its status), still open (`None`), or finished by the ended session (a
+    /// violation).
+    pub(super) fn run_after_end(
+        &self,
+        run_id: &str,
+        session_id: &str,
+    ) -> Result<Option<&'static str>, String> {
+        let Some(run) = self.sim.run(run_id) else {
+            return Ok(None);
+        };
+        let status = match run.status.as_str() {
+            "completed" => "completed",
+            "failed" => "failed",
+            "canceled" => return Ok(Some("canceled")),
+            _ => return Ok(None),
+        };
+        if run.session_id.as_deref() == Some(session_id) {
+            return Err(format!(
+                "run {run_id} was {status} by session {session_id}, which had ended while it held it"
+            ));
+        }
+        Ok(Some(status))
     }
 }

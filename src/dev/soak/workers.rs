@@ -1,6 +1,7 @@
 //! The worker processes of the soak: starting one against the simulator, watching them exit,
 //! killing one at random, and the session each process runs as.
 
+use super::markers::Marker;
 use super::*;
 
 impl Rig {
@@ -61,58 +62,47 @@ impl Rig {
         ]
     }
 
+    /// This binary with `args`, in an empty environment but `PATH`, its stderr piped (to
+    /// [`follow_log`]); killed if the soak drops it.
+    pub(super) fn worker_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
     /// `agh-worker run` for a slot, configured only by environment.
     pub(super) fn spawn_worker(&mut self, index: usize) -> anyhow::Result<()> {
         let slot = &self.slots[index];
-        let mut command = Command::new(&self.binary);
+        let mut command = self.worker_command(&["run"]);
         command
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.dir)
             .env("AGH_SESSION_ID", &slot.session.session_id)
             .env("AGH_AGENT", &slot.session.agent_name)
             .env("AGH_WORKER__AGH__ENDPOINT", &slot.endpoint)
             .env("AGH_WORKER__WORKER__ORPHAN_POLICY", slot.policy)
-            .envs(self.worker_env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .envs(self.worker_env());
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start worker {}", slot.index))?;
         let (first_tx, first_rx) = watch::channel(None);
-        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        if let Some(stderr) = child.stderr.take() {
-            let tail = tail.clone();
-            let log_dir = self.plan.log_dir.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                // Every process of a slot appends to the same file, restarts included.
-                let mut debug = log_dir.and_then(|dir| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(dir.join(format!("worker-{index}.log")))
-                        .ok()
-                });
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(file) = debug.as_mut() {
-                        use std::io::Write as _;
-                        let _ = writeln!(file, "{line}");
-                    }
-                    if first_tx.borrow().is_none() && line.contains("run in hand") {
-                        first_tx.send_replace(Some(Instant::now()));
-                    }
-                    let mut tail = lock(&tail);
-                    if tail.len() == 40 {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line);
-                }
-            });
-        }
+        // Every process of a slot appends to the same file, restarts included.
+        let file = self
+            .plan
+            .log_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("worker-{index}.log")));
+        let tail = follow_log(&mut child, file, move |line| {
+            if first_tx.borrow().is_none() && line.contains("run in hand") {
+                first_tx.send_replace(Some(Instant::now()));
+            }
+        });
         if let Some(pid) = child.id() {
             self.pid_sessions
                 .insert(pid, self.slots[index].session.session_id.clone());
@@ -197,10 +187,65 @@ impl Rig {
         self.report.kills += 1;
     }
 
-    /// The session of the worker process `pid` (current or killed).
-    pub(super) fn session_of(&self, pid: u32) -> Option<String> {
-        self.pid_sessions.get(&pid).cloned()
+    /// Whether the soak started the worker process `pid`: a worker, an `acp` session's, or a
+    /// resident worker.
+    pub(super) fn knows_worker(&self, pid: u32) -> bool {
+        self.pid_sessions.contains_key(&pid) || self.attached.is_resident(pid)
     }
+
+    /// Whether the worker process of `marker` (current or killed) holds the marker's `run`: its
+    /// session holds the lease, or for a resident worker, the session that claimed the run for
+    /// the handler does (any session attached to it, until the handler has said which).
+    pub(super) fn holds(&self, marker: &Marker, run: &RunSnapshot) -> bool {
+        let pid = marker.worker_pid;
+        let holder = run.session_id.as_deref();
+        let ours = if self.attached.is_resident(pid) {
+            holder.is_some_and(|session| match &marker.session {
+                Some(claimed_by) => claimed_by == session && self.attached.serves(session),
+                None => self.attached.serves(session),
+            })
+        } else {
+            holder.is_some() && self.pid_sessions.get(&pid).map(String::as_str) == holder
+        };
+        run.status == "claimed" && ours
+    }
+}
+
+/// Follows a child's stderr: each line to `file` (appended, when given) and to `read`; answers
+/// the last 40 lines, kept as they come.
+pub(super) fn follow_log(
+    child: &mut Child,
+    file: Option<PathBuf>,
+    mut read: impl FnMut(&str) + Send + 'static,
+) -> Arc<Mutex<VecDeque<String>>> {
+    let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+    let Some(stderr) = child.stderr.take() else {
+        return tail;
+    };
+    let kept = tail.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut file = file.and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(file) = file.as_mut() {
+                use std::io::Write as _;
+                let _ = writeln!(file, "{line}");
+            }
+            read(&line);
+            let mut tail = lock(&kept);
+            if tail.len() == 40 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+    tail
 }
 
 pub(super) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {

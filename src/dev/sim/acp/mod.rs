@@ -1,4 +1,4 @@
-//! The simulator as AGH towards its agents: a provider command, sessions whose agent process it
+//! The simulator as AGH towards its agents: a provider command per agent, sessions whose agent process it
 //! launches and speaks ACP to, wake prompts, and AGH's stop. A session is `starting` until its
 //! agent has answered `initialize` and `session/new`, `active` after (only then is its identity
 //! accepted), `stopping` from the start of a stop, and `stopped` once its process has exited.
@@ -55,15 +55,47 @@ pub struct AgentProvider {
 }
 
 impl AgentProvider {
-    fn serves(&self, agent_name: &str) -> bool {
-        self.agents.is_empty() || self.agents.iter().any(|agent| agent == agent_name)
-    }
-
     fn workspace_root(&self) -> PathBuf {
         self.workspace_root
             .clone()
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("/"))
+    }
+}
+
+/// The providers of one simulator: those that name their agents, and at most one for every
+/// other agent.
+#[derive(Debug, Default)]
+struct Providers {
+    named: Vec<AgentProvider>,
+    others: Option<AgentProvider>,
+}
+
+impl Providers {
+    fn set(&mut self, provider: AgentProvider) {
+        if provider.agents.is_empty() {
+            self.others = Some(provider);
+            return;
+        }
+        self.named.retain(|known| {
+            !known
+                .agents
+                .iter()
+                .any(|agent| provider.agents.contains(agent))
+        });
+        self.named.push(provider);
+    }
+
+    /// The provider that runs `agent_name`'s sessions, if one does.
+    fn for_agent(&self, agent_name: &str) -> Option<&AgentProvider> {
+        self.named
+            .iter()
+            .find(|provider| provider.agents.iter().any(|agent| agent == agent_name))
+            .or(self.others.as_ref())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.named.is_empty() && self.others.is_none()
     }
 }
 
@@ -79,7 +111,7 @@ pub struct AgentStop {
 /// The agent sessions of one simulator.
 #[derive(Debug, Default)]
 pub(crate) struct AgentSessions {
-    provider: Mutex<Option<AgentProvider>>,
+    providers: Mutex<Providers>,
     running: Mutex<HashMap<String, Arc<AgentSession>>>,
     /// Task-role sessions being started (or whose start failed, so it is not retried on every
     /// tick), by name and workspace.
@@ -115,9 +147,11 @@ impl AgentSession {
 }
 
 impl Simulator {
-    /// The provider whose command [`Simulator::start_agent_session`] launches.
+    /// A provider whose command [`Simulator::start_agent_session`] launches for the agents it
+    /// names (every agent no other provider names, when it names none), in place of any provider
+    /// set before for one of those agents: as in AGH, each agent has its provider.
     pub fn set_agent_provider(&self, provider: AgentProvider) {
-        *lock(&self.inner.agents.provider) = Some(provider);
+        lock(&self.inner.agents.providers).set(provider);
     }
 
     /// Starts a session as AGH does: the session is created `starting`, its agent is launched in
@@ -171,9 +205,9 @@ impl Simulator {
 
     /// The provider that runs `agent_name`'s sessions, if one does.
     fn agent_provider(&self, agent_name: &str) -> Option<AgentProvider> {
-        lock(&self.inner.agents.provider)
-            .clone()
-            .filter(|provider| provider.serves(agent_name))
+        lock(&self.inner.agents.providers)
+            .for_agent(agent_name)
+            .cloned()
     }
 
     /// The sessions whose agent process the simulator launched, by session id.
@@ -328,4 +362,56 @@ fn ended(inner: &Inner, session_id: &str) {
     inner
         .state()
         .set_session_state(session_id, SessionState::Stopped, now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(command: &str, agents: &[&str]) -> AgentProvider {
+        AgentProvider {
+            command: command.into(),
+            agents: agents.iter().map(|agent| agent.to_string()).collect(),
+            ..AgentProvider::default()
+        }
+    }
+
+    fn command_for(providers: &Providers, agent: &str) -> Option<String> {
+        providers
+            .for_agent(agent)
+            .map(|provider| provider.command.clone())
+    }
+
+    #[test]
+    fn each_agent_gets_the_provider_that_names_it_and_the_others_the_one_naming_none() {
+        let mut providers = Providers::default();
+        assert!(providers.is_empty());
+        providers.set(provider("acp", &["worker"]));
+        assert_eq!(command_for(&providers, "worker").as_deref(), Some("acp"));
+        assert_eq!(command_for(&providers, "coder"), None);
+        providers.set(provider("acp --attach", &["attached"]));
+        providers.set(provider("any", &[]));
+        assert_eq!(command_for(&providers, "worker").as_deref(), Some("acp"));
+        assert_eq!(
+            command_for(&providers, "attached").as_deref(),
+            Some("acp --attach")
+        );
+        assert_eq!(command_for(&providers, "coder").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn a_provider_set_again_for_an_agent_replaces_the_one_before() {
+        let mut providers = Providers::default();
+        providers.set(provider("old", &["worker", "coder"]));
+        providers.set(provider("new", &["worker"]));
+        assert_eq!(command_for(&providers, "worker").as_deref(), Some("new"));
+        // The replaced provider is gone for every agent it named.
+        assert_eq!(command_for(&providers, "coder"), None);
+        providers.set(provider("any", &[]));
+        providers.set(provider("any again", &[]));
+        assert_eq!(
+            command_for(&providers, "coder").as_deref(),
+            Some("any again")
+        );
+    }
 }

@@ -19,15 +19,18 @@ pub(crate) fn schedule(inner: &Arc<Inner>) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
-    let Some(provider) = lock(&inner.agents.provider).clone() else {
+    if lock(&inner.agents.providers).is_empty() {
         return;
-    };
+    }
     let simulator = Simulator {
         inner: inner.clone(),
     };
     let activations = inner.state().role_activations();
     for activation in activations {
-        if provider.serves(&activation.agent_name)
+        let provider = lock(&inner.agents.providers)
+            .for_agent(&activation.agent_name)
+            .cloned();
+        if let Some(provider) = provider
             && lock(&inner.agents.role_starts).insert(activation.key())
         {
             tokio::spawn(start_role_session(
