@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use crate::api::{AghClient, ApiError, ApiRequestCounters, Endpoint, EndpointParseError};
 use crate::config::{Config, ResolveEndpointError};
 use crate::coordination::listener::ListenerSettings;
@@ -281,17 +283,22 @@ impl Worker {
         let mut listener = None;
         if let Events::Coordination(coordination) = self.events.as_ref() {
             if let Some(settings) = &self.listener {
+                // In the caller's span: a resident worker's slot names its session there.
                 listener = Some(tokio::spawn(
                     coordination
                         .listener(settings.clone(), listener_shutdown.clone())
-                        .run(),
+                        .run()
+                        .in_current_span(),
                 ));
             }
             // Read the spawn budget at start, so the first spawn is checked without waiting.
             let spawner = coordination.spawner().clone();
-            tokio::spawn(async move {
-                spawner.refresh().await;
-            });
+            tokio::spawn(
+                async move {
+                    spawner.refresh().await;
+                }
+                .in_current_span(),
+            );
         }
         let claim_loop = ClaimLoop {
             api: self.api.clone(),

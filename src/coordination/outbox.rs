@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::handler::{HandlerEvent, TaskDocument};
 use crate::util::time::sleep_until_option;
 use crate::worker::{EventSink, Shutdown, StatusBoard};
+use tracing::Instrument as _;
 
 /// Settings of the event sink and the spawner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,7 +197,8 @@ impl<A: CoordinationApi> EventSink for Coordination<A> {
             seq: 0,
             muted: false,
         };
-        self.tasks.spawn(run_outbox(sender, outbox));
+        self.tasks
+            .spawn(run_outbox(sender, outbox).in_current_span());
     }
 
     fn run_ended(&self, run_id: &str) {
@@ -253,10 +255,13 @@ impl<A: CoordinationApi> EventSink for Coordination<A> {
                 let spawner = self.spawner.clone();
                 let run_id = run_id.to_string();
                 // The spawn call must not hold up the handler's other events.
-                tokio::spawn(async move {
-                    let decided = spawner.spawn(&run_id, clock, *ask).await;
-                    let _ = answer.send(decided);
-                });
+                tokio::spawn(
+                    async move {
+                        let decided = spawner.spawn(&run_id, clock, *ask).await;
+                        let _ = answer.send(decided);
+                    }
+                    .in_current_span(),
+                );
             }
         }
     }

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::util::backoff::Backoff;
 use crate::util::sync::lock;
 use crate::worker::{Shutdown, StatusBoard};
+use tracing::Instrument as _;
 
 /// How many message ids the listener remembers. The daemon's queue holds at most 100 messages
 /// per session, so 4096 covers every id that can still be returned, with memory bounded.
@@ -195,8 +196,9 @@ impl<A: CoordinationApi> Listener<A> {
                 }
                 tracing::debug!(channel = %channel, "listening on channel");
                 let stop = CancellationToken::new();
-                let task =
-                    tokio::spawn(poll_channel(context.clone(), channel.clone(), stop.clone()));
+                let task = tokio::spawn(
+                    poll_channel(context.clone(), channel.clone(), stop.clone()).in_current_span(),
+                );
                 pollers.insert(channel, Poller { stop, task });
             }
             if draining && pollers.is_empty() {
