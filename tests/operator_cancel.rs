@@ -197,6 +197,44 @@ async fn a_cancel_stops_the_handler_before_any_heartbeat_and_makes_no_terminal_c
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_before_the_stream_opens_is_seen_when_it_opens_within_the_follow_delay() {
+    let mut rig = Rig::new(Transport::Unix, twenty_second_heartbeat()).await;
+    let worker = rig.worker.clone();
+    let handle = tokio::spawn(async move { worker.run().await });
+    timeout(Duration::from_secs(5), rig.started.recv())
+        .await
+        .expect("the handler starts")
+        .expect("the handler lives");
+    let cancelled = tokio::time::Instant::now();
+    assert!(rig.sim.cancel_task(&rig.run.task_id, Some("early")));
+    assert_eq!(rig.stopped().await, "cancelled");
+    let took = cancelled.elapsed();
+    assert!(
+        took < agh_worker::worker::lease::FOLLOW_AFTER + Duration::from_millis(500),
+        "an early cancel waits for the stream to open, no longer: {took:?}"
+    );
+    assert_eq!(ends(handle).await, WorkerExit::MaxRuns);
+    assert_eq!(rig.requests(Route::Heartbeat), 0, "found by the stream");
+    rig.assert_no_terminal_call();
+    assert_eq!(rig.last_end(), RunEnd::Canceled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_ends_before_the_follow_delay_opens_no_task_stream() {
+    let rig = Rig::new(Transport::Tcp, twenty_second_heartbeat()).await;
+    rig.finish.notify_one();
+    let worker = rig.worker.clone();
+    let exit = ends(tokio::spawn(async move { worker.run().await })).await;
+    assert_eq!(exit, WorkerExit::MaxRuns);
+    assert_eq!(rig.last_end(), RunEnd::Completed);
+    assert!(
+        rig.sim.stream_opens().is_empty(),
+        "no stream for a run shorter than the delay: {:?}",
+        rig.sim.stream_opens()
+    );
+}
+
 // ----- a pause shows in the status and the run completes -------------------------------------------
 
 async fn a_paused_tasks_run_completes_and_the_status_shows_the_pause(via: Transport) {

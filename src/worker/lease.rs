@@ -22,6 +22,12 @@ use crate::handler::FORCED_STOP_GRACE;
 use crate::handler::{ChosenHandler, Outcome, TaskContext, TaskDocument};
 use crate::util::time::{parse_rfc3339, sleep_until_option};
 
+/// How long a run works before its task stream is opened. Most runs of a busy queue end sooner,
+/// and a stream per run costs AGH a subscription and the worker a connection; an operator's
+/// cancel in that time is still seen when the stream opens (it replays from the task view's
+/// sequence), so the delay bounds the extra latency of an early cancel.
+pub const FOLLOW_AFTER: Duration = Duration::from_millis(200);
+
 /// How the worker came to hold the lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -105,7 +111,12 @@ async fn drive<A: AghApi, E: EventSink>(
                 // bundle (the claim's reference carries no sequence in AGH).
                 let start = start_rx.await.unwrap_or_default();
                 match followed.starting(start) {
-                    Ok(followed) => follow(api.clone(), followed, status.clone()).await,
+                    Ok(followed) => {
+                        // The stream replays everything after the view's sequence, so waiting
+                        // loses no event; a run that ends sooner never opens a stream.
+                        tokio::time::sleep(FOLLOW_AFTER).await;
+                        follow(api.clone(), followed, status.clone()).await
+                    }
                     Err(cancel) => cancel,
                 }
             };
