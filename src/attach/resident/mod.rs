@@ -206,13 +206,7 @@ async fn serve(
     if let Some(health) = health {
         health.stop().await;
     }
-    let totals = {
-        let mut totals = slots.retired();
-        for slot in slots.live() {
-            totals.add(&slot.worker.status().counters);
-        }
-        totals
-    };
+    let totals = slots.totals();
     tracing::info!(
         completed = totals.runs_completed,
         failed = totals.runs_failed,

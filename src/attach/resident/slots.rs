@@ -130,6 +130,15 @@ impl Slots {
         lock(&self.table).live.values().cloned().collect()
     }
 
+    /// The counts of every slot, those gone included.
+    pub fn totals(&self) -> Counters {
+        let mut totals = self.retired();
+        for slot in self.live() {
+            totals.add(&slot.worker.status().counters);
+        }
+        totals
+    }
+
     /// The counts of the slots that are gone.
     pub fn retired(&self) -> Counters {
         lock(&self.table).retired.clone()
@@ -223,7 +232,9 @@ mod tests {
         slot.worker
             .status_board()
             .run_ended(crate::worker::RunEnd::Completed);
+        assert_eq!(slots.totals().runs_completed, 1);
         slots.free(slot.id);
         assert_eq!(slots.retired().runs_completed, 1);
+        assert_eq!(slots.totals().runs_completed, 1, "counted once, not again");
     }
 }

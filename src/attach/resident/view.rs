@@ -14,7 +14,7 @@ use super::slots::{Slot, Slots};
 use crate::ops::health::{HealthTimings, liveness, unix_seconds};
 use crate::ops::metrics::{LoopView, MetricsInput, SlotCounts, render_input};
 use crate::ops::server::{HealthInfo, HealthState, HealthView, VERSION};
-use crate::worker::{Counters, Shutdown};
+use crate::worker::Shutdown;
 
 /// The resident worker as its health server sees it.
 #[derive(Clone, Debug)]
@@ -70,14 +70,6 @@ impl ResidentView {
         }
         (reasons.is_empty(), reasons)
     }
-
-    fn totals(&self) -> Counters {
-        let mut totals = self.slots.retired();
-        for slot in self.slots.live() {
-            totals.add(&slot.worker.status().counters);
-        }
-        totals
-    }
 }
 
 impl HealthView for ResidentView {
@@ -128,21 +120,18 @@ impl HealthView for ResidentView {
             "slots_attached": slots.len(),
             "started_at": unix_seconds(self.started_at),
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
-            "counters": self.totals(),
+            "counters": self.slots.totals(),
             "slots": slots,
         })
     }
 
     fn metrics_text(&self) -> String {
         let live = self.slots.live();
-        let now = Instant::now();
         let loops: Vec<LoopView> = live
             .iter()
             .map(|slot| LoopView::of(slot.worker.status_board()))
             .collect();
-        let healthy = loops
-            .iter()
-            .all(|view| liveness(&view.snapshot, now, &self.timings).is_ok());
+        let (healthy, _) = self.slots_alive();
         render_input(&MetricsInput {
             loops,
             retired: self.slots.retired(),
