@@ -425,3 +425,74 @@ async fn a_scheduler_wake_reaches_an_attached_slot_and_it_claims_at_once() {
         .expect("stops");
     assert!(resident.terminate().await.success());
 }
+
+#[tokio::test]
+async fn sighup_gives_every_slot_the_handler_table_of_the_file_as_it_is_now() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let rig = rig_with_thin_provider(dir.path(), Transport::Unix).await;
+    let resident = Resident::start(&rig, 2).await;
+    let session = rig.session().await;
+    resident
+        .until("the slot idle", |status| {
+            status["slots"][0]["state"] == "idle"
+        })
+        .await;
+    // The gated handler would hold a run for ever (the gate stays shut); the new table's does not.
+    let file = std::fs::read_to_string(rig.config_file()).expect("the config file");
+    let (settings, _) = file.split_once("[[handlers]]").expect("a handler table");
+    std::fs::write(
+        rig.config_file(),
+        format!("{settings}[[handlers]]\nname = \"after-reload\"\nkind = \"noop\"\n"),
+    )
+    .expect("the new config file");
+    resident.reload().await;
+    // The claim in hand when the signal came still uses the old table: let it take a run first.
+    let mut runs = Vec::new();
+    let mut said = String::new();
+    for n in 0..2 {
+        runs.push(rig.enqueue(&format!("after reload {n}")));
+        if rig
+            .sim
+            .wait_until(Duration::from_secs(10), |sim| completed(sim) >= 1)
+            .await
+        {
+            said = "completed".into();
+            break;
+        }
+    }
+    assert_eq!(said, "completed", "a run completed with the reloaded table");
+    assert!(
+        started_runs(dir.path()).len() < runs.len(),
+        "not every run went to the old handler"
+    );
+    rig.sim
+        .stop_agent_session(&session.session_id)
+        .await
+        .expect("stops");
+    assert!(resident.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_slot_whose_loop_ends_by_itself_ends_its_thin_process_and_so_its_session() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let rig = rig_with_thin_provider(dir.path(), Transport::Unix).await;
+    let resident = Resident::start_with(&rig, 2, &["worker.max_runs=1"]).await;
+    open_gate(dir.path());
+    let session = rig.session().await;
+    rig.enqueue("the only one");
+    rig.until("its run completed", |sim| completed(sim) == 1)
+        .await;
+    resident
+        .until("its slot freed", |status| status["slots_attached"] == 0)
+        .await;
+    // The simulator's own waits wake on requests, and an exit makes none: look every 50 ms.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !rig.sim.agent_exited(&session.session_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the thin process did not exit with its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(resident.terminate().await.success());
+}

@@ -31,6 +31,11 @@ impl Resident {
     /// Starts a resident worker for `rig` serving at most `max_slots` sessions, with short leases
     /// (6 s, heartbeats every 2 s), and waits until it serves its health socket.
     pub(crate) async fn start(rig: &Rig, max_slots: u64) -> Resident {
+        Resident::start_with(rig, max_slots, &[]).await
+    }
+
+    /// [`Resident::start`] with more `--set KEY=VALUE` settings.
+    pub(crate) async fn start_with(rig: &Rig, max_slots: u64, sets: &[&str]) -> Resident {
         let socket = attach_socket(rig);
         let health = rig.path("resident-health.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_agh-worker"))
@@ -38,6 +43,7 @@ impl Resident {
             .arg(rig.config_file())
             .args(["--set", &format!("worker.max_slots={max_slots}")])
             .args(["--set", "acp.lease_seconds=6"])
+            .args(sets.iter().flat_map(|set| ["--set", set]))
             .args(["--set", "health.enabled=true"])
             .args(["--set", &format!("health.socket={}", health.display())])
             .args(["run", "--attach", &format!("unix:{}", socket.display())])
@@ -104,6 +110,16 @@ impl Resident {
             "timed out waiting for {what}; /status: {:?}",
             self.status().await
         );
+    }
+
+    /// SIGHUP: reload the configuration.
+    pub(crate) async fn reload(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .await;
+        }
     }
 
     /// SIGKILL, as a crash or the OOM killer would.
